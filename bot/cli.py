@@ -1,0 +1,149 @@
+"""``passerelle``: the composition root. Builds the knowledge base, storage and channels and
+hands them the engine; each sub-command is a thin layer over a library module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.engine.flow import Engine
+from bot.knowledge.loader import KnowledgeBaseError, load, load_with_problems
+from bot.knowledge.model import KnowledgeBase
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCRIPTS = REPO_ROOT / "tests" / "conversations"
+
+
+def default_contenus() -> Path:
+    """``$PASSERELLE_CONTENUS``, else ``./contenus``, else the one beside the package."""
+    configured = os.environ.get("PASSERELLE_CONTENUS")
+    if configured:
+        return Path(configured)
+    local = Path("contenus")
+    return local if local.is_dir() else REPO_ROOT / "contenus"
+
+
+def load_or_exit(directory: Path | None, extra: Path | None = None) -> KnowledgeBase:
+    """Load the base or stop with the validator's message (never a traceback)."""
+    if extra is None and os.environ.get("PASSERELLE_CONTENUS_EXTRA"):
+        extra = Path(os.environ["PASSERELLE_CONTENUS_EXTRA"])
+    try:
+        return load(directory or default_contenus(), extra)
+    except KnowledgeBaseError as exc:
+        print("La base de contenus est invalide, Passerelle ne démarre pas :", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_kb_check(args: argparse.Namespace) -> int:
+    directory = Path(args.directory) if args.directory else default_contenus()
+    kb, problems = load_with_problems(directory, Path(args.extra) if args.extra else None)
+    for problem in problems:
+        print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
+    errors = sum(1 for p in problems if p.severity == "error")
+    warnings = len(problems) - errors
+    if errors or kb is None:
+        print(f"{errors} erreur(s), {warnings} avertissement(s) : base refusée.", file=sys.stderr)
+        return 1
+    print(
+        f"Base valide : version {kb.version}, {len(kb.roles)} rôles, "
+        f"{len(kb.questions)} questions, {len(kb.glossary)} termes, {len(kb.contacts)} contacts"
+        + (f", {warnings} avertissement(s)." if warnings else ".")
+    )
+    return 0
+
+
+def cmd_kb_test(args: argparse.Namespace) -> int:
+    from bot.channels.script import play_file
+
+    engine = Engine(load_or_exit(Path(args.directory) if args.directory else None))
+    scripts = sorted(Path(args.scripts).glob("*.yaml"))
+    if not scripts:
+        print(f"Aucune conversation dans {args.scripts}", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in scripts:
+        outcome = play_file(engine, path)
+        print(f"{'ok  ' if outcome.ok else 'ÉCHEC'} {path.name} — {outcome.name}")
+        for failure in outcome.failures:
+            print(f"      {failure}")
+        failed += not outcome.ok
+    print(f"{len(scripts) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bot.channels.script import play_file
+
+    engine = Engine(load_or_exit(Path(args.contenus) if args.contenus else None))
+    try:
+        outcome = play_file(engine, Path(args.script))
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print("\n".join(outcome.transcript))
+    print()
+    if outcome.ok:
+        print(f"ok — {outcome.name}")
+        return 0
+    print(f"ÉCHEC — {outcome.name}")
+    for failure in outcome.failures:
+        print(f"  {failure}")
+    return 1
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from bot.channels import terminal
+
+    engine = Engine(load_or_exit(Path(args.contenus) if args.contenus else None))
+    return terminal.main(engine, args.json, args.context)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="passerelle", description="Passerelle : orientation vers le partenariat en santé."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    chat = sub.add_parser("chat", help="discuter dans le terminal")
+    chat.add_argument("--json", action="store_true", help="une ligne JSON par message (machines)")
+    chat.add_argument("--contenus", help="dossier de la base de contenus")
+    chat.add_argument("--context", help="contexte (établissement) de la conversation")
+    chat.set_defaults(handler=cmd_chat)
+
+    replay = sub.add_parser("replay", help="rejouer une conversation scriptée (YAML)")
+    replay.add_argument("script")
+    replay.add_argument("--contenus", help="dossier de la base de contenus")
+    replay.set_defaults(handler=cmd_replay)
+
+    kb = sub.add_parser("kb", help="la base de contenus")
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    check = kb_sub.add_parser("check", help="valider la base")
+    check.add_argument("directory", nargs="?")
+    check.add_argument("--extra", help="dossier de contenus locaux d'un établissement")
+    check.set_defaults(handler=cmd_kb_check)
+    test = kb_sub.add_parser("test", help="jouer les conversations types")
+    test.add_argument("directory", nargs="?")
+    test.add_argument("--scripts", default=str(DEFAULT_SCRIPTS))
+    test.set_defaults(handler=cmd_kb_test)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

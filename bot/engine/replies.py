@@ -1,0 +1,106 @@
+"""What the engine answers: channel-neutral replies, recommendations and events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A button. ``id`` is stable across wording changes; ``label`` is what the person reads."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """A picture (PNG bytes) with the text alternative every channel must be able to show."""
+
+    png: bytes
+    alt: str
+    name: str = "image.png"
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    choices: tuple[Choice, ...] = ()
+    image: Image | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "choices": [{"id": c.id, "label": c.label} for c in self.choices],
+        }
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    id: str
+    name: str
+    description: str
+    website: str
+    territories: tuple[str, ...]
+    roles: tuple[str, ...]
+    phone: str | None = None
+    email: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["territories"] = list(self.territories)
+        data["roles"] = list(self.roles)
+        return data
+
+
+@dataclass(frozen=True)
+class RoleMatch:
+    """A recommended role with the reasons drawn from the person's own answers."""
+
+    id: str
+    title: str
+    definition: str
+    score: int
+    reasons: tuple[str, ...]
+    to_start: tuple[str, ...]
+    not_yet: tuple[tuple[str, str], ...]
+    first_steps: tuple[str, ...]
+    caution: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "definition": self.definition,
+            "score": self.score,
+            "reasons": list(self.reasons),
+            "to_start": list(self.to_start),
+            "not_yet": [{"need": need, "how_to": how} for need, how in self.not_yet],
+            "first_steps": list(self.first_steps),
+            "caution": self.caution,
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    roles: tuple[RoleMatch, ...]
+    contacts: tuple[ContactInfo, ...]
+    territory: str | None
+    guide: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "roles": [role.to_dict() for role in self.roles],
+            "contacts": [contact.to_dict() for contact in self.contacts],
+            "territory": self.territory,
+            "guide": self.guide,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something an integration may want to hear about (e.g. ``conversation.completed``)."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,307 @@
+"""Load ``contenus/`` into a :class:`KnowledgeBase`, naming file and line for every problem.
+
+Editors are not developers: any broken file gives :class:`KnowledgeBaseError` with a list of
+``file:line: what to fix`` messages, never a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.knowledge.model import (
+    BarometerFile,
+    ContactsFile,
+    CrisisFile,
+    FlowFile,
+    GlossaryFile,
+    GuideFile,
+    KnowledgeBase,
+    Location,
+    MessagesFile,
+    Meta,
+    RolesFile,
+    SourceMap,
+    TerritoriesFile,
+)
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    location: Location
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        label = "erreur" if self.severity == "error" else "avertissement"
+        return f"{self.location}: {label}: {self.message}"
+
+
+class KnowledgeBaseError(Exception):
+    """The base is invalid; ``problems`` says where and what to fix."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+#: file name -> (model, required). Extra files (e.g. from later features) register here.
+FILES: dict[str, tuple[type[BaseModel], bool]] = {
+    "meta.yaml": (Meta, True),
+    "roles.yaml": (RolesFile, True),
+    "flow.yaml": (FlowFile, True),
+    "glossary.yaml": (GlossaryFile, True),
+    "territories.yaml": (TerritoriesFile, True),
+    "contacts.yaml": (ContactsFile, True),
+    "crisis.yaml": (CrisisFile, True),
+    "guide.yaml": (GuideFile, True),
+    "messages.yaml": (MessagesFile, True),
+    "barometer.yaml": (BarometerFile, True),
+}
+
+#: Files an establishment may provide in its own directory (``PASSERELLE_CONTENUS_EXTRA``).
+EXTRA_FILES = ("contacts.yaml", "glossary.yaml")
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _to_python(
+    node: yaml.Node, file: str, path: Path_, source_map: SourceMap, problems: list[Problem]
+) -> Any:
+    source_map.lines[(file, path)] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _constructor.construct_object(key_node)
+            if isinstance(key, dt.date | int | float | bool) or key is None:
+                key = str(key_node.value)
+            if key in result:
+                problems.append(
+                    Problem(
+                        Location(file, key_node.start_mark.line + 1),
+                        f"la clé « {key} » apparaît deux fois : gardez-en une seule",
+                    )
+                )
+                continue
+            result[key] = _to_python(value_node, file, (*path, key), source_map, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _to_python(item, file, (*path, index), source_map, problems)
+            for index, item in enumerate(node.value)
+        ]
+    return _constructor.construct_object(node)
+
+
+def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[Any, list[Problem]]:
+    """Parse one YAML file, recording the line of every value in ``source_map``."""
+    problems: list[Problem] = []
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [
+            Problem(Location(file, None), f"le fichier n'est pas en UTF-8 ({exc.reason})")
+        ]
+    try:
+        node = yaml.compose(raw, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "syntaxe invalide"
+        return None, [
+            Problem(
+                Location(file, line),
+                f"YAML illisible ({what}) : vérifiez l'indentation, les deux-points "
+                "et les guillemets autour des textes qui contiennent « : » ou « # »",
+            )
+        ]
+    except yaml.YAMLError as exc:
+        return None, [Problem(Location(file, None), f"YAML illisible : {exc}")]
+    if node is None:
+        return None, [Problem(Location(file, 1), "le fichier est vide")]
+    try:
+        data = _to_python(node, file, (), source_map, problems)
+    except yaml.YAMLError as exc:
+        return None, [Problem(Location(file, None), f"valeur YAML invalide : {exc}")]
+    return data, problems
+
+
+_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "missing": lambda e: f"champ obligatoire manquant : « {e['loc'][-1]} »",
+    "extra_forbidden": lambda e: f"champ inconnu « {e['loc'][-1]} » (faute de frappe ?)",
+    "string_type": lambda e: "un texte est attendu ici",
+    "dict_type": lambda e: "une liste de clés (« nom: valeur ») est attendue ici",
+    "list_type": lambda e: "une liste (lignes commençant par « - ») est attendue ici",
+    "int_type": lambda e: "un nombre entier est attendu ici",
+    "int_parsing": lambda e: "un nombre entier est attendu ici",
+    "bool_type": lambda e: "oui/non attendu ici (true ou false)",
+    "bool_parsing": lambda e: "oui/non attendu ici (true ou false)",
+    "date_type": lambda e: "une date au format AAAA-MM-JJ est attendue ici",
+    "date_from_datetime_parsing": lambda e: "une date au format AAAA-MM-JJ est attendue ici",
+    "date_parsing": lambda e: "une date au format AAAA-MM-JJ est attendue ici",
+    "too_short": lambda e: "cette liste ne peut pas être vide",
+    "string_too_long": lambda e: "identifiant trop long (48 caractères au plus)",
+    "literal_error": lambda e: f"valeur non reconnue : {e['ctx'].get('expected', '')} attendu",
+}
+
+
+def _explain(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind](error)
+    if kind == "string_pattern_mismatch":
+        pattern = error.get("ctx", {}).get("pattern", "")
+        if "a-z0-9" in pattern:
+            return (
+                f"identifiant « {error['input']} » invalide : minuscules sans accent, chiffres, "
+                "« _ » ou « - » seulement"
+            )
+        if "http" in pattern:
+            return "adresse de site invalide : elle doit commencer par https://"
+        return f"format invalide pour « {error['input']} »"
+    if kind == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return str(error["msg"])
+
+
+def validate_file(
+    model: type[BaseModel], data: Any, file: str, source_map: SourceMap
+) -> tuple[Any, list[Problem]]:
+    """Validate parsed YAML against ``model``; problems point at the offending line."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(
+                part for part in error["loc"] if not (isinstance(part, str) and "[" in part)
+            )
+            if error["type"] == "missing":
+                where = source_map.locate(file, loc[:-1])
+            else:
+                where = source_map.locate(file, loc)
+            field = ".".join(str(p) for p in loc)
+            problems.append(
+                Problem(where, f"{_explain(dict(error))}" + (f" (dans {field})" if field else ""))
+            )
+        return None, problems
+
+
+def load_directory(
+    directory: Path,
+    names: Iterable[str],
+    source_map: SourceMap,
+    labels: dict[str, str],
+    *,
+    required: bool = True,
+) -> tuple[dict[str, Any], list[Problem]]:
+    """Parse and validate the named files of ``directory``; ``labels`` gets each file's label."""
+    parsed: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name in names:
+        model, is_required = FILES[name]
+        path = directory / name
+        label = str(path)
+        labels[name] = label
+        if not path.is_file():
+            if is_required and required:
+                problems.append(
+                    Problem(Location(label, None), "fichier manquant dans la base de contenus")
+                )
+            continue
+        data, found = read_yaml(path, label, source_map)
+        problems += found
+        if data is None:
+            continue
+        value, found = validate_file(model, data, label, source_map)
+        problems += found
+        if value is not None:
+            parsed[name] = value
+    return parsed, problems
+
+
+def load(directory: str | Path, extra: str | Path | None = None) -> KnowledgeBase:
+    """Load, validate and cross-check a base; raise :class:`KnowledgeBaseError` if invalid."""
+    kb, problems = load_with_problems(directory, extra)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or kb is None:
+        raise KnowledgeBaseError(errors)
+    return kb
+
+
+def load_with_problems(
+    directory: str | Path, extra: str | Path | None = None
+) -> tuple[KnowledgeBase | None, list[Problem]]:
+    """Like :func:`load` but return every problem, warnings included, instead of raising."""
+    from bot.knowledge.checks import check
+
+    root = Path(directory)
+    if not root.is_dir():
+        return None, [Problem(Location(str(root), None), "dossier de contenus introuvable")]
+    source_map = SourceMap()
+    labels: dict[str, str] = {}
+    parsed, problems = load_directory(root, FILES, source_map, labels)
+    if problems:
+        return None, problems
+    kb = KnowledgeBase(
+        meta=parsed["meta.yaml"],
+        roles=dict(parsed["roles.yaml"].roles),
+        flow=parsed["flow.yaml"],
+        glossary=dict(parsed["glossary.yaml"].terms),
+        territories=dict(parsed["territories.yaml"].territories),
+        contacts=dict(parsed["contacts.yaml"].contacts),
+        crisis=parsed["crisis.yaml"],
+        guide=parsed["guide.yaml"],
+        messages=dict(parsed["messages.yaml"].messages),
+        source_map=source_map,
+        files=labels,
+        extra={name: value for name, value in parsed.items() if name not in _CORE},
+    )
+    if extra is not None:
+        problems += merge_extra(kb, Path(extra))
+        if any(p.severity == "error" for p in problems):
+            return None, problems
+    problems += check(kb)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return kb, problems
+
+
+_CORE = frozenset(
+    {
+        "meta.yaml",
+        "roles.yaml",
+        "flow.yaml",
+        "glossary.yaml",
+        "territories.yaml",
+        "contacts.yaml",
+        "crisis.yaml",
+        "guide.yaml",
+        "messages.yaml",
+    }
+)
+
+
+def merge_extra(kb: KnowledgeBase, directory: Path) -> list[Problem]:
+    """Merge an establishment's own contacts and glossary entries (theirs win on same id)."""
+    if not directory.is_dir():
+        return [Problem(Location(str(directory), None), "dossier de contenus locaux introuvable")]
+    labels: dict[str, str] = {}
+    parsed, problems = load_directory(directory, EXTRA_FILES, kb.source_map, labels, required=False)
+    if "contacts.yaml" in parsed:
+        for key, contact in parsed["contacts.yaml"].contacts.items():
+            kb.contacts[key] = contact
+            kb.origins[("contacts", key)] = labels["contacts.yaml"]
+    if "glossary.yaml" in parsed:
+        for key, term in parsed["glossary.yaml"].terms.items():
+            kb.glossary[key] = term
+            kb.origins[("terms", key)] = labels["glossary.yaml"]
+    return problems

@@ -1,0 +1,423 @@
+"""Typed model of the knowledge base in ``contenus/``.
+
+Each YAML file maps to one ``*File`` model; :class:`KnowledgeBase` gathers them. Every
+user-facing string is a :data:`Text` (a mapping language -> text, French required) so that
+a translation can be added beside the French later without touching the structure; an
+editor may write a plain string, which is read as French.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+DEFAULT_LANG = "fr"
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=48)]
+
+#: Special targets a choice may lead to besides a question id.
+RECOMMENDATION = "recommendation"
+EXIT = "exit"
+SPECIAL_TARGETS = frozenset({RECOMMENDATION, EXIT})
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return {DEFAULT_LANG: value}
+    return value
+
+
+def _as_words(value: Any) -> Any:
+    if isinstance(value, list):
+        return {DEFAULT_LANG: value}
+    return value
+
+
+def _check_text(value: dict[str, str]) -> dict[str, str]:
+    for lang, text in value.items():
+        if not re.fullmatch(r"[a-z]{2}", lang):
+            raise ValueError(
+                f"« {lang} » n'est pas un code de langue (fr, de, en…) : si c'est une phrase "
+                "qui contient « : », mettez toute la phrase entre guillemets"
+            )
+        if not text.strip():
+            raise ValueError(f"le texte « {lang} » est vide")
+    if DEFAULT_LANG not in value:
+        raise ValueError("le texte en français (clé « fr ») est obligatoire")
+    return value
+
+
+Text = Annotated[dict[str, str], BeforeValidator(_as_text), AfterValidator(_check_text)]
+"""A user-facing string by language. ``"Bonjour"`` is read as ``{"fr": "Bonjour"}``."""
+
+Words = Annotated[dict[str, list[str]], BeforeValidator(_as_words)]
+"""Free-text synonyms by language. A plain list is read as French."""
+
+#: A condition on the person's answers: every fact named must hold one of the listed values.
+Condition = dict[str, list[str]]
+
+Sources = Annotated[list[str], Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Meta(Strict):
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    date: dt.date
+    languages: list[str] = [DEFAULT_LANG]
+    description: str = ""
+
+
+class Requirement(Strict):
+    """Something needed to start a role; ``met_when`` lets the engine say if it is in reach."""
+
+    text: Text
+    met_when: Condition | None = None
+    how_to: Text | None = None
+
+
+class Testimonial(Strict):
+    quote: Text
+    who: Text
+    source: str
+
+
+class CarerWording(Strict):
+    """How a proche-aidant reads the role (seed 003: patient partenaire includes proche-aidant)."""
+
+    title: Text | None = None
+    definition: Text | None = None
+    does: list[Text] | None = None
+
+
+class Role(Strict):
+    title: Text
+    definition: Text
+    does: Annotated[list[Text], Field(min_length=1)]
+    requirements: list[Requirement] = []
+    training: Text
+    time_commitment: Text
+    compensation: Text
+    compensation_kinds: list[
+        Literal["benevole", "defraiement", "indemnite", "remuneration", "salarie", "non_precise"]
+    ] = []
+    first_steps: Annotated[list[Text], Field(min_length=1)]
+    testimonial: Testimonial | None = None
+    caution: Text | None = None
+    only_when: Condition | None = None
+    show_guide: bool = False
+    carer: CarerWording | None = None
+    sources: Sources
+
+
+class RolesFile(Strict):
+    roles: dict[Identifier, Role]
+
+
+class Choice(Strict):
+    id: Identifier
+    label: Text
+    synonyms: Words = {}
+    next: str | None = None
+    sets: dict[Identifier, str] = {}
+    scores: dict[Identifier, int] = {}
+    reason: Text | None = None
+
+
+class Question(Strict):
+    text: Text
+    help: Text | None = None
+    fact: Identifier
+    next: str | None = None
+    choices: Annotated[list[Choice], Field(min_length=2)]
+    sources: list[str] = []
+
+
+class CommandWords(Strict):
+    label: Text
+    synonyms: Words = {}
+
+
+COMMANDS = ("aide", "retour", "recommencer", "contacts", "glossaire", "stop")
+
+
+class RecommendationRules(Strict):
+    max_roles: Annotated[int, Field(ge=1, le=3)] = 3
+    min_score: Annotated[int, Field(ge=1)] = 1
+
+
+class FlowFile(Strict):
+    start: Identifier
+    recommendation: RecommendationRules = RecommendationRules()
+    #: Answers that make the person a proche-aidant, who reads roles in carer wording.
+    carer_when: Condition = {"profile": ["proche"]}
+    #: The answer holding the person's territory, for contacts and crisis numbers.
+    territory_fact: Identifier = "territory"
+    commands: dict[str, CommandWords]
+    questions: dict[Identifier, Question]
+
+    @field_validator("commands")
+    @classmethod
+    def _all_commands(cls, value: dict[str, CommandWords]) -> dict[str, CommandWords]:
+        missing = [name for name in COMMANDS if name not in value]
+        if missing:
+            raise ValueError(f"commandes manquantes : {', '.join(missing)}")
+        unknown = [name for name in value if name not in COMMANDS]
+        if unknown:
+            raise ValueError(
+                f"commandes inconnues : {', '.join(unknown)} (attendu : {', '.join(COMMANDS)})"
+            )
+        return value
+
+
+class Term(Strict):
+    term: Text
+    aliases: list[str] = []
+    definition: Text
+    sources: Sources
+
+
+class GlossaryFile(Strict):
+    terms: dict[Identifier, Term]
+
+
+class Territory(Strict):
+    name: Text
+    country: Identifier
+    parent: Identifier | None = None
+
+
+class TerritoriesFile(Strict):
+    territories: dict[Identifier, Territory]
+
+
+class Contact(Strict):
+    name: Text
+    description: Text
+    website: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+    territories: Annotated[list[str], Field(min_length=1)]
+    roles: Annotated[list[Identifier], Field(min_length=1)]
+    phone: str | None = None
+    email: str | None = None
+    establishment: Identifier | None = None
+    checked: dt.date
+    sources: Sources
+
+
+class ContactsFile(Strict):
+    contacts: dict[Identifier, Contact]
+
+
+class CrisisNumber(Strict):
+    number: str
+    label: Text
+    sources: Sources
+
+
+class CrisisCountry(Strict):
+    name: Text
+    numbers: Annotated[list[CrisisNumber], Field(min_length=1)]
+
+
+class CrisisFile(Strict):
+    intro: Text
+    countries: dict[Identifier, CrisisCountry]
+
+
+class GuideSection(Strict):
+    id: Identifier
+    title: Text
+    points: Annotated[list[Text], Field(min_length=1)]
+    vigilance: list[Text] = []
+    sources: Sources
+
+
+class GuideFile(Strict):
+    title: Text
+    intro: Text
+    sections: Annotated[list[GuideSection], Field(min_length=1)]
+
+
+#: Barometer scores go from 0 (not done with the other) to 4 (fully done together).
+BAROMETER_LEVELS = ("0", "1", "2", "3", "4")
+#: The two sides the seed's *mode d'emploi* compares.
+BAROMETER_RATERS = ("professionnel", "usager")
+
+
+class BarometerCriterion(Strict):
+    id: Identifier
+    text: Text
+    #: A few words for the chart, where the full text does not fit.
+    short: Text
+    #: For editors only (never shown): where the source is ambiguous.
+    notes: str = ""
+
+
+class BarometerDimension(Strict):
+    label: Text
+    criteria: list[BarometerCriterion] = []
+    notes: str = ""
+
+
+class BarometerRater(Strict):
+    label: Text
+    who: Text
+    synonyms: Words = {}
+    instruction: Text
+
+
+class BarometerFile(Strict):
+    """``barometer.yaml``: the seed's *Baromètre de la relation du partenariat en santé*."""
+
+    title: Text
+    intro: Text
+    levels: dict[str, Text]
+    raters: dict[Identifier, BarometerRater]
+    dimensions: dict[Identifier, BarometerDimension]
+    notes: str = ""
+    sources: Sources
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        if tuple(sorted(value)) != BAROMETER_LEVELS:
+            raise ValueError("les niveaux doivent être exactement 0, 1, 2, 3 et 4")
+        return value
+
+    @field_validator("raters")
+    @classmethod
+    def _raters(cls, value: dict[str, BarometerRater]) -> dict[str, BarometerRater]:
+        if tuple(value) != BAROMETER_RATERS:
+            raise ValueError(
+                "deux évaluateurs sont attendus, dans cet ordre : " + ", ".join(BAROMETER_RATERS)
+            )
+        return value
+
+    def criteria(self) -> list[tuple[str, BarometerCriterion]]:
+        """Every criterion in order, with its dimension id."""
+        return [(dim_id, c) for dim_id, dim in self.dimensions.items() for c in dim.criteria]
+
+
+#: Keys of ``messages.yaml`` the engine relies on; the validator requires each of them.
+REQUIRED_MESSAGES = (
+    "welcome",
+    "help",
+    "not_understood",
+    "understood_as",
+    "stale_button",
+    "back_at_start",
+    "restart_confirm",
+    "restarted",
+    "stopped",
+    "glossary_intro",
+    "glossary_unknown",
+    "contacts_intro",
+    "contacts_none",
+    "contacts_need_territory",
+    "recommendation_intro",
+    "recommendation_none",
+    "reasons",
+    "to_start",
+    "not_yet",
+    "first_steps",
+    "caution",
+    "guide_intro",
+    "after_recommendation",
+    "too_long",
+    "yes",
+    "no",
+    "back_to_question",
+    "kb_changed",
+    "relation_button",
+    "relation_consent",
+    "relation_accept",
+    "relation_refuse",
+    "relation_how",
+    "relation_confirm",
+    "relation_send",
+    "relation_sent",
+    "relation_cancelled",
+    "relation_unavailable",
+)
+
+
+class MessagesFile(Strict):
+    messages: dict[Identifier, Text]
+
+    @field_validator("messages")
+    @classmethod
+    def _required(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        missing = [key for key in REQUIRED_MESSAGES if key not in value]
+        if missing:
+            raise ValueError(f"messages manquants : {', '.join(missing)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int | None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass
+class SourceMap:
+    """Where each value came from, so checks can name a file and a line."""
+
+    lines: dict[tuple[str, tuple[str | int, ...]], int] = field(default_factory=dict)
+
+    def locate(self, file: str, path: tuple[str | int, ...]) -> Location:
+        for cut in range(len(path), -1, -1):
+            line = self.lines.get((file, path[:cut]))
+            if line is not None:
+                return Location(file, line)
+        return Location(file, None)
+
+
+@dataclass
+class KnowledgeBase:
+    meta: Meta
+    roles: dict[str, Role]
+    flow: FlowFile
+    glossary: dict[str, Term]
+    territories: dict[str, Territory]
+    contacts: dict[str, Contact]
+    crisis: CrisisFile
+    guide: GuideFile
+    messages: dict[str, dict[str, str]]
+    source_map: SourceMap = field(default_factory=SourceMap)
+    files: dict[str, str] = field(default_factory=dict)
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, name: str, kind: str = "", key: str = "") -> str:
+        """The label of the file an entry came from (an establishment's own file if merged)."""
+        return self.origins.get((kind, key)) or self.files.get(name, name)
+
+    @property
+    def version(self) -> str:
+        return self.meta.version
+
+    @property
+    def questions(self) -> dict[str, Question]:
+        return self.flow.questions
+
+    @property
+    def barometer(self) -> BarometerFile | None:
+        value = self.extra.get("barometer.yaml")
+        return value if isinstance(value, BarometerFile) else None
+
+
+def text(value: dict[str, str] | None, lang: str = DEFAULT_LANG) -> str:
+    """The text in ``lang``, falling back to French."""
+    if not value:
+        return ""
+    return value.get(lang) or value[DEFAULT_LANG]

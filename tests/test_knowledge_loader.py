@@ -1,0 +1,175 @@
+"""The validator on deliberately broken bases: file, line and what to fix, never a traceback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.knowledge.loader import KnowledgeBaseError, load, load_with_problems
+
+
+def line_of(path: Path, fragment: str) -> int:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if fragment in line:
+            return number
+    raise AssertionError(f"{fragment!r} not in {path}")
+
+
+def errors(directory: Path) -> list[str]:
+    _, problems = load_with_problems(directory)
+    return [str(p) for p in problems if p.severity == "error"]
+
+
+def test_shipped_base_is_valid(base_copy: Path) -> None:
+    kb, problems = load_with_problems(base_copy)
+    assert kb is not None, "\n".join(map(str, problems))
+    assert [p for p in problems if p.severity == "error"] == []
+
+
+def test_yaml_syntax_error_names_file_and_line(base_copy: Path) -> None:
+    roles = base_copy / "roles.yaml"
+    lines = roles.read_text(encoding="utf-8").splitlines()
+    lines.insert(5, "  broken: [unclosed")
+    roles.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = errors(base_copy)
+    assert len(found) == 1
+    assert re.match(rf"{re.escape(str(roles))}:\d+: erreur: YAML illisible", found[0])
+    assert "indentation" in found[0]
+
+
+def test_duplicate_key_is_reported_at_its_line(base_copy: Path) -> None:
+    meta = base_copy / "meta.yaml"
+    meta.write_text(meta.read_text(encoding="utf-8") + "version: 9.9.9\n", encoding="utf-8")
+    found = errors(base_copy)
+    expected_line = len(meta.read_text(encoding="utf-8").splitlines())
+    assert any(f"meta.yaml:{expected_line}:" in e and "deux fois" in e for e in found), found
+
+
+def test_unknown_role_in_scores_points_at_flow_line(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    data = flow.read_text(encoding="utf-8")
+    match = re.search(r"scores: \{(\w+):", data)
+    assert match, "the shipped flow scores roles inline"
+    role = match.group(1)
+    flow.write_text(data.replace(f"scores: {{{role}:", "scores: {role_inexistant:", 1), "utf-8")
+    found = errors(base_copy)
+    line = line_of(flow, "role_inexistant")
+    assert any(f"flow.yaml:{line}:" in e and "role_inexistant" in e for e in found), found
+
+
+def test_unreachable_question(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    data = yaml.safe_load(flow.read_text(encoding="utf-8"))
+    data["questions"]["orpheline"] = {
+        "text": "Jamais posée ?",
+        "fact": "orpheline",
+        "next": "orpheline",
+        "choices": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}],
+    }
+    flow.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    found = errors(base_copy)
+    assert any("« orpheline » n'est jamais posée" in e for e in found), found
+
+
+def test_loop_without_exit_is_refused(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    data = yaml.safe_load(flow.read_text(encoding="utf-8"))
+    start = data["start"]
+    data["questions"]["boucle"] = {
+        "text": "Encore ?",
+        "fact": "boucle",
+        "next": "boucle",
+        "choices": [{"id": "oui", "label": "Oui"}, {"id": "encore", "label": "Encore"}],
+    }
+    data["questions"][start]["choices"][0]["next"] = "boucle"
+    flow.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    found = errors(base_copy)
+    assert any("depuis « boucle », aucun chemin" in e for e in found), found
+
+
+def test_choice_leading_nowhere(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    data = yaml.safe_load(flow.read_text(encoding="utf-8"))
+    start = data["start"]
+    data["questions"][start]["choices"][0]["next"] = "question_fantome"
+    flow.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    found = errors(base_copy)
+    assert any("« question_fantome » n'est ni une question" in e for e in found), found
+
+
+def test_two_choices_sharing_a_synonym(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    data = yaml.safe_load(flow.read_text(encoding="utf-8"))
+    start = data["start"]
+    first, second = data["questions"][start]["choices"][:2]
+    second["synonyms"] = [*second.get("synonyms", []), first["label"].upper()]
+    flow.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    found = errors(base_copy)
+    assert any("désigne à la fois" in e for e in found), found
+
+
+def test_unknown_field_and_missing_french(base_copy: Path) -> None:
+    glossary = base_copy / "glossary.yaml"
+    data = yaml.safe_load(glossary.read_text(encoding="utf-8"))
+    term_id = next(iter(data["terms"]))
+    data["terms"][term_id]["definiton"] = "faute de frappe"
+    data["terms"][term_id]["term"] = {"en": "English only"}
+    glossary.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    found = errors(base_copy)
+    assert any("champ inconnu « definiton »" in e for e in found), found
+    assert any("français" in e and "glossary.yaml:" in e for e in found), found
+
+
+def test_stale_contact_is_a_warning_not_an_error(base_copy: Path) -> None:
+    contacts = base_copy / "contacts.yaml"
+    text = contacts.read_text(encoding="utf-8")
+    old = (dt.date.today() - dt.timedelta(days=400)).isoformat()
+    contacts.write_text(re.sub(r"checked: \S+", f"checked: {old}", text, count=1), "utf-8")
+    kb, problems = load_with_problems(base_copy)
+    assert kb is not None
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    assert any("plus de 12 mois" in w and f"contacts.yaml:{line_of(contacts, old)}" in w
+               for w in warnings), warnings  # fmt: skip
+
+
+def test_load_raises_with_every_problem(base_copy: Path) -> None:
+    (base_copy / "guide.yaml").unlink()
+    with pytest.raises(KnowledgeBaseError) as caught:
+        load(base_copy)
+    assert "guide.yaml" in str(caught.value)
+    assert "fichier manquant" in str(caught.value)
+
+
+def test_cli_check_refuses_broken_base_without_traceback(base_copy: Path) -> None:
+    (base_copy / "flow.yaml").write_text("start: [\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "kb", "check", str(base_copy)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "flow.yaml:" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_engine_refuses_to_start_on_invalid_base(base_copy: Path) -> None:
+    (base_copy / "roles.yaml").write_text("roles: 3\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "chat", "--contenus", str(base_copy)],
+        input="", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "roles.yaml:1" in result.stderr
+    assert "ne démarre pas" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_binary_garbage_gives_a_message(base_copy: Path) -> None:
+    (base_copy / "crisis.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    found = errors(base_copy)
+    assert any("crisis.yaml" in e and "UTF-8" in e for e in found), found
