@@ -13,6 +13,7 @@ from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import contacts_for, facts_of, recommend
 from bot.engine.replies import Choice, ContactInfo, Event, Recommendation, Reply, RoleMatch
+from bot.engine.safety import Safety, screen
 from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, Input, Session
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
 
@@ -70,6 +71,7 @@ class Engine:
         self.kb = kb
         self.matcher = Matcher(kb)
         self.modes = {mode.name: mode for mode in modes}
+        self.safety = Safety(kb)
 
     # -- helpers -------------------------------------------------------------------------
     def msg(self, key: str, session: Session, **values: str) -> str:
@@ -141,13 +143,14 @@ class Engine:
             ),
         )
 
-    def _turn(
+    def turn(
         self,
         session: Session,
         *replies: Reply,
         recommendation: Recommendation | None = None,
         events: tuple[Event, ...] = (),
     ) -> Turn:
+        """Build the answer to one input, counting the turn (modes use it too)."""
         session = replace(session, turns=session.turns + 1)
         return Turn(tuple(replies), session, recommendation, events)
 
@@ -157,7 +160,7 @@ class Engine:
 
     def start(self, context: str | None = None, lang: str = "fr") -> Turn:
         session = replace(self.new_session(context, lang), node=self.kb.flow.start)
-        return self._turn(session, Reply(self.msg("welcome", session)), self.prompt(session))
+        return self.turn(session, Reply(self.msg("welcome", session)), self.prompt(session))
 
     def handle(self, session: Session, event: Input) -> Turn:
         """Apply one input. Never raises on user input: anything odd gets a kind reply."""
@@ -166,7 +169,10 @@ class Engine:
         if session.node == NOT_STARTED:
             return self.start(session.context, session.lang)
         session, notes = self.upgrade(session)
-        turn = self._dispatch(session, event)
+        if event.kind == "text" and self.safety.is_distress(screen(event.value)):
+            turn = self._crisis(session)
+        else:
+            turn = self._dispatch(session, event)
         if notes:
             turn = replace(turn, replies=(*notes, *turn.replies))
         return turn
@@ -216,7 +222,7 @@ class Engine:
                 return self._confirm(session, value == CONFIRM)
             return self._stale(session)
         if value == RESUME:
-            return self._turn(session, self.prompt(session))
+            return self.turn(session, self.prompt(session))
         if value.startswith(CMD):
             return self._command(session, value[len(CMD) :])
         if value.startswith(TERM):
@@ -234,11 +240,11 @@ class Engine:
         return self._stale(session)
 
     def _stale(self, session: Session) -> Turn:
-        return self._turn(session, Reply(self.msg("stale_button", session)), self.prompt(session))
+        return self.turn(session, Reply(self.msg("stale_button", session)), self.prompt(session))
 
     def _text(self, session: Session, raw: str) -> Turn:
         if len(raw) > MAX_TEXT_LENGTH:
-            return self._turn(session, Reply(self.msg("too_long", session)), self.prompt(session))
+            return self.turn(session, Reply(self.msg("too_long", session)), self.prompt(session))
         norm = normalize(raw)
         if not norm:
             return self._not_understood(session)
@@ -254,7 +260,7 @@ class Engine:
             ready = replace(
                 session, pending="contact_confirm", extra={**session.extra, "contact_how": how}
             )
-            return self._turn(ready, self.prompt(ready))
+            return self.turn(ready, self.prompt(ready))
         for mode in self.modes.values():
             if norm in mode.words:
                 return mode.handle(self, session, Input.command(mode.name))
@@ -276,10 +282,25 @@ class Engine:
             action = self.matcher.term(norm)
             if action is not None:
                 return self._define(session, action)
+        if self.safety.is_medical(norm):
+            reply = Reply(text(self.kb.safety.medical_reply, session.lang))
+            return self.turn(session, reply, self.prompt(session))
         return self._not_understood(session)
 
+    def _crisis(self, session: Session) -> Turn:
+        """Crisis numbers of the person's country first; then the conversation goes on."""
+        territory = facts_of(self.kb, session.answers).get(self.kb.flow.territory_fact)
+        country = (
+            self.kb.territories[territory].country if territory in self.kb.territories else None
+        )
+        body = self.safety.crisis_text(country, session.lang)
+        if session.extra.get("mode"):
+            resume = Choice(RESUME, self.msg("back_to_question", session))
+            return self.turn(session, Reply(body, (resume,)))
+        return self.turn(session, Reply(body), self.prompt(session))
+
     def _not_understood(self, session: Session) -> Turn:
-        return self._turn(session, Reply(self.msg("not_understood", session)), self.prompt(session))
+        return self.turn(session, Reply(self.msg("not_understood", session)), self.prompt(session))
 
     def _answer(self, session: Session, question: Question, index: int, echo: bool = False) -> Turn:
         choice = question.choices[index]
@@ -294,9 +315,9 @@ class Engine:
             return self._recommend(session, replies)
         if target == EXIT or target is None or target not in self.kb.questions:
             session = replace(session, node=EXITED)
-            return self._turn(session, *replies, self.prompt(session))
+            return self.turn(session, *replies, self.prompt(session))
         session = replace(session, node=target)
-        return self._turn(session, *replies, self.prompt(session))
+        return self.turn(session, *replies, self.prompt(session))
 
     def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
         session = replace(session, node=RECOMMENDED)
@@ -320,7 +341,7 @@ class Engine:
                 "kb_version": self.kb.version,
             },
         )
-        return self._turn(session, *replies, recommendation=result, events=(event,))
+        return self.turn(session, *replies, recommendation=result, events=(event,))
 
     # -- rendering -----------------------------------------------------------------------
     def _render_role(self, session: Session, rank: int, role: RoleMatch) -> str:
@@ -373,15 +394,15 @@ class Engine:
             question = self.kb.questions.get(session.node)
             if question is not None and question.help:
                 lines.insert(0, text(question.help, session.lang))
-            return self._turn(session, Reply("\n\n".join(lines)), self.prompt(session))
+            return self.turn(session, Reply("\n\n".join(lines)), self.prompt(session))
         if name == "retour":
             return self._back(session)
         if name == "recommencer":
             if not session.answers:
                 fresh = replace(session, node=self.kb.flow.start, pending=None, stopped_at=None)
-                return self._turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
+                return self.turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
             pending = replace(session, pending="restart")
-            return self._turn(pending, self.prompt(pending))
+            return self.turn(pending, self.prompt(pending))
         if name == "contacts":
             return self._contacts(session)
         if name in ("glossaire", "glossary"):
@@ -393,7 +414,7 @@ class Engine:
                 pending=None,
                 stopped_at=session.node if session.node in self.kb.questions else None,
             )
-            return self._turn(stopped, self.prompt(stopped))
+            return self.turn(stopped, self.prompt(stopped))
         if name in ("start", "demarrer"):
             return self.start(session.context, session.lang)
         if name == RELATION:
@@ -407,32 +428,32 @@ class Engine:
             return self._relation_answer(session, yes)
         if not yes:
             cleared = replace(session, pending=None)
-            return self._turn(cleared, self.prompt(cleared))
+            return self.turn(cleared, self.prompt(cleared))
         fresh = replace(
             self.new_session(session.context, session.lang),
             node=self.kb.flow.start,
             turns=session.turns,
             extra=session.extra,
         )
-        return self._turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
+        return self.turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
 
     def _back(self, session: Session) -> Turn:
         session = replace(session, pending=None)
         if session.node == EXITED and session.stopped_at in self.kb.questions:
             back = replace(session, node=session.stopped_at, stopped_at=None)
-            return self._turn(back, self.prompt(back))
+            return self.turn(back, self.prompt(back))
         if not session.answers:
             start = replace(session, node=self.kb.flow.start)
-            return self._turn(start, Reply(self.msg("back_at_start", session)), self.prompt(start))
+            return self.turn(start, Reply(self.msg("back_at_start", session)), self.prompt(start))
         question_id, _ = session.answers[-1]
         back = replace(session, node=question_id, answers=session.answers[:-1], stopped_at=None)
-        return self._turn(back, self.prompt(back))
+        return self.turn(back, self.prompt(back))
 
     def _contacts(self, session: Session) -> Turn:
         facts = facts_of(self.kb, session.answers)
         territory = facts.get(self.kb.flow.territory_fact)
         if territory is None:
-            return self._turn(
+            return self.turn(
                 session, Reply(self.msg("contacts_need_territory", session)), self.prompt(session)
             )
         roles: list[str] = []
@@ -440,7 +461,7 @@ class Engine:
             result = recommend(self.kb, session.answers, session.context, session.lang)
             roles = [role.id for role in result.roles]
         contacts = contacts_for(self.kb, territory, roles, session.context, session.lang)
-        return self._turn(
+        return self.turn(
             session, self._contacts_reply(session, contacts, territory), self.prompt(session)
         )
 
@@ -454,25 +475,25 @@ class Engine:
             for term_id, term in self.kb.glossary.items()
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))
-        return self._turn(session, Reply("\n".join(lines), tuple(choices)))
+        return self.turn(session, Reply("\n".join(lines), tuple(choices)))
 
     def _define(self, session: Session, term_id: str) -> Turn:
         term = self.kb.glossary.get(term_id)
         if term is None:
             return self._stale(session)
         body = f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
-        return self._turn(session, Reply(body), self.prompt(session))
+        return self.turn(session, Reply(body), self.prompt(session))
 
     # -- being put in touch ----------------------------------------------------------------
     def _relation(self, session: Session) -> Turn:
         """Start a contact request: say what would be sent, to whom and why, and ask consent."""
         if session.node != RECOMMENDED:
-            return self._turn(
+            return self.turn(
                 session, Reply(self.msg("relation_unavailable", session)), self.prompt(session)
             )
         result = recommend(self.kb, session.answers, session.context, session.lang)
         if not result.contacts:
-            return self._turn(
+            return self.turn(
                 session, Reply(self.msg("contacts_none", session)), self.prompt(session)
             )
         asking = replace(
@@ -484,7 +505,7 @@ class Engine:
                 "contact_names": [c.name for c in result.contacts],
             },
         )
-        return self._turn(asking, self.prompt(asking))
+        return self.turn(asking, self.prompt(asking))
 
     def _relation_answer(self, session: Session, yes: bool) -> Turn:
         extra = {
@@ -494,14 +515,14 @@ class Engine:
         }
         if not yes:
             cleared = replace(session, pending=None, extra=extra)
-            return self._turn(
+            return self.turn(
                 cleared, Reply(self.msg("relation_cancelled", session)), self.prompt(cleared)
             )
         if session.pending == "contact_consent":
             asking = replace(session, pending="contact_how")
-            return self._turn(asking, self.prompt(asking))
+            return self.turn(asking, self.prompt(asking))
         if session.pending == "contact_how":
-            return self._turn(session, self.prompt(session))
+            return self.turn(session, self.prompt(session))
         result = recommend(self.kb, session.answers, session.context, session.lang)
         event = Event(
             "contact.requested",
@@ -516,6 +537,6 @@ class Engine:
             },
         )
         done = replace(session, pending=None, extra=extra)
-        return self._turn(
+        return self.turn(
             done, Reply(self.msg("relation_sent", session)), self.prompt(done), events=(event,)
         )

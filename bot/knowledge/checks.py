@@ -12,6 +12,8 @@ from collections import defaultdict
 from bot.engine.normalize import normalize
 from bot.knowledge.loader import Problem
 from bot.knowledge.model import (
+    BAROMETER_MESSAGES,
+    BAROMETER_MIN_CRITERIA,
     SPECIAL_TARGETS,
     Condition,
     KnowledgeBase,
@@ -346,6 +348,59 @@ def check_glossary(kb: KnowledgeBase) -> list[Problem]:
     return problems
 
 
+def check_barometer(kb: KnowledgeBase) -> list[Problem]:
+    """Criteria ids unique, enough spokes for a chart, empty dimensions explained, messages."""
+    barometer = kb.barometer
+    if barometer is None:
+        return []
+    name = "barometer.yaml"
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for dim_id, dimension in barometer.dimensions.items():
+        if not dimension.criteria and not dimension.notes.strip():
+            problems.append(
+                _problem(
+                    kb,
+                    name,
+                    ("dimensions", dim_id),
+                    f"la dimension « {dim_id} » n'a aucun critère : ajoutez des critères tirés "
+                    "de la source, ou une note (« notes: ») qui explique pourquoi",
+                )
+            )
+        for index, criterion in enumerate(dimension.criteria):
+            other = seen.get(criterion.id)
+            if other is not None:
+                problems.append(
+                    _problem(
+                        kb,
+                        name,
+                        ("dimensions", dim_id, "criteria", index, "id"),
+                        f"l'identifiant « {criterion.id} » est déjà utilisé dans « {other} »",
+                    )
+                )
+            seen[criterion.id] = dim_id
+    if len(seen) < BAROMETER_MIN_CRITERIA:
+        problems.append(
+            _problem(
+                kb,
+                name,
+                ("dimensions",),
+                f"il faut au moins {BAROMETER_MIN_CRITERIA} critères pour dessiner le baromètre",
+            )
+        )
+    missing = [key for key in BAROMETER_MESSAGES if key not in kb.messages]
+    if missing:
+        problems.append(
+            _problem(
+                kb,
+                "messages.yaml",
+                ("messages",),
+                f"messages du baromètre manquants : {', '.join(missing)}",
+            )
+        )
+    return problems
+
+
 def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
     """Every cross-reference and flow problem of ``kb``, errors and warnings."""
     facts = known_facts(kb)
@@ -355,4 +410,5 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_contacts(kb, today or dt.date.today()),
         *check_territories(kb),
         *check_glossary(kb),
+        *check_barometer(kb),
     ]

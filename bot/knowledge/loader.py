@@ -27,6 +27,7 @@ from bot.knowledge.model import (
     MessagesFile,
     Meta,
     RolesFile,
+    SafetyFile,
     SourceMap,
     TerritoriesFile,
 )
@@ -65,6 +66,7 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
     "guide.yaml": (GuideFile, True),
     "messages.yaml": (MessagesFile, True),
     "barometer.yaml": (BarometerFile, True),
+    "safety.yaml": (SafetyFile, True),
 }
 
 #: Files an establishment may provide in its own directory (``PASSERELLE_CONTENUS_EXTRA``).
@@ -261,6 +263,7 @@ def load_with_problems(
         crisis=parsed["crisis.yaml"],
         guide=parsed["guide.yaml"],
         messages=dict(parsed["messages.yaml"].messages),
+        safety=parsed["safety.yaml"],
         source_map=source_map,
         files=labels,
         extra={name: value for name, value in parsed.items() if name not in _CORE},
@@ -286,6 +289,7 @@ _CORE = frozenset(
         "crisis.yaml",
         "guide.yaml",
         "messages.yaml",
+        "safety.yaml",
     }
 )
 

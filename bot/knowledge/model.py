@@ -230,6 +230,19 @@ class CrisisFile(Strict):
     countries: dict[Identifier, CrisisCountry]
 
 
+class SafetyFile(Strict):
+    """Distress words answered first with crisis numbers, and medical-looking questions."""
+
+    default_country: Identifier
+    distress: Annotated[list[str], Field(min_length=1)]
+    not_distress: list[str] = []
+    crisis_title: Text
+    crisis_other_countries: Text
+    crisis_continue: Text
+    medical: list[str] = []
+    medical_reply: Text
+
+
 class GuideSection(Strict):
     id: Identifier
     title: Text
@@ -248,6 +261,49 @@ class GuideFile(Strict):
 BAROMETER_LEVELS = ("0", "1", "2", "3", "4")
 #: The two sides the seed's *mode d'emploi* compares.
 BAROMETER_RATERS = ("professionnel", "usager")
+
+
+#: Keys of ``messages.yaml`` the barometer uses; required once ``barometer.yaml`` is present.
+BAROMETER_MESSAGES = (
+    "barometre_button",
+    "barometer_who",
+    "barometer_who_again",
+    "barometer_help",
+    "barometer_criterion",
+    "barometer_back",
+    "barometer_not_a_score",
+    "barometer_result_intro",
+    "barometer_strongest",
+    "barometer_weakest",
+    "barometer_equal",
+    "barometer_keep",
+    "barometer_create",
+    "barometer_join",
+    "barometer_discard",
+    "barometer_discarded",
+    "barometer_code_ask",
+    "barometer_code_invalid",
+    "barometer_code_unknown",
+    "barometer_compare",
+    "barometer_quit",
+    "barometer_left",
+    "barometer_chart_caption",
+    "barometer_group_created",
+    "barometer_group_joined",
+    "barometer_group_waiting",
+    "barometer_not_member",
+    "barometer_comparison_intro",
+    "barometer_comparison_side",
+    "barometer_one_side",
+    "barometer_gaps",
+    "barometer_gap_line",
+    "barometer_no_gaps",
+    "barometer_previous_round",
+    "barometer_comparison_caption",
+    "barometer_chart_failed",
+)
+#: A radar chart needs at least three spokes.
+BAROMETER_MIN_CRITERIA = 3
 
 
 class BarometerCriterion(Strict):
@@ -393,6 +449,7 @@ class KnowledgeBase:
     crisis: CrisisFile
     guide: GuideFile
     messages: dict[str, dict[str, str]]
+    safety: SafetyFile
     source_map: SourceMap = field(default_factory=SourceMap)
     files: dict[str, str] = field(default_factory=dict)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
