@@ -77,6 +77,15 @@ def cmd_kb_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_kb_diff(args: argparse.Namespace) -> int:
+    from bot.knowledge.diff import diff
+
+    old = load_or_exit(Path(args.old))
+    new = load_or_exit(Path(args.new))
+    print("\n".join(diff(old, new)))
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from bot.channels.script import play_file
 
@@ -131,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("directory", nargs="?")
     test.add_argument("--scripts", default=str(DEFAULT_SCRIPTS))
     test.set_defaults(handler=cmd_kb_test)
+    compare = kb_sub.add_parser("diff", help="ce qui a changé entre deux versions de la base")
+    compare.add_argument("old")
+    compare.add_argument("new")
+    compare.set_defaults(handler=cmd_kb_diff)
 
     return parser
 
