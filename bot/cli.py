@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.app import build_engine
+from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.knowledge.loader import KnowledgeBaseError, load, load_with_problems
 from bot.knowledge.model import KnowledgeBase
@@ -61,7 +63,7 @@ def cmd_kb_check(args: argparse.Namespace) -> int:
 def cmd_kb_test(args: argparse.Namespace) -> int:
     from bot.channels.script import play_file
 
-    engine = Engine(load_or_exit(Path(args.directory) if args.directory else None))
+    engine = build_engine(load_or_exit(Path(args.directory) if args.directory else None))
     scripts = sorted(Path(args.scripts).glob("*.yaml"))
     if not scripts:
         print(f"Aucune conversation dans {args.scripts}", file=sys.stderr)
@@ -89,7 +91,7 @@ def cmd_kb_diff(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from bot.channels.script import play_file
 
-    engine = Engine(load_or_exit(Path(args.contenus) if args.contenus else None))
+    engine = build_engine(load_or_exit(Path(args.contenus) if args.contenus else None))
     try:
         outcome = play_file(engine, Path(args.script))
     except (OSError, ValueError) as exc:
@@ -109,8 +111,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from bot.channels import terminal
 
-    engine = Engine(load_or_exit(Path(args.contenus) if args.contenus else None))
+    engine = build_engine(load_or_exit(Path(args.contenus) if args.contenus else None))
     return terminal.main(engine, args.json, args.context)
+
+
+def _settings_and_engine(need_telegram: bool) -> tuple[Settings, Engine]:
+    """Settings from the environment (or a one-line exit) and the engine over the base."""
+    from bot import config
+
+    settings = config.load_or_exit(need_telegram=need_telegram)
+    config.configure_logging(settings)
+    return settings, build_engine(load_or_exit(settings.contenus))
+
+
+def cmd_telegram(args: argparse.Namespace) -> int:
+    """Telegram by long polling, with the SQLite store (``PASSERELLE_DB``)."""
+    import asyncio
+
+    from bot.channels.telegram import run_polling
+
+    settings, engine = _settings_and_engine(need_telegram=True)
+    return asyncio.run(run_polling(settings, engine))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
+    from bot.integration import integration_parts
+    from bot.server import serve
+    from bot.storage.integration import ALL_MIGRATIONS
+    from bot.storage.sqlite import SqliteStorage
+
+    settings, engine = _settings_and_engine(need_telegram=False)
+    storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
+    routes, lifespans = integration_parts(settings, engine, storage)  # API, web chat, webhooks
+    return serve(settings, engine, routes=routes, lifespans=lifespans, storage=storage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("old")
     compare.add_argument("new")
     compare.set_defaults(handler=cmd_kb_diff)
+
+    telegram = sub.add_parser("telegram", help="Telegram en long polling")
+    telegram.set_defaults(handler=cmd_telegram)
+    serve = sub.add_parser(
+        "serve", help="serveur web ($PORT) : webhook Telegram, API, chat web, /healthz"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    from bot.integration_cli import add_commands as add_integration_commands
+
+    add_integration_commands(sub)  # keys …, webhooks …
+
+    from bot.stats_cli import add_commands as add_stats_commands
+
+    add_stats_commands(sub)  # stats
 
     return parser
 

@@ -34,6 +34,10 @@ def render(turn: Turn) -> tuple[str, list[Choice]]:
 
 def to_input(line: str, numbered: list[Choice], node: str) -> Input:
     stripped = line.strip()
+    if stripped.isdigit() and any(choice.label.isdigit() for choice in numbered):
+        # Buttons labelled by numbers (the barometer's 0–4): a typed number means the label,
+        # never the position; the engine reads it.
+        return Input.text(line)
     if stripped.isdigit() and 1 <= int(stripped) <= len(numbered):
         return Input.choice(numbered[int(stripped) - 1].id, node)
     return Input.text(line)

@@ -14,6 +14,7 @@ from bot.knowledge.loader import Problem
 from bot.knowledge.model import (
     BAROMETER_MESSAGES,
     BAROMETER_MIN_CRITERIA,
+    FOLLOWUP_MESSAGES,
     SPECIAL_TARGETS,
     Condition,
     KnowledgeBase,
@@ -388,17 +389,16 @@ def check_barometer(kb: KnowledgeBase) -> list[Problem]:
                 f"il faut au moins {BAROMETER_MIN_CRITERIA} critères pour dessiner le baromètre",
             )
         )
-    missing = [key for key in BAROMETER_MESSAGES if key not in kb.messages]
-    if missing:
-        problems.append(
-            _problem(
-                kb,
-                "messages.yaml",
-                ("messages",),
-                f"messages du baromètre manquants : {', '.join(missing)}",
-            )
-        )
+    problems += check_feature_messages(kb, BAROMETER_MESSAGES, "du baromètre")
     return problems
+
+
+def check_feature_messages(kb: KnowledgeBase, keys: tuple[str, ...], what: str) -> list[Problem]:
+    missing = [key for key in keys if key not in kb.messages]
+    if not missing:
+        return []
+    message = f"messages {what} manquants : {', '.join(missing)}"
+    return [_problem(kb, "messages.yaml", ("messages",), message)]
 
 
 def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
@@ -411,4 +411,5 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_territories(kb),
         *check_glossary(kb),
         *check_barometer(kb),
+        *check_feature_messages(kb, FOLLOWUP_MESSAGES, "de la relance"),
     ]

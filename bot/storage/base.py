@@ -2,8 +2,12 @@
 engine, and save what comes back.
 
 Users are known only by a pseudonymous key (see :func:`pseudonym`); nothing here ever receives
-a raw Telegram id or a username. Conversation state is kept only with consent: without it,
-channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
+a raw Telegram id or a username. Conversation state is kept durably only with consent: without
+it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
+
+Incoming updates go through an *inbox*: recorded (committed) before they are acknowledged, then
+applied; :meth:`Storage.commit_update` saves the effect of an update and marks it applied in one
+transaction, so a crash at any point loses nothing and applies nothing twice.
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ class InboxItem:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class UserChange:
+    """What applying one update changes about one user (all fields optional).
+
+    ``consent=True`` records consent before ``session`` is saved; ``consent=False`` or ``erase``
+    removes every row about the user (and ``session`` is then ignored).
+    """
+
+    session: dict[str, Any] | None = None
+    consent: bool | None = None
+    erase: bool = False
+
+
 class Storage(ABC):
     """What every store offers. All methods are safe to call concurrently."""
 
@@ -46,27 +63,31 @@ class Storage(ABC):
         """The stored session of ``user``, or ``None``."""
 
     @abstractmethod
-    async def save_session(self, user: str, session: dict[str, Any]) -> None:
-        """Store ``user``'s session (only called when the user consented)."""
-
-    @abstractmethod
     async def get_consent(self, user: str) -> bool | None:
-        """``True``/``False`` once the user answered, ``None`` if never asked."""
+        """``True``/``False`` once the user answered, ``None`` if never asked (or forgotten)."""
 
     @abstractmethod
+    async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
+        """Apply ``change`` and mark ``update_id`` applied (if given), all or nothing."""
+
+    async def save_session(self, user: str, session: dict[str, Any]) -> None:
+        """Store ``user``'s session (durable stores keep it only if the user consented)."""
+        await self.commit_update(None, user, UserChange(session=session))
+
     async def set_consent(self, user: str, granted: bool) -> None:
         """Record the user's answer; refusing erases anything kept so far."""
+        await self.commit_update(None, user, UserChange(consent=granted))
+
+    async def erase_user(self, user: str) -> None:
+        """Remove every row about ``user`` in every table."""
+        await self.commit_update(None, user, UserChange(erase=True))
 
     @abstractmethod
     async def export_user(self, user: str) -> dict[str, Any]:
-        """Everything stored about ``user``, as JSON-safe data."""
+        """Everything stored about ``user``, as JSON-safe data (empty if nothing)."""
 
     @abstractmethod
-    async def erase_user(self, user: str) -> None:
-        """Remove every row about ``user`` in every table."""
-
-    @abstractmethod
-    async def purge_idle(self, idle_days: int) -> int:
+    async def purge_idle(self, idle_days: float) -> int:
         """Erase users idle for more than ``idle_days``; return how many."""
 
     # -- inbox: durable, exactly-once processing of incoming updates -----------------------
@@ -75,9 +96,14 @@ class Storage(ABC):
         """Durably record an update; ``False`` if this ``update_id`` was already seen."""
 
     @abstractmethod
-    async def inbox_pending(self, limit: int = 100) -> list[InboxItem]:
+    async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:
         """Recorded updates not yet applied, oldest first."""
 
-    @abstractmethod
     async def inbox_done(self, update_id: int) -> None:
-        """Mark an update applied (its effects are saved)."""
+        """Mark an update applied without any other change (its payload is dropped)."""
+        await self.commit_update(update_id, "", UserChange())
+
+    @abstractmethod
+    async def inbox_prune(self, older_than_seconds: float) -> int:
+        """Forget ids of updates applied longer ago than this (Telegram stops retrying within
+        a day); return how many."""

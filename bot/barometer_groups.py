@@ -1,0 +1,436 @@
+"""Barometer charts and joint evaluation in groups (step 3 of the seed's *mode d'emploi*).
+
+The engine's barometer mode (:mod:`bot.engine.barometer`) is pure; channels pass every turn
+through :meth:`BarometerService.apply`, which
+
+* draws the person's radar chart after ``barometer.completed`` (in a worker thread);
+* keeps a rating in a group after ``barometer.keep`` (the person pressed « create a group » or
+  typed a code: that is the consent), then shows the comparison once two or more have rated;
+* answers ``barometer.compare`` for members only.
+
+Groups: a code (``ABCD-2345``) is an invitation; whoever rates with it becomes a member. The
+comparison shows side averages (professionals, patients / carers / RU), never a rating by name.
+Rounds: a member who rates again in a group starts the group's next round; the chart then shows
+the previous round faded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bot.charts import PALETTE, RadarSeries, Spoke, radar_png
+from bot.engine import barometer as mode
+from bot.engine.flow import Engine, Turn
+from bot.engine.replies import Image, Reply
+from bot.engine.session import Session
+from bot.feature_store import FeatureStore
+from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
+
+log = logging.getLogger(__name__)
+
+#: A gap between the two sides' averages larger than this is a topic to discuss.
+GAP_THRESHOLD = 1.0
+SIDE_COLOURS = {"professionnel": PALETTE[0], "usager": PALETTE[1]}
+
+
+# -- charts (sync: call them with asyncio.to_thread) --------------------------------------------
+def _spokes(kb: KnowledgeBase, lang: str) -> tuple[list[str], list[Spoke]]:
+    barometer = mode.barometer_of(kb)
+    ids: list[str] = []
+    spokes: list[Spoke] = []
+    for dim_id, criterion in barometer.criteria():
+        ids.append(criterion.id)
+        label = text(barometer.dimensions[dim_id].label, lang)
+        spokes.append(Spoke(text(criterion.short, lang), label))
+    return ids, spokes
+
+
+def rating_chart(
+    kb: KnowledgeBase, rater: str, scores: dict[str, int], alt: str, lang: str
+) -> Image:
+    """One person's radar chart."""
+    barometer = mode.barometer_of(kb)
+    ids, spokes = _spokes(kb, lang)
+    who = text(barometer.raters[rater].who, lang) if rater in barometer.raters else rater
+    series = RadarSeries(
+        who,
+        [float(scores[i]) if i in scores else None for i in ids],
+        SIDE_COLOURS.get(rater, PALETTE[0]),
+    )
+    png = radar_png(spokes, [series], text(barometer.title, lang), subtitle=who)
+    return Image(png, alt, "barometre.png")
+
+
+@dataclass(frozen=True)
+class Side:
+    """The ratings of one side in one round: how many, and the mean by criterion."""
+
+    count: int
+    means: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    code: str
+    round: int
+    sides: dict[str, Side]
+    previous: dict[str, Side]
+    #: (criterion id, professionals' mean, patients' mean), only when both sides rated.
+    gaps: tuple[tuple[str, float, float], ...]
+
+    @property
+    def raters(self) -> int:
+        return sum(side.count for side in self.sides.values())
+
+
+def comparison_chart(
+    kb: KnowledgeBase, comparison: Comparison, alt: str, labels: dict[str, str], lang: str
+) -> Image:
+    """Both sides overlaid; the previous round faded behind. ``labels`` come from messages."""
+    barometer = mode.barometer_of(kb)
+    ids, spokes = _spokes(kb, lang)
+    series: list[RadarSeries] = []
+    for rater, side in comparison.previous.items():
+        series.append(
+            RadarSeries(
+                labels[f"previous:{rater}"],
+                [side.means.get(i) for i in ids],
+                SIDE_COLOURS.get(rater, PALETTE[2]),
+                faded=True,
+            )
+        )
+    for rater, side in comparison.sides.items():
+        series.append(
+            RadarSeries(
+                labels[rater], [side.means.get(i) for i in ids], SIDE_COLOURS.get(rater, PALETTE[2])
+            )
+        )
+    png = radar_png(spokes, series, text(barometer.title, lang), subtitle=labels["subtitle"])
+    return Image(png, alt, "barometre-groupe.png")
+
+
+# -- storage --------------------------------------------------------------------------------------
+class BarometerGroups:
+    """Groups, ratings kept with consent, and comparisons (members only)."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        member: str,
+        rater: str,
+        scores: dict[str, int],
+        kb_version: str,
+        context: str | None = None,
+    ) -> str:
+        """A new group holding ``member``'s rating; returns its code."""
+        now = time.time()
+        for _ in range(10):
+            code = mode.new_code()
+            try:
+                await self.store.write(
+                    [
+                        (
+                            "INSERT INTO barometer_groups (code, created_at, context) "
+                            "VALUES (?, ?, ?)",
+                            (code, now, context),
+                        ),
+                        (
+                            "INSERT INTO barometer_ratings (code, round, member, rater, scores, "
+                            "kb_version, created_at) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                            (code, member, rater, json.dumps(scores), kb_version, now),
+                        ),
+                    ]
+                )
+            except sqlite3.IntegrityError:
+                continue
+            return code
+        raise RuntimeError("could not find a free group code")
+
+    async def join(
+        self, code: str, member: str, rater: str, scores: dict[str, int], kb_version: str
+    ) -> int | None:
+        """Keep ``member``'s rating in group ``code``; the round it went to, ``None`` if no group.
+
+        A member who already rated in the current round starts the next one.
+        """
+        rows = await self.store.read(
+            "SELECT current_round FROM barometer_groups WHERE code = ?", (code,)
+        )
+        if not rows:
+            return None
+        current = int(rows[0][0])
+        already = await self.store.read(
+            "SELECT 1 FROM barometer_ratings WHERE code = ? AND round = ? AND member = ?",
+            (code, current, member),
+        )
+        target = current + 1 if already else current
+        await self.store.write(
+            [
+                (
+                    "UPDATE barometer_groups SET current_round = MAX(current_round, ?) "
+                    "WHERE code = ?",
+                    (target, code),
+                ),
+                (
+                    "INSERT INTO barometer_ratings (code, round, member, rater, scores, "
+                    "kb_version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (code, round, member) DO UPDATE SET rater = excluded.rater, "
+                    "scores = excluded.scores, kb_version = excluded.kb_version, "
+                    "created_at = excluded.created_at",
+                    (code, target, member, rater, json.dumps(scores), kb_version, time.time()),
+                ),
+            ]
+        )
+        return target
+
+    async def groups_of(self, member: str) -> list[str]:
+        """Codes of the groups ``member`` belongs to, most recently rated last."""
+        rows = await self.store.read(
+            "SELECT code, MAX(id) AS last FROM barometer_ratings WHERE member = ? "
+            "GROUP BY code ORDER BY last",
+            (member,),
+        )
+        return [str(row[0]) for row in rows]
+
+    async def is_member(self, code: str, member: str) -> bool:
+        rows = await self.store.read(
+            "SELECT 1 FROM barometer_ratings WHERE code = ? AND member = ? LIMIT 1",
+            (code, member),
+        )
+        return bool(rows)
+
+    async def compare(self, code: str, member: str) -> Comparison | None:
+        """The group's current round against its previous one; ``None`` for a non-member."""
+        if not await self.is_member(code, member):
+            return None
+        rows = await self.store.read(
+            "SELECT current_round FROM barometer_groups WHERE code = ?", (code,)
+        )
+        current = int(rows[0][0])
+        sides = await self._sides(code, current)
+        previous = await self._sides(code, current - 1) if current > 1 else {}
+        gaps: list[tuple[str, float, float]] = []
+        pro, usr = sides.get(BAROMETER_RATERS[0]), sides.get(BAROMETER_RATERS[1])
+        if pro and usr:
+            for criterion, a in pro.means.items():
+                b = usr.means.get(criterion)
+                if b is not None and abs(a - b) > GAP_THRESHOLD:
+                    gaps.append((criterion, a, b))
+        return Comparison(code, current, sides, previous, tuple(gaps))
+
+    async def _sides(self, code: str, round_: int) -> dict[str, Side]:
+        rows = await self.store.read(
+            "SELECT rater, scores FROM barometer_ratings WHERE code = ? AND round = ? ORDER BY id",
+            (code, round_),
+        )
+        collected: dict[str, list[dict[str, int]]] = {}
+        for rater, scores in rows:
+            collected.setdefault(str(rater), []).append(json.loads(scores))
+        sides: dict[str, Side] = {}
+        for rater in [*BAROMETER_RATERS, *sorted(set(collected) - set(BAROMETER_RATERS))]:
+            ratings = collected.get(rater)
+            if not ratings:
+                continue
+            keys = dict.fromkeys(k for r in ratings for k in r)
+            means = {
+                k: round(
+                    sum(r[k] for r in ratings if k in r) / sum(1 for r in ratings if k in r), 2
+                )
+                for k in keys
+            }
+            sides[rater] = Side(len(ratings), means)
+        return sides
+
+
+# -- the channel-facing service ------------------------------------------------------------------
+def _before_prompt(turn: Turn, *replies: Reply) -> Turn:
+    """``replies`` inserted before the turn's last reply (the prompt with buttons)."""
+    if not turn.replies:
+        return replace(turn, replies=replies)
+    return replace(turn, replies=(*turn.replies[:-1], *replies, turn.replies[-1]))
+
+
+class BarometerService:
+    """What channels call after each engine turn: ``turn = await service.apply(member, turn)``.
+
+    ``member`` is the person's pseudonymous key (``None`` when the channel has none: groups are
+    then unavailable). ``groups`` is ``None`` without storage: only the personal chart is shown.
+    """
+
+    def __init__(self, engine: Engine, groups: BarometerGroups | None = None) -> None:
+        self.engine = engine
+        self.groups = groups
+        self.mode = mode.BarometerMode()
+
+    async def apply(self, member: str | None, turn: Turn) -> Turn:
+        for event in turn.events:
+            if event.kind == mode.COMPLETED:
+                turn = await self._completed(turn, event.data)
+            elif event.kind == mode.KEEP:
+                turn = await self._keep(member, turn, event.data)
+            elif event.kind == mode.COMPARE_EVENT:
+                turn = await self._compare(member, turn, None)
+        return turn
+
+    def msg(self, key: str, session: Session, **values: str) -> str:
+        return self.engine.msg(key, session, **values)
+
+    async def _completed(self, turn: Turn, data: dict[str, Any]) -> Turn:
+        session = turn.session
+        rater = str(data.get("rater"))
+        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        alt = self.mode.result_text(self.engine, session, rater, scores)
+        try:
+            image = await asyncio.to_thread(
+                rating_chart, self.engine.kb, rater, scores, alt, session.lang
+            )
+        except Exception:
+            log.exception("barometer chart failed")
+            return _before_prompt(turn, Reply(self.msg("barometer_chart_failed", session)))
+        return _before_prompt(
+            turn, Reply(self.msg("barometer_chart_caption", session), image=image)
+        )
+
+    async def _keep(self, member: str | None, turn: Turn, data: dict[str, Any]) -> Turn:
+        session = turn.session
+        if self.groups is None or member is None:
+            return _before_prompt(turn, Reply(self.msg("barometer_groups_unavailable", session)))
+        rater = str(data.get("rater"))
+        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        version = str(data.get("kb_version", self.engine.kb.version))
+        if data.get("action") == "create":
+            code = await self.groups.create(member, rater, scores, version, session.context)
+            turn = replace(turn, session=mode.remember_group(session, code))
+            created = self.msg("barometer_group_created", session, code=mode.format_code(code))
+            return _before_prompt(turn, Reply(created))
+        code = str(data.get("code") or "")
+        round_ = await self.groups.join(code, member, rater, scores, version)
+        if round_ is None:
+            return self.mode.code_unknown(self.engine, session, data)
+        turn = replace(turn, session=mode.remember_group(session, code))
+        joined = Reply(self.msg("barometer_group_joined", session, code=mode.format_code(code)))
+        return await self._compare(member, _before_prompt(turn, joined), code)
+
+    async def _compare(self, member: str | None, turn: Turn, code: str | None) -> Turn:
+        session = turn.session
+        if self.groups is None or member is None:
+            return _before_prompt(turn, Reply(self.msg("barometer_groups_unavailable", session)))
+        if code is None:
+            mine = await self.groups.groups_of(member)
+            known = [str(c) for c in session.extra.get(mode.GROUPS, [])]
+            chosen = [c for c in known if c in mine] or mine
+            code = chosen[-1] if chosen else None
+        comparison = await self.groups.compare(code, member) if code else None
+        if comparison is None:
+            return _before_prompt(turn, Reply(self.msg("barometer_not_member", session)))
+        if comparison.raters < 2:
+            return _before_prompt(turn, Reply(self.msg("barometer_group_waiting", session)))
+        alt = self.comparison_text(session, comparison)
+        labels = self._labels(session, comparison)
+        try:
+            image = await asyncio.to_thread(
+                comparison_chart, self.engine.kb, comparison, alt, labels, session.lang
+            )
+        except Exception:
+            log.exception("barometer comparison chart failed")
+            return _before_prompt(
+                turn, Reply(alt), Reply(self.msg("barometer_chart_failed", session))
+            )
+        caption = Reply(self.msg("barometer_comparison_caption", session), image=image)
+        return _before_prompt(turn, Reply(alt), caption)
+
+    def _who(self, session: Session, rater: str) -> str:
+        barometer = mode.barometer_of(self.engine.kb)
+        if rater in barometer.raters:
+            return text(barometer.raters[rater].who, session.lang)
+        return rater
+
+    def _labels(self, session: Session, comparison: Comparison) -> dict[str, str]:
+        labels = {
+            "subtitle": self.msg(
+                "barometer_chart_subtitle",
+                session,
+                code=mode.format_code(comparison.code),
+                round=str(comparison.round),
+            )
+        }
+        for rater in {*comparison.sides, *comparison.previous}:
+            who = self._who(session, rater)
+            labels[rater] = who
+            labels[f"previous:{rater}"] = self.msg("barometer_previous_label", session, who=who)
+        return labels
+
+    def comparison_text(self, session: Session, comparison: Comparison) -> str:
+        """The comparison's text alternative: every criterion by side, gaps, dimensions."""
+        barometer = mode.barometer_of(self.engine.kb)
+        lang = session.lang
+        counts = " ; ".join(
+            f"{self._who(session, rater)} : {side.count}"
+            for rater, side in comparison.sides.items()
+        )
+        lines = [
+            self.msg(
+                "barometer_comparison_intro",
+                session,
+                code=mode.format_code(comparison.code),
+                round=str(comparison.round),
+                counts=counts,
+            )
+        ]
+        for dimension in barometer.dimensions.values():
+            if not dimension.criteria:
+                continue
+            lines += ["", text(dimension.label, lang)]
+            for criterion in dimension.criteria:
+                parts = [
+                    f"{self._who(session, rater)} : {mode.fmt_score(side.means[criterion.id])}/4"
+                    for rater, side in comparison.sides.items()
+                    if criterion.id in side.means
+                ]
+                lines.append(f"• {text(criterion.text, lang)} — {' ; '.join(parts)}")
+        lines.append("")
+        known = {c.id for _, c in barometer.criteria()}
+        for rater, side in comparison.sides.items():
+            means = [value for key, value in side.means.items() if key in known]
+            overall = sum(means) / len(means) if means else 0.0
+            lines.append(
+                self.msg(
+                    "barometer_comparison_side",
+                    session,
+                    who=self._who(session, rater),
+                    count=str(side.count),
+                    score=mode.fmt_score(overall),
+                )
+            )
+        if len(comparison.sides) < 2:
+            only = next(iter(comparison.sides), "")
+            lines += ["", self.msg("barometer_one_side", session, who=self._who(session, only))]
+        elif comparison.gaps:
+            lines += ["", self.msg("barometer_gaps", session)]
+            names = {c.id: text(c.text, lang) for _, c in barometer.criteria()}
+            first, second = (self._who(session, r) for r in BAROMETER_RATERS)
+            for criterion_id, a, b in comparison.gaps:
+                lines.append(
+                    self.msg(
+                        "barometer_gap_line",
+                        session,
+                        criterion=names.get(criterion_id, criterion_id),
+                        first=first,
+                        a=mode.fmt_score(a),
+                        second=second,
+                        b=mode.fmt_score(b),
+                    )
+                )
+        else:
+            lines += ["", self.msg("barometer_no_gaps", session)]
+        if comparison.previous:
+            lines += ["", self.msg("barometer_previous_round", session)]
+        return "\n".join(lines)

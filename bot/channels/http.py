@@ -1,0 +1,818 @@
+"""The conversation API (``/api/v1``), the demo page (``/``) and the embeddable web chat
+(``/widget.js``), as Starlette routes to add to the server's app.
+
+Every API answer is JSON; errors are ``{"error": {"code", "message"}}``. A conversation belongs
+to the key that created it: any other key gets 404, as if it did not exist. Conversations are
+stored (state and transcript): the establishment's integration holds the consent relationship
+with the person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hmac
+import html
+import json
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import models_json_schema
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from bot.engine.flow import CMD, MAX_TEXT_LENGTH, Engine, Turn
+from bot.engine.recommendation import territory_chain
+from bot.engine.replies import Reply
+from bot.engine.session import Input, Session
+from bot.establishments import Establishment
+from bot.storage.integration import (
+    ApiKey,
+    Conversation,
+    IntegrationStore,
+    TranscriptLine,
+    new_id,
+)
+from bot.webhooks import WebhookWorker, route
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 16 * 1024
+CONTEXT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+#: Engine commands a client may send as a choice at any time (``cmd:aide``…).
+COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
+DEMO_KEY_ID = "key_demo"
+DEMO_ESTABLISHMENT = "demo"
+
+
+# -- request and response models (they also generate the OpenAPI document) ------------------
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewConversation(_Request):
+    context: Annotated[
+        str | None,
+        Field(
+            pattern=CONTEXT_PATTERN,
+            description="Contexte de la conversation, par exemple l'identifiant de "
+            "l'établissement dont les contacts passent en premier.",
+        ),
+    ] = None
+
+
+class NewMessage(_Request):
+    """Exactly one of ``text`` (what the person typed) or ``choice`` (a choice ``id``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["choice"]}]},
+    )
+
+    text: Annotated[str, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    choice: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> NewMessage:
+        if (self.text is None) == (self.choice is None):
+            raise ValueError("give exactly one of « text » or « choice »")
+        return self
+
+
+class ChoiceOut(BaseModel):
+    id: str
+    label: str
+
+
+class ReplyOut(BaseModel):
+    text: str
+    choices: list[ChoiceOut]
+    image_url: str | None = Field(description="Image (data: URL, PNG) or null.")
+
+
+class RoleOut(BaseModel):
+    id: str
+    title: str
+    definition: str
+    reasons: list[str]
+    first_steps: list[str]
+
+
+class ContactOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    website: str
+    territories: list[str]
+    roles: list[str]
+    phone: str | None
+    email: str | None
+
+
+class RecommendationOut(BaseModel):
+    roles: list[RoleOut]
+    contacts: list[ContactOut]
+    territory: str | None
+
+
+class TurnOut(BaseModel):
+    replies: list[ReplyOut]
+    node: str
+    recommendation: RecommendationOut | None
+
+
+class ConversationCreated(TurnOut):
+    conversation_id: str
+
+
+class Answer(BaseModel):
+    question: str
+    choice: str
+
+
+class TranscriptEntry(BaseModel):
+    at: str
+    author: Literal["person", "bot"]
+    text: str | None
+    choice: str | None
+    choices: list[ChoiceOut]
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    context: str | None
+    node: str
+    kb_version: str
+    created_at: str
+    updated_at: str
+    answers: list[Answer]
+    transcript: list[TranscriptEntry]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# -- errors ----------------------------------------------------------------------------------
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+CORS_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
+    "access-control-allow-headers": "authorization, content-type",
+    "access-control-expose-headers": "retry-after, location",
+    "access-control-max-age": "600",
+}
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(
+        body, status, headers={**CORS_HEADERS, **(headers or {})}, media_type="application/json"
+    )
+
+
+def error_response(error: ApiError) -> Response:
+    return _json(
+        {"error": {"code": error.code, "message": error.message}}, error.status, error.headers
+    )
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Requête invalide."),
+    404: ("not_found", "Cette adresse n'existe pas dans l'API."),
+    405: ("method_not_allowed", "Méthode non permise sur cette adresse."),
+}
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code, message = _HTTP_CODES.get(status, ("error", "Erreur."))
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    return error_response(ApiError(status, code, message, headers))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError(500, "internal_error", "Erreur interne, réessayez plus tard."))
+
+
+# -- rate limiting ---------------------------------------------------------------------------
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests per second on average, bursts of ``burst``."""
+
+    rate: float = 20.0
+    burst: int = 60
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def check(self, name: str, now: float | None = None) -> float:
+        """0 if allowed (and counted), else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            if len(self.buckets) > 10_000:
+                self.buckets.clear()
+            bucket = self.buckets[name] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
+
+
+# -- the API ---------------------------------------------------------------------------------
+class ConversationApi:
+    """Handlers of ``/api/v1``; :meth:`routes` gives the routes to mount in the server's app."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: IntegrationStore,
+        establishments: Mapping[str, Establishment] | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        demo_key: str | None = None,
+        on_events: Callable[[], None] | None = None,
+        key_cache_seconds: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.establishments = dict(establishments or {})
+        self.limiter = limiter or RateLimiter()
+        self.demo_key = demo_key
+        self.on_events = on_events
+        self.key_cache_seconds = key_cache_seconds
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
+
+    # -- plumbing ------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        """``/api/v1`` (its own JSON errors and CORS), ``/`` and ``/widget.js``."""
+        api = Starlette(
+            routes=[
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/conversations", self.create, methods=["POST", "OPTIONS"]),
+                Route(
+                    "/conversations/{conversation_id}/messages",
+                    self.message,
+                    methods=["POST", "OPTIONS"],
+                ),
+                Route(
+                    "/conversations/{conversation_id}",
+                    self.conversation,
+                    methods=["GET", "DELETE", "OPTIONS"],
+                ),
+            ],
+            exception_handlers={HTTPException: _http_exception, Exception: _server_error},
+        )
+        return [
+            Mount(API_PREFIX, app=api),
+            Route("/", self.demo_page, methods=["GET"]),
+            Route("/widget.js", self.static("widget.js", "text/javascript"), methods=["GET"]),
+            Route("/widget.css", self.static("widget.css", "text/css"), methods=["GET"]),
+        ]
+
+    async def _authenticate(self, request: Request) -> ApiKey:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Clé d'API manquante : en-tête « Authorization: Bearer <clé> ».",
+                {"www-authenticate": "Bearer"},
+            )
+        key: ApiKey | None
+        if self.demo_key and hmac.compare_digest(secret.encode(), self.demo_key.encode()):
+            key = ApiKey(DEMO_KEY_ID, DEMO_ESTABLISHMENT, "widget", secret[:10], 0.0)
+        else:
+            now = time.monotonic()
+            cached = self._keys.get(secret)
+            if cached is not None and now - cached[0] < self.key_cache_seconds:
+                key = cached[1]
+            else:
+                key = await self.store.find_key(secret) if len(secret) < 200 else None
+                if len(self._keys) > 1000:
+                    self._keys.clear()
+                self._keys[secret] = (now, key)
+        if key is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Clé d'API inconnue ou révoquée.",
+                {"www-authenticate": 'Bearer error="invalid_token"'},
+            )
+        bucket = key.id
+        if key.kind == "widget":
+            bucket += "|" + (request.client.host if request.client else "")
+        wait = self.limiter.check(bucket)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Trop de requêtes pour cette clé : réessayez dans quelques secondes.",
+                {"retry-after": str(max(1, math.ceil(wait)))},
+            )
+        return key
+
+    async def _body(self, request: Request, model: type[_Request], empty_ok: bool) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            raise _too_large()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _too_large()
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip() and empty_ok:
+            data: Any = {}
+        else:
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise ApiError(
+                    400, "invalid_json", "Le corps de la requête n'est pas du JSON valide."
+                ) from None
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_request", "Le corps doit être un objet JSON.")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[conversation_id] = lock
+        return lock
+
+    async def _handle(self, request: Request, work: Callable[[], Any]) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=CORS_HEADERS)
+        try:
+            response: Response = await work()
+        except ApiError as exc:
+            return error_response(exc)
+        return response
+
+    def _is_command(self, choice: str) -> bool:
+        """Engine commands (and side modes such as the barometer) are accepted at any step."""
+        name = choice[len(CMD) :] if choice.startswith(CMD) else None
+        return name is not None and (name in COMMANDS or name in self.engine.modes)
+
+    def _route_events(self, turn: Turn, conversation: Conversation) -> list[Any]:
+        entries = []
+        for event in turn.events:
+            chain = territory_chain(self.engine.kb, event.data.get("territory"))
+            entries += route(
+                event,
+                self.establishments,
+                owner=conversation.establishment,
+                subject=conversation.id,
+                territories=chain,
+            )
+        return entries
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
+            turn = self.engine.start(body.context)
+            now = time.time()
+            conversation = Conversation(
+                id=new_id("conv_"),
+                key_id=key.id,
+                establishment=key.establishment,
+                session=turn.session.to_dict(),
+                offered=_offered(turn),
+                created_at=now,
+                updated_at=now,
+            )
+            events = self._route_events(turn, conversation)
+            await self.store.save_turn(
+                conversation, created=True, lines=_bot_lines(turn, now), events=events
+            )
+            if events and self.on_events:
+                self.on_events()
+            data = {"conversation_id": conversation.id, **_turn_out(turn)}
+            location = f"{API_PREFIX}/conversations/{conversation.id}"
+            return _json(data, 201, {"location": location})
+
+        return await self._handle(request, work)
+
+    async def message(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            conversation_id = request.path_params["conversation_id"]
+            body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
+            async with self._lock(conversation_id):
+                conversation = await self.store.load_conversation(conversation_id, key.id)
+                if conversation is None:
+                    raise _not_found()
+                session = Session.from_dict(conversation.session)
+                now = time.time()
+                person: dict[str, Any]
+                if body.choice is not None:
+                    if body.choice not in conversation.offered and not self._is_command(
+                        body.choice
+                    ):
+                        raise ApiError(
+                            422,
+                            "unknown_choice",
+                            "Ce choix n'est pas proposé à cette étape de la conversation : "
+                            "utilisez un « id » des derniers choix reçus.",
+                        )
+                    event = Input.choice(body.choice, session.node)
+                    person = {"choice": body.choice}
+                else:
+                    event = Input.text(body.text or "")
+                    person = {"text": body.text or ""}
+                turn = self.engine.handle(session, event)
+                updated = Conversation(
+                    id=conversation.id,
+                    key_id=conversation.key_id,
+                    establishment=conversation.establishment,
+                    session=turn.session.to_dict(),
+                    offered=_offered(turn),
+                    created_at=conversation.created_at,
+                    updated_at=now,
+                )
+                events = self._route_events(turn, updated)
+                lines = [TranscriptLine(now, "person", person), *_bot_lines(turn, now)]
+                await self.store.save_turn(updated, created=False, lines=lines, events=events)
+            if events and self.on_events:
+                self.on_events()
+            return _json(_turn_out(turn))
+
+        return await self._handle(request, work)
+
+    async def conversation(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            conversation_id = request.path_params["conversation_id"]
+            if request.method == "DELETE":
+                async with self._lock(conversation_id):
+                    deleted = await self.store.delete_conversation(conversation_id, key.id)
+                if not deleted:
+                    raise _not_found()
+                return Response(status_code=204, headers=CORS_HEADERS)
+            conversation = await self.store.load_conversation(conversation_id, key.id)
+            if conversation is None:
+                raise _not_found()
+            lines = await self.store.transcript(conversation_id)
+            session = Session.from_dict(conversation.session)
+            return _json(
+                {
+                    "conversation_id": conversation.id,
+                    "context": session.context,
+                    "node": session.node,
+                    "kb_version": session.kb_version,
+                    "created_at": _iso(conversation.created_at),
+                    "updated_at": _iso(conversation.updated_at),
+                    "answers": [{"question": q, "choice": c} for q, c in session.answers],
+                    "transcript": [_transcript_entry(line) for line in lines],
+                }
+            )
+
+        return await self._handle(request, work)
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi_document())
+
+    # -- web chat ------------------------------------------------------------------------
+    async def demo_page(self, request: Request) -> Response:
+        page = _static_text("index.html")
+        key = self.demo_key or ""
+        page = page.replace("{{WIDGET_KEY}}", html.escape(key, quote=True))
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"cache-control": "no-store", "x-content-type-options": "nosniff"},
+        )
+
+    def static(self, name: str, media_type: str) -> Callable[[Request], Any]:
+        async def serve(request: Request) -> Response:
+            return Response(
+                _static_text(name),
+                media_type=f"{media_type}; charset=utf-8",
+                headers={
+                    "cache-control": "public, max-age=300",
+                    "access-control-allow-origin": "*",
+                    "x-content-type-options": "nosniff",
+                },
+            )
+
+        return serve
+
+
+def create_app(
+    api: ConversationApi,
+    *,
+    worker: WebhookWorker | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """A standalone app serving the API and the web chat: opens the store (and starts the
+    webhook worker) at start-up, closes them at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await api.store.open()
+        if worker is not None:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await api.store.close()
+
+    return Starlette(routes=[*extra_routes, *api.routes()], lifespan=lifespan)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _static_text(name: str) -> str:
+    return (resources.files("bot.channels") / "static" / name).read_text(encoding="utf-8")
+
+
+def _too_large() -> ApiError:
+    return ApiError(
+        413, "body_too_large", f"Corps de requête trop gros ({MAX_BODY_BYTES} octets au plus)."
+    )
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "conversation_not_found", "Conversation inconnue (ou effacée).")
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            return ApiError(422, "unknown_field", f"Champ inconnu : « {where} ».")
+        if error["type"] == "string_too_long" and where == "text":
+            return ApiError(
+                422,
+                "text_too_long",
+                f"Le texte dépasse {MAX_TEXT_LENGTH} caractères : raccourcissez-le.",
+            )
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    detail = first["msg"].removeprefix("Value error, ")
+    return ApiError(
+        422, "invalid_request", f"Requête invalide{f' ({where})' if where else ''} : {detail}."
+    )
+
+
+def _offered(turn: Turn) -> tuple[str, ...]:
+    return tuple(choice.id for reply in turn.replies for choice in reply.choices)
+
+
+def _iso(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _reply_out(reply: Reply) -> dict[str, Any]:
+    image = None
+    if reply.image is not None:
+        image = "data:image/png;base64," + base64.b64encode(reply.image.png).decode()
+    return {
+        "text": reply.text,
+        "choices": [{"id": c.id, "label": c.label} for c in reply.choices],
+        "image_url": image,
+    }
+
+
+def _turn_out(turn: Turn) -> dict[str, Any]:
+    rec = turn.recommendation
+    recommendation = None
+    if rec is not None:
+        recommendation = {
+            "roles": [
+                {
+                    "id": role.id,
+                    "title": role.title,
+                    "definition": role.definition,
+                    "reasons": list(role.reasons),
+                    "first_steps": list(role.first_steps),
+                }
+                for role in rec.roles
+            ],
+            "contacts": [contact.to_dict() for contact in rec.contacts],
+            "territory": rec.territory,
+        }
+    return {
+        "replies": [_reply_out(reply) for reply in turn.replies],
+        "node": turn.session.node,
+        "recommendation": recommendation,
+    }
+
+
+def _bot_lines(turn: Turn, now: float) -> list[TranscriptLine]:
+    return [
+        TranscriptLine(
+            now,
+            "bot",
+            {
+                "text": reply.text,
+                "choices": [{"id": c.id, "label": c.label} for c in reply.choices],
+            },
+        )
+        for reply in turn.replies
+    ]
+
+
+def _transcript_entry(line: TranscriptLine) -> dict[str, Any]:
+    return {
+        "at": _iso(line.at),
+        "author": line.author,
+        "text": line.body.get("text"),
+        "choice": line.body.get("choice"),
+        "choices": list(line.body.get("choices", [])),
+    }
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------
+_OPENAPI: dict[str, Any] | None = None
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``/api/v1``, generated from the models above."""
+    global _OPENAPI
+    if _OPENAPI is not None:
+        return _OPENAPI
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (NewConversation, "validation"),
+        (NewMessage, "validation"),
+        (ConversationCreated, "serialization"),
+        (TurnOut, "serialization"),
+        (ConversationOut, "serialization"),
+        (ErrorOut, "serialization"),
+    ]
+    _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas = top.get("$defs", {})
+
+    def ref(name: str) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def error(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": ref("ErrorOut")}},
+        }
+
+    def body(name: str, required: bool = True) -> dict[str, Any]:
+        return {"required": required, "content": {"application/json": {"schema": ref(name)}}}
+
+    common = {
+        "401": error("Clé manquante, inconnue ou révoquée."),
+        "429": {
+            **error("Trop de requêtes pour cette clé."),
+            "headers": {
+                "Retry-After": {
+                    "description": "Secondes à attendre.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
+    }
+    conversation_id = {
+        "name": "conversation_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    bad_body = {
+        "400": error("Corps qui n'est pas du JSON valide."),
+        "413": error("Corps de plus de 16 Kio."),
+        "422": error(
+            "Champ inconnu (unknown_field), texte de plus de 2 000 caractères "
+            "(text_too_long), choix non proposé (unknown_choice) ou requête invalide."
+        ),
+    }
+    not_found = {"404": error("Conversation inconnue, effacée ou créée par une autre clé.")}
+    _OPENAPI = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Passerelle — API de conversation",
+            "version": "1.0.0",
+            "description": "Converser avec le moteur d'orientation de Passerelle. "
+            "Voir docs/integration.md.",
+        },
+        "servers": [{"url": API_PREFIX}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/conversations": {
+                "post": {
+                    "operationId": "createConversation",
+                    "summary": "Commencer une conversation",
+                    "requestBody": body("NewConversation", required=False),
+                    "responses": {
+                        "201": {
+                            "description": "Conversation créée, avec les premiers messages.",
+                            "content": {"application/json": {"schema": ref("ConversationCreated")}},
+                            "links": {
+                                "SendMessage": {
+                                    "operationId": "sendMessage",
+                                    "parameters": {
+                                        "conversation_id": "$response.body#/conversation_id"
+                                    },
+                                },
+                                "GetConversation": {
+                                    "operationId": "getConversation",
+                                    "parameters": {
+                                        "conversation_id": "$response.body#/conversation_id"
+                                    },
+                                },
+                            },
+                        },
+                        **bad_body,
+                        **common,
+                    },
+                }
+            },
+            "/conversations/{conversation_id}/messages": {
+                "post": {
+                    "operationId": "sendMessage",
+                    "summary": "Envoyer un texte ou un choix",
+                    "parameters": [conversation_id],
+                    "requestBody": body("NewMessage"),
+                    "responses": {
+                        "200": {
+                            "description": "Les réponses du moteur.",
+                            "content": {"application/json": {"schema": ref("TurnOut")}},
+                        },
+                        **bad_body,
+                        **not_found,
+                        **common,
+                    },
+                }
+            },
+            "/conversations/{conversation_id}": {
+                "get": {
+                    "operationId": "getConversation",
+                    "summary": "L'état et la transcription conservés",
+                    "parameters": [conversation_id],
+                    "responses": {
+                        "200": {
+                            "description": "La conversation.",
+                            "content": {"application/json": {"schema": ref("ConversationOut")}},
+                        },
+                        **not_found,
+                        **common,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteConversation",
+                    "summary": "Effacer la conversation (état, transcription, webhooks en attente)",
+                    "parameters": [conversation_id],
+                    "responses": {
+                        "204": {"description": "Effacée."},
+                        **not_found,
+                        **common,
+                    },
+                },
+            },
+        },
+    }
+    return _OPENAPI

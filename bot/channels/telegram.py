@@ -1,0 +1,900 @@
+"""Telegram channel: the engine behind python-telegram-bot 22, with durable, ordered processing.
+
+Every update goes through the store's *inbox* first (:meth:`TelegramChannel.receive`): recorded
+and committed, then applied by PTB handlers, which save the new state and mark the update done
+in one transaction. The webhook answers 200 only after the recording; polling confirms an offset
+only after it. Updates of one chat are applied in order, different chats concurrently.
+
+Nothing about a person is stored before they consent; without consent the session lives in
+memory only. Users are keyed by a pseudonym (keyed hash of the Telegram id); logs carry no
+message text, no Telegram id and no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.config import Settings, quiet_libraries
+from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine, Turn
+from bot.engine.normalize import normalize
+from bot.engine.replies import Choice, Image, Reply
+from bot.engine.session import Input, Session
+from bot.knowledge.model import COMMANDS, text
+from bot.storage.base import Storage, UserChange, pseudonym
+from bot.storage.memory import MemoryStorage
+
+# Opt in to PTB's coming behaviour (durations as ``timedelta``): without it, PTB 22 warns on
+# every RetryAfter, and ``retry_after`` would change type under our feet in PTB 23.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CHANNEL = "telegram"
+#: Telegram refuses messages over 4096 characters; keep a margin.
+MESSAGE_LIMIT = 4000
+CAPTION_LIMIT = 1000
+CALLBACK_LIMIT = 64
+DEEP_LINK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: The command menu registered with setMyCommands, in this order.
+MENU = ("aide", "retour", "recommencer", "contacts", "glossaire", "mesdonnees", "oubli")
+#: Our own buttons (not the engine's): consent and erasure confirmations.
+CONSENT_YES, CONSENT_NO = "p:c1", "p:c0"
+FORGET_YES, FORGET_NO = "p:f1", "p:f0"
+#: Bounded retries of one outgoing call on 5xx answers and timeouts (429 is handled by the
+#: rate limiter, which waits as long as Telegram asks).
+SEND_ATTEMPTS = 4
+RETRY_BASE_DELAY = 0.25
+#: How long ids of applied updates are kept to recognise a re-delivery (Telegram retries
+#: a webhook for about a day).
+PROCESSED_IDS_SECONDS = 2 * 86400
+#: Sessions of people who did not consent are dropped from memory after this much idleness.
+MEMORY_IDLE_DAYS = 1.0
+MAX_BODY = 1 << 20
+
+
+# -- callback data --------------------------------------------------------------------------
+def node_tag(node: str) -> str:
+    """Short fingerprint of the question a button was shown with (for stale detection)."""
+    return hashlib.blake2s(node.encode(), digest_size=4).hexdigest()
+
+
+def _choice_hash(choice_id: str) -> str:
+    return hashlib.blake2s(choice_id.encode(), digest_size=8).hexdigest()
+
+
+def encode_choice(node: str, choice_id: str) -> str:
+    """``tag|choice`` when it fits Telegram's 64 bytes, else ``tag#hash-of-choice``."""
+    data = f"{node_tag(node)}|{choice_id}"
+    if len(data.encode()) <= CALLBACK_LIMIT:
+        return data
+    return f"{node_tag(node)}#{_choice_hash(choice_id)}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Telegram message: text (or a photo with its caption) and its buttons."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+    image: Image | None = None
+
+
+def split_text(body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Cut ``body`` into pieces of at most ``limit`` characters, at paragraph, line or word
+    boundaries when there is one."""
+    pieces: list[str] = []
+    rest = body
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        if cut < limit // 2:
+            cut = limit
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not pieces:
+        pieces.append(rest)
+    return pieces
+
+
+def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoing]:
+    """The engine's replies as few Telegram messages as possible: consecutive texts are joined,
+    buttons go on the last piece, pictures are sent with their text alternative as caption."""
+    messages: list[Outgoing] = []
+    buffer: list[str] = []
+
+    def flush(choices: tuple[Choice, ...] = ()) -> None:
+        if not buffer and not choices:
+            return
+        pieces = split_text("\n\n".join(buffer) or "…", limit)
+        messages.extend(Outgoing(piece) for piece in pieces[:-1])
+        messages.append(Outgoing(pieces[-1], choices))
+        buffer.clear()
+
+    for reply in replies:
+        if reply.image is not None:
+            flush()
+            messages.append(Outgoing(reply.image.alt[:CAPTION_LIMIT], (), reply.image))
+            if reply.text:
+                buffer.append(reply.text)
+            if reply.choices:
+                flush(reply.choices)
+            continue
+        if buffer and len("\n\n".join([*buffer, reply.text])) > limit:
+            flush()
+        buffer.append(reply.text)
+        if reply.choices:
+            flush(reply.choices)
+    flush()
+    return messages
+
+
+# -- per-chat ordering ----------------------------------------------------------------------
+class ChatQueues:
+    """Runs jobs of one key one after the other, and jobs of different keys concurrently."""
+
+    def __init__(self, run: Callable[[Any], Awaitable[None]], max_concurrency: int = 256) -> None:
+        self._run = run
+        self._queues: dict[Hashable, deque[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, key: Hashable, job: Any) -> None:
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(job)
+            return
+        self._queues[key] = deque([job])
+        self._idle.clear()
+        task = asyncio.create_task(self._drain(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+
+    async def _drain(self, key: Hashable) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                job = queue.popleft()
+                async with self._slots:
+                    try:
+                        await self._run(job)
+                    except Exception as exc:  # one bad update must not stop its chat
+                        log.error("update failed: %s", type(exc).__name__)
+        finally:
+            del self._queues[key]
+
+    async def join(self) -> None:
+        """Wait until every submitted job has run."""
+        await self._idle.wait()
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _chat_key(update: Update) -> Hashable:
+    if update.effective_chat is not None:
+        return ("chat", update.effective_chat.id)
+    if update.effective_user is not None:
+        return ("user", update.effective_user.id)
+    return ("update", update.update_id)
+
+
+def _seconds(value: int | float | dt.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+# -- the channel ----------------------------------------------------------------------------
+class TelegramChannel:
+    """The Telegram side of Passerelle. Build it with :func:`build`; ``start`` before use."""
+
+    def __init__(
+        self,
+        application: Application[Any, Any, Any, Any, Any, Any],
+        engine: Engine,
+        storage: Storage,
+        settings: Settings,
+        *,
+        memory: MemoryStorage | None = None,
+        contexts: Collection[str] | None = None,
+        pause: float = 0.3,
+        poll_timeout: int = 25,
+        retry_delay: float = RETRY_BASE_DELAY,
+    ) -> None:
+        if settings.secret is None:
+            raise ValueError("the Telegram channel needs settings.secret (PASSERELLE_SECRET)")
+        self.application = application
+        self.engine = engine
+        self.storage = storage
+        self.memory = memory or MemoryStorage()
+        self.settings = settings
+        self.contexts = frozenset(
+            contexts
+            if contexts is not None
+            else {c.establishment for c in engine.kb.contacts.values() if c.establishment}
+        )
+        self.pause = pause
+        self.poll_timeout = poll_timeout
+        self.retry_delay = retry_delay
+        self._secret = settings.secret
+        self._queues = ChatQueues(self._apply)
+        self._committed: set[int] = set()
+        self._choice_ids = self._known_choice_ids()
+        self._started = False
+
+    @property
+    def bot(self) -> Any:
+        return self.application.bot
+
+    def _known_choice_ids(self) -> dict[str, str]:
+        kb = self.engine.kb
+        ids = [c.id for q in kb.questions.values() for c in q.choices]
+        ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
+        ids += [TERM + term for term in kb.glossary]
+        ids += [CONFIRM, CANCEL, RESUME]
+        return {_choice_hash(choice_id): choice_id for choice_id in ids}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Initialise PTB (getMe), register the command menu, start the retention job, and
+        apply whatever the inbox holds from before a crash or restart."""
+        await self.application.initialize()
+        await self.application.start()
+        self._started = True
+        await self._call(self.bot.set_my_commands, self._menu())
+        queue = self.application.job_queue
+        if queue is not None:
+            queue.run_repeating(self._retention_job, interval=6 * 3600, first=30)
+        await self.resume_inbox()
+
+    async def stop(self) -> None:
+        """Finish what is under way, then stop PTB (the store is closed by its owner)."""
+        await self._queues.join()
+        if self._started:
+            self._started = False
+            await self.application.stop()
+            await self.application.shutdown()
+
+    async def resume_inbox(self) -> int:
+        """Apply every recorded update not yet applied, in update order."""
+        pending = await self.storage.inbox_pending(limit=100_000)
+        for item in pending:
+            self._submit(item.update_id, json.loads(item.payload))
+        return len(pending)
+
+    async def drain(self) -> None:
+        """Wait until every update received so far has been applied (tests, shutdown)."""
+        await self._queues.join()
+
+    def _menu(self) -> list[BotCommand]:
+        session = self.engine.new_session()
+        return [BotCommand(name, self._msg(f"telegram_cmd_{name}", session)) for name in MENU]
+
+    async def _retention_job(self, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self.purge()
+
+    async def purge(self) -> int:
+        """Erase people idle past the retention period; forget ids of old applied updates."""
+        erased = await self.storage.purge_idle(self.settings.retention_days)
+        await self.memory.purge_idle(MEMORY_IDLE_DAYS)
+        await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)
+        log.info("retention: %d idle person(s) erased", erased)
+        return erased
+
+    # -- intake ----------------------------------------------------------------------------
+    async def receive(self, payload: bytes) -> bool:
+        """Durably record a raw update, then schedule it. ``False`` for a duplicate.
+
+        Raises :class:`ValueError` if ``payload`` is not an update (nothing is recorded)."""
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("not JSON") from None
+        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+            raise ValueError("not a Telegram update")
+        update_id: int = data["update_id"]
+        if not 0 <= update_id < 2**63:
+            raise ValueError("update_id out of range")
+        added = await self.storage.inbox_add(update_id, payload)
+        if added:
+            self._submit(update_id, data)
+        return added
+
+    def _submit(self, update_id: int, data: dict[str, Any]) -> None:
+        try:
+            update = Update.de_json(data, self.bot)
+        except Exception as exc:  # malformed content: record it as applied, do nothing
+            log.warning("unreadable update skipped: %s", type(exc).__name__)
+            self._queues.submit(("update", update_id), update_id)
+            return
+        self._queues.submit(_chat_key(update), update)
+
+    async def _apply(self, job: Update | int) -> None:
+        if isinstance(job, int):
+            await self.storage.inbox_done(job)
+            return
+        started = time.perf_counter()
+        try:
+            await self.application.process_update(job)
+        finally:
+            if job.update_id in self._committed:
+                self._committed.discard(job.update_id)
+            else:
+                await self.storage.inbox_done(job.update_id)
+        log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        """Long polling until ``stop`` is set. An offset is confirmed to Telegram (by asking
+        for the next one) only after its update was committed to the inbox."""
+        await self._call(self.bot.delete_webhook, False)
+        offset: int | None = None
+        failures = 0
+        while not stop.is_set():
+            fetch = asyncio.ensure_future(
+                self.bot.get_updates(
+                    offset=offset, timeout=self.poll_timeout, allowed_updates=Update.ALL_TYPES
+                )
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TelegramError):
+                    await fetch
+                break
+            stopping.cancel()
+            try:
+                updates = fetch.result()
+            except (NetworkError, RetryAfter) as exc:
+                failures += 1
+                log.warning("getUpdates failed (%s), retrying", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(30.0, 0.5 * 2**failures))
+                continue
+            failures = 0
+            for update in updates:
+                raw = json.dumps(update.to_dict(), ensure_ascii=False).encode()
+                await self.receive(raw)
+                offset = update.update_id + 1
+
+    async def set_webhook(self) -> None:
+        """Point Telegram at ``PASSERELLE_WEBHOOK_URL`` with the secret header."""
+        assert self.settings.webhook_url is not None
+        await self._call(
+            self.bot.set_webhook,
+            url=self.settings.webhook_url,
+            secret_token=self.settings.webhook_secret,
+            allowed_updates=Update.ALL_TYPES,
+        )
+
+    def webhook_route(self) -> Route:
+        """The Starlette route Telegram posts updates to (path of ``PASSERELLE_WEBHOOK_URL``)."""
+        secret = (self.settings.webhook_secret or "").encode()
+
+        async def webhook(request: Request) -> Response:
+            given = request.headers.get("x-telegram-bot-api-secret-token", "").encode()
+            if not secret or not hmac.compare_digest(given, secret):
+                return Response(status_code=403)
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    return Response(status_code=413)
+            try:
+                await self.receive(bytes(body))
+            except ValueError:
+                return Response(status_code=400)
+            return Response(status_code=200)
+
+        return Route(self.settings.webhook_path, webhook, methods=["POST"])
+
+    # -- outgoing calls --------------------------------------------------------------------
+    async def _call(self, method: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Call the Bot API with bounded retries on 5xx answers, timeouts and 429s."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                return await method(*args, **kwargs)
+            except RetryAfter as exc:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                delay = _seconds(exc.retry_after) + 0.1
+            except BadRequest:
+                raise
+            except NetworkError as exc:  # 5xx, timeouts, connection errors
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("Bot API call failed (%s), retry %d", type(exc).__name__, attempt)
+                delay = self.retry_delay * 2 ** (attempt - 1)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _send(self, chat_id: int, messages: Sequence[Outgoing], node: str) -> None:
+        if len(messages) > 1:
+            with contextlib.suppress(TelegramError):
+                await self._call(self.bot.send_chat_action, chat_id, ChatAction.TYPING)
+        for index, message in enumerate(messages):
+            if index and self.pause:
+                await asyncio.sleep(self.pause)
+            markup = self._keyboard(message.choices, node) if message.choices else None
+            try:
+                if message.image is not None:
+                    await self._call(
+                        self.bot.send_photo,
+                        chat_id,
+                        message.image.png,
+                        caption=message.text,
+                        reply_markup=markup,
+                    )
+                else:
+                    await self._call(
+                        self.bot.send_message, chat_id, message.text, reply_markup=markup
+                    )
+            except Forbidden:
+                log.info("the person blocked the bot; reply dropped")
+                return
+            except TelegramError as exc:
+                log.error("reply not delivered: %s", type(exc).__name__)
+                return
+
+    def _keyboard(self, choices: Sequence[Choice], node: str) -> InlineKeyboardMarkup:
+        rows = []
+        for choice in choices:
+            data = choice.id if choice.id.startswith("p:") else encode_choice(node, choice.id)
+            rows.append([InlineKeyboardButton(choice.label, callback_data=data)])
+        return InlineKeyboardMarkup(rows)
+
+    async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
+        await self._send(chat_id, render(replies), node)
+
+    # -- state -----------------------------------------------------------------------------
+    def _user(self, update: Update) -> str:
+        person = update.effective_user or update.effective_chat
+        assert person is not None
+        return pseudonym(self._secret, CHANNEL, person.id)
+
+    async def _state(self, user: str) -> tuple[bool | None, Session | None]:
+        """(consent, session): durable if consent was given, else from memory."""
+        if await self.storage.get_consent(user):
+            data = await self.storage.load_session(user)
+            return True, Session.from_dict(data) if data else None
+        consent = await self.memory.get_consent(user)
+        data = await self.memory.load_session(user)
+        return consent, Session.from_dict(data) if data else None
+
+    async def _save(
+        self, update: Update, user: str, consent: bool | None, session: Session | None
+    ) -> None:
+        data = session.to_dict() if session is not None else None
+        if consent:
+            await self.storage.commit_update(update.update_id, user, UserChange(session=data))
+        else:
+            if data is not None:
+                await self.memory.save_session(user, data)
+            await self.storage.commit_update(update.update_id, "", UserChange())
+        self._committed.add(update.update_id)
+
+    def _msg(self, key: str, session: Session, **values: str) -> str:
+        return self.engine.msg(key, session, **values)
+
+    def _consent_reply(self, session: Session, reminder: bool = False) -> Reply:
+        body = self._msg("consent_question", session, days=str(self.settings.retention_days))
+        if reminder:
+            body = f"{self._msg('consent_reminder', session)}\n{body}"
+        return Reply(
+            body,
+            (
+                Choice(CONSENT_YES, self._msg("consent_yes", session)),
+                Choice(CONSENT_NO, self._msg("consent_no", session)),
+            ),
+        )
+
+    # -- handlers --------------------------------------------------------------------------
+    def install(self) -> None:
+        """Register the handlers on the PTB application (order matters)."""
+        app = self.application
+        app.add_handler(MessageHandler(filters.UpdateType.EDITED, self.on_edited))
+        app.add_handler(CommandHandler("start", self.on_start))
+        app.add_handler(CommandHandler("mesdonnees", self.on_my_data))
+        app.add_handler(CommandHandler("oubli", self.on_forget))
+        app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        app.add_handler(MessageHandler(filters.TEXT, self.on_text))
+        app.add_handler(MessageHandler(filters.ALL, self.on_other))
+        app.add_error_handler(self.on_error)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        error = context.error
+        log.error("handler failed: %s", type(error).__name__ if error else "unknown")
+
+    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._begin(update, context.args or [])
+
+    async def _begin(self, update: Update, args: Sequence[str]) -> None:
+        """Greet, then ask for consent (first time) or go straight to the first question."""
+        chat = update.effective_chat
+        assert chat is not None
+        user = self._user(update)
+        payload = args[0] if len(args) == 1 else None
+        known = payload is not None and DEEP_LINK.match(payload) and payload in self.contexts
+        notes: list[Reply] = []
+        consent, _ = await self._state(user)
+        turn = self.engine.start(payload if known else None)
+        if args and not known:
+            notes.append(Reply(self._msg("deeplink_unknown", turn.session)))
+        if consent is None:
+            # Nothing is stored before the person answers: keep the new session in memory.
+            await self.memory.save_session(user, turn.session.to_dict())
+            await self._save(update, user, None, None)
+            replies = [*turn.replies[:-1], *notes, self._consent_reply(turn.session)]
+            await self._say(chat.id, replies)
+            return
+        await self._save(update, user, consent, turn.session)
+        await self._say(chat.id, [*notes, *turn.replies], turn.node)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None and message.text is not None
+        name = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        await self._converse(update, Input.command(name))
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        assert message is not None and message.text is not None
+        await self._converse(update, Input.text(message.text))
+
+    async def _converse(self, update: Update, event: Input) -> None:
+        """Hand one input to the engine, save the new state, then send the replies."""
+        chat = update.effective_chat
+        assert chat is not None
+        user = self._user(update)
+        consent, session = await self._state(user)
+        if consent is None:
+            if session is None:
+                await self._begin(update, ())
+                return
+            answer = None
+            if event.kind == "text":
+                answer = self.engine.matcher.confirmation(normalize(event.value))
+            if answer is None:
+                await self._save(update, user, None, None)
+                await self._say(chat.id, [self._consent_reply(session, reminder=True)])
+                return
+            await self._consent(update, user, session, answer)
+            return
+        turn: Turn = (
+            self.engine.start(None) if session is None else self.engine.handle(session, event)
+        )
+        await self._save(update, user, consent, turn.session)
+        await self._say(chat.id, turn.replies, turn.node)
+
+    async def _consent(self, update: Update, user: str, session: Session, yes: bool) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        data = session.to_dict()
+        if yes:
+            change = UserChange(consent=True, session=data)
+            await self.storage.commit_update(update.update_id, user, change)
+            await self.memory.erase_user(user)
+        else:
+            await self.storage.commit_update(update.update_id, user, UserChange(erase=True))
+            await self.memory.set_consent(user, False)
+            await self.memory.save_session(user, data)
+        self._committed.add(update.update_id)
+        note = Reply(self._msg("consent_given" if yes else "consent_refused", session))
+        await self._say(chat.id, [note, self.engine.prompt(session)], session.node)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        assert query is not None
+        # Answer first so the button never spins, whatever happens next.
+        with contextlib.suppress(TelegramError):
+            await self._call(query.answer)
+        data = query.data or ""
+        user = self._user(update)
+        chat = update.effective_chat
+        if data in (CONSENT_YES, CONSENT_NO, FORGET_YES, FORGET_NO):
+            await self._drop_keyboard(query.message)
+        if data in (FORGET_YES, FORGET_NO):
+            await self._forget_answer(update, user, data == FORGET_YES)
+            return
+        if data in (CONSENT_YES, CONSENT_NO):
+            consent, session = await self._state(user)
+            if consent is None or session is None:
+                session = session or self.engine.start(None).session
+                await self._consent(update, user, session, data == CONSENT_YES)
+                return
+            # Already answered (an old consent message): say where we are.
+            assert chat is not None
+            reply = Reply(self._msg("button_old", session))
+            await self._save(update, user, consent, session)
+            await self._say(chat.id, [reply, self.engine.prompt(session)], session.node)
+            return
+        await self._converse(update, self._decode(data, await self._state(user)))
+
+    def _decode(self, data: str, state: tuple[bool | None, Session | None]) -> Input:
+        """A button's input; an unreadable or foreign one becomes a stale choice, which the
+        engine answers by saying where the conversation stands."""
+        _, session = state
+        current = session.node if session is not None else ""
+        for separator in ("|", "#"):
+            tag, found, value = data.partition(separator)
+            if not found:
+                continue
+            if separator == "#":
+                value = self._choice_ids.get(value, "")
+            node = current if tag == node_tag(current) else f"~{tag}"
+            return Input.choice(value or "~", node)
+        return Input.choice("~", "~")
+
+    async def _drop_keyboard(self, message: Any) -> None:
+        if isinstance(message, Message):
+            with contextlib.suppress(TelegramError):
+                await self._call(message.edit_reply_markup, None)
+
+    async def on_my_data(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        user = self._user(update)
+        stored = await self.storage.export_user(user)
+        _, session = await self._state(user)
+        probe = session or self.engine.new_session()
+        await self._save(update, user, None, None)
+        if not stored:
+            lines = [self._msg("mydata_none", probe)]
+        else:
+            lines = [self._msg("mydata_intro", probe)]
+            if "consent" in stored:
+                lines.append(
+                    self._msg("mydata_consent", probe, date=_date(stored["consent"]["at"]))
+                )
+            if "session" in stored:
+                lines += self._describe(Session.from_dict(stored["session"]))
+                lines.append(
+                    self._msg(
+                        "mydata_retention",
+                        probe,
+                        date=_date(stored.get("updated_at", time.time())),
+                        days=str(self.settings.retention_days),
+                    )
+                )
+        await self._say(chat.id, [Reply("\n".join(lines))])
+
+    def _describe(self, session: Session) -> list[str]:
+        kb = self.engine.kb
+        question = kb.questions.get(session.node)
+        where = text(question.text, session.lang) if question else session.node
+        lines = [self._msg("mydata_where", session, node=where)]
+        if session.answers:
+            lines.append(self._msg("mydata_answers", session))
+        for question_id, choice_id in session.answers:
+            asked = kb.questions.get(question_id)
+            if asked is None:
+                lines.append(f"• {question_id} : {choice_id}")
+                continue
+            label = next(
+                (text(c.label, session.lang) for c in asked.choices if c.id == choice_id),
+                choice_id,
+            )
+            lines.append(f"• {text(asked.text, session.lang)} → {label}")
+        if session.context:
+            lines.append(f"• contexte : {session.context}")
+        return lines
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        user = self._user(update)
+        _, session = await self._state(user)
+        probe = session or self.engine.new_session()
+        await self._save(update, user, None, None)
+        choices = (
+            Choice(FORGET_YES, self._msg("forget_yes", probe)),
+            Choice(FORGET_NO, self._msg("forget_no", probe)),
+        )
+        await self._say(chat.id, [Reply(self._msg("forget_confirm", probe), choices)])
+
+    async def _forget_answer(self, update: Update, user: str, yes: bool) -> None:
+        chat = update.effective_chat
+        assert chat is not None
+        _, session = await self._state(user)
+        probe = session or self.engine.new_session()
+        if yes:
+            await self.storage.commit_update(update.update_id, user, UserChange(erase=True))
+            await self.memory.erase_user(user)
+            self._committed.add(update.update_id)
+            await self._say(chat.id, [Reply(self._msg("forget_done", probe))])
+            return
+        await self._save(update, user, None, None)
+        replies = [Reply(self._msg("forget_cancelled", probe))]
+        if session is not None:
+            replies.append(self.engine.prompt(session))
+        await self._say(chat.id, replies, probe.node)
+
+    async def on_edited(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        await self._notice(update, "edited_message")
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        kind = "other"
+        if message is not None:
+            for attribute in (
+                "photo",
+                "voice",
+                "audio",
+                "video",
+                "sticker",
+                "document",
+                "location",
+                "contact",
+            ):
+                if getattr(message, attribute, None):
+                    kind = attribute
+                    break
+            if message.video_note:
+                kind = "video"
+            if message.venue:
+                kind = "location"
+        await self._notice(update, "non_text", kind)
+
+    async def _notice(self, update: Update, key: str, kind: str | None = None) -> None:
+        """A short kind reply to something the bot cannot read, then where we stand."""
+        chat = update.effective_chat
+        if chat is None or update.effective_user is None:
+            return  # channel posts and the like: nothing to answer
+        user = self._user(update)
+        _, session = await self._state(user)
+        probe = session or self.engine.new_session()
+        await self._save(update, user, None, None)
+        values = {"kind": self._msg(f"kind_{kind}", probe)} if kind else {}
+        replies = [Reply(self._msg(key, probe, **values))]
+        if session is not None and session.node:
+            replies.append(self.engine.prompt(session))
+        await self._say(chat.id, replies, probe.node)
+
+
+def _date(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%d/%m/%Y")
+
+
+# -- construction ---------------------------------------------------------------------------
+def build(
+    engine: Engine,
+    storage: Storage,
+    settings: Settings,
+    *,
+    memory: MemoryStorage | None = None,
+    contexts: Collection[str] | None = None,
+    pause: float = 0.3,
+    poll_timeout: int = 25,
+    retry_delay: float = RETRY_BASE_DELAY,
+) -> TelegramChannel:
+    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
+
+    Outgoing calls go through :class:`AIORateLimiter` (``settings.telegram_rate`` messages per
+    second overall; 0 disables the cap, for a local fake server) which waits on 429s.
+    """
+    if settings.telegram_token is None:
+        raise ValueError("the Telegram channel needs settings.telegram_token")
+    quiet_libraries()
+    base = settings.telegram_api_base_url
+    application = (
+        Application.builder()
+        .token(settings.telegram_token)
+        .base_url(base)
+        .base_file_url(base[: -len("bot")] + "file/bot")
+        .updater(None)
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram_rate,
+                overall_time_period=1,
+                max_retries=3,
+            )
+        )
+        .connection_pool_size(32)
+        .pool_timeout(10)
+        .connect_timeout(5)
+        .read_timeout(10)
+        .write_timeout(10)
+        .build()
+    )
+    channel = TelegramChannel(
+        application,
+        engine,
+        storage,
+        settings,
+        memory=memory,
+        contexts=contexts,
+        pause=pause,
+        poll_timeout=poll_timeout,
+        retry_delay=retry_delay,
+    )
+    channel.install()
+    return channel
+
+
+@contextlib.asynccontextmanager
+async def running(channel: TelegramChannel, *, webhook: bool | None = None) -> AsyncIterator[None]:
+    """Start ``channel``; in webhook mode set the webhook, else poll in the background."""
+    use_webhook = channel.settings.webhook_url is not None if webhook is None else webhook
+    await channel.start()
+    stop = asyncio.Event()
+    poller: asyncio.Task[None] | None = None
+    if use_webhook:
+        await channel.set_webhook()
+    else:
+        poller = asyncio.create_task(channel.poll(stop), name="telegram-polling")
+    try:
+        yield
+    finally:
+        stop.set()
+        if poller is not None:
+            await poller
+        await channel.stop()
+
+
+async def run_polling(settings: Settings, engine: Engine) -> int:
+    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM."""
+    import signal
+
+    from bot.storage.sqlite import SqliteStorage
+
+    storage = SqliteStorage(settings.db_path)
+    await storage.open()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        channel = build(engine, storage, settings)
+        async with running(channel, webhook=False):
+            print("Passerelle écoute Telegram (long polling). Ctrl+C pour arrêter.", flush=True)
+            await stop.wait()
+    finally:
+        await storage.close()
+    return 0

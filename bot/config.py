@@ -1,0 +1,292 @@
+"""Settings from environment variables, checked once at start-up.
+
+A missing or malformed value raises :class:`ConfigError` with one line saying which variable
+and how to fix it; :func:`load_or_exit` turns that into a clean exit (no traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+TELEGRAM_API = "https://api.telegram.org/bot"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
+SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+MIN_SECRET_LENGTH = 16
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server and the Telegram channel read from the environment."""
+
+    telegram_token: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    db_path: Path = Path("passerelle.db")
+    retention_days: int = 90
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    telegram_api_base_url: str = TELEGRAM_API
+    secret: bytes | None = None
+    contenus: Path | None = None
+    telegram_rate: float = 30.0
+    # -- hospital integration (API, webhooks, web chat, local contents) --------------------
+    establishments: Path | None = None
+    contenus_extra: Path | None = None
+    api_rate: float = 20.0
+    api_burst: int = 60
+    webhook_retry_base: float = 5.0
+    demo: bool = True
+
+    @property
+    def webhook_path(self) -> str:
+        """The path our webhook route listens on: that of ``PASSERELLE_WEBHOOK_URL``."""
+        path = urlsplit(self.webhook_url or "").path.rstrip("/")
+        return path or "/telegram/webhook"
+
+    @property
+    def local_address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, hint: str) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} = « {raw} » n'est pas un nombre entier : {hint}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} = {value} hors limites ({low} à {high}) : {hint}")
+    return value
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float, hint: str
+) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} = « {raw} » n'est pas un nombre : {hint}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} = {value} hors limites ({low} à {high}) : {hint}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool = False) -> Settings:
+    """Read and check the settings; ``need_telegram`` makes the bot token mandatory."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    token = get("TELEGRAM_BOT_TOKEN")
+    if token is None and need_telegram:
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN manquant : créez un bot avec @BotFather sur Telegram et "
+            "exportez le jeton, par exemple TELEGRAM_BOT_TOKEN=123456:ABC… (voir docs/telegram.md)"
+        )
+    if token is not None and not TOKEN_PATTERN.match(token):
+        raise ConfigError(
+            "TELEGRAM_BOT_TOKEN mal formé : il doit ressembler à 123456789:AAE… "
+            "(copiez-le tel que @BotFather l'a donné, sans espace ni guillemets)"
+        )
+
+    webhook_url = get("PASSERELLE_WEBHOOK_URL")
+    webhook_secret = get("PASSERELLE_WEBHOOK_SECRET")
+    if webhook_url is not None:
+        parts = urlsplit(webhook_url)
+        local = parts.hostname in LOCAL_HOSTS
+        if (
+            parts.scheme not in ("https", "http")
+            or not parts.hostname
+            or (parts.scheme == "http" and not local)
+        ):
+            raise ConfigError(
+                f"PASSERELLE_WEBHOOK_URL = « {webhook_url} » invalide : Telegram exige une adresse "
+                "publique en https, par exemple https://passerelle.example.org/telegram/webhook"
+            )
+        if webhook_secret is None:
+            raise ConfigError(
+                "PASSERELLE_WEBHOOK_SECRET manquant (obligatoire avec PASSERELLE_WEBHOOK_URL) : "
+                f"générez-en un avec {GENERATE}"
+            )
+    if webhook_secret is not None and not SECRET_TOKEN_PATTERN.match(webhook_secret):
+        raise ConfigError(
+            "PASSERELLE_WEBHOOK_SECRET invalide : 16 à 256 caractères parmi A-Z a-z 0-9 _ - ; "
+            f"générez-en un avec {GENERATE}"
+        )
+
+    secret = get("PASSERELLE_SECRET")
+    if secret is None and token is not None:
+        raise ConfigError(
+            "PASSERELLE_SECRET manquant (clé de pseudonymisation des identifiants Telegram) : "
+            f"générez-en un avec {GENERATE} et gardez-le (le changer fait oublier les sessions)"
+        )
+    if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"PASSERELLE_SECRET trop court (au moins {MIN_SECRET_LENGTH} caractères) : "
+            f"générez-en un avec {GENERATE}"
+        )
+
+    level = (get("PASSERELLE_LOG_LEVEL") or "INFO").upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"PASSERELLE_LOG_LEVEL = « {level} » inconnu : choisissez parmi {', '.join(LOG_LEVELS)}"
+        )
+
+    base_url = (get("TELEGRAM_API_BASE_URL") or TELEGRAM_API).rstrip("/")
+    if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
+        raise ConfigError(
+            f"TELEGRAM_API_BASE_URL = « {base_url} » invalide : une adresse http(s), par exemple "
+            f"{TELEGRAM_API} ou http://127.0.0.1:8081/bot pour un serveur Bot API local"
+        )
+    if not base_url.endswith("/bot"):
+        base_url += "/bot"
+
+    raw_rate = get("PASSERELLE_TELEGRAM_RATE") or "30"
+    try:
+        rate = float(raw_rate)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1000:
+        raise ConfigError(
+            f"PASSERELLE_TELEGRAM_RATE = « {raw_rate} » invalide : messages par seconde envoyés "
+            "à Telegram, 30 par défaut (0 = sans limite, seulement pour un faux serveur de test)"
+        )
+
+    contenus = get("PASSERELLE_CONTENUS")
+    if contenus is not None and not Path(contenus).is_dir():
+        raise ConfigError(
+            f"PASSERELLE_CONTENUS = « {contenus} » n'est pas un dossier : indiquez le dossier "
+            "de la base de contenus (par exemple contenus)"
+        )
+
+    establishments = get("PASSERELLE_ETABLISSEMENTS")
+    if establishments is not None and not Path(establishments).is_file():
+        raise ConfigError(
+            f"PASSERELLE_ETABLISSEMENTS = « {establishments} » n'est pas un fichier : indiquez le "
+            "fichier YAML des établissements (voir docs/integration.md)"
+        )
+    extra = get("PASSERELLE_CONTENUS_EXTRA")
+    if extra is not None and not Path(extra).is_dir():
+        raise ConfigError(
+            f"PASSERELLE_CONTENUS_EXTRA = « {extra} » n'est pas un dossier : indiquez le dossier "
+            "des contenus locaux de l'établissement (contacts.yaml, glossary.yaml)"
+        )
+    api_rate = _float(
+        env, "PASSERELLE_API_RATE", 20.0, 0.1, 100_000, "requêtes par seconde et par clé, ex. 20"
+    )
+    retry_base = _float(
+        env, "PASSERELLE_WEBHOOK_RETRY_BASE", 5.0, 0.01, 3600, "secondes avant le 1er nouvel essai"
+    )
+    demo = (get("PASSERELLE_DEMO") or "1").lower()
+    if demo not in ("0", "1", "false", "true", "non", "oui"):
+        raise ConfigError(f"PASSERELLE_DEMO = « {demo} » invalide : 1 (page de démonstration) ou 0")
+
+    port_given = get("PORT") is not None
+    return Settings(
+        telegram_token=token,
+        webhook_url=webhook_url,
+        webhook_secret=webhook_secret,
+        db_path=Path(get("PASSERELLE_DB") or "passerelle.db"),
+        retention_days=_int(
+            env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
+        ),
+        log_level=level,
+        # A PaaS sets PORT and routes to all interfaces; on a laptop, stay on loopback.
+        host=get("PASSERELLE_HOST") or ("0.0.0.0" if port_given else "127.0.0.1"),
+        port=_int(env, "PORT", 8080, 1, 65535, "un port TCP, par exemple 8080"),
+        telegram_api_base_url=base_url,
+        secret=secret.encode() if secret is not None else None,
+        contenus=Path(contenus) if contenus is not None else None,
+        telegram_rate=rate,
+        establishments=Path(establishments) if establishments is not None else None,
+        contenus_extra=Path(extra) if extra is not None else None,
+        api_rate=api_rate,
+        api_burst=max(1, int(api_rate * 3)),
+        webhook_retry_base=retry_base,
+        demo=demo in ("1", "true", "oui"),
+    )
+
+
+def load_or_exit(env: Mapping[str, str] | None = None, *, need_telegram: bool = False) -> Settings:
+    """:func:`load_settings`, or exit with status 2 and the one-line explanation."""
+    try:
+        return load_settings(env, need_telegram=need_telegram)
+    except ConfigError as exc:
+        print(f"Configuration : {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class _Redact(logging.Filter):
+    """Replaces secrets that a library might log (e.g. a URL holding the bot token)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[secret]")
+            record.msg, record.args = message, None
+        return True
+
+
+#: Libraries whose debug/info logs carry URLs with the bot token, message texts, chat ids or
+#: SQL parameters: never below these levels, whatever PASSERELLE_LOG_LEVEL says.
+QUIET_LOGGERS = {
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "telegram": logging.INFO,
+    "aiosqlite": logging.INFO,
+    "apscheduler": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+}
+
+
+def quiet_libraries() -> None:
+    """Keep chatty libraries at levels where they log no content, id or secret."""
+    for name, level in QUIET_LOGGERS.items():
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < level or logger.level == logging.NOTSET:
+            logger.setLevel(level)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain logs at ``PASSERELLE_LOG_LEVEL``, libraries that log URLs kept quiet, and any
+    secret that still slips into a record redacted."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    quiet_libraries()
+    secrets = [
+        settings.telegram_token or "",
+        settings.webhook_secret or "",
+        settings.secret.decode() if settings.secret else "",
+    ]
+    redact = _Redact(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)

@@ -1,0 +1,72 @@
+"""One object for channels: statistics, barometer charts and groups, follow-ups.
+
+A channel builds it once and calls :meth:`Features.after_turn` after every engine turn, before
+saving the session and sending the replies::
+
+    features = Features(engine, FeatureStore(settings_db_path))
+    await features.open()
+    ...
+    turn = engine.handle(session, event)
+    turn = await features.after_turn(turn, channel="telegram", member=user, address=str(chat_id))
+    save(turn.session); send(turn.replies)   # replies may now carry an Image (the chart)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from bot.barometer_groups import BarometerGroups, BarometerService
+from bot.engine.flow import Engine, Turn
+from bot.feature_store import FeatureStore
+from bot.followup import FollowUps, Scheduler
+from bot.stats import DEFAULT_K, StatsReader, StatsRecorder
+
+
+class Features:
+    def __init__(self, engine: Engine, store: FeatureStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.stats = StatsRecorder(store)
+        self.groups = BarometerGroups(store)
+        self.barometer = BarometerService(engine, self.groups)
+        self.followups = FollowUps(store, self.stats)
+        self.scheduler: Scheduler | None = None
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def after_turn(
+        self,
+        turn: Turn,
+        *,
+        channel: str,
+        member: str | None = None,
+        address: str | None = None,
+    ) -> Turn:
+        """Statistics first (gives the session its random statistics id), then the barometer
+        (charts, groups; ``member`` is the pseudonymous user key, ``None`` = no groups), then
+        follow-ups (only when the channel can write first: ``address`` given)."""
+        turn = await self.stats.record(turn, channel)
+        turn = await self.barometer.apply(member, turn)
+        if member is not None and address is not None:
+            turn = await self.followups.apply(member, address, turn, self.scheduler)
+        return turn
+
+    async def stats_json(
+        self, context: str, since: dt.date | None = None, k: int = DEFAULT_K
+    ) -> dict[str, Any]:
+        """The body of ``GET /api/v1/stats``: figures of the caller's own context only."""
+        report = await StatsReader(self.store, self.engine.kb).report(since, context, k)
+        return report.to_dict()
+
+    async def erase_user(self, member: str) -> None:
+        """Call from the channel's « forget me » with the same pseudonymous key."""
+        await self.followups.cancel(member)
+        await self.store.erase_user(member)
+
+    async def export_user(self, member: str) -> dict[str, Any]:
+        return await self.store.export_user(member)

@@ -1,0 +1,91 @@
+"""The hospital integration as parts of ``passerelle serve``: the conversation API, the web chat,
+and the webhook worker, sharing the server's SQLite store.
+
+:func:`integration_parts` gives routes and a lifespan for :func:`bot.server.build_app`; the store
+must be opened with :data:`bot.storage.integration.ALL_MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from bot.channels.http import ConversationApi, RateLimiter
+from bot.config import Settings
+from bot.engine.flow import Engine
+from bot.establishments import Establishment, EstablishmentsError, load_establishments
+from bot.storage.integration import IntegrationStore
+from bot.storage.sqlite import SqliteStorage
+from bot.webhooks import RetryPolicy, WebhookWorker
+
+log = logging.getLogger(__name__)
+
+
+def establishments_or_exit(
+    settings: Settings, engine: Engine | None = None
+) -> dict[str, Establishment]:
+    """The establishments of ``PASSERELLE_ETABLISSEMENTS``, validated, or a clean exit."""
+    if settings.establishments is None:
+        return {}
+    territories = engine.kb.territories if engine is not None else None
+    try:
+        return load_establishments(settings.establishments, known_territories=territories)
+    except EstablishmentsError as exc:
+        print("Le fichier des établissements est invalide :", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def integration_parts(
+    settings: Settings, engine: Engine, storage: SqliteStorage
+) -> tuple[list[BaseRoute], list[Callable[[Starlette], AbstractAsyncContextManager[None]]]]:
+    """Routes (``/api/v1``, ``/``, ``/widget.js``) and the lifespan running the webhook worker
+    and the daily erasure of idle API conversations."""
+    establishments = establishments_or_exit(settings, engine)
+    store = IntegrationStore(storage)
+    worker = WebhookWorker(
+        store, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
+    )
+    demo_key = "pwk_demo_" + secrets.token_urlsafe(24) if settings.demo else None
+    api = ConversationApi(
+        engine,
+        store,
+        establishments,
+        limiter=RateLimiter(settings.api_rate, settings.api_burst),
+        demo_key=demo_key,
+        on_events=worker.wake,
+    )
+
+    async def retention() -> None:
+        while True:
+            try:
+                erased = await store.purge_idle_conversations(settings.retention_days)
+                if erased:
+                    log.info("retention: %d idle API conversations erased", erased)
+            except Exception:
+                log.exception("retention of API conversations failed")
+            await asyncio.sleep(24 * 3600)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.api = api
+        await worker.start()
+        task = asyncio.create_task(retention(), name="api-retention")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.stop()
+
+    return api.routes(), [lifespan]

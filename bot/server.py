@@ -1,0 +1,156 @@
+"""The ASGI server of ``passerelle serve``: one Starlette app for the Telegram webhook, the
+health check and whatever other features plug in (hospital API, web chat).
+
+:func:`build_app` knows no feature: it takes routes and lifespan hooks. :func:`serve` is the
+composition for a deployment: SQLite store, Telegram (webhook if ``PASSERELLE_WEBHOOK_URL`` is
+set, else long polling beside the web server, or none without a token), uvicorn on ``$PORT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from bot.config import Settings
+from bot.engine.flow import Engine
+from bot.storage.sqlite import SqliteStorage
+
+log = logging.getLogger(__name__)
+
+#: A start-up/shutdown hook: entered before the server accepts requests, left after it stops.
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_app(
+    *,
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[Lifespan] = (),
+    debug: bool = False,
+) -> Starlette:
+    """A Starlette app with ``/healthz``, the given routes, and the lifespans entered in order
+    (and left in reverse order). ``app.state.ready`` turns true once they have all started."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for hook in lifespans:
+                await stack.enter_async_context(hook(app))
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
+
+    async def healthz(request: Request) -> JSONResponse:
+        ready = bool(getattr(request.app.state, "ready", False))
+        return JSONResponse({"status": "ok" if ready else "starting"}, 200 if ready else 503)
+
+    app = Starlette(
+        debug=debug,
+        routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
+        lifespan=lifespan,
+    )
+    app.state.ready = False
+    return app
+
+
+def telegram_parts(
+    engine: Engine, storage: SqliteStorage, settings: Settings, **options: Any
+) -> tuple[list[BaseRoute], list[Lifespan]]:
+    """The Telegram routes and lifespan for :func:`build_app` (none without a token)."""
+    if settings.telegram_token is None:
+        return [], []
+    from bot.channels import telegram
+
+    channel = telegram.build(engine, storage, settings, **options)
+    routes: list[BaseRoute] = [channel.webhook_route()] if settings.webhook_url else []
+
+    def lifespan(app: Starlette) -> AbstractAsyncContextManager[None]:
+        app.state.telegram = channel
+        return telegram.running(channel)
+
+    return routes, [lifespan]
+
+
+def storage_lifespan(storage: SqliteStorage) -> Lifespan:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await storage.open()
+        app.state.storage = storage
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    return lifespan
+
+
+def build_server_app(
+    settings: Settings,
+    engine: Engine,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[Lifespan] = (),
+    storage: SqliteStorage | None = None,
+    **telegram_options: Any,
+) -> Starlette:
+    """The deployment's app: store first, then Telegram, then the extra features."""
+    storage = storage or SqliteStorage(settings.db_path)
+    tg_routes, tg_lifespans = telegram_parts(engine, storage, settings, **telegram_options)
+    return build_app(
+        routes=[*tg_routes, *routes],
+        lifespans=[storage_lifespan(storage), *tg_lifespans, *lifespans],
+    )
+
+
+def serve(
+    settings: Settings,
+    engine: Engine,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[Lifespan] = (),
+    storage: SqliteStorage | None = None,
+) -> int:
+    """Run the app under uvicorn on ``settings.host:settings.port`` until interrupted."""
+    import uvicorn
+
+    started = time.perf_counter()
+
+    @contextlib.asynccontextmanager
+    async def announce(app: Starlette) -> AsyncIterator[None]:
+        mode = "sans Telegram"
+        if settings.telegram_token:
+            mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
+        print(
+            f"Passerelle est prête sur {settings.local_address} ({mode}, "
+            f"{time.perf_counter() - started:.1f} s).",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield
+
+    app = build_server_app(
+        settings, engine, routes=routes, lifespans=[*lifespans, announce], storage=storage
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # an access log would carry webhook paths and client addresses
+        proxy_headers=True,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0

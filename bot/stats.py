@@ -1,0 +1,513 @@
+"""Anonymous usage statistics for establishments.
+
+What is recorded, per conversation (a random id kept in ``session.extra["stats_id"]``, never
+derived from a user id): the day it started, its context (deep link / API key's establishment),
+the channel, the questions it reached, where it stopped, whether it ended with a recommendation,
+the roles recommended and the territory, and outcomes (contact requested, barometer done,
+follow-up answered). Nothing a person typed is ever read here: only node ids from the knowledge
+base and event fields chosen below.
+
+What is shown: counts below ``k`` (default 5) are hidden, so no one can be singled out; in a
+breakdown whose total is shown (where people left, territories), a second cell is hidden when
+only one would be, so the hidden one cannot be recomputed by subtraction.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bot.charts import FunnelStep, funnel_png
+from bot.engine.flow import Turn
+from bot.engine.session import EXITED, RECOMMENDED
+from bot.feature_store import FeatureStore
+from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, text
+
+log = logging.getLogger(__name__)
+
+STATS_ID = "stats_id"
+DEFAULT_K = 5
+STARTED = "_started"
+
+#: Outcomes kept per conversation (kind -> the event field giving its value).
+OUTCOMES = {"contact.requested": "contact", "barometer.completed": "barometer"}
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+class StatsRecorder:
+    """What channels call after each engine turn: ``turn = await stats.record(turn, "telegram")``.
+
+    Returns the turn with the conversation's random statistics id in its session (the channel
+    saves that session as usual). Never raises: statistics must not break a conversation.
+    """
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    async def record(self, turn: Turn, channel: str, day: dt.date | None = None) -> Turn:
+        try:
+            return await self._record(turn, channel, day or today())
+        except Exception:
+            log.exception("statistics not recorded")
+            return turn
+
+    async def _record(self, turn: Turn, channel: str, day: dt.date) -> Turn:
+        session = turn.session
+        sid = session.extra.get(STATS_ID)
+        statements: list[tuple[str, Sequence[Any]]] = []
+        if not isinstance(sid, str) or not sid:
+            sid = secrets.token_hex(12)
+            session = replace(session, extra={**session.extra, STATS_ID: sid})
+            turn = replace(turn, session=session)
+            statements.append(
+                (
+                    "INSERT OR IGNORE INTO stats_conversations (id, day, context, channel) "
+                    "VALUES (?, ?, ?, ?)",
+                    (sid, day.isoformat(), session.context, channel[:32]),
+                )
+            )
+        node = session.node
+        if node and not session.extra.get("mode"):
+            statements += [
+                (
+                    "INSERT OR IGNORE INTO stats_nodes (conversation, node) VALUES (?, ?)",
+                    (sid, node),
+                ),
+                ("UPDATE stats_conversations SET last_node = ? WHERE id = ?", (node, sid)),
+            ]
+        for event in turn.events:
+            data = event.data
+            if event.kind == "conversation.completed":
+                statements.append(
+                    (
+                        "UPDATE stats_conversations SET completed = 1, territory = ? WHERE id = ?",
+                        (data.get("territory"), sid),
+                    )
+                )
+                statements += [
+                    (
+                        "INSERT OR IGNORE INTO stats_roles (conversation, role) VALUES (?, ?)",
+                        (sid, str(role)),
+                    )
+                    for role in data.get("roles", [])
+                ]
+            elif event.kind in OUTCOMES:
+                # The value is a fixed word, never a field a person typed.
+                value = str(data.get("rater", "1")) if event.kind == "barometer.completed" else "1"
+                statements.append(
+                    (
+                        "INSERT OR REPLACE INTO stats_outcomes (conversation, kind, value) "
+                        "VALUES (?, ?, ?)",
+                        (sid, OUTCOMES[event.kind], value),
+                    )
+                )
+        if statements:
+            await self.store.write(statements)
+        return turn
+
+    async def record_followup(self, conversation: str | None, reached: bool) -> None:
+        """The answer to a follow-up (« could you reach the contact? »)."""
+        if not conversation:
+            return
+        await self.store.write(
+            [
+                (
+                    "INSERT OR REPLACE INTO stats_outcomes (conversation, kind, value) "
+                    "VALUES (?, 'followup', ?)",
+                    (conversation, "reached" if reached else "not_reached"),
+                )
+            ]
+        )
+
+
+# -- the report --------------------------------------------------------------------------------
+Cell = int | None  # None: hidden (fewer than k)
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    count: Cell
+
+
+@dataclass(frozen=True)
+class FollowupRow:
+    key: str
+    label: str
+    answered: Cell
+    reached: Cell
+
+    @property
+    def share(self) -> float | None:
+        if not self.answered or self.reached is None:
+            return None
+        return round(self.reached / self.answered, 3)
+
+
+@dataclass(frozen=True)
+class Report:
+    since: dt.date | None
+    context: str | None
+    k: int
+    started: Cell
+    completed: Cell
+    funnel: tuple[Row, ...]
+    dropoff: tuple[Row, ...]
+    roles: tuple[Row, ...]
+    territories: tuple[Row, ...]
+    outcomes: tuple[Row, ...]
+    followup_by_role: tuple[FollowupRow, ...] = field(default=())
+    followup_by_context: tuple[FollowupRow, ...] = field(default=())
+
+    @property
+    def completion_rate(self) -> float | None:
+        if not self.started or self.completed is None:
+            return None
+        return round(self.completed / self.started, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe figures; ``null`` means hidden (fewer than ``k``)."""
+
+        def rows(values: Iterable[Row]) -> list[dict[str, Any]]:
+            return [{"id": r.key, "label": r.label, "count": r.count} for r in values]
+
+        def followups(values: Iterable[FollowupRow]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "id": r.key,
+                    "label": r.label,
+                    "answered": r.answered,
+                    "reached": r.reached,
+                    "share_reached": r.share,
+                }
+                for r in values
+            ]
+
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "context": self.context,
+            "k": self.k,
+            "conversations": self.started,
+            "completed": self.completed,
+            "completion_rate": self.completion_rate,
+            "funnel": rows(self.funnel),
+            "dropoff": rows(self.dropoff),
+            "roles": rows(self.roles),
+            "territories": rows(self.territories),
+            "outcomes": rows(self.outcomes),
+            "followup_by_role": followups(self.followup_by_role),
+            "followup_by_context": followups(self.followup_by_context),
+        }
+
+
+def hide(count: int, k: int) -> Cell:
+    """Primary suppression: counts from 1 to k-1 are hidden; 0 and k or more are shown."""
+    return None if 0 < count < k else count
+
+
+def hide_partition(counts: dict[str, int], k: int, total_shown: bool) -> dict[str, Cell]:
+    """Suppression for a breakdown whose total is published: never exactly one hidden cell."""
+    cells: dict[str, Cell] = {key: hide(value, k) for key, value in counts.items()}
+    hidden = [key for key, value in cells.items() if value is None]
+    if total_shown and len(hidden) == 1:
+        visible = sorted(
+            (value, key) for key, value in counts.items() if cells[key] is not None and value > 0
+        )
+        if visible:
+            cells[visible[0][1]] = None
+    return cells
+
+
+def question_order(kb: KnowledgeBase) -> list[str]:
+    """Questions in the order people meet them (breadth-first from the start)."""
+    order: list[str] = []
+    queue = [kb.flow.start]
+    while queue:
+        node = queue.pop(0)
+        if node in order or node not in kb.questions:
+            continue
+        order.append(node)
+        question = kb.questions[node]
+        for target in [*(c.next for c in question.choices), question.next]:
+            if target and target not in (RECOMMENDATION, EXIT) and target not in order:
+                queue.append(target)
+    order += [q for q in kb.questions if q not in order]
+    return order
+
+
+def _label(kb: KnowledgeBase, node: str) -> str:
+    if node == STARTED:
+        return "Conversations commencées"
+    if node == RECOMMENDED:
+        return "Recommandation reçue"
+    if node == EXITED:
+        return "Arrêt demandé (stop)"
+    question = kb.questions.get(node)
+    if question is None:
+        return f"{node} (question retirée)"
+    label = text(question.text).split("\n")[0]
+    return f"{node} — {label[:70]}{'…' if len(label) > 70 else ''}"
+
+
+class StatsReader:
+    """Computes :class:`Report` from the recorded rows."""
+
+    def __init__(self, store: FeatureStore, kb: KnowledgeBase) -> None:
+        self.store = store
+        self.kb = kb
+
+    def _where(
+        self, since: dt.date | None, context: str | None, alias: str = "c"
+    ) -> tuple[str, list[Any]]:
+        clauses, params = ["1 = 1"], []
+        if since is not None:
+            clauses.append(f"{alias}.day >= ?")
+            params.append(since.isoformat())
+        if context is not None:
+            clauses.append(f"{alias}.context IS ?")
+            params.append(context)
+        return " AND ".join(clauses), params
+
+    async def _counts(self, sql: str, params: Sequence[Any]) -> dict[str, int]:
+        return {str(key): int(count) for key, count in await self.store.read(sql, params)}
+
+    async def report(
+        self, since: dt.date | None = None, context: str | None = None, k: int = DEFAULT_K
+    ) -> Report:
+        where, params = self._where(since, context)
+        [(started_raw, completed_raw)] = await self.store.read(
+            "SELECT COUNT(*), COALESCE(SUM(completed), 0) FROM stats_conversations c "
+            f"WHERE {where}",
+            params,
+        )
+        started_raw, completed_raw = int(started_raw), int(completed_raw)
+        if started_raw < k:
+            # Too few conversations: every figure could point at someone.
+            return Report(since, context, k, hide(started_raw, k), None, (), (), (), (), ())
+        started, completed = started_raw, hide(completed_raw, k)
+
+        reached = await self._counts(
+            "SELECT n.node, COUNT(*) FROM stats_nodes n JOIN stats_conversations c "
+            f"ON c.id = n.conversation WHERE {where} GROUP BY n.node",
+            params,
+        )
+        nodes = [q for q in question_order(self.kb) if q in reached]
+        nodes += sorted(n for n in reached if n not in nodes and n not in (RECOMMENDED, EXITED))
+        funnel = [Row(STARTED, _label(self.kb, STARTED), started)]
+        funnel += [Row(n, _label(self.kb, n), hide(reached[n], k)) for n in nodes]
+        funnel.append(Row(RECOMMENDED, _label(self.kb, RECOMMENDED), completed))
+
+        left = await self._counts(
+            "SELECT COALESCE(c.last_node, ''), COUNT(*) FROM stats_conversations c "
+            f"WHERE {where} AND c.completed = 0 GROUP BY c.last_node",
+            params,
+        )
+        left_cells = hide_partition(left, k, total_shown=completed is not None)
+        order = {node: index for index, node in enumerate([*nodes, EXITED, ""])}
+        dropoff = [
+            Row(node, _label(self.kb, node) if node else "Avant la première question", cell)
+            for node, cell in sorted(left_cells.items(), key=lambda kv: order.get(kv[0], 999))
+        ]
+
+        roles_raw = await self._counts(
+            "SELECT r.role, COUNT(*) FROM stats_roles r JOIN stats_conversations c "
+            f"ON c.id = r.conversation WHERE {where} GROUP BY r.role",
+            params,
+        )
+        roles = [
+            Row(
+                role, text(self.kb.roles[role].title) if role in self.kb.roles else role, hide(n, k)
+            )
+            for role, n in sorted(roles_raw.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+        territories_raw = await self._counts(
+            "SELECT COALESCE(c.territory, ''), COUNT(*) FROM stats_conversations c "
+            f"WHERE {where} AND c.completed = 1 GROUP BY c.territory",
+            params,
+        )
+        territory_cells = hide_partition(territories_raw, k, total_shown=completed is not None)
+        territories = [
+            Row(
+                key,
+                text(self.kb.territories[key].name)
+                if key in self.kb.territories
+                else (key or "Non précisé"),
+                cell,
+            )
+            for key, cell in sorted(territory_cells.items())
+        ]
+
+        outcomes_raw = await self._counts(
+            "SELECT o.kind || ':' || o.value, COUNT(*) FROM stats_outcomes o "
+            f"JOIN stats_conversations c ON c.id = o.conversation WHERE {where} "
+            "GROUP BY o.kind, o.value",
+            params,
+        )
+        outcomes = [
+            Row(key, _OUTCOME_LABELS.get(key, key), hide(n, k))
+            for key, n in sorted(outcomes_raw.items())
+        ]
+
+        by_role = await self._followups(
+            "SELECT r.role, o.value, COUNT(*) FROM stats_outcomes o "
+            "JOIN stats_conversations c ON c.id = o.conversation "
+            "JOIN stats_roles r ON r.conversation = o.conversation "
+            f"WHERE {where} AND o.kind = 'followup' GROUP BY r.role, o.value",
+            params,
+            k,
+            lambda key: text(self.kb.roles[key].title) if key in self.kb.roles else key,
+        )
+        by_context = await self._followups(
+            "SELECT COALESCE(c.context, ''), o.value, COUNT(*) FROM stats_outcomes o "
+            "JOIN stats_conversations c ON c.id = o.conversation "
+            f"WHERE {where} AND o.kind = 'followup' GROUP BY c.context, o.value",
+            params,
+            k,
+            lambda key: key or "Sans contexte",
+        )
+        return Report(
+            since,
+            context,
+            k,
+            started,
+            completed,
+            tuple(funnel),
+            tuple(dropoff),
+            tuple(roles),
+            tuple(territories),
+            tuple(outcomes),
+            by_role,
+            by_context,
+        )
+
+    async def _followups(
+        self, sql: str, params: Sequence[Any], k: int, label: Any
+    ) -> tuple[FollowupRow, ...]:
+        answered: dict[str, int] = {}
+        reached: dict[str, int] = {}
+        for key, value, count in await self.store.read(sql, params):
+            answered[str(key)] = answered.get(str(key), 0) + int(count)
+            if value == "reached":
+                reached[str(key)] = int(count)
+        rows = []
+        for key in sorted(answered):
+            shown = hide(answered[key], k)
+            rows.append(
+                FollowupRow(
+                    key,
+                    str(label(key)),
+                    shown,
+                    hide(reached.get(key, 0), k) if shown is not None else None,
+                )
+            )
+        return tuple(rows)
+
+
+_OUTCOME_LABELS = {
+    "contact:1": "Demandes de mise en relation",
+    "barometer:professionnel": "Baromètres remplis par des professionnels",
+    "barometer:usager": "Baromètres remplis par des patients, proches-aidants, RU",
+    "followup:reached": "Relances : contact joint",
+    "followup:not_reached": "Relances : contact non joint",
+}
+
+
+# -- output ------------------------------------------------------------------------------------
+def shown(cell: Cell, k: int) -> str:
+    return f"< {k}" if cell is None else str(cell)
+
+
+def render_table(report: Report) -> str:
+    """The report as plain text for the terminal."""
+    k = report.k
+    lines = ["Statistiques d'utilisation de Passerelle"]
+    scope = []
+    if report.since:
+        scope.append(f"depuis le {report.since.isoformat()}")
+    scope.append(f"contexte : {report.context}" if report.context else "tous contextes")
+    lines.append(f"({', '.join(scope)} ; les nombres inférieurs à {k} sont masqués)")
+    lines.append("")
+    lines.append(f"Conversations : {shown(report.started, k)}")
+    if report.started is None or (report.started or 0) < k:
+        lines.append("Trop peu de conversations pour publier des chiffres.")
+        return "\n".join(lines)
+    lines.append(f"Terminées par une recommandation : {shown(report.completed, k)}")
+    rate = report.completion_rate
+    lines.append(f"Taux de complétion : {'masqué' if rate is None else f'{rate:.0%}'}")
+    sections = [
+        ("Parcours (conversations ayant atteint chaque étape)", report.funnel),
+        ("Où les personnes se sont arrêtées (sans recommandation)", report.dropoff),
+        ("Rôles recommandés", report.roles),
+        ("Territoires (conversations terminées)", report.territories),
+        ("Suites", report.outcomes),
+    ]
+    for title, rows in sections:
+        if not rows:
+            continue
+        lines += ["", title]
+        width = max(len(row.label) for row in rows)
+        lines += [f"  {row.label.ljust(width)}  {shown(row.count, k):>6}" for row in rows]
+    for title, followups in (
+        ("Relances par rôle : contact joint / réponses", report.followup_by_role),
+        ("Relances par contexte : contact joint / réponses", report.followup_by_context),
+    ):
+        if followups:
+            lines += ["", title]
+            for f in followups:
+                share = "" if f.share is None else f" ({f.share:.0%})"
+                lines.append(f"  {f.label} : {shown(f.reached, k)} / {shown(f.answered, k)}{share}")
+    return "\n".join(lines)
+
+
+def render_csv(report: Report) -> str:
+    """One line per figure: ``section,id,label,count`` (empty count = hidden)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["section", "id", "label", "count"])
+
+    def cell(value: Cell) -> str:
+        return "" if value is None else str(value)
+
+    writer.writerow(["total", "conversations", "Conversations", cell(report.started)])
+    writer.writerow(["total", "completed", "Terminées", cell(report.completed)])
+    rate = report.completion_rate
+    writer.writerow(
+        ["total", "completion_rate", "Taux de complétion", "" if rate is None else rate]
+    )
+    for section, rows in (
+        ("funnel", report.funnel),
+        ("dropoff", report.dropoff),
+        ("roles", report.roles),
+        ("territories", report.territories),
+        ("outcomes", report.outcomes),
+    ):
+        for row in rows:
+            writer.writerow([section, row.key, row.label, cell(row.count)])
+    for section, followups in (
+        ("followup_by_role", report.followup_by_role),
+        ("followup_by_context", report.followup_by_context),
+    ):
+        for f in followups:
+            writer.writerow([section + ":answered", f.key, f.label, cell(f.answered)])
+            writer.writerow([section + ":reached", f.key, f.label, cell(f.reached)])
+    return buffer.getvalue()
+
+
+def funnel_chart(report: Report) -> bytes:
+    """The funnel as a PNG (sync: run it in a worker thread from async code)."""
+    steps = [FunnelStep(row.label, row.count) for row in report.funnel]
+    if not steps:
+        steps = [FunnelStep("Conversations commencées", report.started)]
+    title = "Parcours des conversations" + (f" — {report.context}" if report.context else "")
+    return funnel_png(steps, title, hidden_label=f"moins de {report.k}")

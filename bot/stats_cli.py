@@ -1,0 +1,72 @@
+"""``passerelle stats``: usage figures for establishments (table, CSV, funnel chart)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.feature_store import FeatureStore, default_db_path
+from bot.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"date invalide « {value} » (attendu : AAAA-MM-JJ)"
+        ) from None
+
+
+def _k(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError("le seuil doit valoir au moins 2")
+    return number
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from bot.cli import load_or_exit
+
+    kb = load_or_exit(Path(args.contenus) if args.contenus else None)
+    path = Path(args.db) if args.db else default_db_path()
+    if not path.is_file():
+        print(f"Base de données introuvable : {path}", file=sys.stderr)
+        return 1
+
+    async def compute() -> Any:
+        async with FeatureStore(path) as store:
+            return await StatsReader(store, kb).report(args.since, args.context, args.k)
+
+    report = asyncio.run(compute())
+    print(render_table(report))
+    if args.csv:
+        Path(args.csv).write_text(render_csv(report), encoding="utf-8")
+        print(f"\nCSV écrit : {args.csv}")
+    if args.chart:
+        Path(args.chart).write_bytes(funnel_chart(report))
+        print(f"Graphique écrit : {args.chart}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    stats = sub.add_parser("stats", help="statistiques d'utilisation (anonymes)")
+    stats.add_argument("--since", type=_date, help="depuis cette date (AAAA-MM-JJ)")
+    stats.add_argument("--context", help="un seul contexte (établissement)")
+    stats.add_argument("--csv", help="écrire aussi les chiffres dans ce fichier CSV")
+    stats.add_argument("--chart", help="écrire l'entonnoir dans ce fichier PNG")
+    stats.add_argument(
+        "--db", help="fichier SQLite (défaut : $PASSERELLE_DB ou var/passerelle.sqlite3)"
+    )
+    stats.add_argument("--contenus", help="dossier de la base de contenus")
+    stats.add_argument(
+        "--k",
+        type=_k,
+        default=DEFAULT_K,
+        help=f"seuil de masquage des petits nombres ({DEFAULT_K})",
+    )
+    stats.set_defaults(handler=cmd_stats)

@@ -1,0 +1,475 @@
+"""What the hospital integration stores: API keys (hashed), API conversations with their
+transcript, and the webhook outbox (pending and dead-lettered events).
+
+A turn's new state, its transcript lines and the webhook events it produced are written in one
+SQLite transaction (:meth:`IntegrationStore.save_turn`), so an event exists if and only if the
+state change that caused it was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from bot.storage.migrations import CORE_MIGRATIONS, Migration
+from bot.storage.sqlite import SqliteStorage
+
+KeyKind = Literal["api", "widget"]
+KEY_PREFIXES: dict[str, str] = {"api": "psk_", "widget": "pwk_"}
+
+#: Forward migrations of the integration tables (versions 100+; 1–99 belong to the core store).
+INTEGRATION_MIGRATIONS: list[Migration] = [
+    (
+        100,
+        """
+        CREATE TABLE IF NOT EXISTS api_keys (
+            id TEXT PRIMARY KEY,
+            establishment TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('api', 'widget')),
+            hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        );
+        CREATE TABLE IF NOT EXISTS api_conversations (
+            id TEXT PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            establishment TEXT NOT NULL,
+            session TEXT NOT NULL,
+            offered TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS api_conversations_updated ON api_conversations (updated_at);
+        CREATE TABLE IF NOT EXISTS api_messages (
+            conversation_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            at REAL NOT NULL,
+            author TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, seq)
+        );
+        """,
+    ),
+    (
+        101,
+        """
+        CREATE TABLE IF NOT EXISTS webhook_outbox (
+            id TEXT PRIMARY KEY,
+            establishment TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            subject TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            next_attempt_at REAL NOT NULL,
+            last_error TEXT
+        );
+        CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
+        CREATE INDEX IF NOT EXISTS webhook_outbox_subject ON webhook_outbox (subject);
+        """,
+    ),
+]
+
+
+#: Everything a server opening one database file for both stores runs at start-up.
+ALL_MIGRATIONS: list[Migration] = [*CORE_MIGRATIONS, *INTEGRATION_MIGRATIONS]
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random strings, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    establishment: str
+    kind: KeyKind
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One webhook delivery to one establishment (``id`` is the ``webhook-id``)."""
+
+    id: str
+    establishment: str
+    event_type: str
+    payload: str
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: str
+    establishment: str
+    event_type: str
+    payload: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    key_id: str
+    establishment: str
+    session: dict[str, Any]
+    offered: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    at: float
+    author: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class IntegrationStore:
+    """The integration tables, on the same SQLite file (and writer) as the core store.
+
+    Give it a path to own its :class:`SqliteStorage`, or share the server's one, opened with
+    :data:`ALL_MIGRATIONS`. Writes go through the core store's group-commit writer.
+    """
+
+    def __init__(self, target: str | Path | SqliteStorage, *, synchronous: str = "FULL") -> None:
+        if isinstance(target, SqliteStorage):
+            self.core = target
+            self._owned = False
+        else:
+            self.core = SqliteStorage(target, synchronous=synchronous, migrations=ALL_MIGRATIONS)
+            self._owned = True
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._owned:
+            await self.core.open()
+
+    async def close(self) -> None:
+        if self._owned:
+            await self.core.close()
+
+    async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run statements in one transaction; return each one's row count."""
+
+        async def operation(db: aiosqlite.Connection) -> list[int]:
+            counts: list[int] = []
+            for sql, params in statements:
+                cursor = await db.execute(sql, params)
+                counts.append(cursor.rowcount)
+                await cursor.close()
+            return counts
+
+        counts: list[int] = await self.core._write(operation)
+        return counts
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self.core._rows(sql, params)
+
+    # -- keys ------------------------------------------------------------------------------
+    async def create_key(self, establishment: str, kind: KeyKind = "api") -> tuple[str, ApiKey]:
+        """A new key: returns the secret (shown once) and its record; only the hash is kept."""
+        secret = KEY_PREFIXES[kind] + secrets.token_urlsafe(32)
+        record = ApiKey(
+            id=new_id("key_")[:16],
+            establishment=establishment,
+            kind=kind,
+            prefix=secret[:10],
+            created_at=time.time(),
+        )
+        await self._write(
+            [
+                (
+                    "INSERT INTO api_keys (id, establishment, kind, hash, prefix, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        establishment,
+                        kind,
+                        hash_key(secret),
+                        record.prefix,
+                        record.created_at,
+                    ),
+                )
+            ]
+        )
+        return secret, record
+
+    async def find_key(self, secret: str) -> ApiKey | None:
+        rows = await self._read(
+            "SELECT id, establishment, kind, prefix, created_at, revoked_at FROM api_keys "
+            "WHERE hash = ? AND revoked_at IS NULL",
+            (hash_key(secret),),
+        )
+        return _key(rows[0]) if rows else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        rows = await self._read(
+            "SELECT id, establishment, kind, prefix, created_at, revoked_at FROM api_keys "
+            "ORDER BY created_at"
+        )
+        return [_key(row) for row in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        (count,) = await self._write(
+            [
+                (
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (time.time(), key_id),
+                )
+            ]
+        )
+        return count > 0
+
+    # -- conversations ---------------------------------------------------------------------
+    async def load_conversation(self, conversation_id: str, key_id: str) -> Conversation | None:
+        rows = await self._read(
+            "SELECT id, key_id, establishment, session, offered, created_at, updated_at "
+            "FROM api_conversations WHERE id = ? AND key_id = ?",
+            (conversation_id, key_id),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Conversation(
+            id=row[0],
+            key_id=row[1],
+            establishment=row[2],
+            session=json.loads(row[3]),
+            offered=tuple(json.loads(row[4])),
+            created_at=row[5],
+            updated_at=row[6],
+        )
+
+    async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
+        rows = await self._read(
+            "SELECT at, author, body FROM api_messages WHERE conversation_id = ? ORDER BY seq",
+            (conversation_id,),
+        )
+        return [TranscriptLine(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    async def save_turn(
+        self,
+        conversation: Conversation,
+        *,
+        created: bool,
+        lines: Iterable[TranscriptLine],
+        events: Iterable[OutboxEvent] = (),
+    ) -> None:
+        """Store the conversation's new state, its new transcript lines and the webhook
+        events of the turn, all or nothing."""
+        now = conversation.updated_at
+        session = json.dumps(conversation.session, ensure_ascii=False)
+        offered = json.dumps(list(conversation.offered))
+        statements: list[tuple[str, Sequence[Any]]] = []
+        if created:
+            statements.append(
+                (
+                    "INSERT INTO api_conversations (id, key_id, establishment, session, offered, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation.id,
+                        conversation.key_id,
+                        conversation.establishment,
+                        session,
+                        offered,
+                        conversation.created_at,
+                        now,
+                    ),
+                )
+            )
+        else:
+            statements.append(
+                (
+                    "UPDATE api_conversations SET session = ?, offered = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (session, offered, now, conversation.id),
+                )
+            )
+        for line in lines:
+            statements.append(
+                (
+                    "INSERT INTO api_messages (conversation_id, seq, at, author, body) VALUES "
+                    "(?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM api_messages "
+                    "WHERE conversation_id = ?), ?, ?, ?)",
+                    (
+                        conversation.id,
+                        conversation.id,
+                        line.at,
+                        line.author,
+                        json.dumps(line.body, ensure_ascii=False),
+                    ),
+                )
+            )
+        statements += [_outbox_insert(event, now) for event in events]
+        await self._write(statements)
+
+    async def delete_conversation(self, conversation_id: str, key_id: str) -> bool:
+        """Erase a conversation, its transcript and its undelivered webhook payloads."""
+        counts = await self._write(
+            [
+                (
+                    "DELETE FROM api_conversations WHERE id = ? AND key_id = ?",
+                    (conversation_id, key_id),
+                ),
+                (
+                    "DELETE FROM api_messages WHERE conversation_id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM api_conversations WHERE id = ?)",
+                    (conversation_id, conversation_id),
+                ),
+                (
+                    "DELETE FROM webhook_outbox WHERE subject = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM api_conversations WHERE id = ?)",
+                    (conversation_id, conversation_id),
+                ),
+            ]
+        )
+        return counts[0] > 0
+
+    async def purge_idle_conversations(self, idle_days: int) -> int:
+        cutoff = time.time() - idle_days * 86400
+        counts = await self._write(
+            [
+                (
+                    "DELETE FROM api_messages WHERE conversation_id IN "
+                    "(SELECT id FROM api_conversations WHERE updated_at < ?)",
+                    (cutoff,),
+                ),
+                ("DELETE FROM api_conversations WHERE updated_at < ?", (cutoff,)),
+            ]
+        )
+        return counts[1]
+
+    # -- webhook outbox --------------------------------------------------------------------
+    async def enqueue(self, events: Iterable[OutboxEvent]) -> None:
+        """Add events alone (when no state change goes with them)."""
+        now = time.time()
+        await self._write([_outbox_insert(event, now) for event in events])
+
+    async def outbox_due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+        rows = await self._read(
+            _OUTBOX_SELECT + " WHERE status = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, created_at LIMIT ?",
+            (now, limit),
+        )
+        return [_item(row) for row in rows]
+
+    async def outbox_next_due(self) -> float | None:
+        rows = await self._read(
+            "SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE status = 'pending'"
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    async def outbox_list(self) -> list[OutboxItem]:
+        rows = await self._read(_OUTBOX_SELECT + " ORDER BY status, created_at")
+        return [_item(row) for row in rows]
+
+    async def outbox_delivered(self, event_id: str) -> None:
+        """Acknowledged: the payload (which may hold personal data) is deleted."""
+        await self._write([("DELETE FROM webhook_outbox WHERE id = ?", (event_id,))])
+
+    async def outbox_failed(
+        self, event_id: str, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        await self._write(
+            [
+                (
+                    "UPDATE webhook_outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                    "WHERE id = ? AND status = 'pending'",
+                    (attempts, next_attempt_at, error[:500], event_id),
+                )
+            ]
+        )
+
+    async def outbox_dead(self, event_id: str, attempts: int, error: str) -> None:
+        await self._write(
+            [
+                (
+                    "UPDATE webhook_outbox SET status = 'dead', attempts = ?, last_error = ? "
+                    "WHERE id = ?",
+                    (attempts, error[:500], event_id),
+                )
+            ]
+        )
+
+    async def outbox_retry(self, event_id: str) -> bool:
+        """Put a pending or dead event back in line for an immediate attempt."""
+        now = time.time()
+        (count,) = await self._write(
+            [
+                (
+                    "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = ?, "
+                    "created_at = ? WHERE id = ?",
+                    (now, now, event_id),
+                )
+            ]
+        )
+        return count > 0
+
+
+_OUTBOX_SELECT = (
+    "SELECT id, establishment, event_type, payload, status, attempts, created_at, "
+    "next_attempt_at, last_error FROM webhook_outbox"
+)
+
+
+def _outbox_insert(event: OutboxEvent, now: float) -> tuple[str, Sequence[Any]]:
+    return (
+        "INSERT OR IGNORE INTO webhook_outbox (id, establishment, event_type, payload, subject, "
+        "status, attempts, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+        (
+            event.id,
+            event.establishment,
+            event.event_type,
+            event.payload,
+            event.subject,
+            now,
+            now,
+        ),
+    )
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        establishment=row[1],
+        kind=row[2],
+        prefix=row[3],
+        created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+def _item(row: Any) -> OutboxItem:
+    return OutboxItem(
+        id=row[0],
+        establishment=row[1],
+        event_type=row[2],
+        payload=row[3],
+        status=row[4],
+        attempts=row[5],
+        created_at=row[6],
+        next_attempt_at=row[7],
+        last_error=row[8],
+    )

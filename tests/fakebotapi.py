@@ -1,0 +1,449 @@
+"""A local fake of the Telegram Bot API, for tests and benchmarks (no internet).
+
+It serves ``/bot<token>/<method>`` on 127.0.0.1 with a small Starlette app under uvicorn, in the
+caller's event loop: the real python-telegram-bot ``Application`` talks to it over HTTP through
+``base_url``. It records every call and every delivered message, builds updates as Telegram
+would, serves them to ``getUpdates`` (long polling with offsets), and can inject faults
+(429 with ``retry_after``, 500, slow answers).
+
+Also: :func:`offline`, a guard that makes any connection outside loopback fail loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+TOKEN = "123456789:TEST-token_for-the-fake-bot-api-000"
+BOT_USER = {
+    "id": 123456789,
+    "is_bot": True,
+    "first_name": "Passerelle",
+    "username": "passerelle_test_bot",
+    "can_join_groups": False,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+MESSAGE_METHODS = ("sendMessage", "sendPhoto")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass
+class Fault:
+    status: int
+    retry_after: int | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class Call:
+    """One request the bot made: method and parameters (JSON values decoded)."""
+
+    method: str
+    params: dict[str, Any]
+    status: int = 200
+
+
+@dataclass
+class Sent:
+    """A message the fake Telegram accepted (delivered to the chat)."""
+
+    message_id: int
+    chat_id: int
+    method: str
+    text: str
+    buttons: list[tuple[str, str]] = field(default_factory=list)  # (label, callback_data)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def data_of(self, label: str) -> str:
+        for shown, data in self.buttons:
+            if shown == label:
+                return data
+        raise KeyError(f"no button {label!r} in {[b[0] for b in self.buttons]}")
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+class FakeBotAPI:
+    """The fake server. Use ``async with FakeBotAPI() as api:``; ``api.base_url`` for PTB."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.sent: list[Sent] = []
+        self._by_chat: dict[int, list[Sent]] = {}
+        self.updates: list[dict[str, Any]] = []
+        self.offsets: list[int | None] = []
+        self.webhook: dict[str, Any] | None = None
+        self.commands: list[dict[str, Any]] = []
+        self.faults: dict[str, deque[Fault]] = {}
+        self.port = 0
+        self._closing = False
+        self._ids = itertools.count(1)
+        self._update_ids = itertools.count(10_000)
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    async def __aenter__(self) -> FakeBotAPI:
+        app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["POST"])])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, backlog=2048
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event)
+            await asyncio.sleep(0.005)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None and self._task is not None
+        self._closing = True  # release pending long polls
+        self._notify()
+        self._server.should_exit = True
+        await self._task
+
+    # -- faults ----------------------------------------------------------------------------
+    def fail(
+        self,
+        method: str,
+        status: int,
+        *,
+        retry_after: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``method`` answer ``status`` (after ``delay`` s)."""
+        queue = self.faults.setdefault(method, deque())
+        queue.extend(Fault(status, retry_after, delay) for _ in range(times))
+
+    # -- the API ---------------------------------------------------------------------------
+    async def _params(self, request: Request) -> dict[str, Any]:
+        kind = request.headers.get("content-type", "")
+        body = await request.body()
+        raw: list[tuple[str, Any]] = []
+        if kind.startswith("application/json"):
+            data: dict[str, Any] = json.loads(body or b"{}")
+            return data
+        if kind.startswith("multipart/form-data"):
+            message = BytesParser().parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + body)
+            for part in message.iter_parts():
+                name = str(part.get_param("name", header="content-disposition"))
+                payload = part.get_payload(decode=True)
+                is_file = part.get_filename() is not None
+                value = "<file>" if is_file else bytes(payload or b"").decode()  # type: ignore[arg-type]
+                raw.append((name, value))
+        else:
+            raw = parse_qsl(body.decode(), keep_blank_values=True)
+        return {k: v if k in ("text", "caption") else _decode(v) for k, v in raw}
+
+    async def _endpoint(self, request: Request) -> JSONResponse:
+        method = request.path_params["method"]
+        if request.path_params["token"] != self.token:
+            return JSONResponse(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, 401
+            )
+        params = await self._params(request)
+        queue = self.faults.get(method)
+        fault = queue.popleft() if queue else None
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status != 200:
+                await self._record(Call(method, params, fault.status))
+                body: dict[str, Any] = {
+                    "ok": False,
+                    "error_code": fault.status,
+                    "description": "Too Many Requests: retry later"
+                    if fault.status == 429
+                    else "Internal Server Error",
+                }
+                if fault.retry_after is not None:
+                    body["parameters"] = {"retry_after": fault.retry_after}
+                return JSONResponse(body, fault.status)
+        handler = getattr(self, f"_m_{method}", None)
+        if handler is None:
+            await self._record(Call(method, params, 404))
+            return JSONResponse(
+                {"ok": False, "error_code": 404, "description": "Not Found: method not found"},
+                404,
+            )
+        result = await handler(params)
+        await self._record(Call(method, params))
+        return JSONResponse({"ok": True, "result": result})
+
+    async def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake the waiters whose condition now holds (cheap: no task switch per waiter)."""
+        still = []
+        for predicate, future in self._waiters:
+            if future.done():
+                continue
+            if predicate():
+                future.set_result(None)
+            else:
+                still.append((predicate, future))
+        self._waiters = still
+
+    def _message(self, chat_id: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "message_id": next(self._ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": BOT_USER,
+            **extra,
+        }
+
+    async def _deliver(self, method: str, params: dict[str, Any], body: str) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        message = self._message(chat_id, text=body)
+        markup = params.get("reply_markup")
+        buttons: list[tuple[str, str]] = []
+        if isinstance(markup, dict):
+            message["reply_markup"] = markup
+            for row in markup.get("inline_keyboard", []):
+                buttons += [(b["text"], b.get("callback_data", "")) for b in row]
+        sent = Sent(message["message_id"], chat_id, method, body, buttons, params)
+        self.sent.append(sent)
+        self._by_chat.setdefault(chat_id, []).append(sent)
+        self._notify()
+        return message
+
+    async def _m_getMe(self, params: dict[str, Any]) -> Any:
+        return BOT_USER
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
+        return await self._deliver("sendMessage", params, str(params.get("text", "")))
+
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> Any:
+        message = await self._deliver("sendPhoto", params, str(params.get("caption", "")))
+        message["photo"] = [{"file_id": "p", "file_unique_id": "p", "width": 1, "height": 1}]
+        return message
+
+    async def _m_sendChatAction(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_setMyCommands(self, params: dict[str, Any]) -> Any:
+        self.commands = list(params.get("commands", []))
+        return True
+
+    async def _m_setWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = params
+        return True
+
+    async def _m_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = None
+        return True
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        return self._message(int(params.get("chat_id", 0)), text="")
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
+        return self._message(int(params.get("chat_id", 0)), text=str(params.get("text", "")))
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = params.get("offset")
+        offset = int(offset) if offset is not None else None
+        self.offsets.append(offset)
+        if offset is not None:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        timeout = float(params.get("timeout", 0) or 0)
+        with contextlib.suppress(TimeoutError):
+            await self.wait_for(lambda: bool(self.updates) or self._closing, timeout)
+        return list(self.updates[:100])
+
+    # -- simulating people -----------------------------------------------------------------
+    def user(self, user_id: int, first_name: str = "Camille") -> FakeUser:
+        return FakeUser(self, user_id, first_name)
+
+    def next_update_id(self) -> int:
+        return next(self._update_ids)
+
+    async def push(self, update: dict[str, Any]) -> None:
+        """Make an update available to ``getUpdates``."""
+        self.updates.append(update)
+        self._notify()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` holds (checked after each recorded call)."""
+        if predicate():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        finally:
+            future.cancel()
+
+    def to_chat(self, chat_id: int) -> list[Sent]:
+        return list(self._by_chat.get(chat_id, ()))
+
+    def count_to(self, chat_id: int) -> int:
+        return len(self._by_chat.get(chat_id, ()))
+
+    def called(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+
+@dataclass
+class FakeUser:
+    """Builds the updates one person would cause (private chat: chat id = user id)."""
+
+    api: FakeBotAPI
+    id: int
+    first_name: str = "Camille"
+
+    def _from(self) -> dict[str, Any]:
+        return {"id": self.id, "is_bot": False, "first_name": self.first_name}
+
+    def _message(self, **content: Any) -> dict[str, Any]:
+        return {
+            "message_id": next(self.api._ids),
+            "date": int(time.time()),
+            "chat": {"id": self.id, "type": "private", "first_name": self.first_name},
+            "from": self._from(),
+            **content,
+        }
+
+    def text(self, body: str) -> dict[str, Any]:
+        content: dict[str, Any] = {"text": body}
+        if body.startswith("/"):
+            length = len(body.split()[0])
+            content["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        return {"update_id": self.api.next_update_id(), "message": self._message(**content)}
+
+    def message(self, **content: Any) -> dict[str, Any]:
+        return {"update_id": self.api.next_update_id(), "message": self._message(**content)}
+
+    def edited(self, body: str) -> dict[str, Any]:
+        message = self._message(text=body)
+        message["edit_date"] = int(time.time())
+        return {"update_id": self.api.next_update_id(), "edited_message": message}
+
+    def press(self, sent: Sent, data: str) -> dict[str, Any]:
+        """Tapping the button with callback ``data`` under the bot's message ``sent``."""
+        return {
+            "update_id": self.api.next_update_id(),
+            "callback_query": {
+                "id": str(next(self.api._ids)),
+                "from": self._from(),
+                "chat_instance": f"ci{self.id}",
+                "data": data,
+                "message": {
+                    "message_id": sent.message_id,
+                    "date": int(time.time()),
+                    "chat": {"id": self.id, "type": "private"},
+                    "from": BOT_USER,
+                    "text": sent.text,
+                },
+            },
+        }
+
+
+# -- no network -----------------------------------------------------------------------------
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach something outside loopback."""
+
+
+def _is_loopback(host: Any) -> bool:
+    return isinstance(host, str) and (host in LOOPBACK or host.startswith("127."))
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Refuse name resolution and connections to anything but loopback while active."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and not _is_loopback(address[0]):
+            raise NetworkBlocked(f"network access blocked in tests: {address[0]}")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        check(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        check(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not _is_loopback(host):
+            raise NetworkBlocked(f"network access blocked in tests: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        socket.socket.connect = real_connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
+        socket.getaddrinfo = real_getaddrinfo
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI ``app`` (with its lifespan) on a free loopback port; yield its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, backlog=4096)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(SystemExit):
+            await task
+        sock.close()
