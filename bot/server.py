@@ -55,10 +55,16 @@ def build_app(
         ready = bool(getattr(request.app.state, "ready", False))
         return JSONResponse({"status": "ok" if ready else "starting"}, 200 if ready else 503)
 
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        # Paths no route or mount can match (e.g. with a newline) still get the API's JSON shape.
+        error = {"code": "not_found", "message": "Cette adresse n'existe pas."}
+        return JSONResponse({"error": error}, 404)
+
     app = Starlette(
         debug=debug,
         routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
         lifespan=lifespan,
+        exception_handlers={404: not_found},
     )
     app.state.ready = False
     return app

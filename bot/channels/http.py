@@ -550,6 +550,7 @@ def create_app(
 ) -> Starlette:
     """A standalone app serving the API and the web chat: opens the store (and starts the
     webhook worker) at start-up, closes them at shutdown."""
+    from bot.server import build_app
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -563,7 +564,7 @@ def create_app(
                 await worker.stop()
             await api.store.close()
 
-    return Starlette(routes=[*extra_routes, *api.routes()], lifespan=lifespan)
+    return build_app(routes=[*extra_routes, *api.routes()], lifespans=[lifespan])
 
 
 # -- helpers ---------------------------------------------------------------------------------
