@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/passerelle chat
+	$(BIN)/passerelle serve
 
 chat: $(STAMP)
 	$(BIN)/passerelle chat
