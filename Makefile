@@ -31,6 +31,14 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/webhook.py
+	$(BIN)/python bench/api.py
+
+# The long reliability runs (docs/reliability.md): 1 000 people × 20 turns through the webhook,
+# then the tests marked slow. Results are pasted into docs/reliability.md.
+soak: $(STAMP)
+	$(BIN)/python bench/load.py --users 1000 --turns 20
+	$(BIN)/pytest -m slow
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

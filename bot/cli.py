@@ -128,23 +128,60 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     """Telegram by long polling, with the SQLite store (``PASSERELLE_DB``)."""
     import asyncio
 
+    from bot import config
     from bot.channels.telegram import run_polling
 
-    settings, engine = _settings_and_engine(need_telegram=True)
+    settings = config.load_or_exit(need_telegram=True)
+    config.configure_logging(settings)
+    engine = build_engine(load_or_exit(settings.contenus), followup=True)
     return asyncio.run(run_polling(settings, engine))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
-    from bot.integration import integration_parts
+    from bot import config
+    from bot.feature_store import FeatureStore
+    from bot.features import Features
+    from bot.integration import build_integration
+    from bot.live import EngineHolder, Reloader, admin_routes
     from bot.server import serve
     from bot.storage.integration import ALL_MIGRATIONS
     from bot.storage.sqlite import SqliteStorage
 
-    settings, engine = _settings_and_engine(need_telegram=False)
+    settings = config.load_or_exit(need_telegram=False)
+    config.configure_logging(settings)
+    kb = load_or_exit(settings.contenus)
+    # One holder per engine variant; a reload swaps both at once (SIGHUP, POST /admin/reload).
+    api_engine = EngineHolder(build_engine(kb), build_engine)
+    telegram_engine = EngineHolder(build_engine(kb, followup=True), _followup_engine)
     storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
-    routes, lifespans = integration_parts(settings, engine, storage)  # API, web chat, webhooks
-    return serve(settings, engine, routes=routes, lifespans=lifespans, storage=storage)
+    features = Features(telegram_engine.engine, FeatureStore(settings.db_path))
+    telegram_engine.on_swap(features.set_engine)
+    parts = build_integration(settings, api_engine, storage, features=features)
+    extra = settings.contenus_extra
+    if extra is None and os.environ.get("PASSERELLE_CONTENUS_EXTRA"):
+        extra = Path(os.environ["PASSERELLE_CONTENUS_EXTRA"])
+    reloader = Reloader(
+        settings.contenus or default_contenus(), [api_engine, telegram_engine], extra=extra
+    )
+    return serve(
+        settings,
+        telegram_engine,
+        routes=[*parts.routes, *admin_routes(reloader, settings.admin_token)],
+        lifespans=parts.lifespans,
+        storage=storage,
+        features=features,
+        reloader=reloader,
+        telegram_options={
+            "establishments": parts.establishments,
+            "integration": parts.store,
+            "on_events": parts.worker.wake,
+        },
+    )
+
+
+def _followup_engine(kb: KnowledgeBase) -> Engine:
+    return build_engine(kb, followup=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

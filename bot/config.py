@@ -6,6 +6,7 @@ and how to fix it; :func:`load_or_exit` turns that into a clean exit (no traceba
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -51,6 +52,9 @@ class Settings:
     api_burst: int = 60
     webhook_retry_base: float = 5.0
     demo: bool = True
+    # -- operations ------------------------------------------------------------------------
+    admin_token: str | None = None
+    log_format: str = "text"
 
     @property
     def webhook_path(self) -> str:
@@ -203,6 +207,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
     if demo not in ("0", "1", "false", "true", "non", "oui"):
         raise ConfigError(f"PASSERELLE_DEMO = « {demo} » invalide : 1 (page de démonstration) ou 0")
 
+    admin_token = get("PASSERELLE_ADMIN_TOKEN")
+    if admin_token is not None and len(admin_token) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"PASSERELLE_ADMIN_TOKEN trop court (au moins {MIN_SECRET_LENGTH} caractères) : "
+            f"générez-en un avec {GENERATE}"
+        )
+    log_format = (get("PASSERELLE_LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(
+            f"PASSERELLE_LOG_FORMAT = « {log_format} » invalide : text (défaut) ou json"
+        )
+
     port_given = get("PORT") is not None
     return Settings(
         telegram_token=token,
@@ -226,6 +242,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
         api_burst=max(1, int(api_rate * 3)),
         webhook_retry_base=retry_base,
         demo=demo in ("1", "true", "oui"),
+        admin_token=admin_token,
+        log_format=log_format,
     )
 
 
@@ -274,9 +292,27 @@ def quiet_libraries() -> None:
             logger.setLevel(level)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``event`` (the message, which
+    our code keeps free of message text, ids and secrets) and, for errors, ``error`` (the
+    exception's type only: a traceback may quote personal data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def configure_logging(settings: Settings) -> None:
-    """Plain logs at ``PASSERELLE_LOG_LEVEL``, libraries that log URLs kept quiet, and any
-    secret that still slips into a record redacted."""
+    """Logs at ``PASSERELLE_LOG_LEVEL`` (plain text, or JSON lines with
+    ``PASSERELLE_LOG_FORMAT=json``), libraries that log URLs kept quiet, and any secret that
+    still slips into a record redacted."""
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -286,7 +322,10 @@ def configure_logging(settings: Settings) -> None:
         settings.telegram_token or "",
         settings.webhook_secret or "",
         settings.secret.decode() if settings.secret else "",
+        settings.admin_token or "",
     ]
     redact = _Redact(secrets)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)
+        if settings.log_format == "json":
+            handler.setFormatter(JsonFormatter())

@@ -33,6 +33,11 @@ class Features:
         self.followups = FollowUps(store, self.stats)
         self.scheduler: Scheduler | None = None
 
+    def set_engine(self, engine: Engine) -> None:
+        """Use the engine of a reloaded knowledge base (see :mod:`bot.live`)."""
+        self.engine = engine
+        self.barometer.engine = engine
+
     async def open(self) -> None:
         await self.store.open()
 

@@ -14,6 +14,8 @@ import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -22,15 +24,21 @@ from bot.channels.http import ConversationApi, RateLimiter
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.establishments import Establishment, EstablishmentsError, load_establishments
+from bot.live import EngineHolder
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
 from bot.webhooks import RetryPolicy, WebhookWorker
 
+if TYPE_CHECKING:
+    from bot.features import Features
+
 log = logging.getLogger(__name__)
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def establishments_or_exit(
-    settings: Settings, engine: Engine | None = None
+    settings: Settings, engine: Engine | EngineHolder | None = None
 ) -> dict[str, Establishment]:
     """The establishments of ``PASSERELLE_ETABLISSEMENTS``, validated, or a clean exit."""
     if settings.establishments is None:
@@ -45,11 +53,35 @@ def establishments_or_exit(
         raise SystemExit(2) from None
 
 
+@dataclass
+class Integration:
+    """The integration's parts, for the composition root (Telegram shares the worker)."""
+
+    api: ConversationApi
+    store: IntegrationStore
+    worker: WebhookWorker
+    establishments: dict[str, Establishment]
+    routes: list[BaseRoute]
+    lifespans: list[Lifespan]
+
+
 def integration_parts(
-    settings: Settings, engine: Engine, storage: SqliteStorage
-) -> tuple[list[BaseRoute], list[Callable[[Starlette], AbstractAsyncContextManager[None]]]]:
+    settings: Settings, engine: Engine | EngineHolder, storage: SqliteStorage
+) -> tuple[list[BaseRoute], list[Lifespan]]:
     """Routes (``/api/v1``, ``/``, ``/widget.js``) and the lifespan running the webhook worker
     and the daily erasure of idle API conversations."""
+    parts = build_integration(settings, engine, storage)
+    return parts.routes, parts.lifespans
+
+
+def build_integration(
+    settings: Settings,
+    engine: Engine | EngineHolder,
+    storage: SqliteStorage,
+    *,
+    features: Features | None = None,
+) -> Integration:
+    """Like :func:`integration_parts`, with the statistics, barometer and privacy features."""
     establishments = establishments_or_exit(settings, engine)
     store = IntegrationStore(storage)
     worker = WebhookWorker(
@@ -63,6 +95,8 @@ def integration_parts(
         limiter=RateLimiter(settings.api_rate, settings.api_burst),
         demo_key=demo_key,
         on_events=worker.wake,
+        features=features,
+        secret=settings.secret or b"passerelle-api",
     )
 
     async def retention() -> None:
@@ -88,4 +122,4 @@ def integration_parts(
                 await task
             await worker.stop()
 
-    return api.routes(), [lifespan]
+    return Integration(api, store, worker, establishments, api.routes(), [lifespan])

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +23,11 @@ from starlette.routing import BaseRoute, Route
 
 from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from bot.features import Features
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ def build_app(
 
 
 def telegram_parts(
-    engine: Engine, storage: SqliteStorage, settings: Settings, **options: Any
+    engine: Engine | EngineHolder, storage: SqliteStorage, settings: Settings, **options: Any
 ) -> tuple[list[BaseRoute], list[Lifespan]]:
     """The Telegram routes and lifespan for :func:`build_app` (none without a token)."""
     if settings.telegram_token is None:
@@ -101,31 +105,52 @@ def storage_lifespan(storage: SqliteStorage) -> Lifespan:
     return lifespan
 
 
+def features_lifespan(features: Features) -> Lifespan:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await features.open()
+        app.state.features = features
+        try:
+            yield
+        finally:
+            await features.close()
+
+    return lifespan
+
+
 def build_server_app(
     settings: Settings,
-    engine: Engine,
+    engine: Engine | EngineHolder,
     *,
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
     storage: SqliteStorage | None = None,
+    features: Features | None = None,
     **telegram_options: Any,
 ) -> Starlette:
-    """The deployment's app: store first, then Telegram, then the extra features."""
+    """The deployment's app: store first, then the features (statistics, barometer groups,
+    follow-ups, on the same database), then Telegram, then the extra features."""
     storage = storage or SqliteStorage(settings.db_path)
-    tg_routes, tg_lifespans = telegram_parts(engine, storage, settings, **telegram_options)
+    feature_lifespans = [features_lifespan(features)] if features is not None else []
+    tg_routes, tg_lifespans = telegram_parts(
+        engine, storage, settings, features=features, **telegram_options
+    )
     return build_app(
         routes=[*tg_routes, *routes],
-        lifespans=[storage_lifespan(storage), *tg_lifespans, *lifespans],
+        lifespans=[storage_lifespan(storage), *feature_lifespans, *tg_lifespans, *lifespans],
     )
 
 
 def serve(
     settings: Settings,
-    engine: Engine,
+    engine: Engine | EngineHolder,
     *,
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
     storage: SqliteStorage | None = None,
+    features: Features | None = None,
+    reloader: Reloader | None = None,
+    telegram_options: dict[str, Any] | None = None,
 ) -> int:
     """Run the app under uvicorn on ``settings.host:settings.port`` until interrupted."""
     import uvicorn
@@ -145,8 +170,15 @@ def serve(
         )
         yield
 
+    extra = [sighup_lifespan(reloader)] if reloader is not None else []
     app = build_server_app(
-        settings, engine, routes=routes, lifespans=[*lifespans, announce], storage=storage
+        settings,
+        engine,
+        routes=routes,
+        lifespans=[*lifespans, *extra, announce],
+        storage=storage,
+        features=features,
+        **(telegram_options or {}),
     )
     config = uvicorn.Config(
         app,

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
+from email.policy import default as email_policy
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -159,13 +160,16 @@ class FakeBotAPI:
             data: dict[str, Any] = json.loads(body or b"{}")
             return data
         if kind.startswith("multipart/form-data"):
-            message = BytesParser().parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + body)
+            message = BytesParser(policy=email_policy).parsebytes(
+                f"Content-Type: {kind}\r\n\r\n".encode() + body
+            )
             for part in message.iter_parts():
                 name = str(part.get_param("name", header="content-disposition"))
                 payload = part.get_payload(decode=True)
                 is_file = part.get_filename() is not None
-                value = "<file>" if is_file else bytes(payload or b"").decode()  # type: ignore[arg-type]
-                raw.append((name, value))
+                data = bytes(payload or b"")  # type: ignore[arg-type]
+                # Files (photos, documents) keep their bytes, so tests can check them.
+                raw.append((name, data if is_file else data.decode()))
         else:
             raw = parse_qsl(body.decode(), keep_blank_values=True)
         return {k: v if k in ("text", "caption") else _decode(v) for k, v in raw}

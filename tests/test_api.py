@@ -89,7 +89,7 @@ def test_a_conversation_by_choices_reaches_a_recommendation(server: Api) -> None
         assert created["node"]
         assert {"patient", "proche"} <= set(choices(created))
         for reply in created["replies"]:
-            assert set(reply) == {"text", "choices", "image_url"}
+            assert set(reply) == {"text", "choices", "image_url", "image_alt"}
             assert reply["image_url"] is None
         turn = created
         for choice in PATIENT_TRAINER:

@@ -19,6 +19,8 @@ from schemathesis.checks import (
 
 from bot.app import build_engine
 from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.feature_store import FeatureStore
+from bot.features import Features
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.integration import IntegrationStore
 from tests.live import serve
@@ -43,7 +45,13 @@ def test_api_matches_its_openapi_document(kb: KnowledgeBase, tmp_path: Path) -> 
     db = tmp_path / "passerelle.db"
     key = asyncio.run(make_key(db))
     headers = {"authorization": f"Bearer {key}"}
-    api = ConversationApi(build_engine(kb), IntegrationStore(db), limiter=RateLimiter(1e4, 10_000))
+    engine = build_engine(kb)
+    api = ConversationApi(
+        engine,
+        IntegrationStore(db),
+        limiter=RateLimiter(1e4, 10_000),
+        features=Features(engine, FeatureStore(db)),
+    )
     with serve(create_app(api)) as url:
         # The document the server itself serves, not the one in memory.
         schema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json")
@@ -51,7 +59,7 @@ def test_api_matches_its_openapi_document(kb: KnowledgeBase, tmp_path: Path) -> 
         created = httpx.post(f"{url}/api/v1/conversations", json={}, headers=headers)
         conversation_id = created.json()["conversation_id"]
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 4
+        assert len(operations) == 5  # stats, and four on conversations
         seen: set[int] = set()
         modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
         for operation, mode in itertools.product(operations, modes):

@@ -351,3 +351,14 @@ def test_parse_helpers() -> None:
     assert mode.parse_code("OOOO-1111") is None  # look-alikes are not in the alphabet
     assert mode.format_code(mode.new_code())[4] == "-"
     assert mode.fmt_score(2.5) == "2,5" and mode.fmt_score(3.0) == "3"
+
+
+def test_every_button_shown_is_listed_for_channels(bengine: Engine, kb: KnowledgeBase) -> None:
+    known = set(mode.choice_ids(kb)) | {"cmd:retour"}
+    turn = rate(bengine, "usager", SCORES_A)
+    shown = {c.id for c in turn.replies[-1].choices}
+    turn = bengine.handle(bengine.start().session, Input.choice("cmd:barometre"))
+    shown |= {c.id for c in turn.replies[-1].choices}
+    turn = bengine.handle(turn.session, Input.choice(mode.RATER + "professionnel"))
+    shown |= {c.id for c in turn.replies[-1].choices}
+    assert shown - {mode.COMPARE} <= known and len(known) == 5 + 2 + 11 * 5 + 1

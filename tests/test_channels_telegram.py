@@ -9,7 +9,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +66,17 @@ class Bot:
     url: str
     webhook: bool
     client: httpx.AsyncClient
+    # Queue here rather than in httpcore's pool, which is quadratic in waiting requests.
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(10))
 
     async def deliver(self, update: dict[str, Any]) -> None:
         if self.webhook:
-            response = await self.client.post(
-                self.url + "/telegram/webhook",
-                json=update,
-                headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
-            )
+            async with self.gate:
+                response = await self.client.post(
+                    self.url + "/telegram/webhook",
+                    json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
+                )
             assert response.status_code == 200
         else:
             await self.api.push(update)
@@ -409,7 +412,8 @@ async def test_deep_link_payload_is_validated(
 async def test_commands_are_registered(api: FakeBotAPI, tmp_path: Path, engine: Engine) -> None:
     async with running_bot(api, tmp_path, engine, webhook=False):
         names = [c["command"] for c in api.commands]
-        menu = ["aide", "retour", "recommencer", "contacts", "glossaire", "mesdonnees", "oubli"]
+        menu = ["aide", "retour", "recommencer", "contacts", "glossaire", "barometre"]
+        menu += ["mesdonnees", "oubli"]
         assert names == menu
 
 

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
@@ -37,6 +37,8 @@ from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Reply
 from bot.engine.session import Input, Session
 from bot.establishments import Establishment
+from bot.live import EngineHolder, holder_of
+from bot.storage.base import pseudonym
 from bot.storage.integration import (
     ApiKey,
     Conversation,
@@ -44,7 +46,10 @@ from bot.storage.integration import (
     TranscriptLine,
     new_id,
 )
-from bot.webhooks import WebhookWorker, route
+from bot.webhooks import EVENT_TYPES, WebhookWorker, route
+
+if TYPE_CHECKING:
+    from bot.features import Features
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 16 * 1024
@@ -98,6 +103,9 @@ class ReplyOut(BaseModel):
     text: str
     choices: list[ChoiceOut]
     image_url: str | None = Field(description="Image (data: URL, PNG) or null.")
+    image_alt: str | None = Field(
+        default=None, description="Text alternative of the image (scores in words), or null."
+    )
 
 
 class RoleOut(BaseModel):
@@ -157,6 +165,44 @@ class ConversationOut(BaseModel):
     updated_at: str
     answers: list[Answer]
     transcript: list[TranscriptEntry]
+    session: dict[str, Any] = Field(description="The conversation state as stored.")
+    barometer_ratings: list[dict[str, Any]] = Field(description="Barometer ratings kept.")
+    followups: list[dict[str, Any]] = Field(description="Follow-ups (none on the API).")
+    webhooks_pending: list[dict[str, Any]] = Field(
+        description="Webhook events about this conversation not yet delivered."
+    )
+
+
+class StatsRow(BaseModel):
+    id: str
+    label: str
+    count: int | None = Field(description="null when below the k-anonymity threshold.")
+
+
+class StatsFollowupRow(BaseModel):
+    id: str
+    label: str
+    answered: int | None
+    reached: int | None
+    share_reached: float | None
+
+
+class StatsOut(BaseModel):
+    """Usage figures of the caller's own context (see docs/stats.md); ``null`` = hidden."""
+
+    since: str | None
+    context: str | None
+    k: int
+    conversations: int | None
+    completed: int | None
+    completion_rate: float | None
+    funnel: list[StatsRow]
+    dropoff: list[StatsRow]
+    roles: list[StatsRow]
+    territories: list[StatsRow]
+    outcomes: list[StatsRow]
+    followup_by_role: list[StatsFollowupRow]
+    followup_by_context: list[StatsFollowupRow]
 
 
 class ErrorDetail(BaseModel):
@@ -257,7 +303,7 @@ class ConversationApi:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | EngineHolder,
         store: IntegrationStore,
         establishments: Mapping[str, Establishment] | None = None,
         *,
@@ -265,8 +311,12 @@ class ConversationApi:
         demo_key: str | None = None,
         on_events: Callable[[], None] | None = None,
         key_cache_seconds: float = 5.0,
+        features: Features | None = None,
+        secret: bytes = b"passerelle-api",
     ) -> None:
-        self.engine = engine
+        self.holder = holder_of(engine)
+        self.features = features
+        self.secret = secret
         self.store = store
         self.establishments = dict(establishments or {})
         self.limiter = limiter or RateLimiter()
@@ -276,12 +326,29 @@ class ConversationApi:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._keys: dict[str, tuple[float, ApiKey | None]] = {}
 
+    @property
+    def engine(self) -> Engine:
+        """The engine of the current knowledge base (swapped on reload): read it per request."""
+        return self.holder.engine
+
+    def member(self, conversation_id: str) -> str:
+        """The pseudonymous key of an API conversation for the barometer and its erasure."""
+        return pseudonym(self.secret, "api", conversation_id)
+
+    async def _features(self, turn: Turn, conversation_id: str) -> Turn:
+        if self.features is None:
+            return turn
+        return await self.features.after_turn(
+            turn, channel="api", member=self.member(conversation_id)
+        )
+
     # -- plumbing ------------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
         """``/api/v1`` (its own JSON errors and CORS), ``/`` and ``/widget.js``."""
         api = Starlette(
             routes=[
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/stats", self.stats, methods=["GET", "OPTIONS"]),
                 Route("/conversations", self.create, methods=["POST", "OPTIONS"]),
                 Route(
                     "/conversations/{conversation_id}/messages",
@@ -399,6 +466,8 @@ class ConversationApi:
     def _route_events(self, turn: Turn, conversation: Conversation) -> list[Any]:
         entries = []
         for event in turn.events:
+            if event.kind not in EVENT_TYPES:  # barometer.*, followup.*: never sent out
+                continue
             chain = territory_chain(self.engine.kb, event.data.get("territory"))
             entries += route(
                 event,
@@ -414,10 +483,11 @@ class ConversationApi:
         async def work() -> Response:
             key = await self._authenticate(request)
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
-            turn = self.engine.start(body.context)
+            conversation_id = new_id("conv_")
+            turn = await self._features(self.engine.start(body.context), conversation_id)
             now = time.time()
             conversation = Conversation(
-                id=new_id("conv_"),
+                id=conversation_id,
                 key_id=key.id,
                 establishment=key.establishment,
                 session=turn.session.to_dict(),
@@ -464,7 +534,7 @@ class ConversationApi:
                 else:
                     event = Input.text(body.text or "")
                     person = {"text": body.text or ""}
-                turn = self.engine.handle(session, event)
+                turn = await self._features(self.engine.handle(session, event), conversation.id)
                 updated = Conversation(
                     id=conversation.id,
                     key_id=conversation.key_id,
@@ -490,6 +560,8 @@ class ConversationApi:
             if request.method == "DELETE":
                 async with self._lock(conversation_id):
                     deleted = await self.store.delete_conversation(conversation_id, key.id)
+                    if deleted and self.features is not None:
+                        await self.features.erase_user(self.member(conversation_id))
                 if not deleted:
                     raise _not_found()
                 return Response(status_code=204, headers=CORS_HEADERS)
@@ -508,6 +580,13 @@ class ConversationApi:
                     "updated_at": _iso(conversation.updated_at),
                     "answers": [{"question": q, "choice": c} for q, c in session.answers],
                     "transcript": [_transcript_entry(line) for line in lines],
+                    "session": conversation.session,
+                    **(
+                        await self.features.export_user(self.member(conversation.id))
+                        if self.features is not None
+                        else {"barometer_ratings": [], "followups": []}
+                    ),
+                    "webhooks_pending": await self.store.outbox_about(conversation.id),
                 }
             )
 
@@ -515,6 +594,26 @@ class ConversationApi:
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document())
+
+    async def stats(self, request: Request) -> Response:
+        """``GET /stats?since=YYYY-MM-DD``: figures of the caller's own context only."""
+
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            raw = request.query_params.get("since")
+            since = None
+            if raw:
+                try:
+                    since = dt.date.fromisoformat(raw)
+                except ValueError:
+                    raise ApiError(
+                        422, "invalid_request", "« since » doit être une date AAAA-MM-JJ."
+                    ) from None
+            if self.features is None:
+                raise ApiError(404, "not_found", "Statistiques non disponibles sur ce serveur.")
+            return _json(await self.features.stats_json(key.establishment, since))
+
+        return await self._handle(request, work)
 
     # -- web chat ------------------------------------------------------------------------
     async def demo_page(self, request: Request) -> Response:
@@ -548,13 +647,15 @@ def create_app(
     worker: WebhookWorker | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """A standalone app serving the API and the web chat: opens the store (and starts the
-    webhook worker) at start-up, closes them at shutdown."""
+    """A standalone app serving the API and the web chat: opens the store and the features
+    (and starts the webhook worker) at start-up, closes them at shutdown."""
     from bot.server import build_app
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await api.store.open()
+        if api.features is not None:
+            await api.features.open()
         if worker is not None:
             await worker.start()
         try:
@@ -562,6 +663,8 @@ def create_app(
         finally:
             if worker is not None:
                 await worker.stop()
+            if api.features is not None:
+                await api.features.close()
             await api.store.close()
 
     return build_app(routes=[*extra_routes, *api.routes()], lifespans=[lifespan])
@@ -610,13 +713,15 @@ def _iso(stamp: float) -> str:
 
 
 def _reply_out(reply: Reply) -> dict[str, Any]:
-    image = None
+    image = alt = None
     if reply.image is not None:
         image = "data:image/png;base64," + base64.b64encode(reply.image.png).decode()
+        alt = reply.image.alt
     return {
         "text": reply.text,
         "choices": [{"id": c.id, "label": c.label} for c in reply.choices],
         "image_url": image,
+        "image_alt": alt,
     }
 
 
@@ -684,6 +789,7 @@ def openapi_document() -> dict[str, Any]:
         (ConversationCreated, "serialization"),
         (TurnOut, "serialization"),
         (ConversationOut, "serialization"),
+        (StatsOut, "serialization"),
         (ErrorOut, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
@@ -743,6 +849,30 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": {
+            "/stats": {
+                "get": {
+                    "operationId": "getStats",
+                    "summary": "Statistiques d'usage anonymes du contexte de la clé",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "description": "Date de début (AAAA-MM-JJ).",
+                            "schema": {"type": "string", "format": "date"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Les chiffres du contexte de l'appelant seulement.",
+                            "content": {"application/json": {"schema": ref("StatsOut")}},
+                        },
+                        "404": error("Statistiques non disponibles sur ce serveur."),
+                        "422": error("Date « since » invalide."),
+                        **common,
+                    },
+                }
+            },
             "/conversations": {
                 "post": {
                     "operationId": "createConversation",

@@ -22,10 +22,19 @@ import logging
 import os
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections import OrderedDict, deque
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Mapping,
+    Sequence,
+)
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +43,7 @@ from telegram import (
     BotCommand,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     Message,
     Update,
 )
@@ -50,13 +60,25 @@ from telegram.ext import (
 )
 
 from bot.config import Settings, quiet_libraries
+from bot.engine.barometer import choice_ids as barometer_choice_ids
 from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine, Turn
+from bot.engine.followup import NO as FOLLOWUP_NO
+from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.engine.followup import asking
 from bot.engine.normalize import normalize
-from bot.engine.replies import Choice, Image, Reply
+from bot.engine.recommendation import territory_chain
+from bot.engine.replies import Choice, Event, Image, Reply
 from bot.engine.session import Input, Session
 from bot.knowledge.model import COMMANDS, text
-from bot.storage.base import Storage, UserChange, pseudonym
+from bot.live import EngineHolder, holder_of
+from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
+
+if TYPE_CHECKING:
+    from bot.establishments import Establishment
+    from bot.features import Features
+    from bot.followup import FollowUp
+    from bot.storage.integration import IntegrationStore
 
 # Opt in to PTB's coming behaviour (durations as ``timedelta``): without it, PTB 22 warns on
 # every RetryAfter, and ``retry_after`` would change type under our feet in PTB 23.
@@ -72,7 +94,16 @@ CAPTION_LIMIT = 1000
 CALLBACK_LIMIT = 64
 DEEP_LINK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: The command menu registered with setMyCommands, in this order.
-MENU = ("aide", "retour", "recommencer", "contacts", "glossaire", "mesdonnees", "oubli")
+MENU = (
+    "aide",
+    "retour",
+    "recommencer",
+    "contacts",
+    "glossaire",
+    "barometre",
+    "mesdonnees",
+    "oubli",
+)
 #: Our own buttons (not the engine's): consent and erasure confirmations.
 CONSENT_YES, CONSENT_NO = "p:c1", "p:c0"
 FORGET_YES, FORGET_NO = "p:f1", "p:f0"
@@ -86,6 +117,11 @@ PROCESSED_IDS_SECONDS = 2 * 86400
 #: Sessions of people who did not consent are dropped from memory after this much idleness.
 MEMORY_IDLE_DAYS = 1.0
 MAX_BODY = 1 << 20
+#: Replies that could not be delivered (Telegram down) are retried per chat with this backoff.
+REDELIVER_FIRST_DELAY = 0.5
+REDELIVER_MAX_DELAY = 30.0
+#: Serialised inline keyboards kept (one per question and language, in practice).
+KEYBOARD_CACHE = 512
 
 
 # -- callback data --------------------------------------------------------------------------
@@ -164,6 +200,30 @@ def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoin
     return messages
 
 
+# -- what one update produces ----------------------------------------------------------------
+@dataclass
+class PendingTurn:
+    """The state change and the replies of the update being applied. Handlers record them
+    (:meth:`TelegramChannel._save`, :meth:`TelegramChannel._say`); :meth:`TelegramChannel._apply`
+    commits both with the inbox mark in one transaction, then sends the replies (reply outbox)."""
+
+    update_id: int
+    user: str = ""
+    change: UserChange | None = None
+    replies: list[OutgoingReply] = field(default_factory=list)
+    events: bool = False
+
+
+@dataclass(frozen=True)
+class Redeliver:
+    """A job of a chat's queue: send that chat's replies still in the outbox."""
+
+    chat_id: int
+
+
+_TURN: ContextVar[PendingTurn | None] = ContextVar("passerelle_turn", default=None)
+
+
 # -- per-chat ordering ----------------------------------------------------------------------
 class ChatQueues:
     """Runs jobs of one key one after the other, and jobs of different keys concurrently."""
@@ -236,7 +296,7 @@ class TelegramChannel:
     def __init__(
         self,
         application: Application[Any, Any, Any, Any, Any, Any],
-        engine: Engine,
+        engine: Engine | EngineHolder,
         storage: Storage,
         settings: Settings,
         *,
@@ -245,27 +305,45 @@ class TelegramChannel:
         pause: float = 0.3,
         poll_timeout: int = 25,
         retry_delay: float = RETRY_BASE_DELAY,
+        features: Features | None = None,
+        establishments: Mapping[str, Establishment] | None = None,
+        integration: IntegrationStore | None = None,
+        on_events: Callable[[], None] | None = None,
     ) -> None:
         if settings.secret is None:
             raise ValueError("the Telegram channel needs settings.secret (PASSERELLE_SECRET)")
         self.application = application
-        self.engine = engine
+        self.holder = holder_of(engine)
+        self.features = features
+        self.establishments = dict(establishments or {})
+        self.integration = integration
+        self.on_events = on_events
         self.storage = storage
         self.memory = memory or MemoryStorage()
         self.settings = settings
         self.contexts = frozenset(
             contexts
             if contexts is not None
-            else {c.establishment for c in engine.kb.contacts.values() if c.establishment}
+            else {c.establishment for c in self.engine.kb.contacts.values() if c.establishment}
         )
         self.pause = pause
         self.poll_timeout = poll_timeout
         self.retry_delay = retry_delay
         self._secret = settings.secret
-        self._queues = ChatQueues(self._apply)
-        self._committed: set[int] = set()
+        self._queues = ChatQueues(self._apply, max_concurrency=64)
+        #: Per chat, replies recorded but not yet accepted by Telegram, oldest first.
+        self._undelivered: dict[int, deque[OutgoingReply]] = {}
+        self._backoff: dict[int, float] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...]], str] = OrderedDict()
         self._choice_ids = self._known_choice_ids()
+        self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the current knowledge base (swapped on reload): read it per update."""
+        return self.holder.engine
 
     @property
     def bot(self) -> Any:
@@ -277,6 +355,7 @@ class TelegramChannel:
         ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
         ids += [TERM + term for term in kb.glossary]
         ids += [CONFIRM, CANCEL, RESUME]
+        ids += [*barometer_choice_ids(kb), CMD + "suivi", FOLLOWUP_YES, FOLLOWUP_NO]
         return {_choice_hash(choice_id): choice_id for choice_id in ids}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -290,10 +369,19 @@ class TelegramChannel:
         queue = self.application.job_queue
         if queue is not None:
             queue.run_repeating(self._retention_job, interval=6 * 3600, first=30)
+            if self.features is not None:
+                from bot.followup import JobQueueScheduler
+
+                self.features.scheduler = JobQueueScheduler(queue, self.send_followup)
+                await self.features.followups.rebuild(self.features.scheduler)
         await self.resume_inbox()
 
     async def stop(self) -> None:
-        """Finish what is under way, then stop PTB (the store is closed by its owner)."""
+        """Finish what is under way, then stop PTB (the store is closed by its owner).
+        Replies Telegram did not accept yet stay in the outbox for the next start."""
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
         await self._queues.join()
         if self._started:
             self._started = False
@@ -301,7 +389,12 @@ class TelegramChannel:
             await self.application.shutdown()
 
     async def resume_inbox(self) -> int:
-        """Apply every recorded update not yet applied, in update order."""
+        """Send the replies recorded but not sent before a crash, then apply every recorded
+        update not yet applied, in update order (per chat: old replies first)."""
+        for reply in await self.storage.replies_pending():
+            self._undelivered.setdefault(reply.chat_id, deque()).append(reply)
+        for chat_id in self._undelivered:
+            self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         pending = await self.storage.inbox_pending(limit=100_000)
         for item in pending:
             self._submit(item.update_id, json.loads(item.payload))
@@ -333,7 +426,7 @@ class TelegramChannel:
         Raises :class:`ValueError` if ``payload`` is not an update (nothing is recorded)."""
         try:
             data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise ValueError("not JSON") from None
         if not isinstance(data, dict) or type(data.get("update_id")) is not int:
             raise ValueError("not a Telegram update")
@@ -354,18 +447,30 @@ class TelegramChannel:
             return
         self._queues.submit(_chat_key(update), update)
 
-    async def _apply(self, job: Update | int) -> None:
+    async def _apply(self, job: Update | int | Redeliver) -> None:
         if isinstance(job, int):
             await self.storage.inbox_done(job)
             return
+        if isinstance(job, Redeliver):
+            await self._deliver(job.chat_id, ())
+            return
         started = time.perf_counter()
+        turn = PendingTurn(job.update_id)
+        token = _TURN.set(turn)
         try:
             await self.application.process_update(job)
         finally:
-            if job.update_id in self._committed:
-                self._committed.discard(job.update_id)
-            else:
-                await self.storage.inbox_done(job.update_id)
+            _TURN.reset(token)
+            # State, inbox mark and replies in one transaction (the reply outbox).
+            change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
+            await self.storage.commit_update(job.update_id, turn.user, change)
+        if turn.events and self.on_events is not None:
+            self.on_events()
+        chats: dict[int, list[OutgoingReply]] = {}
+        for reply in turn.replies:
+            chats.setdefault(reply.chat_id, []).append(reply)
+        for chat_id, replies in chats.items():
+            await self._deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
 
     async def poll(self, stop: asyncio.Event) -> None:
@@ -402,6 +507,52 @@ class TelegramChannel:
                 await self.receive(raw)
                 offset = update.update_id + 1
 
+    async def send_followup(self, followup: FollowUp) -> None:
+        """A due follow-up (JobQueue): claimed first so it is sent once, released on failure
+        so the next start-up tries again."""
+        features = self.features
+        if features is None or not await features.followups.claim(followup.id):
+            return
+        try:
+            engine = self.engine
+            consent, session = await self._state(followup.user)
+            session, reply = asking(engine, session or engine.new_session(), followup.id)
+            if consent:
+                change = UserChange(session=session.to_dict())
+                await self.storage.commit_update(None, followup.user, change)
+            else:
+                await self.memory.save_session(followup.user, session.to_dict())
+            for message in render([reply]):
+                markup = self._keyboard(message.choices, session.node) if message.choices else None
+                await self._call(
+                    self.bot.send_message, int(followup.address), message.text, reply_markup=markup
+                )
+        except Exception as exc:
+            log.error("follow-up not sent: %s", type(exc).__name__)
+            await features.followups.release(followup.id)
+
+    async def _features(self, update: Update, user: str, turn: Turn) -> Turn:
+        """Statistics, barometer charts and groups, follow-ups (see :class:`Features`)."""
+        if self.features is None:
+            return turn
+        chat = update.effective_chat
+        address = str(chat.id) if chat is not None else None
+        return await self.features.after_turn(turn, channel=CHANNEL, member=user, address=address)
+
+    def _outbox(self, user: str, events: Sequence[Event]) -> tuple[Any, ...]:
+        """Webhook events for the establishments concerned; ``subject`` is the person's
+        pseudonym (never sent: it only lets their erasure remove undelivered payloads)."""
+        if not self.establishments or not events:
+            return ()
+        from bot.webhooks import route
+
+        entries: list[Any] = []
+        for event in events:
+            chain = territory_chain(self.engine.kb, event.data.get("territory"))
+            for entry in route(event, self.establishments, territories=chain):
+                entries.append(replace(entry, subject=user))
+        return tuple(entries)
+
     async def set_webhook(self) -> None:
         """Point Telegram at ``PASSERELLE_WEBHOOK_URL`` with the secret header."""
         assert self.settings.webhook_url is not None
@@ -420,6 +571,9 @@ class TelegramChannel:
             given = request.headers.get("x-telegram-bot-api-secret-token", "").encode()
             if not secret or not hmac.compare_digest(given, secret):
                 return Response(status_code=403)
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                return Response(status_code=413)  # refused before reading any of it
             body = bytearray()
             async for chunk in request.stream():
                 body += chunk
@@ -488,8 +642,94 @@ class TelegramChannel:
             rows.append([InlineKeyboardButton(choice.label, callback_data=data)])
         return InlineKeyboardMarkup(rows)
 
+    def _keyboard_json(self, choices: tuple[Choice, ...], node: str) -> str:
+        """The ``reply_markup`` parameter, serialised once per question (the same keyboard is
+        sent to every person at that question)."""
+        key = (node, choices)
+        cached = self._keyboards.get(key)
+        if cached is None:
+            cached = json.dumps(self._keyboard(choices, node).to_dict(), ensure_ascii=False)
+            self._keyboards[key] = cached
+            if len(self._keyboards) > KEYBOARD_CACHE:
+                self._keyboards.popitem(last=False)
+        return cached
+
     async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
-        await self._send(chat_id, render(replies), node)
+        turn = _TURN.get()
+        if turn is None:  # outside an update (nothing to commit with): send right away
+            await self._send(chat_id, render(replies), node)
+            return
+        for message in render(replies):
+            params: dict[str, Any] = {"chat_id": chat_id}
+            if message.image is not None:
+                params["caption"] = message.text
+            else:
+                params["text"] = message.text
+            if message.choices:
+                params["reply_markup"] = self._keyboard_json(message.choices, node)
+            turn.replies.append(
+                OutgoingReply(
+                    update_id=turn.update_id,
+                    seq=len(turn.replies),
+                    chat_id=chat_id,
+                    method="sendPhoto" if message.image is not None else "sendMessage",
+                    params=json.dumps(params, ensure_ascii=False),
+                    photo=message.image.png if message.image is not None else None,
+                )
+            )
+
+    async def _deliver(self, chat_id: int, replies: Sequence[OutgoingReply]) -> None:
+        """Send a chat's recorded replies in order, each deleted from the outbox once Telegram
+        accepted it (or refused it for good). If Telegram stays unavailable past the bounded
+        retries, the rest waits in the outbox and is retried later, still in order."""
+        queue = self._undelivered.get(chat_id)
+        if queue is None:
+            queue = self._undelivered[chat_id] = deque()
+        queue.extend(replies)
+        if len(queue) > 1:
+            with contextlib.suppress(TelegramError):
+                await self._call(self.bot.send_chat_action, chat_id, ChatAction.TYPING)
+        first = True
+        while queue:
+            reply = queue[0]
+            if not first and self.pause:
+                await asyncio.sleep(self.pause)
+            first = False
+            try:
+                await self._call(self._post_reply, reply)
+            except Forbidden:
+                log.info("the person blocked the bot; reply dropped")
+            except BadRequest as exc:
+                log.error("reply refused by Telegram: %s", type(exc).__name__)
+            except TelegramError as exc:  # still failing after the bounded retries
+                log.warning("reply not delivered yet (%s); will retry", type(exc).__name__)
+                self._retry_later(chat_id)
+                return
+            queue.popleft()
+            await self.storage.reply_sent(reply.update_id, reply.seq)
+        del self._undelivered[chat_id]
+        self._backoff.pop(chat_id, None)
+
+    def _retry_later(self, chat_id: int) -> None:
+        delay = self._backoff.get(chat_id, REDELIVER_FIRST_DELAY / 2) * 2
+        self._backoff[chat_id] = min(delay, REDELIVER_MAX_DELAY)
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._queues.submit(("chat", chat_id), Redeliver(chat_id))
+
+        handle = loop.call_later(delay, fire)
+        self._timers.add(handle)
+
+    async def _post_reply(self, reply: OutgoingReply) -> Any:
+        """One recorded reply to the Bot API. The parameters are already serialised (cached
+        keyboards), so this goes straight to PTB's request layer (rate limiter included)
+        without building or parsing Telegram objects."""
+        params: dict[str, Any] = json.loads(reply.params)
+        if reply.photo is not None:
+            params["photo"] = InputFile(reply.photo, filename="image.png")
+        return await self.bot._post(reply.method, params)
 
     # -- state -----------------------------------------------------------------------------
     def _user(self, update: Update) -> str:
@@ -499,24 +739,44 @@ class TelegramChannel:
 
     async def _state(self, user: str) -> tuple[bool | None, Session | None]:
         """(consent, session): durable if consent was given, else from memory."""
-        if await self.storage.get_consent(user):
-            data = await self.storage.load_session(user)
+        stored, data = await self.storage.load_state(user)
+        if stored:
             return True, Session.from_dict(data) if data else None
         consent = await self.memory.get_consent(user)
         data = await self.memory.load_session(user)
         return consent, Session.from_dict(data) if data else None
 
     async def _save(
-        self, update: Update, user: str, consent: bool | None, session: Session | None
+        self,
+        update: Update,
+        user: str,
+        consent: bool | None,
+        session: Session | None,
+        events: Sequence[Event] = (),
     ) -> None:
         data = session.to_dict() if session is not None else None
+        # Webhook events go in the same transaction as the state change (durable outbox).
+        outbox = self._outbox(user, events)
         if consent:
-            await self.storage.commit_update(update.update_id, user, UserChange(session=data))
+            await self._commit(update, user, UserChange(session=data, outbox=outbox))
         else:
             if data is not None:
                 await self.memory.save_session(user, data)
-            await self.storage.commit_update(update.update_id, "", UserChange())
-        self._committed.add(update.update_id)
+            await self._commit(update, "", UserChange(outbox=outbox))
+
+    async def _commit(self, update: Update, user: str, change: UserChange) -> None:
+        """Record what applying ``update`` changes: committed with the inbox mark and the
+        replies at the end of :meth:`_apply` (right away outside of it)."""
+        turn = _TURN.get()
+        if turn is None or turn.update_id != update.update_id:
+            await self.storage.commit_update(update.update_id, user, change)
+            if change.outbox and self.on_events is not None:
+                self.on_events()
+            return
+        if turn.change is not None:  # a second change in one update: keep both, in order
+            await self.storage.commit_update(None, turn.user, turn.change)
+        turn.user, turn.change = user, change
+        turn.events = turn.events or bool(change.outbox)
 
     def _msg(self, key: str, session: Session, **values: str) -> str:
         return self.engine.msg(key, session, **values)
@@ -563,17 +823,17 @@ class TelegramChannel:
         known = payload is not None and DEEP_LINK.match(payload) and payload in self.contexts
         notes: list[Reply] = []
         consent, _ = await self._state(user)
-        turn = self.engine.start(payload if known else None)
+        turn = await self._features(update, user, self.engine.start(payload if known else None))
         if args and not known:
             notes.append(Reply(self._msg("deeplink_unknown", turn.session)))
         if consent is None:
             # Nothing is stored before the person answers: keep the new session in memory.
             await self.memory.save_session(user, turn.session.to_dict())
-            await self._save(update, user, None, None)
+            await self._save(update, user, None, None, turn.events)
             replies = [*turn.replies[:-1], *notes, self._consent_reply(turn.session)]
             await self._say(chat.id, replies)
             return
-        await self._save(update, user, consent, turn.session)
+        await self._save(update, user, consent, turn.session, turn.events)
         await self._say(chat.id, [*notes, *turn.replies], turn.node)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -609,7 +869,8 @@ class TelegramChannel:
         turn: Turn = (
             self.engine.start(None) if session is None else self.engine.handle(session, event)
         )
-        await self._save(update, user, consent, turn.session)
+        turn = await self._features(update, user, turn)
+        await self._save(update, user, consent, turn.session, turn.events)
         await self._say(chat.id, turn.replies, turn.node)
 
     async def _consent(self, update: Update, user: str, session: Session, yes: bool) -> None:
@@ -617,14 +878,12 @@ class TelegramChannel:
         assert chat is not None
         data = session.to_dict()
         if yes:
-            change = UserChange(consent=True, session=data)
-            await self.storage.commit_update(update.update_id, user, change)
+            await self._commit(update, user, UserChange(consent=True, session=data))
             await self.memory.erase_user(user)
         else:
-            await self.storage.commit_update(update.update_id, user, UserChange(erase=True))
+            await self._commit(update, user, UserChange(erase=True))
             await self.memory.set_consent(user, False)
             await self.memory.save_session(user, data)
-        self._committed.add(update.update_id)
         note = Reply(self._msg("consent_given" if yes else "consent_refused", session))
         await self._say(chat.id, [note, self.engine.prompt(session)], session.node)
 
@@ -703,6 +962,19 @@ class TelegramChannel:
                     )
                 )
         await self._say(chat.id, [Reply("\n".join(lines))])
+        export = await self.export(user)
+        if any(export.values()):
+            body = json.dumps(export, ensure_ascii=False, indent=1, sort_keys=True)
+            await self._say(chat.id, [Reply(f"{self._msg('mydata_json', probe)}\n{body}")])
+
+    async def export(self, user: str) -> dict[str, Any]:
+        """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
+        export: dict[str, Any] = {"conversation": await self.storage.export_user(user)}
+        if self.features is not None:
+            export.update(await self.features.export_user(user))
+        if self.integration is not None:
+            export["webhooks_pending"] = await self.integration.outbox_about(user)
+        return export
 
     def _describe(self, session: Session) -> list[str]:
         kb = self.engine.kb
@@ -744,9 +1016,10 @@ class TelegramChannel:
         _, session = await self._state(user)
         probe = session or self.engine.new_session()
         if yes:
-            await self.storage.commit_update(update.update_id, user, UserChange(erase=True))
+            if self.features is not None:
+                await self.features.erase_user(user)
+            await self._commit(update, user, UserChange(erase=True))
             await self.memory.erase_user(user)
-            self._committed.add(update.update_id)
             await self._say(chat.id, [Reply(self._msg("forget_done", probe))])
             return
         await self._save(update, user, None, None)
@@ -803,7 +1076,7 @@ def _date(timestamp: float) -> str:
 
 # -- construction ---------------------------------------------------------------------------
 def build(
-    engine: Engine,
+    engine: Engine | EngineHolder,
     storage: Storage,
     settings: Settings,
     *,
@@ -812,6 +1085,10 @@ def build(
     pause: float = 0.3,
     poll_timeout: int = 25,
     retry_delay: float = RETRY_BASE_DELAY,
+    features: Features | None = None,
+    establishments: Mapping[str, Establishment] | None = None,
+    integration: IntegrationStore | None = None,
+    on_events: Callable[[], None] | None = None,
 ) -> TelegramChannel:
     """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
 
@@ -835,7 +1112,7 @@ def build(
                 max_retries=3,
             )
         )
-        .connection_pool_size(32)
+        .connection_pool_size(64)
         .pool_timeout(10)
         .connect_timeout(5)
         .read_timeout(10)
@@ -852,6 +1129,10 @@ def build(
         pause=pause,
         poll_timeout=poll_timeout,
         retry_delay=retry_delay,
+        features=features,
+        establishments=establishments,
+        integration=integration,
+        on_events=on_events,
     )
     channel.install()
     return channel
@@ -881,20 +1162,26 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
     """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM."""
     import signal
 
+    from bot.feature_store import FeatureStore
+    from bot.features import Features
+    from bot.storage.integration import ALL_MIGRATIONS
     from bot.storage.sqlite import SqliteStorage
 
-    storage = SqliteStorage(settings.db_path)
+    storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
     await storage.open()
+    features = Features(engine, FeatureStore(settings.db_path))
+    await features.open()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        channel = build(engine, storage, settings)
+        channel = build(engine, storage, settings, features=features)
         async with running(channel, webhook=False):
             print("Passerelle écoute Telegram (long polling). Ctrl+C pour arrêter.", flush=True)
             await stop.wait()
     finally:
+        await features.close()
         await storage.close()
     return 0

@@ -511,3 +511,16 @@ def barometer_of(kb: KnowledgeBase) -> BarometerFile:
     if kb.barometer is None:
         raise LookupError("barometer.yaml is not loaded")
     return kb.barometer
+
+
+def choice_ids(kb: KnowledgeBase) -> list[str]:
+    """Every button id the barometer can show (for channels that map callback data to ids)."""
+    ids = [CREATE, JOIN, DISCARD, COMPARE, QUIT]
+    if kb.barometer is not None:
+        ids += [RATER + rater for rater in kb.barometer.raters]
+        ids += [
+            f"{PREFIX}{criterion.id}:{level}"
+            for _, criterion in kb.barometer.criteria()
+            for level in BAROMETER_LEVELS
+        ]
+    return ids

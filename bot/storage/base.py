@@ -34,16 +34,40 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class OutgoingReply:
+    """One message to send for an applied update, recorded in the same transaction as the
+    state change (the *reply outbox*) and deleted once Telegram accepted it.
+
+    ``params`` is the JSON of the Bot API call's parameters (``photo`` travels apart)."""
+
+    update_id: int
+    seq: int
+    chat_id: int
+    method: str
+    params: str
+    photo: bytes | None = None
+
+
+@dataclass(frozen=True)
 class UserChange:
     """What applying one update changes about one user (all fields optional).
 
     ``consent=True`` records consent before ``session`` is saved; ``consent=False`` or ``erase``
     removes every row about the user (and ``session`` is then ignored).
+
+    ``outbox``: webhook events (:class:`bot.storage.integration.OutboxEvent`) produced by the
+    same update, written in the same transaction as the state change (stores without an
+    outbox table ignore them). ``erase`` also removes undelivered events whose ``subject`` is
+    the user.
     """
 
     session: dict[str, Any] | None = None
     consent: bool | None = None
     erase: bool = False
+    outbox: tuple[Any, ...] = ()
+    #: Replies of the update (:class:`OutgoingReply`), kept until sent (stores without a reply
+    #: table ignore them: the channel still sends them, without crash recovery).
+    replies: tuple[OutgoingReply, ...] = ()
 
 
 class Storage(ABC):
@@ -65,6 +89,11 @@ class Storage(ABC):
     @abstractmethod
     async def get_consent(self, user: str) -> bool | None:
         """``True``/``False`` once the user answered, ``None`` if never asked (or forgotten)."""
+
+    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+        """``(consent, session)`` of ``user`` (durable stores answer in one read)."""
+        consent = await self.get_consent(user)
+        return consent, (await self.load_session(user) if consent else None)
 
     @abstractmethod
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
@@ -102,6 +131,16 @@ class Storage(ABC):
     async def inbox_done(self, update_id: int) -> None:
         """Mark an update applied without any other change (its payload is dropped)."""
         await self.commit_update(update_id, "", UserChange())
+
+    # -- reply outbox: replies recorded with the state change, sent afterwards -------------
+    async def replies_pending(self) -> list[OutgoingReply]:
+        """Recorded replies not yet sent, in update then message order."""
+        return []
+
+    async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
+        """Forget a reply Telegram accepted (or refused for good). With ``wait=False`` the
+        deletion joins the next transaction instead of costing one of its own."""
+        return None
 
     @abstractmethod
     async def inbox_prune(self, older_than_seconds: float) -> int:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import aiosqlite
 
 from bot.storage.migrations import CORE_MIGRATIONS, Migration
 from bot.storage.sqlite import SqliteStorage
@@ -173,15 +172,10 @@ class IntegrationStore:
     async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements in one transaction; return each one's row count."""
 
-        async def operation(db: aiosqlite.Connection) -> list[int]:
-            counts: list[int] = []
-            for sql, params in statements:
-                cursor = await db.execute(sql, params)
-                counts.append(cursor.rowcount)
-                await cursor.close()
-            return counts
+        def operation(db: sqlite3.Connection) -> list[int]:
+            return [db.execute(sql, params).rowcount for sql, params in statements]
 
-        counts: list[int] = await self.core._write(operation)
+        counts: list[int] = await self.core._write_sync(operation)
         return counts
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -384,6 +378,25 @@ class IntegrationStore:
     async def outbox_list(self) -> list[OutboxItem]:
         rows = await self._read(_OUTBOX_SELECT + " ORDER BY status, created_at")
         return [_item(row) for row in rows]
+
+    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+        """Undelivered events about one person or conversation (for their data export)."""
+        rows = await self._read(
+            "SELECT id, establishment, event_type, payload, status, created_at "
+            "FROM webhook_outbox WHERE subject = ? ORDER BY created_at",
+            (subject,),
+        )
+        return [
+            {
+                "id": row[0],
+                "establishment": row[1],
+                "type": row[2],
+                "payload": json.loads(row[3]),
+                "status": row[4],
+                "created_at": row[5],
+            }
+            for row in rows
+        ]
 
     async def outbox_delivered(self, event_id: str) -> None:
         """Acknowledged: the payload (which may hold personal data) is deleted."""

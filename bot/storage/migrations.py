@@ -15,7 +15,7 @@ import aiosqlite
 
 Migration = tuple[int, str]
 
-#: The core store: consent, sessions and the inbox of incoming updates.
+#: The core store: consent, sessions, the inbox of incoming updates and the reply outbox.
 CORE_MIGRATIONS: list[Migration] = [
     (
         1,
@@ -38,6 +38,23 @@ CORE_MIGRATIONS: list[Migration] = [
         );
         CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (update_id) WHERE done_at IS NULL;
         CREATE INDEX IF NOT EXISTS inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
+        """,
+    ),
+    (
+        2,
+        # The reply outbox: replies written in the same transaction as the state change that
+        # produced them, deleted once Telegram accepted them (see docs/reliability.md).
+        """
+        CREATE TABLE IF NOT EXISTS replies (
+            update_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            method TEXT NOT NULL,
+            params TEXT NOT NULL,
+            photo BLOB,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (update_id, seq)
+        );
         """,
     ),
 ]

@@ -2,7 +2,13 @@
 
 Writes go through one writer task that groups whatever is queued into a single transaction
 (group commit, each operation in its own savepoint), so many chats writing at once cost one
-disk sync instead of one each; reads use a second connection and see committed data only.
+disk sync instead of one each. Operations written as plain functions of a ``sqlite3``
+connection (:meth:`SqliteStorage._write_sync`) run a whole batch in one hop to the database
+thread; reads use a second connection and see committed data only.
+
+Durability: ``synchronous=FULL`` by default, so a commit (and the 200 answered after it) survives
+a power loss, not only a process crash; group commit keeps the cost at one fsync per batch.
+A writer blocked by another process (``busy_timeout``) waits, then retries the batch.
 The database file is created readable by its owner only (mode 0600).
 """
 
@@ -13,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -20,14 +27,23 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.storage.base import InboxItem, Storage, UserChange
+from bot.storage.base import InboxItem, OutgoingReply, Storage, UserChange
 from bot.storage.migrations import CORE_MIGRATIONS, Migration, migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Operation = Callable[[aiosqlite.Connection], Awaitable[Any]]
+SyncOperation = Callable[[sqlite3.Connection], Any]
+#: A queued write: the operation, whether it is a plain (sync) function, and its future
+#: (``None`` for fire-and-forget writes that join the next transaction).
+Job = tuple[Any, bool, "asyncio.Future[Any] | None"]
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: How long one statement waits for another process's write lock before "database is locked".
+BUSY_TIMEOUT_MS = 10_000
+#: How many times a batch that failed on a lock held elsewhere is retried (after the busy
+#: timeout above, so a lock held for minutes is survived).
+LOCKED_RETRIES = 5
 
 
 def create_private_file(path: str | Path) -> None:
@@ -60,7 +76,7 @@ class SqliteStorage(Storage):
         self._max_batch = max_batch
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -73,13 +89,13 @@ class SqliteStorage(Storage):
         if not memory and str(mode).lower() != "wal":
             raise RuntimeError(f"SQLite refused WAL mode (got {mode!r})")
         await self._pragma(self._db, f"synchronous={self.synchronous}")
-        await self._pragma(self._db, "busy_timeout=10000")
+        await self._pragma(self._db, f"busy_timeout={BUSY_TIMEOUT_MS}")
         await migrate(self._db, self.migrations)
         if memory:
             self._reader = self._db
         else:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._pragma(self._reader, "busy_timeout=10000")
+            await self._pragma(self._reader, f"busy_timeout={BUSY_TIMEOUT_MS}")
             await self._pragma(self._reader, "query_only=ON")
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
@@ -109,13 +125,25 @@ class SqliteStorage(Storage):
         return self._reader
 
     # -- the writer ------------------------------------------------------------------------
-    async def _write(self, operation: Operation) -> Any:
-        """Queue ``operation`` for the next transaction; return its result once committed."""
+    def _enqueue(self, operation: Any, sync: bool, wait: bool) -> asyncio.Future[Any] | None:
         if self._writer is None or self._writer.done():
             raise RuntimeError("SqliteStorage is not open")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((operation, future))
-        return await future
+        future = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.put_nowait((operation, sync, future))
+        return future
+
+    async def _write(self, operation: Operation) -> Any:
+        """Queue ``operation`` for the next transaction; return its result once committed."""
+        return await self._enqueue(operation, False, True)  # type: ignore[misc]
+
+    async def _write_sync(self, operation: SyncOperation) -> Any:
+        """Like :meth:`_write` for a plain function of the ``sqlite3`` connection, run in the
+        database thread (a batch of these costs one thread hop, not one per statement)."""
+        return await self._enqueue(operation, True, True)  # type: ignore[misc]
+
+    def _write_later(self, operation: SyncOperation) -> None:
+        """Queue ``operation`` without waiting: it joins the next transaction."""
+        self._enqueue(operation, True, False)
 
     async def _write_loop(self) -> None:
         stopping = False
@@ -130,18 +158,60 @@ class SqliteStorage(Storage):
                     stopping = True
                     break
                 batch.append(item)
-            await self._run_batch(batch)
+            for attempt in range(LOCKED_RETRIES + 1):
+                try:
+                    outcomes = await self._run_batch(batch)
+                except sqlite3.OperationalError as exc:
+                    locked = "locked" in str(exc) or "busy" in str(exc)
+                    if locked and attempt < LOCKED_RETRIES:
+                        log.warning("database locked by another process, retrying")
+                        continue
+                    self._settle_failed(batch, exc)
+                    break
+                except Exception as exc:
+                    self._settle_failed(batch, exc)
+                    break
+                self._settle(outcomes)
+                break
 
-    async def _run_batch(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
+    @staticmethod
+    def _settle_failed(batch: list[Job], exc: BaseException) -> None:
+        log.error("storage transaction failed: %s", type(exc).__name__)
+        for _, _, future in batch:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[asyncio.Future[Any] | None, Any, Exception | None]]) -> None:
+        for future, result, error in outcomes:
+            if future is None or future.done():
+                if error is not None and future is None:
+                    log.error("deferred write failed: %s", type(error).__name__)
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    async def _run_batch(
+        self, batch: list[Job]
+    ) -> list[tuple[asyncio.Future[Any] | None, Any, Exception | None]]:
+        """Run ``batch`` in one transaction, each operation in a savepoint (one failing does
+        not undo the others). Raises if the transaction itself could not be committed."""
         db = self._db
         assert db is not None
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        if all(sync for _, sync, _ in batch):
+            return await _in_thread(db, _run_sync_batch, batch)  # type: ignore[no-any-return]
+        outcomes: list[tuple[asyncio.Future[Any] | None, Any, Exception | None]] = []
         try:
             await db.execute("BEGIN IMMEDIATE")
-            for operation, future in batch:
+            for operation, sync, future in batch:
                 await db.execute("SAVEPOINT op")
                 try:
-                    result = await operation(db)
+                    if sync:
+                        result = await _in_thread(db, operation)
+                    else:
+                        result = await operation(db)
                 except Exception as exc:
                     await db.execute("ROLLBACK TO op")
                     await db.execute("RELEASE op")
@@ -150,21 +220,11 @@ class SqliteStorage(Storage):
                     await db.execute("RELEASE op")
                     outcomes.append((future, result, None))
             await db.execute("COMMIT")
-        except Exception as exc:
-            log.error("storage transaction failed: %s", type(exc).__name__)
+        except BaseException:
             with contextlib.suppress(Exception):
                 await db.execute("ROLLBACK")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            raise
+        return outcomes
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self.reader.execute(sql, params) as cursor:
@@ -182,37 +242,60 @@ class SqliteStorage(Storage):
         rows = await self._rows("SELECT 1 FROM consents WHERE user = ?", (user,))
         return True if rows else None
 
+    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+        rows = await self._rows(
+            "SELECT s.data FROM consents c LEFT JOIN sessions s ON s.user = c.user "
+            "WHERE c.user = ?",
+            (user,),
+        )
+        if not rows:
+            return None, None
+        data: dict[str, Any] | None = json.loads(rows[0][0]) if rows[0][0] else None
+        return True, data
+
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         now = self._clock()
         session = None if change.session is None else json.dumps(change.session)
 
-        async def operation(db: aiosqlite.Connection) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            if change.outbox or (user and change.erase):
+                _outbox_changes(db, user if change.erase else "", change.outbox, now)
             if user and (change.erase or change.consent is False):
-                await db.execute("DELETE FROM sessions WHERE user = ?", (user,))
-                await db.execute("DELETE FROM consents WHERE user = ?", (user,))
+                db.execute("DELETE FROM sessions WHERE user = ?", (user,))
+                db.execute("DELETE FROM consents WHERE user = ?", (user,))
             elif user:
                 if change.consent:
-                    await db.execute(
+                    db.execute(
                         "INSERT INTO consents (user, granted_at) VALUES (?, ?) "
                         "ON CONFLICT (user) DO NOTHING",
                         (user, now),
                     )
                 if session is not None:
-                    await db.execute(
+                    db.execute(
                         "INSERT INTO sessions (user, data, updated_at) SELECT ?, ?, ? "
                         "WHERE EXISTS (SELECT 1 FROM consents WHERE user = ?) "
                         "ON CONFLICT (user) DO UPDATE SET data = excluded.data, "
                         "updated_at = excluded.updated_at",
                         (user, session, now, user),
                     )
+            if change.replies:
+                db.executemany(
+                    "INSERT OR IGNORE INTO replies "
+                    "(update_id, seq, chat_id, method, params, photo, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.update_id, r.seq, r.chat_id, r.method, r.params, r.photo, now)
+                        for r in change.replies
+                    ],
+                )
             if update_id is not None:
-                await db.execute(
+                db.execute(
                     "UPDATE inbox SET done_at = ?, payload = NULL "
                     "WHERE update_id = ? AND done_at IS NULL",
                     (now, update_id),
                 )
 
-        await self._write(operation)
+        await self._write_sync(operation)
 
     async def export_user(self, user: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -248,16 +331,14 @@ class SqliteStorage(Storage):
     async def inbox_add(self, update_id: int, payload: bytes) -> bool:
         now = self._clock()
 
-        async def operation(db: aiosqlite.Connection) -> bool:
-            cursor = await db.execute(
+        def operation(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT OR IGNORE INTO inbox (update_id, payload, received_at) VALUES (?, ?, ?)",
                 (update_id, payload, now),
             )
-            added = cursor.rowcount == 1
-            await cursor.close()
-            return added
+            return cursor.rowcount == 1
 
-        added: bool = await self._write(operation)
+        added: bool = await self._write_sync(operation)
         return added
 
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:
@@ -266,6 +347,25 @@ class SqliteStorage(Storage):
             (limit,),
         )
         return [InboxItem(int(row[0]), bytes(row[1])) for row in rows]
+
+    # -- reply outbox ----------------------------------------------------------------------
+    async def replies_pending(self) -> list[OutgoingReply]:
+        rows = await self._rows(
+            "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
+            "ORDER BY update_id, seq"
+        )
+        return [
+            OutgoingReply(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), r[5]) for r in rows
+        ]
+
+    async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM replies WHERE update_id = ? AND seq = ?", (update_id, seq))
+
+        if wait:
+            await self._write_sync(operation)
+        else:
+            self._write_later(operation)
 
     async def inbox_prune(self, older_than_seconds: float) -> int:
         cutoff = self._clock() - older_than_seconds
@@ -289,3 +389,58 @@ class SqliteStorage(Storage):
             rows = await self._rows(f"SELECT COUNT(*) FROM {table}")
             result[table] = int(rows[0][0])
         return result
+
+
+async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(connection, *args)`` in the connection's own thread (one hop)."""
+    execute: Callable[..., Awaitable[Any]] = db._execute
+    return await execute(fn, db._conn, *args)
+
+
+def _run_sync_batch(
+    db: sqlite3.Connection, batch: list[Job]
+) -> list[tuple[asyncio.Future[Any] | None, Any, Exception | None]]:
+    """The database-thread side of a batch of plain operations: one transaction, one
+    savepoint per operation. Futures are settled by the caller, in the event loop."""
+    outcomes: list[tuple[asyncio.Future[Any] | None, Any, Exception | None]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for operation, _, future in batch:
+            db.execute("SAVEPOINT op")
+            try:
+                result = operation(db)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise  # the whole batch is retried
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                outcomes.append((future, None, exc))
+            except Exception as exc:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                outcomes.append((future, None, exc))
+            else:
+                db.execute("RELEASE op")
+                outcomes.append((future, result, None))
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _outbox_changes(db: sqlite3.Connection, erased: str, events: Sequence[Any], now: float) -> None:
+    """Webhook events of a :class:`UserChange` (same transaction), and on erasure the user's
+    undelivered ones. No-op when the database has no outbox table (core schema only)."""
+    from bot.storage.integration import _outbox_insert
+
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'webhook_outbox'"
+    ).fetchone()
+    if found is None:
+        return
+    if erased:
+        db.execute("DELETE FROM webhook_outbox WHERE subject = ?", (erased,))
+    for event in events:
+        db.execute(*_outbox_insert(event, now))

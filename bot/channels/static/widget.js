@@ -33,6 +33,8 @@
     send: "Envoyer",
     choices: "Réponses proposées",
     restart: "Nouvelle conversation",
+    barometer: "Baromètre",
+    barometerHint: "Évaluer notre partenariat (baromètre)",
     erase: "Effacer cette conversation",
     erased: "Conversation effacée. Une nouvelle commence.",
     waiting: "Passerelle écrit…",
@@ -80,8 +82,10 @@
   root.appendChild(form);
   var tools = el("div", { "class": "passerelle-tools" });
   var restartButton = el("button", { type: "button" }, TEXT.restart);
+  var barometerButton = el("button", { type: "button", "class": "passerelle-barometer" }, TEXT.barometer);
   var eraseButton = el("button", { type: "button" }, TEXT.erase);
   tools.appendChild(restartButton);
+  tools.appendChild(barometerButton);
   tools.appendChild(eraseButton);
   root.appendChild(tools);
 
@@ -225,6 +229,11 @@
     input.value = "";
     send({ text: text }, text, false);
     input.focus();
+  });
+
+  barometerButton.addEventListener("click", function () {
+    if (busy || !conversationId) { return; }
+    send({ choice: "cmd:barometre" }, TEXT.barometerHint, true);
   });
 
   restartButton.addEventListener("click", function () {

@@ -1,0 +1,334 @@
+"""Webhook benchmark: Passerelle (durable SQLite state) against a bare PTB echo bot.
+
+Each variant runs in its own process (so peak RSS is its own): the server under uvicorn on
+loopback, the fake Bot API (tests/fakebotapi.py) and the load generator beside it in the same
+process. Two phases per variant:
+
+1. saturated (closed loop): M chats talk at once; each chat posts its next update when the reply
+   to the previous one has reached the fake Telegram. Gives updates/s.
+2. fixed rate (open loop): updates posted at ``--rate`` per second (100 by default, above the
+   ~30 messages/s Telegram lets a bot send) spread over the chats, whatever the replies do.
+   Gives the latency a person sees at that load (p50/p99).
+
+Latency is from the POST to the reply reaching the fake Telegram. Variants:
+
+* ``echo``: a bare PTB 22 echo bot behind the same server (the issue's reference). It replies
+  with the few bytes it was sent, while Passerelle's replies are 0.9–3.4 KB with up to 20
+  buttons, and the fake Bot API that parses them runs in the measured process.
+* ``echo-sized``: the same bare PTB bot replying, through PTB's ordinary ``reply_text``, the
+  same text and inline keyboard that Passerelle sends for that input (computed once before the
+  run): the same bytes on the wire, no state. Shown so the comparison can be read both ways.
+* ``passerelle``: the real channel with durable SQLite state (WAL, synchronous=FULL), 10 000
+  sessions stored beforehand.
+
+    python bench/webhook.py                       # defaults: 2000 updates, 50 chats, 100/s
+    python bench/webhook.py --updates 5000 --chats 100 --rate 100 --paced-seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STARTED = time.perf_counter()
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
+SECRET = b"bench-pseudonym-secret-0123456789"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def drive(api: Any, url: str, path: str, users: list[Any], updates: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    per_chat = [updates // len(users) + (i < updates % len(users)) for i in range(len(users))]
+    gate = asyncio.Semaphore(16)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def chat(user: Any, count: int) -> None:
+            for index in range(count):
+                before = api.count_to(user.id)
+                update = user.text("aide" if index % 2 else "glossaire")
+                start = time.perf_counter()
+                async with gate:
+                    response = await client.post(path, json=update, headers=headers)
+                assert response.status_code == 200, response.status_code
+                await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(chat(u, n) for u, n in zip(users, per_chat, strict=True)))
+        elapsed = time.perf_counter() - began
+    return {
+        "updates": len(latencies),
+        "seconds": elapsed,
+        "rate": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+async def paced(
+    api: Any, url: str, path: str, users: list[Any], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Open loop: one update every ``1/rate`` s, round-robin over the chats."""
+    import httpx
+
+    latencies: list[float] = []
+    headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
+    total = int(rate * seconds)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def one(user: Any, index: int) -> None:
+            before = api.count_to(user.id)
+            update = user.text("aide" if index % 2 else "glossaire")
+            start = time.perf_counter()
+            response = await client.post(path, json=update, headers=headers)
+            assert response.status_code == 200, response.status_code
+            await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
+            latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        tasks = []
+        for index in range(total):
+            delay = began + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            user = users[index % len(users)]
+            tasks.append(asyncio.create_task(one(user, index // len(users))))
+        await asyncio.gather(*tasks)
+    return {
+        "paced_rate": rate,
+        "paced_p50_ms": percentile(latencies, 0.5) * 1000,
+        "paced_p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+async def run_passerelle(
+    updates: int, chats: int, stored: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    from bot.app import build_engine
+    from bot.config import Settings
+    from bot.knowledge.loader import load
+    from bot.server import build_server_app
+    from bot.storage.base import UserChange
+    from bot.storage.sqlite import SqliteStorage
+    from tests.fakebotapi import TOKEN, FakeBotAPI, serving
+
+    engine = build_engine(load(ROOT / "contenus"))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        if stored:
+            filler = SqliteStorage(db)
+            await filler.open()
+            session = engine.start().session.to_dict()
+            await asyncio.gather(
+                *(
+                    filler.commit_update(None, f"te_{i:040d}", UserChange(session, True))
+                    for i in range(stored)
+                )
+            )
+            await filler.close()
+        async with FakeBotAPI() as api:
+            settings = Settings(
+                telegram_token=TOKEN,
+                telegram_api_base_url=api.base_url,
+                secret=SECRET,
+                db_path=db,
+                telegram_rate=0,
+                webhook_url="https://bench.invalid/telegram/webhook",
+                webhook_secret=WEBHOOK_SECRET,
+            )
+            ready_from = time.perf_counter()
+            app = build_server_app(settings, engine, pause=0)
+            async with serving(app) as url:
+                ready = time.perf_counter() - ready_from
+                users = [api.user(1_000_000 + i) for i in range(chats)]
+                channel = app.state.telegram
+                for user in users:  # consent first (not measured)
+                    await channel.receive(json.dumps(user.text("/start")).encode())
+                await channel.drain()
+                for user in users:
+                    consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
+                    data = consent.data_of(engine.msg("consent_yes", engine.new_session()))
+                    await channel.receive(json.dumps(user.press(consent, data)).encode())
+                await channel.drain()
+                result = await drive(api, url, "/telegram/webhook", users, updates)
+                result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
+                counts = await app.state.storage.counts()
+    result.update(ready_s=ready, sessions=counts["sessions"], rss_mb=peak_rss_mb())
+    return result
+
+
+def passerelle_replies() -> dict[str, tuple[str, Any]]:
+    """What Passerelle sends for the bench's two inputs: (text, inline keyboard)."""
+    from bot.app import build_engine
+    from bot.channels.telegram import encode_choice, render
+    from bot.engine.session import Input
+    from bot.knowledge.loader import load
+
+    engine = build_engine(load(ROOT / "contenus"))
+    session = engine.start().session
+    replies: dict[str, tuple[str, Any]] = {}
+    for body in ("aide", "glossaire"):
+        turn = engine.handle(session, Input.text(body))
+        message = render(turn.replies)[0]
+        buttons = [
+            [{"text": c.label, "callback_data": encode_choice(turn.node, c.id)}]
+            for c in message.choices
+        ]
+        replies[body] = (message.text, {"inline_keyboard": buttons} if buttons else None)
+    return replies
+
+
+async def run_echo(
+    updates: int, chats: int, rate: float, seconds: float, sized: bool = False
+) -> dict[str, Any]:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+    from telegram import InlineKeyboardMarkup, Update
+    from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
+
+    from bot.server import build_app
+    from tests.fakebotapi import TOKEN, FakeBotAPI, serving
+
+    sized_replies = passerelle_replies() if sized else {}
+    async with FakeBotAPI() as api:
+        application = (
+            Application.builder()
+            .token(TOKEN)
+            .base_url(api.base_url)
+            .updater(None)
+            .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
+            .connection_pool_size(64)
+            .build()
+        )
+
+        async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            message = update.effective_message
+            assert message is not None
+            if not sized:
+                await message.reply_text(message.text or "")
+                return
+            body, keyboard = sized_replies[message.text or "aide"]
+            markup = InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
+            await message.reply_text(body, reply_markup=markup)
+
+        application.add_handler(MessageHandler(filters.TEXT, echo))
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def webhook(request: Request) -> Response:
+            if request.headers.get("x-telegram-bot-api-secret-token") != WEBHOOK_SECRET:
+                return Response(status_code=403)
+            update = Update.de_json(await request.json(), application.bot)
+            task = asyncio.create_task(application.process_update(update))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return Response(status_code=200)
+
+        await application.initialize()
+        ready_from = time.perf_counter()
+        app = build_app(routes=[Route("/telegram/webhook", webhook, methods=["POST"])])
+        async with serving(app) as url:
+            ready = time.perf_counter() - ready_from
+            users = [api.user(2_000_000 + i) for i in range(chats)]
+            result = await drive(api, url, "/telegram/webhook", users, updates)
+            result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
+        await application.shutdown()
+    result.update(ready_s=ready, sessions=0, rss_mb=peak_rss_mb())
+    return result
+
+
+def child(args: argparse.Namespace) -> int:
+    pace = (args.rate, args.paced_seconds)
+    if args.variant == "passerelle":
+        result = asyncio.run(run_passerelle(args.updates, args.chats, args.stored, *pace))
+    else:
+        result = asyncio.run(
+            run_echo(args.updates, args.chats, *pace, sized=args.variant == "echo-sized")
+        )
+    result["process_s"] = time.perf_counter() - STARTED
+    print(json.dumps(result))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=2000)
+    parser.add_argument("--chats", type=int, default=50)
+    parser.add_argument("--stored", type=int, default=10_000, help="sessions stored beforehand")
+    parser.add_argument("--rate", type=float, default=100.0, help="fixed-rate phase, updates/s")
+    parser.add_argument("--paced-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--variant", choices=["passerelle", "echo", "echo-sized"], help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.variant:
+        return child(args)
+
+    def run(variant: str) -> dict[str, Any]:
+        command = [sys.executable, __file__, "--variant", variant]
+        command += ["--updates", str(args.updates), "--chats", str(args.chats)]
+        command += ["--stored", str(args.stored), "--rate", str(args.rate)]
+        command += ["--paced-seconds", str(args.paced_seconds)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        data: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+        return data
+
+    echo = run("echo")
+    sized = run("echo-sized")
+    ours = run("passerelle")
+    print(f"{args.updates} updates from {args.chats} chats, webhook on loopback")
+    print(
+        f"{'':26}{'saturated':>10}{'p50 ms':>8}{'p99 ms':>8}   {f'at {args.rate:.0f}/s:':<8}"
+        f"{'p50 ms':>7}{'p99 ms':>8}{'peak RSS MB':>13}{'ready s':>9}"
+    )
+    rows = (
+        ("PTB echo bot", echo),
+        ("PTB echo, same replies", sized),
+        ("Passerelle (SQLite)", ours),
+    )
+    for name, row in rows:
+        print(
+            f"{name:26}{row['rate']:>7.0f}u/s{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}   {'':<8}"
+            f"{row['paced_p50_ms']:>7.1f}{row['paced_p99_ms']:>8.1f}"
+            f"{row['rss_mb']:>13.0f}{row['ready_s']:>9.2f}"
+        )
+    print(
+        f"throughput ratio Passerelle / echo bot: {ours['rate'] / echo['rate']:.2f} "
+        "(target ≥ 0.8); "
+        f"/ echo bot with the same replies: {ours['rate'] / sized['rate']:.2f}"
+    )
+    print(f"p99 at {args.rate:.0f} updates/s: {ours['paced_p99_ms']:.1f} ms (target < 50 ms)")
+    print(
+        f"stored sessions during the run: {ours['sessions']} "
+        f"(peak RSS {ours['rss_mb']:.0f} MB, target < 120 MB; "
+        "includes the fake Bot API and the load generator)"
+    )
+    print(f"time to ready (app built → serving): {ours['ready_s']:.2f} s (target < 2 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

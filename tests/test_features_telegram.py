@@ -1,0 +1,289 @@
+"""Issue 5 and 6 on Telegram, end to end: the real PTB application and our server (composed as
+``passerelle serve`` composes it) against the fake Bot API; hospital webhooks to a real
+receiver on loopback; export, erasure and logs checked the way a reviewer would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.app import build_engine
+from bot.config import JsonFormatter, Settings
+from bot.engine import barometer as mode
+from bot.engine.flow import Engine
+from bot.feature_store import FeatureStore
+from bot.features import Features
+from bot.integration import build_integration
+from bot.knowledge.loader import load
+from bot.knowledge.model import KnowledgeBase
+from bot.live import EngineHolder, Reloader, sighup_lifespan
+from bot.server import build_server_app
+from bot.storage.base import pseudonym
+from bot.storage.integration import ALL_MIGRATIONS
+from bot.storage.sqlite import SqliteStorage
+from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, offline, serving
+from tests.test_channels_telegram import SECRET, Bot, begin, last_buttons, press_choice
+from tests.test_features_api import CONTENUS, version_b
+from tests.test_webhooks import SECRET as HOOK_SECRET
+from tests.test_webhooks import Receiver, free_port
+
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
+                   "fr", "occitanie")  # fmt: skip
+PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
+PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
+HOW = "Par courriel : camille@example.org, plutôt le soir"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def no_network() -> Iterator[None]:
+    with offline():
+        yield
+
+
+@pytest.fixture
+def fengine(kb: KnowledgeBase) -> Engine:
+    return build_engine(kb, followup=True)
+
+
+def write_establishments(path: Path, port: int) -> Path:
+    path.write_text(
+        "establishments:\n"
+        "  region-occitanie:\n"
+        "    name: Maison des usagers Occitanie\n"
+        "    territories: [fr-occitanie]\n"
+        "    webhook:\n"
+        f"      url: http://127.0.0.1:{port}/hooks/passerelle\n"
+        "      secret_env: CHU_A_SECRET\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextlib.asynccontextmanager
+async def full_bot(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int
+) -> AsyncIterator[Bot]:
+    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve."""
+    settings = Settings(
+        telegram_token=TOKEN,
+        telegram_api_base_url=api.base_url,
+        secret=SECRET,
+        db_path=tmp_path / "passerelle.db",
+        telegram_rate=0,
+        establishments=write_establishments(tmp_path / "etab.yaml", hook_port),
+        webhook_retry_base=0.05,
+    )
+    storage = SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    features = Features(engine, FeatureStore(settings.db_path))
+    parts = build_integration(settings, engine, storage, features=features)
+    app = build_server_app(
+        settings,
+        engine,
+        routes=parts.routes,
+        lifespans=parts.lifespans,
+        storage=storage,
+        features=features,
+        establishments=parts.establishments,
+        integration=parts.store,
+        on_events=parts.worker.wake,
+        pause=0,
+        poll_timeout=5,
+        retry_delay=0.01,
+    )
+    async with serving(app) as url, httpx.AsyncClient(timeout=30) as client:
+        yield Bot(api, app.state.telegram, storage, url, False, client)
+
+
+def photos(messages: list[Sent]) -> list[Sent]:
+    return [m for m in messages if m.method == "sendPhoto"]
+
+
+def assert_png(sent: Sent) -> None:
+    png = sent.params["photo"]
+    assert isinstance(png, bytes) and png.startswith(PNG_MAGIC) and len(png) > 5000
+    assert png.rstrip(b"\x00").endswith(b"IEND\xaeB`\x82")
+
+
+async def rate(bot: Bot, user: FakeUser, rater: str, scores: list[int]) -> list[Sent]:
+    """/barometre, say who rates (button), then type each score; returns the last messages."""
+    shown = await bot.send(user, user.text("/barometre"))
+    shown = await bot.send(user, press_choice(user, shown, mode.RATER + rater))
+    for score in scores:
+        shown = await bot.send(user, user.text(str(score)))
+    return shown
+
+
+async def to_contact_request(bot: Bot, user: FakeUser) -> list[Sent]:
+    shown = await begin(bot, user, bot.channel.engine)
+    for choice in PATIENT_TRAINER:
+        shown = await bot.send(user, press_choice(user, shown, choice))
+    shown = await bot.send(user, user.text("/relation"))
+    shown = await bot.send(user, press_choice(user, shown, "cmd:confirmer"))
+    shown = await bot.send(user, user.text(HOW))
+    return await bot.send(user, press_choice(user, shown, "cmd:confirmer"))
+
+
+def capture_json_logs() -> tuple[logging.Handler, io.StringIO]:
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("bot").setLevel(logging.DEBUG)
+    return handler, buffer
+
+
+def every_cell(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the schema (read from sqlite_master)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {t: conn.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables}
+
+
+async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port()) as bot:
+        pro, patient = api.user(9001, "Dominique"), api.user(9002, "Camille")
+        await begin(bot, pro, fengine)
+        shown = await rate(bot, pro, "professionnel", PRO_SCORES)
+        [own_chart] = photos(shown)
+        assert_png(own_chart)
+        assert own_chart.text  # the caption; the full text alternative came before it
+        shown = await bot.send(pro, press_choice(pro, shown, mode.CREATE))
+        line = next(m.text for m in shown if "Son code : " in m.text)
+        code = line.split("Son code : ")[1][:9]
+
+        await begin(bot, patient, fengine)
+        shown = await rate(bot, patient, "usager", PATIENT_SCORES)
+        shown = await bot.send(patient, press_choice(patient, shown, mode.JOIN))
+        shown = await bot.send(patient, patient.text(code.lower()))
+        [comparison] = photos(shown)
+        assert_png(comparison)
+        described = "\n".join(m.text for m in shown)
+        assert "Professionnels" in described and "Patients" in described
+
+        # The professional sees the same comparison from the barometer's first screen.
+        shown = await bot.send(pro, pro.text("/barometre"))
+        keyboard = last_buttons(shown)
+        compare = next(data for _, data in keyboard.buttons if data.endswith(mode.COMPARE))
+        shown = await bot.send(pro, pro.press(keyboard, compare))
+        assert len(photos(shown)) == 1
+        assert_png(photos(shown)[0])
+        commands = [c["command"] for c in api.commands]
+        assert "barometre" in commands
+
+
+async def test_contact_request_on_telegram_reaches_the_hospital_signed(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    receiver = Receiver()
+    handler, logs = capture_json_logs()
+    try:
+        async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, receiver.port) as bot:
+            user = api.user(424242, "Camille")
+            await to_contact_request(bot, user)
+            await api.wait_for(
+                lambda: any(e["type"] == "contact.requested" for e in receiver.acked.values()),
+                timeout=20,
+            )
+    finally:
+        logging.getLogger().removeHandler(handler)
+        receiver.stop()
+    assert receiver.rejected == 0, "every delivery carries a valid Standard Webhooks signature"
+    [requested] = [e for e in receiver.acked.values() if e["type"] == "contact.requested"]
+    assert requested["data"]["how_to_reach"] == HOW and requested["data"]["consent"] is True
+    assert requested["data"]["territory"] == "fr-occitanie"
+    body = json.dumps(requested)
+    assert "424242" not in body and pseudonym(SECRET, "telegram", 424242) not in body
+    # Logs: structured, and nothing a person typed, no Telegram id, no token, no secret.
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    assert lines and all({"ts", "level", "logger", "event"} <= set(line) for line in lines)
+    text = logs.getvalue()
+    for needle in ("424242", "camille@example.org", TOKEN, HOOK_SECRET, SECRET.decode()):
+        assert needle not in text
+
+
+async def test_export_then_erasure_leaves_no_row_about_the_person(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    down = free_port()  # the hospital is down: the contact request stays undelivered
+    db = tmp_path / "passerelle.db"
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, down) as bot:
+        pro, patient = api.user(7001, "Dominique"), api.user(7002, "Camille")
+        await begin(bot, pro, fengine)
+        shown = await rate(bot, pro, "professionnel", PRO_SCORES)
+        shown = await bot.send(pro, press_choice(pro, shown, mode.CREATE))
+        code = next(m.text for m in shown if "Son code : " in m.text).split("Son code : ")[1][:9]
+        await to_contact_request(bot, patient)
+        shown = await rate(bot, patient, "usager", PATIENT_SCORES)
+        shown = await bot.send(patient, press_choice(patient, shown, mode.JOIN))
+        await bot.send(patient, patient.text(code))
+
+        shown = await bot.send(patient, patient.text("/mesdonnees"))
+        exported = shown[-1].text
+        data = json.loads(exported[exported.index("{") :])
+        assert data["conversation"]["consent"]["granted"] is True
+        assert data["conversation"]["session"]["answers"]
+        assert len(data["barometer_ratings"]) == 1
+        assert any(e["type"] == "contact.requested" for e in data["webhooks_pending"])
+
+        user = pseudonym(SECRET, "telegram", patient.id)
+        before = json.dumps(every_cell(db), default=str, ensure_ascii=False)
+        assert user in before and HOW in before
+
+        shown = await bot.send(patient, patient.text("/oubli"))
+        keyboard = last_buttons(shown)
+        await bot.send(patient, patient.press(keyboard, keyboard.buttons[0][1]))
+        shown = await bot.send(patient, patient.text("/mesdonnees"))
+        assert "{" not in shown[-1].text
+
+    tables = every_cell(db)
+    assert {"sessions", "consents", "barometer_ratings", "followups", "webhook_outbox"} <= set(
+        tables
+    )
+    for table, rows in tables.items():
+        for row in rows:
+            cells = " ".join(str(cell) for cell in row)
+            for needle in (user, str(patient.id), HOW, "camille@example.org"):
+                assert needle not in cells, f"{table} still holds {needle!r}"
+    # The professional's own data is untouched.
+    pro_user = pseudonym(SECRET, "telegram", pro.id)
+    assert any(pro_user in str(row) for row in tables["barometer_ratings"])
+
+
+# Here rather than beside the other reload tests: Playwright's loop runs in that module.
+async def test_sighup_reloads_the_base(tmp_path: Path) -> None:
+    contenus = tmp_path / "contenus"
+    shutil.copytree(CONTENUS, contenus)
+    holder = EngineHolder(build_engine(load(contenus)), build_engine)
+    seen: list[str] = []
+    swapped = asyncio.Event()
+    holder.on_swap(lambda engine: (seen.append(engine.kb.version), swapped.set()))
+    version_b(contenus)
+    async with sighup_lifespan(Reloader(contenus, [holder]))(None):
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.wait_for(swapped.wait(), 20)
+    assert seen == ["9.9.9"] and holder.kb.version == "9.9.9"
