@@ -42,11 +42,12 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
     from bot.app import build_engine
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app
+    from bot.server import build_server_app, freeze_startup_objects
     from tests.fakebotapi import TOKEN, FakeBotAPI, serving
 
     engine = build_engine(load(ROOT / "contenus"))
     latencies: list[float] = []
+    redelivered = 0
     async with FakeBotAPI() as api:
         settings = Settings(
             telegram_token=TOKEN,
@@ -59,11 +60,13 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
         )
         app = build_server_app(settings, engine, pause=0)
         async with serving(app) as url:
+            freeze_startup_objects()  # as `passerelle serve` does once ready
             gate = asyncio.Semaphore(concurrency)
             limits = httpx.Limits(max_connections=concurrency)
             async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
                 async def say(person: Any, update: dict[str, Any]) -> float:
+                    nonlocal redelivered
                     before = api.count_to(person.id)
                     start = time.perf_counter()
                     for attempt in range(5):  # like Telegram: no 200 → deliver again
@@ -74,6 +77,7 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
                         except httpx.TransportError:
                             if attempt == 4:
                                 raise
+                            redelivered += 1
                             continue
                         break
                     assert response.status_code == 200, response.status_code
@@ -106,6 +110,7 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
         "replies": sum(got.values()),
         "lost": lost,
         "duplicated": duplicated,
+        "redelivered": redelivered,
         "seconds": elapsed,
         "rate": users * (turns + 2) / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -128,7 +133,8 @@ def main() -> int:
     print(json.dumps(result))
     print(
         f"{result['users']} people × {result['turns']} turns through the webhook: "
-        f"{result['replies']} replies, {result['lost']} lost, {result['duplicated']} duplicated; "
+        f"{result['replies']} replies, {result['lost']} lost, {result['duplicated']} duplicated "
+        f"({result['redelivered']} POSTs re-delivered after a connection error); "
         f"{result['rate']:.0f} updates/s, p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms, peak RSS {result['rss_mb']:.0f} MB, "
         f"{result['seconds']:.0f} s"

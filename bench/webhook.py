@@ -50,6 +50,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def lean_fake_api() -> Any:
+    """The fake Bot API, keeping only what the bench reads once ``api.lean`` is set: the
+    number of messages per chat. Otherwise the records of every call (a parsed keyboard
+    each) pile up in the measured process and make the garbage collector's full passes
+    longer and longer, a harness cost that has nothing to do with the bots compared."""
+    from tests.fakebotapi import Call, FakeBotAPI, Sent
+
+    class Lean(FakeBotAPI):
+        lean = False
+
+        async def _record(self, call: Call) -> None:
+            if self.lean:
+                call = Call(call.method, {}, call.status)
+            await super()._record(call)
+
+        async def _deliver(self, method: str, params: dict[str, Any], body: str) -> Any:
+            message = await super()._deliver(method, params, body)
+            if self.lean:
+                sent = self.sent.pop()
+                self._by_chat[sent.chat_id][-1] = Sent(sent.message_id, sent.chat_id, method, "")
+            return message
+
+    return Lean()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -130,10 +155,10 @@ async def run_passerelle(
     from bot.app import build_engine
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app
+    from bot.server import build_server_app, freeze_startup_objects
     from bot.storage.base import UserChange
     from bot.storage.sqlite import SqliteStorage
-    from tests.fakebotapi import TOKEN, FakeBotAPI, serving
+    from tests.fakebotapi import TOKEN, serving
 
     engine = build_engine(load(ROOT / "contenus"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,7 +174,7 @@ async def run_passerelle(
                 )
             )
             await filler.close()
-        async with FakeBotAPI() as api:
+        async with lean_fake_api() as api:
             settings = Settings(
                 telegram_token=TOKEN,
                 telegram_api_base_url=api.base_url,
@@ -163,6 +188,7 @@ async def run_passerelle(
             app = build_server_app(settings, engine, pause=0)
             async with serving(app) as url:
                 ready = time.perf_counter() - ready_from
+                freeze_startup_objects()  # as `passerelle serve` does once ready
                 users = [api.user(1_000_000 + i) for i in range(chats)]
                 channel = app.state.telegram
                 for user in users:  # consent first (not measured)
@@ -173,6 +199,7 @@ async def run_passerelle(
                     data = consent.data_of(engine.msg("consent_yes", engine.new_session()))
                     await channel.receive(json.dumps(user.press(consent, data)).encode())
                 await channel.drain()
+                api.lean = True
                 result = await drive(api, url, "/telegram/webhook", users, updates)
                 result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
                 counts = await app.state.storage.counts()
@@ -211,10 +238,10 @@ async def run_echo(
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
     from bot.server import build_app
-    from tests.fakebotapi import TOKEN, FakeBotAPI, serving
+    from tests.fakebotapi import TOKEN, serving
 
     sized_replies = passerelle_replies() if sized else {}
-    async with FakeBotAPI() as api:
+    async with lean_fake_api() as api:
         application = (
             Application.builder()
             .token(TOKEN)
@@ -253,6 +280,7 @@ async def run_echo(
         async with serving(app) as url:
             ready = time.perf_counter() - ready_from
             users = [api.user(2_000_000 + i) for i in range(chats)]
+            api.lean = True
             result = await drive(api, url, "/telegram/webhook", users, updates)
             result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
         await application.shutdown()

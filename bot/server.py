@@ -9,6 +9,7 @@ set, else long polling beside the web server, or none without a token), uvicorn 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -118,6 +119,15 @@ def features_lifespan(features: Features) -> Lifespan:
     return lifespan
 
 
+def freeze_startup_objects() -> None:
+    """Once ready: move what start-up built (knowledge base, engine, PTB, routes) out of the
+    cyclic garbage collector's reach. Full collections then only walk objects created since,
+    which keeps their pauses short (measured: 65–115 ms stalls of the event loop without this,
+    the main source of p99 latency in bench/webhook.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 def build_server_app(
     settings: Settings,
     engine: Engine | EngineHolder,
@@ -159,6 +169,7 @@ def serve(
 
     @contextlib.asynccontextmanager
     async def announce(app: Starlette) -> AsyncIterator[None]:
+        freeze_startup_objects()
         mode = "sans Telegram"
         if settings.telegram_token:
             mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"

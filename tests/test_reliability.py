@@ -12,12 +12,15 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.engine.flow import Engine
-from tests.fakebotapi import FakeBotAPI, FakeUser, offline
+from bot.server import build_server_app
+from bot.storage.sqlite import SqliteStorage
+from tests.fakebotapi import FakeBotAPI, FakeUser, offline, serving
 from tests.test_api import Api, run_api
-from tests.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot
+from tests.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -133,6 +136,32 @@ async def test_telegram_down_longer_than_the_retries_delivers_later_in_order(
         assert len(sent) == 2
         assert sent[0].text != sent[1].text  # glossary first, then help: in order
         assert (await bot.storage.replies_pending()) == []
+
+
+async def test_telegram_timeouts_still_deliver_every_reply(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    """Telegram answering too late: the call is retried. A request that timed out may still
+    have been delivered (the Bot API has no idempotency key), so a timeout is the one fault
+    where a person can see a reply twice: at most once more per timed-out attempt."""
+    settings = settings_for(api, tmp_path, webhook=True)
+    storage = SqliteStorage(settings.db_path, synchronous="NORMAL")
+    app = build_server_app(
+        settings, engine, storage=storage, pause=0, retry_delay=0.01, read_timeout=0.3
+    )
+    async with serving(app) as url, httpx.AsyncClient(timeout=30) as client:
+        bot = Bot(api, app.state.telegram, storage, url, True, client)
+        user = api.user(8)
+        await consented(bot, user)
+        before = api.count_to(user.id)
+        api.fail("sendMessage", 200, delay=1.0, times=2)  # answers after the client gave up
+        await bot.deliver(user.text("aide"))
+        await api.wait_for(lambda: api.count_to(user.id) > before, timeout=30)
+        await bot.channel.drain()
+        await asyncio.sleep(1.2)  # the late answers land by now
+        delivered = api.count_to(user.id) - before
+        assert 1 <= delivered <= 1 + 2
+        assert (await storage.replies_pending()) == []
 
 
 # -- hostile input ----------------------------------------------------------------------------

@@ -110,6 +110,8 @@ FORGET_YES, FORGET_NO = "p:f1", "p:f0"
 #: Bounded retries of one outgoing call on 5xx answers and timeouts (429 is handled by the
 #: rate limiter, which waits as long as Telegram asks).
 SEND_ATTEMPTS = 4
+#: Seconds to wait for Telegram's answer to one call before retrying it.
+READ_TIMEOUT = 10.0
 RETRY_BASE_DELAY = 0.25
 #: How long ids of applied updates are kept to recognise a re-delivery (Telegram retries
 #: a webhook for about a day).
@@ -1085,6 +1087,7 @@ def build(
     pause: float = 0.3,
     poll_timeout: int = 25,
     retry_delay: float = RETRY_BASE_DELAY,
+    read_timeout: float = READ_TIMEOUT,
     features: Features | None = None,
     establishments: Mapping[str, Establishment] | None = None,
     integration: IntegrationStore | None = None,
@@ -1115,7 +1118,7 @@ def build(
         .connection_pool_size(64)
         .pool_timeout(10)
         .connect_timeout(5)
-        .read_timeout(10)
+        .read_timeout(read_timeout)
         .write_timeout(10)
         .build()
     )

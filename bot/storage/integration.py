@@ -211,7 +211,7 @@ class IntegrationStore:
         return secret, record
 
     async def find_key(self, secret: str) -> ApiKey | None:
-        rows = await self._read(
+        rows = await self.core._lookup(  # unique index on hash: a point read
             "SELECT id, establishment, kind, prefix, created_at, revoked_at FROM api_keys "
             "WHERE hash = ? AND revoked_at IS NULL",
             (hash_key(secret),),
@@ -238,7 +238,7 @@ class IntegrationStore:
 
     # -- conversations ---------------------------------------------------------------------
     async def load_conversation(self, conversation_id: str, key_id: str) -> Conversation | None:
-        rows = await self._read(
+        rows = await self.core._lookup(  # primary key: a point read
             "SELECT id, key_id, establishment, session, offered, created_at, updated_at "
             "FROM api_conversations WHERE id = ? AND key_id = ?",
             (conversation_id, key_id),

@@ -41,6 +41,9 @@ Job = tuple[Any, bool, "asyncio.Future[Any] | None"]
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: How long one statement waits for another process's write lock before "database is locked".
 BUSY_TIMEOUT_MS = 10_000
+#: Inline point reads never wait for the writer in WAL mode; this only covers the rare moment
+#: a reader must wait (WAL recovery after a crash of another process).
+INLINE_BUSY_TIMEOUT_MS = 1_000
 #: How many times a batch that failed on a lock held elsewhere is retried (after the busy
 #: timeout above, so a lock held for minutes is survived).
 LOCKED_RETRIES = 5
@@ -76,6 +79,8 @@ class SqliteStorage(Storage):
         self._max_batch = max_batch
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        #: For point lookups by primary key, run inline in the event loop (see _lookup).
+        self._inline: sqlite3.Connection | None = None
         self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -97,6 +102,9 @@ class SqliteStorage(Storage):
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._pragma(self._reader, f"busy_timeout={BUSY_TIMEOUT_MS}")
             await self._pragma(self._reader, "query_only=ON")
+            self._inline = sqlite3.connect(self.path, isolation_level=None)
+            self._inline.execute(f"PRAGMA busy_timeout={INLINE_BUSY_TIMEOUT_MS}")
+            self._inline.execute("PRAGMA query_only=ON")
         self._queue = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
@@ -105,6 +113,9 @@ class SqliteStorage(Storage):
             self._queue.put_nowait(None)
             await self._writer
             self._writer = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._reader is not None and self._reader is not self._db:
             await self._reader.close()
         self._reader = None
@@ -227,8 +238,25 @@ class SqliteStorage(Storage):
         return outcomes
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self.reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        """Run a read on the reader connection's thread, in one hop."""
+
+        def fetch(db: sqlite3.Connection) -> list[Any]:
+            return db.execute(sql, params).fetchall()
+
+        rows: list[Any] = await _in_thread(self.reader, fetch)
+        return rows
+
+    async def _lookup(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A point read by primary key, run inline in the event loop.
+
+        In WAL mode a reader never waits for the writer, and a lookup by key takes a few
+        microseconds: less than the hop to a thread and back, which also wakes another thread
+        that then competes for the GIL. The webhook and the API do one such read per message.
+        Only for indexed single-row queries; anything that may scan goes through :meth:`_rows`.
+        """
+        if self._inline is None:
+            return await self._rows(sql, params)
+        return self._inline.execute(sql, params).fetchall()
 
     # -- sessions and consent --------------------------------------------------------------
     async def load_session(self, user: str) -> dict[str, Any] | None:
@@ -243,7 +271,7 @@ class SqliteStorage(Storage):
         return True if rows else None
 
     async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
-        rows = await self._rows(
+        rows = await self._lookup(
             "SELECT s.data FROM consents c LEFT JOIN sessions s ON s.user = c.user "
             "WHERE c.user = ?",
             (user,),
