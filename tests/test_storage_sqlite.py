@@ -11,7 +11,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bot.storage.base import Storage, UserChange, pseudonym
+from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
 from bot.storage.migrations import CORE_MIGRATIONS, migrate
 from bot.storage.sqlite import SqliteStorage
@@ -151,3 +151,21 @@ async def test_many_concurrent_writes_are_grouped(tmp_path: Path) -> None:
     assert (await store.counts()) == {"consents": 500, "sessions": 500, "inbox": 500}
     assert await store.inbox_pending() == []
     await store.close()
+
+
+async def test_erasure_drops_unsent_replies_but_sends_its_confirmation(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "p.db")
+    await storage.open()
+    user = pseudonym(b"k" * 32, "telegram", 42)
+    old = OutgoingReply(1, 0, 42, "sendMessage", '{"text": "votre réponse : diabète"}')
+    other = OutgoingReply(2, 0, 43, "sendMessage", '{"text": "autre personne"}')
+    await storage.inbox_add(1, b"{}")
+    await storage.inbox_add(2, b"{}")
+    await storage.commit_update(1, user, UserChange(consent=True, replies=(old,)))
+    await storage.commit_update(2, "other", UserChange(consent=True, replies=(other,)))
+    confirmation = OutgoingReply(3, 0, 42, "sendMessage", '{"text": "tout est effacé"}')
+    await storage.inbox_add(3, b"{}")
+    await storage.commit_update(3, user, UserChange(erase=True, replies=(confirmation,)))
+    pending = {(r.chat_id, r.params) for r in await storage.replies_pending()}
+    await storage.close()
+    assert pending == {(42, confirmation.params), (43, other.params)}

@@ -306,6 +306,10 @@ class SqliteStorage(Storage):
                         "updated_at = excluded.updated_at",
                         (user, session, now, user),
                     )
+            if user and change.erase:
+                # Replies not yet sent to this person's chat go too (the new ones below stay).
+                chats = {(r.chat_id,) for r in change.replies}
+                db.executemany("DELETE FROM replies WHERE chat_id = ?", chats)
             if change.replies:
                 db.executemany(
                     "INSERT OR IGNORE INTO replies "
