@@ -29,8 +29,8 @@ from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply
 from bot.engine.session import Session
-from bot.feature_store import FeatureStore
 from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
+from bot.storage.features import FeatureStore
 
 log = logging.getLogger(__name__)
 

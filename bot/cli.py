@@ -140,11 +140,11 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
     from bot import config
-    from bot.feature_store import FeatureStore
     from bot.features import Features
     from bot.integration import build_integration
     from bot.live import EngineHolder, Reloader, admin_routes
     from bot.server import serve
+    from bot.storage.features import FeatureStore
     from bot.storage.integration import ALL_MIGRATIONS
     from bot.storage.sqlite import SqliteStorage
 

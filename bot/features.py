@@ -18,9 +18,9 @@ from typing import Any
 
 from bot.barometer_groups import BarometerGroups, BarometerService
 from bot.engine.flow import Engine, Turn
-from bot.feature_store import FeatureStore
 from bot.followup import FollowUps, Scheduler
 from bot.stats import DEFAULT_K, StatsReader, StatsRecorder
+from bot.storage.features import FeatureStore
 
 
 class Features:

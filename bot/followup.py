@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from bot.engine.flow import Turn
 from bot.engine.followup import ANSWERED, DEFAULT_DAYS, REQUESTED
-from bot.feature_store import FeatureStore
 from bot.stats import STATS_ID, StatsRecorder
+from bot.storage.features import FeatureStore
 
 DAY = 86400.0
 

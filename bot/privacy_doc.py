@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.feature_store import FEATURE_MIGRATIONS
+from bot.storage.features import FEATURE_MIGRATIONS
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.migrations import migrate
 

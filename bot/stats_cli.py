@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.feature_store import FeatureStore, default_db_path
 from bot.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+from bot.storage.features import FeatureStore, default_db_path
 
 
 def _date(value: str) -> dt.date:

@@ -19,9 +19,9 @@ from schemathesis.checks import (
 
 from bot.app import build_engine
 from bot.channels.http import ConversationApi, RateLimiter, create_app
-from bot.feature_store import FeatureStore
 from bot.features import Features
 from bot.knowledge.model import KnowledgeBase
+from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.live import serve
 

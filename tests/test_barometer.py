@@ -16,9 +16,9 @@ from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image
 from bot.engine.session import Input
-from bot.feature_store import FeatureStore
 from bot.knowledge.loader import load_with_problems
 from bot.knowledge.model import KnowledgeBase, text
+from bot.storage.features import FeatureStore
 
 SCORES_A = [3, 2, 4, 1, 0, 2, 3, 4, 2, 1, 3]
 

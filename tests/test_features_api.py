@@ -26,11 +26,11 @@ from bot.app import build_engine
 from bot.channels.http import ConversationApi, RateLimiter, create_app
 from bot.config import JsonFormatter
 from bot.engine import barometer as mode
-from bot.feature_store import FeatureStore
 from bot.features import Features
 from bot.knowledge.loader import load
 from bot.live import EngineHolder, Reloader, admin_routes
 from bot.storage.base import pseudonym
+from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.live import serve
 from tests.test_webchat import browser, page  # noqa: F401  (fixtures)

@@ -25,7 +25,6 @@ from bot.app import build_engine
 from bot.config import JsonFormatter, Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
-from bot.feature_store import FeatureStore
 from bot.features import Features
 from bot.integration import build_integration
 from bot.knowledge.loader import load
@@ -33,6 +32,7 @@ from bot.knowledge.model import KnowledgeBase
 from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
+from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
 from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, offline, serving

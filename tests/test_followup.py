@@ -9,10 +9,10 @@ from bot.app import build_engine
 from bot.engine import followup as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
-from bot.feature_store import FeatureStore
 from bot.followup import FollowUp, FollowUps
 from bot.knowledge.model import KnowledgeBase
 from bot.stats import StatsReader, StatsRecorder
+from bot.storage.features import FeatureStore
 
 
 class FakeScheduler:

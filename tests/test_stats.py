@@ -16,9 +16,9 @@ from bot.charts import FUNNEL_SIZE
 from bot.cli import main
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
-from bot.feature_store import FeatureStore
 from bot.knowledge.model import KnowledgeBase
 from bot.stats import Report, StatsReader, StatsRecorder, funnel_chart, hide_partition, render_csv
+from bot.storage.features import FeatureStore
 
 DAY = dt.date(2026, 11, 20)
 TYPED = "Je m'appelle Marie Dupont"

@@ -1165,8 +1165,8 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
     """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM."""
     import signal
 
-    from bot.feature_store import FeatureStore
     from bot.features import Features
+    from bot.storage.features import FeatureStore
     from bot.storage.integration import ALL_MIGRATIONS
     from bot.storage.sqlite import SqliteStorage
 
