@@ -5,6 +5,7 @@ of the knowledge base (admin endpoint and SIGHUP), all against real servers on l
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import io
@@ -20,7 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
 
 from bot.app import build_engine
 from bot.channels.http import ConversationApi, RateLimiter, create_app
@@ -40,6 +42,9 @@ API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
                    "fr", "occitanie")  # fmt: skip
+#: The two sides of a group (as on Telegram): several criteria differ by more than one point.
+PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
+PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 
 
 @dataclass
@@ -201,6 +206,117 @@ def test_web_chat_barometer_button_shows_the_chart(site: Site, page: Page) -> No
     assert (chart.get_attribute("src") or "").startswith("data:image/png;base64,")
     loaded = page.evaluate("() => document.querySelector('.passerelle-bot img').naturalWidth")
     assert loaded > 100
+
+
+def web_chat(browser: Browser, url: str) -> Page:  # noqa: F811
+    """A fresh web chat in its own browser context (its own storage: its own conversation)."""
+    context = browser.new_context(locale="fr-FR")
+    chat = context.new_page()
+    chat.set_default_timeout(10_000)
+    chat.goto(url + "/")
+    expect(
+        chat.get_by_role("button", name="Je vis avec une maladie ou un handicap")
+    ).to_be_enabled()
+    return chat
+
+
+def settle(chat: Page) -> None:
+    """Wait until the widget has shown the bot's answer to the last action."""
+    expect(chat.get_by_role("log")).to_have_attribute("aria-busy", "false")
+
+
+def press(chat: Page, label: str) -> None:
+    chat.get_by_role("button", name=label, exact=True, disabled=False).last.click()
+    settle(chat)
+
+
+def say(chat: Page, words: str) -> None:
+    box = chat.get_by_label("Votre message")
+    box.fill(words)
+    box.press("Enter")
+    settle(chat)
+
+
+def rate_in_web_chat(chat: Page, rater_label: str, scores: list[int]) -> None:
+    """« Baromètre », who rates, then every criterion: buttons and typed numbers in turn."""
+    press(chat, "Baromètre")
+    press(chat, rater_label)
+    for number, score in enumerate(scores, start=1):
+        expect(chat.locator(".passerelle-bot").last).to_contain_text(f"Critère {number} sur")
+        if number % 2:
+            press(chat, str(score))
+        else:
+            say(chat, str(score))
+    expect(chat.get_by_role("button", name="Oui, créer un groupe", disabled=False)).to_be_visible()
+
+
+def comparison_charts(chat: Page) -> list[tuple[str, bytes]]:
+    """(alt, PNG bytes) of every comparison chart shown in the chat."""
+    charts = chat.locator(".passerelle-bot img[alt*='Comparaison du groupe']")
+    found = []
+    for i in range(charts.count()):
+        alt = charts.nth(i).get_attribute("alt") or ""
+        src = charts.nth(i).get_attribute("src") or ""
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        found.append((alt, base64.b64decode(src.split(",", 1)[1], validate=True)))
+    return found
+
+
+def assert_comparison_chart(chat: Page, code: str) -> None:
+    chart = chat.locator(".passerelle-bot img[alt*='Comparaison du groupe']").last
+    expect(chart).to_be_visible()
+    last_image = "() => [...document.querySelectorAll('.passerelle-bot img')].pop().naturalWidth"
+    assert chat.evaluate(last_image) > 100  # the browser decoded it
+    [*_, (alt, png)] = comparison_charts(chat)
+    assert code in alt and "Professionnels" in alt and "Patients" in alt
+    assert "Écarts de plus d'un point" in alt  # PRO_SCORES and PATIENT_SCORES differ by 2+
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.width > 100 and image.height > 100
+        image.verify()
+
+
+def test_web_chat_group_comparison_shows_the_chart(
+    site: Site,
+    browser: Browser,  # noqa: F811
+) -> None:
+    pro, patient, outsider = (web_chat(browser, site.url) for _ in range(3))
+    try:
+        rate_in_web_chat(pro, "Je suis professionnel(le)", PRO_SCORES)
+        press(pro, "Oui, créer un groupe")
+        created = pro.locator(".passerelle-bot", has_text="Son code : ").last.inner_text()
+        found = re.search(r"Son code : ([A-Z0-9]{4}-[A-Z0-9]{4})", created)
+        assert found, created
+        code = found.group(1)
+        assert not comparison_charts(pro)  # alone in the group: nothing to compare yet
+
+        rate_in_web_chat(patient, "Je suis patient(e), proche-aidant(e) ou RU", PATIENT_SCORES)
+        press(patient, "Oui, j'ai un code de groupe")
+        say(patient, code.lower())
+        expect(
+            patient.locator(".passerelle-bot", has_text=f"gardée dans le groupe {code}")
+        ).to_be_visible()
+        assert_comparison_chart(patient, code)
+
+        # The professional sees the same comparison from the barometer's first screen.
+        press(pro, "Baromètre")
+        press(pro, "Voir la comparaison de mon groupe")
+        assert_comparison_chart(pro, code)
+
+        # A conversation that joined no group is offered no comparison and is shown none.
+        press(outsider, "Baromètre")
+        expect(outsider.get_by_role("button", name="Je suis professionnel(le)")).to_be_enabled()
+        expect(
+            outsider.get_by_role("button", name="Voir la comparaison de mon groupe")
+        ).to_have_count(0)
+        say(outsider, "voir la comparaison")
+        expect(outsider.locator(".passerelle-bot").last).to_contain_text(
+            "Je suis professionnel(le)"
+        )
+        assert not comparison_charts(outsider)
+        assert code not in outsider.locator(".passerelle-log").inner_text()
+    finally:
+        for person in (pro, patient, outsider):
+            person.context.close()
 
 
 def test_admin_reload_needs_the_token_and_refuses_an_invalid_base(site: Site) -> None:
