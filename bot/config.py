@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 TELEGRAM_API = "https://api.telegram.org/bot"
+#: The SQLite file of every command when ``PASSERELLE_DB`` is not set.
+DEFAULT_DB = "passerelle.db"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TOKEN_PATTERN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,}$")
 SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
@@ -36,7 +38,7 @@ class Settings:
     telegram_token: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
-    db_path: Path = Path("passerelle.db")
+    db_path: Path = Path(DEFAULT_DB)
     retention_days: int = 90
     log_level: str = "INFO"
     host: str = "127.0.0.1"
@@ -224,7 +226,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
         telegram_token=token,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
-        db_path=Path(get("PASSERELLE_DB") or "passerelle.db"),
+        db_path=Path(get("PASSERELLE_DB") or DEFAULT_DB),
         retention_days=_int(
             env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
         ),

@@ -59,9 +59,7 @@ def add_commands(sub: Any) -> None:
     stats.add_argument("--context", help="un seul contexte (établissement)")
     stats.add_argument("--csv", help="écrire aussi les chiffres dans ce fichier CSV")
     stats.add_argument("--chart", help="écrire l'entonnoir dans ce fichier PNG")
-    stats.add_argument(
-        "--db", help="fichier SQLite (défaut : $PASSERELLE_DB ou var/passerelle.sqlite3)"
-    )
+    stats.add_argument("--db", help="fichier SQLite (défaut : $PASSERELLE_DB ou passerelle.db)")
     stats.add_argument("--contenus", help="dossier de la base de contenus")
     stats.add_argument(
         "--k",

@@ -235,3 +235,16 @@ def test_every_reply_offers_buttons(engine: Engine) -> None:
         event = Input.choice(step) if step.startswith("cmd:") else Input.text(step)
         turn = engine.handle(turn.session, event)
         assert turn.replies[-1].choices, step
+
+
+def test_contacts_only_for_the_people_they_concern(engine: Engine) -> None:
+    rare = choose(engine, engine.start(), "proche", "maladie_rare", "stabilise", "soutenir_pairs",
+                  "aucune", "aucune", "ponctuel", "fr", "bretagne")  # fmt: skip
+    mental = choose(engine, engine.start(), "patient", "sante_mentale", "stabilise",
+                    "soutenir_pairs", "aucune", "aucune", "ponctuel", "fr", "bretagne")  # fmt: skip
+    assert rare.recommendation is not None and mental.recommendation is not None
+    assert "pair_aidant" in {r.id for r in rare.recommendation.roles}
+    rare_contacts = {c.id for c in rare.recommendation.contacts}
+    mental_contacts = {c.id for c in mental.recommendation.contacts}
+    assert "ccoms_msp" not in rare_contacts and "psycom" not in rare_contacts
+    assert {"ccoms_msp", "psycom"} <= mental_contacts

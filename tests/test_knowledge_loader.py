@@ -173,3 +173,13 @@ def test_binary_garbage_gives_a_message(base_copy: Path) -> None:
     (base_copy / "crisis.yaml").write_bytes(b"\xff\xfe\x00garbage")
     found = errors(base_copy)
     assert any("crisis.yaml" in e and "UTF-8" in e for e in found), found
+
+
+def test_contact_condition_on_an_unknown_answer(base_copy: Path) -> None:
+    contacts = base_copy / "contacts.yaml"
+    text = contacts.read_text(encoding="utf-8")
+    contacts.write_text(text.replace("{experience: [sante_mentale, addiction]}",
+                                     "{experiance: [sante_mentale]}", 1), "utf-8")  # fmt: skip
+    found = errors(base_copy)
+    line = line_of(contacts, "experiance")
+    assert any(f"contacts.yaml:{line}:" in e and "experiance" in e for e in found), found

@@ -460,7 +460,9 @@ class Engine:
         if session.node == RECOMMENDED:
             result = recommend(self.kb, session.answers, session.context, session.lang)
             roles = [role.id for role in result.roles]
-        contacts = contacts_for(self.kb, territory, roles, session.context, session.lang)
+        contacts = contacts_for(
+            self.kb, territory, roles, session.context, session.lang, facts=facts
+        )
         return self.turn(
             session, self._contacts_reply(session, contacts, territory), self.prompt(session)
         )

@@ -49,8 +49,10 @@ def contacts_for(
     context: str | None = None,
     lang: str = "fr",
     limit: int = MAX_CONTACTS,
+    facts: dict[str, str] | None = None,
 ) -> list[ContactInfo]:
-    """Contacts serving the territory (and, if given, the roles), the establishment's first."""
+    """Contacts serving the territory (and, if given, the roles), the establishment's first;
+    a contact with ``only_when`` conditions is kept only if the person's answers meet one."""
     chain = territory_chain(kb, territory)
     wanted = set(roles)
     ranked: list[tuple[tuple[int, int, int], int, ContactInfo]] = []
@@ -62,6 +64,8 @@ def contacts_for(
             continue
         served = wanted.intersection(contact.roles)
         if wanted and not served:
+            continue
+        if contact.only_when and not any(holds(c, facts or {}) for c in contact.only_when):
             continue
         own = 0 if context and contact.establishment == context else 1
         info = ContactInfo(
@@ -150,7 +154,7 @@ def recommend(
     territory = facts.get(kb.flow.territory_fact)
     return Recommendation(
         roles=tuple(matches),
-        contacts=tuple(contacts_for(kb, territory, chosen, context, lang)),
+        contacts=tuple(contacts_for(kb, territory, chosen, context, lang, facts=facts)),
         territory=territory,
         guide=any(kb.roles[r].show_guide for r in chosen),
     )

@@ -250,10 +250,13 @@ def check_flow(kb: KnowledgeBase) -> list[Problem]:
     return problems
 
 
-def check_contacts(kb: KnowledgeBase, today: dt.date) -> list[Problem]:
+def check_contacts(kb: KnowledgeBase, today: dt.date, facts: dict[str, set[str]]) -> list[Problem]:
     problems = []
     for contact_id, contact in kb.contacts.items():
         base = ("contacts", contact_id)
+        for index, condition in enumerate(contact.only_when):
+            file = kb.file("contacts.yaml", "contacts", contact_id)
+            problems += _check_condition(kb, condition, facts, file, (*base, "only_when", index))
         for index, territory in enumerate(contact.territories):
             if territory != "*" and territory not in kb.territories:
                 problems.append(
@@ -407,7 +410,7 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
     return [
         *check_flow(kb),
         *check_roles(kb, facts),
-        *check_contacts(kb, today or dt.date.today()),
+        *check_contacts(kb, today or dt.date.today(), facts),
         *check_territories(kb),
         *check_glossary(kb),
         *check_barometer(kb),

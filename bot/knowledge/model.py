@@ -206,6 +206,9 @@ class Contact(Strict):
     phone: str | None = None
     email: str | None = None
     establishment: Identifier | None = None
+    #: Shown only to people whose answers meet one of these conditions (none: to everyone),
+    #: e.g. a mental-health programme only to people with that experience.
+    only_when: list[Condition] = []
     checked: dt.date
     sources: Sources
 

@@ -104,8 +104,10 @@ FEATURE_MIGRATIONS: list[Migration] = [
 
 
 def default_db_path() -> Path:
-    """``$PASSERELLE_DB``, else ``var/passerelle.sqlite3`` in the working directory."""
-    return Path(os.environ.get("PASSERELLE_DB") or "var/passerelle.sqlite3")
+    """``$PASSERELLE_DB``, else the file ``passerelle serve`` uses by default."""
+    from bot.config import DEFAULT_DB
+
+    return Path(os.environ.get("PASSERELLE_DB") or DEFAULT_DB)
 
 
 class FeatureStore:
