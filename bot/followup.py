@@ -2,10 +2,12 @@
 
 PTB's JobQueue keeps jobs in memory only, so the rows here are the truth: :meth:`FollowUps.rebuild`
 schedules every pending follow-up again at start-up (overdue ones at once), skipping those
-already scheduled. Sending is claimed atomically first (:meth:`FollowUps.claim`), so a
-follow-up scheduled twice (two restarts, two processes) is still sent once; a failed send
-releases the claim so it is tried again. One open follow-up per person: asking again does
-not add a second one.
+already scheduled. A due follow-up is claimed (``sent_at``) in the same transaction that saves
+its question in the reply outbox (:attr:`bot.storage.base.UserChange.followup`), so a
+follow-up scheduled twice (two restarts, two processes) is still asked once, and a crash
+before that commit leaves it pending for the next start-up. (:meth:`FollowUps.claim` and
+:meth:`FollowUps.release` are the fallback when the follow-ups live in another database than
+the replies.) One open follow-up per person: asking again does not add a second one.
 
 ``address`` is how the channel reaches the person (e.g. the Telegram chat id): it is kept only
 because the person agreed to be written to, and erased with the follow-up.
@@ -196,8 +198,9 @@ class FollowUps:
 class JobQueueScheduler:
     """:class:`Scheduler` over python-telegram-bot's ``JobQueue``.
 
-    ``callback(followup)`` is awaited when a follow-up is due; it should :meth:`FollowUps.claim`
-    it, send :func:`bot.engine.followup.asking`'s reply, and :meth:`FollowUps.release` on error.
+    ``callback(followup)`` is awaited when a follow-up is due; it should claim it and record
+    :func:`bot.engine.followup.asking`'s reply in one transaction (see
+    :meth:`bot.channels.telegram.TelegramChannel.send_followup`).
     """
 
     def __init__(self, job_queue: Any, callback: Callable[[FollowUp], Awaitable[None]]) -> None:

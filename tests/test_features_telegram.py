@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ import httpx
 import pytest
 
 from bot.app import build_engine
+from bot.channels.telegram import TelegramChannel, build
 from bot.config import JsonFormatter, Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
+from bot.engine.followup import asking
 from bot.features import Features
 from bot.integration import build_integration
 from bot.knowledge.loader import load
@@ -290,3 +293,99 @@ async def test_sighup_reloads_the_base(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGHUP)
         await asyncio.wait_for(swapped.wait(), 20)
     assert seen == ["9.9.9"] and holder.kb.version == "9.9.9"
+
+
+# -- follow-ups through the chat's queue and the reply outbox -----------------------------------
+@contextlib.asynccontextmanager
+async def followup_bot(
+    api: FakeBotAPI, db: Path, engine: Engine
+) -> AsyncIterator[tuple[TelegramChannel, SqliteStorage, Features]]:
+    """The channel with its follow-ups, on one database as ``passerelle serve`` runs it (no
+    polling: follow-ups are written first, from the JobQueue)."""
+    settings = Settings(
+        telegram_token=TOKEN,
+        telegram_api_base_url=api.base_url,
+        secret=SECRET,
+        db_path=db,
+        telegram_rate=0,
+    )
+    features = Features(engine, FeatureStore(db))
+    storage = SqliteStorage(db, synchronous="NORMAL")
+    await features.open()
+    await storage.open()
+    channel = build(engine, storage, settings, pause=0, retry_delay=0.01, features=features)
+    try:
+        await channel.start()  # rebuilds the follow-ups: overdue ones run at once
+        yield channel, storage, features
+    finally:
+        await channel.stop()
+        await storage.close()
+        await features.close()
+
+
+async def test_due_follow_up_is_asked_once_even_across_a_crash(
+    tmp_path: Path, fengine: Engine
+) -> None:
+    """A due follow-up is claimed, saved and queued in the reply outbox in one transaction,
+    then sent like any reply: once. Stopped after the claim but before Telegram accepted the
+    question (it waits in the outbox), the next start sends it exactly once, and does not ask
+    it again."""
+    db = tmp_path / "passerelle.db"
+    async with FakeBotAPI() as api:
+        alice, bruno = api.user(4101), api.user(4102)
+        keys = {u.id: pseudonym(SECRET, "telegram", u.id) for u in (alice, bruno)}
+        async with FeatureStore(db) as store:
+            followups = Features(fengine, store).followups
+            due = time.time() - 15 * 86400  # scheduled 15 days ago for 14 days: overdue
+            first = await followups.schedule(keys[alice.id], str(alice.id), ["r"], now=due)
+        before = SqliteStorage(db, synchronous="NORMAL")
+        await before.open()
+        await before.set_consent(keys[alice.id], True)
+        await before.close()
+        expected = asking(fengine, fengine.new_session(), first.id)[1].text
+
+        # A due follow-up (the person consented to storage): asked once, session saved.
+        async with followup_bot(api, db, fengine) as (channel, storage, features):
+            await api.wait_for(lambda: api.count_to(alice.id) == 1, timeout=10)
+            await channel.drain()
+            await asyncio.sleep(0.2)  # a duplicate, if any, would land by now
+            [asked] = api.to_chat(alice.id)
+            assert asked.text == expected and len(asked.buttons) == 2
+            assert await features.followups.pending() == []
+            assert await storage.replies_pending() == []
+            saved = await storage.load_session(keys[alice.id])
+            assert saved is not None and saved["extra"]["mode"] == "suivi"
+
+            # Telegram down: the next follow-up is claimed, its question stays in the outbox.
+            api.fail("sendMessage", 500, times=1000)
+            second = await features.followups.schedule(
+                keys[bruno.id], str(bruno.id), ["r"], now=due
+            )
+            await channel.send_followup(second)
+            await api.wait_for(lambda: len(failed(api)) >= 4, timeout=10)
+            await channel.drain()
+        # The process is gone before the question got through ("crash" after the claim).
+        assert api.count_to(bruno.id) == 0
+        async with FeatureStore(db) as store:
+            assert await Features(fengine, store).followups.pending() == []
+        api.faults.clear()
+
+        # Restart on the same database: the question goes out once; nothing is asked again.
+        async with followup_bot(api, db, fengine) as (channel, storage, features):
+            await api.wait_for(lambda: api.count_to(bruno.id) == 1, timeout=10)
+            await channel.drain()
+            await asyncio.sleep(0.3)
+            [late] = api.to_chat(bruno.id)
+            assert late.text == asking(fengine, fengine.new_session(), second.id)[1].text
+            assert api.count_to(alice.id) == 1
+            assert await storage.replies_pending() == []
+            assert await features.followups.pending() == []
+            # The job queue fires again for an already asked follow-up: nothing is sent.
+            await channel.send_followup(first)
+            await channel.drain()
+            await asyncio.sleep(0.2)
+            assert (api.count_to(alice.id), api.count_to(bruno.id)) == (1, 1)
+
+
+def failed(api: FakeBotAPI) -> list[Any]:
+    return [c for c in api.called("sendMessage") if c.status == 500]

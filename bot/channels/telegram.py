@@ -71,7 +71,7 @@ from bot.engine.replies import Choice, Event, Image, Reply
 from bot.engine.session import Input, Session
 from bot.knowledge.model import COMMANDS, text
 from bot.live import EngineHolder, holder_of
-from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
+from bot.storage.base import FollowUpTaken, OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
@@ -221,6 +221,13 @@ class Redeliver:
     """A job of a chat's queue: send that chat's replies still in the outbox."""
 
     chat_id: int
+
+
+@dataclass(frozen=True)
+class FollowUpDue:
+    """A job of a chat's queue: ask a due follow-up (see :meth:`TelegramChannel.send_followup`)."""
+
+    followup: FollowUp
 
 
 _TURN: ContextVar[PendingTurn | None] = ContextVar("passerelle_turn", default=None)
@@ -449,12 +456,15 @@ class TelegramChannel:
             return
         self._queues.submit(_chat_key(update), update)
 
-    async def _apply(self, job: Update | int | Redeliver) -> None:
+    async def _apply(self, job: Update | int | Redeliver | FollowUpDue) -> None:
         if isinstance(job, int):
             await self.storage.inbox_done(job)
             return
         if isinstance(job, Redeliver):
             await self._deliver(job.chat_id, ())
+            return
+        if isinstance(job, FollowUpDue):
+            await self._ask_followup(job.followup)
             return
         started = time.perf_counter()
         turn = PendingTurn(job.update_id)
@@ -510,28 +520,52 @@ class TelegramChannel:
                 offset = update.update_id + 1
 
     async def send_followup(self, followup: FollowUp) -> None:
-        """A due follow-up (JobQueue): claimed first so it is sent once, released on failure
-        so the next start-up tries again."""
+        """A due follow-up (JobQueue): queued behind the updates of its chat, so it never
+        interleaves with one (:meth:`drain` waits for it too)."""
+        if self.features is not None:
+            self._queues.submit(("chat", int(followup.address)), FollowUpDue(followup))
+
+    async def _ask_followup(self, followup: FollowUp) -> None:
+        """The follow-up's turn, its saved session, its question (reply outbox) and its claim
+        are committed in one transaction, then the question is sent like any reply.
+
+        A crash before that commit leaves the follow-up pending (start-up schedules it
+        again); after it, the question waits in the outbox (start-up sends it) and the
+        follow-up is no longer pending: asked once either way. Only when the follow-ups live
+        in another database than the store (not as ``passerelle serve`` runs) is it claimed
+        first, in its own transaction: a crash before the commit then loses it."""
         features = self.features
-        if features is None or not await features.followups.claim(followup.id):
+        assert features is not None
+        together = await self.storage.holds_followups()
+        if not together and not await features.followups.claim(followup.id):
             return
+        chat_id = int(followup.address)
+        turn = PendingTurn(-followup.id)  # never a Telegram update id (those are >= 0)
         try:
             engine = self.engine
             consent, session = await self._state(followup.user)
             session, reply = asking(engine, session or engine.new_session(), followup.id)
-            if consent:
-                change = UserChange(session=session.to_dict())
-                await self.storage.commit_update(None, followup.user, change)
-            else:
-                await self.memory.save_session(followup.user, session.to_dict())
-            for message in render([reply]):
-                markup = self._keyboard(message.choices, session.node) if message.choices else None
-                await self._call(
-                    self.bot.send_message, int(followup.address), message.text, reply_markup=markup
-                )
+            token = _TURN.set(turn)
+            try:
+                await self._say(chat_id, [reply], session.node)
+            finally:
+                _TURN.reset(token)
+            change = UserChange(
+                session=session.to_dict() if consent else None,
+                replies=tuple(turn.replies),
+                followup=followup.id if together else None,
+            )
+            await self.storage.commit_update(None, followup.user if consent else "", change)
+        except FollowUpTaken:
+            return  # already asked (or cancelled, or erased) by someone else
         except Exception as exc:
             log.error("follow-up not sent: %s", type(exc).__name__)
-            await features.followups.release(followup.id)
+            if not together:
+                await features.followups.release(followup.id)
+            return
+        if not consent:
+            await self.memory.save_session(followup.user, session.to_dict())
+        await self._deliver(chat_id, turn.replies)
 
     async def _features(self, update: Update, user: str, turn: Turn) -> Turn:
         """Statistics, barometer charts and groups, follow-ups (see :class:`Features`)."""

@@ -68,6 +68,15 @@ class UserChange:
     #: Replies of the update (:class:`OutgoingReply`), kept until sent (stores without a reply
     #: table ignore them: the channel still sends them, without crash recovery).
     replies: tuple[OutgoingReply, ...] = ()
+    #: A due follow-up (``followups.id``) whose question this change carries: it is marked
+    #: sent in the same transaction, and if it is no longer pending (already sent, cancelled,
+    #: erased) nothing is committed and :class:`FollowUpTaken` is raised. Only for stores
+    #: whose :meth:`Storage.holds_followups` is true.
+    followup: int | None = None
+
+
+class FollowUpTaken(Exception):
+    """The follow-up of a :class:`UserChange` was no longer pending: nothing was committed."""
 
 
 class Storage(ABC):
@@ -134,13 +143,19 @@ class Storage(ABC):
 
     # -- reply outbox: replies recorded with the state change, sent afterwards -------------
     async def replies_pending(self) -> list[OutgoingReply]:
-        """Recorded replies not yet sent, in update then message order."""
+        """Recorded replies not yet sent, in the order they were recorded (per chat, the order
+        of its updates and follow-ups), then message order."""
         return []
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
         """Forget a reply Telegram accepted (or refused for good). With ``wait=False`` the
         deletion joins the next transaction instead of costing one of its own."""
         return None
+
+    async def holds_followups(self) -> bool:
+        """Whether the ``followups`` table lives in this store's database, so that
+        :attr:`UserChange.followup` can be claimed in the same transaction as the replies."""
+        return False
 
     @abstractmethod
     async def inbox_prune(self, older_than_seconds: float) -> int:

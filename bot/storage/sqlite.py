@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.storage.base import InboxItem, OutgoingReply, Storage, UserChange
+from bot.storage.base import FollowUpTaken, InboxItem, OutgoingReply, Storage, UserChange
 from bot.storage.migrations import CORE_MIGRATIONS, Migration, migrate
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,15 @@ class SqliteStorage(Storage):
         session = None if change.session is None else json.dumps(change.session)
 
         def operation(db: sqlite3.Connection) -> None:
+            if change.followup is not None:
+                # Claimed with the question and the session, all or nothing (savepoint).
+                claimed = db.execute(
+                    "UPDATE followups SET sent_at = ? "
+                    "WHERE id = ? AND sent_at IS NULL AND cancelled_at IS NULL",
+                    (now, change.followup),
+                )
+                if claimed.rowcount != 1:
+                    raise FollowUpTaken(change.followup)
             if change.outbox or (user and change.erase):
                 _outbox_changes(db, user if change.erase else "", change.outbox, now)
             if user and (change.erase or change.consent is False):
@@ -384,7 +393,7 @@ class SqliteStorage(Storage):
     async def replies_pending(self) -> list[OutgoingReply]:
         rows = await self._rows(
             "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
-            "ORDER BY update_id, seq"
+            "ORDER BY created_at, update_id, seq"
         )
         return [
             OutgoingReply(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), r[5]) for r in rows
@@ -398,6 +407,12 @@ class SqliteStorage(Storage):
             await self._write_sync(operation)
         else:
             self._write_later(operation)
+
+    async def holds_followups(self) -> bool:
+        rows = await self._rows(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'followups'"
+        )
+        return bool(rows)
 
     async def inbox_prune(self, older_than_seconds: float) -> int:
         cutoff = self._clock() - older_than_seconds
