@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -69,29 +70,20 @@ class Settings:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, hint: str) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, low: N, high: N, hint: str) -> N:
+    """``env[name]`` parsed like ``default`` (int or float) and bounded, or a clear error."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} = « {raw} » n'est pas un nombre entier : {hint}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} = {value} hors limites ({low} à {high}) : {hint}")
-    return value
-
-
-def _float(
-    env: Mapping[str, str], name: str, default: float, low: float, high: float, hint: str
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} = « {raw} » n'est pas un nombre : {hint}") from None
+        what = "un nombre entier" if kind is int else "un nombre"
+        raise ConfigError(f"{name} = « {raw} » n'est pas {what} : {hint}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} = {value} hors limites ({low} à {high}) : {hint}")
     return value
@@ -199,10 +191,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
             f"PASSERELLE_CONTENUS_EXTRA = « {extra} » n'est pas un dossier : indiquez le dossier "
             "des contenus locaux de l'établissement (contacts.yaml, glossary.yaml)"
         )
-    api_rate = _float(
+    api_rate = _number(
         env, "PASSERELLE_API_RATE", 20.0, 0.1, 100_000, "requêtes par seconde et par clé, ex. 20"
     )
-    retry_base = _float(
+    retry_base = _number(
         env, "PASSERELLE_WEBHOOK_RETRY_BASE", 5.0, 0.01, 3600, "secondes avant le 1er nouvel essai"
     )
     demo = (get("PASSERELLE_DEMO") or "1").lower()
@@ -227,13 +219,13 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
         db_path=Path(get("PASSERELLE_DB") or DEFAULT_DB),
-        retention_days=_int(
+        retention_days=_number(
             env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
         ),
         log_level=level,
         # A PaaS sets PORT and routes to all interfaces; on a laptop, stay on loopback.
         host=get("PASSERELLE_HOST") or ("0.0.0.0" if port_given else "127.0.0.1"),
-        port=_int(env, "PORT", 8080, 1, 65535, "un port TCP, par exemple 8080"),
+        port=_number(env, "PORT", 8080, 1, 65535, "un port TCP, par exemple 8080"),
         telegram_api_base_url=base_url,
         secret=secret.encode() if secret is not None else None,
         contenus=Path(contenus) if contenus is not None else None,

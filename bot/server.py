@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -93,28 +93,23 @@ def telegram_parts(
     return routes, [lifespan]
 
 
-def storage_lifespan(storage: SqliteStorage) -> Lifespan:
+class _Resource(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def opened(name: str, resource: _Resource) -> Lifespan:
+    """Open ``resource`` at start-up as ``app.state.<name>``, close it at shutdown."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await storage.open()
-        app.state.storage = storage
+        await resource.open()
+        setattr(app.state, name, resource)
         try:
             yield
         finally:
-            await storage.close()
-
-    return lifespan
-
-
-def features_lifespan(features: Features) -> Lifespan:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await features.open()
-        app.state.features = features
-        try:
-            yield
-        finally:
-            await features.close()
+            await resource.close()
 
     return lifespan
 
@@ -141,13 +136,13 @@ def build_server_app(
     """The deployment's app: store first, then the features (statistics, barometer groups,
     follow-ups, on the same database), then Telegram, then the extra features."""
     storage = storage or SqliteStorage(settings.db_path)
-    feature_lifespans = [features_lifespan(features)] if features is not None else []
+    feature_lifespans = [opened("features", features)] if features is not None else []
     tg_routes, tg_lifespans = telegram_parts(
         engine, storage, settings, features=features, **telegram_options
     )
     return build_app(
         routes=[*tg_routes, *routes],
-        lifespans=[storage_lifespan(storage), *feature_lifespans, *tg_lifespans, *lifespans],
+        lifespans=[opened("storage", storage), *feature_lifespans, *tg_lifespans, *lifespans],
     )
 
 
