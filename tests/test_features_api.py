@@ -194,7 +194,9 @@ def test_web_chat_barometer_button_shows_the_chart(site: Site, page: Page) -> No
     ).to_be_enabled()
     page.get_by_role("button", name="Baromètre").click()
     page.get_by_role("button", name=re.compile("patient", re.IGNORECASE)).last.click()
-    for _ in range(11):
+    for number in range(1, 12):
+        # Type only once the criterion is on screen: a number typed earlier would be lost.
+        expect(page.locator(".passerelle-bot").last).to_contain_text(f"Critère {number} sur")
         box = page.get_by_label("Votre message")
         box.fill("3")
         box.press("Enter")
