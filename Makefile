@@ -1,21 +1,36 @@
-# Two commands for a newcomer: `make run` and `make test`. Each creates its own virtualenv.
+# Two commands for a newcomer: `make run` (runtime only) and `make test` (everything its tests
+# need, Debian's Chromium included). Both install into the same virtualenv, once.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: run chat test lint typecheck bench soak clean
+RUNTIME = $(VENV)/.runtime
 
-$(STAMP): pyproject.toml constraints.txt
+.PHONY: run chat test lint typecheck bench soak clean browser
+
+# `make run` installs the runtime dependencies only (no test or lint tool), with pip's progress.
+$(RUNTIME): pyproject.toml constraints.txt
+	@echo "→ Installation de Passerelle dans $(VENV) (la première fois seulement)…"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check --quiet --upgrade pip
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e .
+	touch $(RUNTIME)
+
+# Everything `make test` needs: the runtime, then the development tools.
+$(STAMP): $(RUNTIME)
+	@echo "→ Installation des outils de développement (tests, lint, typage)…"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/passerelle serve
 
-chat: $(STAMP)
+# The web chat tests need Debian's Chromium: installed with apt-get when root, else one line.
+browser:
+	@sh scripts/ensure-browser.sh
+
+chat: $(RUNTIME)
 	$(BIN)/passerelle chat
 
 lint: $(STAMP)
@@ -25,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/passerelle kb check contenus
 	$(BIN)/pytest
 

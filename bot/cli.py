@@ -19,6 +19,48 @@ from bot.knowledge.model import KnowledgeBase
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCRIPTS = REPO_ROOT / "tests" / "conversations"
 
+#: argparse's own messages (usage, errors, help headings) in French. argparse looks them up
+#: through gettext at call time; a catalog file would need a build step for a dozen lines.
+ARGPARSE_FR = {
+    "usage: ": "utilisation : ",
+    "positional arguments": "arguments",
+    "options": "options",
+    "show this help message and exit": "afficher cette aide et quitter",
+    "argument %(argument_name)s: %(message)s": "argument %(argument_name)s : %(message)s",
+    "unrecognized arguments: %s": "arguments non reconnus : %s",
+    "not allowed with argument %s": "impossible avec l'argument %s",
+    "ignored explicit argument %r": "argument explicite ignoré : %r",
+    "the following arguments are required: %s": "arguments obligatoires manquants : %s",
+    "one of the arguments %s is required": "l'un des arguments %s est obligatoire",
+    "expected one argument": "un argument attendu",
+    "expected at most one argument": "un argument au plus attendu",
+    "expected at least one argument": "un argument au moins attendu",
+    "expected %s argument": "%s argument attendu",
+    "expected %s arguments": "%s arguments attendus",
+    "ambiguous option: %(option)s could match %(matches)s": (
+        "option ambiguë : %(option)s peut désigner %(matches)s"
+    ),
+    "unexpected option string: %s": "option inattendue : %s",
+    "invalid %(type)s value: %(value)r": "valeur invalide (%(type)s) : %(value)r",
+    "invalid choice: %(value)r (choose from %(choices)s)": (
+        "choix invalide : %(value)r (choisissez parmi %(choices)s)"
+    ),
+    "%(prog)s: error: %(message)s\n": "%(prog)s : erreur : %(message)s\n",
+    "can't open '%(filename)s': %(error)s": "impossible d'ouvrir « %(filename)s » : %(error)s",
+}
+
+
+def _french(message: str) -> str:
+    return ARGPARSE_FR.get(message, message)
+
+
+def _french_plural(singular: str, plural: str, n: int) -> str:
+    return _french(singular if n == 1 else plural)
+
+
+setattr(argparse, "_", _french)  # noqa: B010 (argparse reads its module-level gettext alias)
+setattr(argparse, "ngettext", _french_plural)  # noqa: B010
+
 
 def default_contenus() -> Path:
     """``$PASSERELLE_CONTENUS``, else ``./contenus``, else the one beside the package."""
@@ -218,8 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     telegram = sub.add_parser("telegram", help="Telegram en long polling")
     telegram.set_defaults(handler=cmd_telegram)
+    from bot.config import settings_help
+
     serve = sub.add_parser(
-        "serve", help="serveur web ($PORT) : webhook Telegram, API, chat web, /healthz"
+        "serve",
+        help="serveur web ($PORT) : webhook Telegram, API, chat web, /healthz",
+        description="Le serveur web : chat web sur /, API des établissements sur /api/v1, "
+        "webhook Telegram (ou long polling), /healthz.",
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -235,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.config import load_dotenv
+
+    load_dotenv()  # ./.env, under the real environment (see .env.example)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -67,7 +67,75 @@ class Settings:
 
     @property
     def local_address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Where a browser on this machine reaches the server (before the socket is bound)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{_bracket(host)}:{self.port}"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def http_address(host: str, port: int) -> str:
+    """``http://host:port`` for a bound address (IPv6 in brackets)."""
+    return f"http://{_bracket(host)}:{port}"
+
+
+#: The settings ``passerelle serve --help`` lists (every one is described in .env.example).
+SERVE_SETTINGS = (
+    ("PASSERELLE_HOST", "127.0.0.1", "interface d'écoute (0.0.0.0 : toutes, pour un PaaS)"),
+    ("PORT", "8080", "port HTTP"),
+    ("PASSERELLE_DB", DEFAULT_DB, "fichier SQLite (créé en 0600)"),
+    ("TELEGRAM_BOT_TOKEN", "", "jeton de @BotFather ; absent : pas de Telegram"),
+    ("PASSERELLE_SECRET", "", "clé de pseudonymisation (obligatoire avec Telegram)"),
+    ("PASSERELLE_WEBHOOK_URL", "", "adresse https du webhook Telegram ; vide : long polling"),
+    ("PASSERELLE_WEBHOOK_SECRET", "", "secret du webhook Telegram (avec l'adresse)"),
+    ("TELEGRAM_API_BASE_URL", TELEGRAM_API, "serveur Bot API"),
+    ("PASSERELLE_TELEGRAM_RATE", "30", "messages par seconde vers Telegram"),
+    ("PASSERELLE_RETENTION_DAYS", "90", "jours sans message avant effacement"),
+    ("PASSERELLE_CONTENUS", "contenus", "dossier de la base de contenus"),
+    ("PASSERELLE_CONTENUS_EXTRA", "", "contenus locaux d'un établissement"),
+    ("PASSERELLE_ETABLISSEMENTS", "", "fichier YAML des établissements"),
+    ("PASSERELLE_API_RATE", "20", "requêtes par seconde et par clé d'API"),
+    ("PASSERELLE_WEBHOOK_RETRY_BASE", "5", "secondes avant le 1er nouvel essai d'un webhook"),
+    ("PASSERELLE_DEMO", "1", "page de démonstration sur / (1) ou non (0)"),
+    ("PASSERELLE_ADMIN_TOKEN", "", "jeton de POST /admin/reload"),
+    ("PASSERELLE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING ou ERROR"),
+    ("PASSERELLE_LOG_FORMAT", "text", "text ou json"),
+)
+
+
+def settings_help() -> str:
+    """The ``serve --help`` epilog: each setting, its default, and the precedence rule."""
+    width = max(len(name) for name, _, _ in SERVE_SETTINGS)
+    lines = [
+        "réglages (variables d'environnement ; l'environnement l'emporte sur le fichier .env",
+        "du dossier courant, qui l'emporte sur les valeurs par défaut — voir .env.example) :",
+    ]
+    for name, default, what in SERVE_SETTINGS:
+        suffix = f" (défaut : {default})" if default else ""
+        lines.append(f"  {name:<{width}}  {what}{suffix}")
+    return "\n".join(lines)
+
+
+def load_dotenv(path: Path = Path(".env"), environ: MutableMapping[str, str] | None = None) -> int:
+    """Fill the variables the environment does not set from ``path`` (when present).
+
+    Precedence: the real environment, then ``.env``, then the defaults; a variable set in the
+    environment, even empty, is never overwritten. python-dotenv parses the file (quotes,
+    ``export``, comments) exactly as the usual tools do. Returns how many variables it set.
+    """
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    if not path.is_file():
+        return 0
+    added = 0
+    for name, value in dotenv_values(path).items():
+        if value is not None and name not in environ:
+            environ[name] = value
+            added += 1
+    return added
 
 
 N = TypeVar("N", int, float)
@@ -213,7 +281,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
             f"PASSERELLE_LOG_FORMAT = « {log_format} » invalide : text (défaut) ou json"
         )
 
-    port_given = get("PORT") is not None
+    host = get("PASSERELLE_HOST") or "127.0.0.1"
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigError(
+            f"PASSERELLE_HOST = « {host} » invalide : une adresse d'interface, par exemple "
+            "127.0.0.1 (cette machine seulement) ou 0.0.0.0 (toutes les interfaces)"
+        )
     return Settings(
         telegram_token=token,
         webhook_url=webhook_url,
@@ -223,8 +296,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
             env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
         ),
         log_level=level,
-        # A PaaS sets PORT and routes to all interfaces; on a laptop, stay on loopback.
-        host=get("PASSERELLE_HOST") or ("0.0.0.0" if port_given else "127.0.0.1"),
+        # Loopback unless asked: listening on every interface is a choice made explicitly.
+        host=host,
         port=_number(env, "PORT", 8080, 1, 65535, "un port TCP, par exemple 8080"),
         telegram_api_base_url=base_url,
         secret=secret.encode() if secret is not None else None,

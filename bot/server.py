@@ -9,8 +9,10 @@ set, else long polling beside the web server, or none without a token), uvicorn 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.config import Settings
+from bot.config import Settings, http_address
 from bot.engine.flow import Engine
 from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
@@ -146,6 +148,40 @@ def build_server_app(
     )
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts (so a busy port is known
+    before any banner, and the address printed is the one really bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def bind_error(host: str, port: int, exc: OSError) -> str:
+    """One French line saying why we cannot listen, and how to fix it."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"Le port {port} est déjà utilisé (une autre Passerelle tourne peut-être) : "
+            f"arrêtez-la, ou choisissez un autre port, par exemple PORT={port + 1} make run"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"Le port {port} est réservé à l'administrateur : choisissez un port au-dessus "
+            "de 1024, par exemple PORT=8080"
+        )
+    return (
+        f"Impossible d'écouter sur {host}:{port} ({exc.strerror or exc}) : vérifiez "
+        "PASSERELLE_HOST (127.0.0.1 ou 0.0.0.0, par exemple)"
+    )
+
+
+def listening(sock: socket.socket) -> str:
+    """The bound address as a person would open it (every interface: say so, and give the
+    local one)."""
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        return f"{http_address('127.0.0.1', port)} (et sur toutes les interfaces, {host})"
+    return http_address(host, port)
+
+
 def serve(
     settings: Settings,
     engine: Engine | EngineHolder,
@@ -161,6 +197,12 @@ def serve(
     import uvicorn
 
     started = time.perf_counter()
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        print(bind_error(settings.host, settings.port, exc), file=sys.stderr, flush=True)
+        return 2
+    address = listening(sock)
 
     @contextlib.asynccontextmanager
     async def announce(app: Starlette) -> AsyncIterator[None]:
@@ -169,7 +211,7 @@ def serve(
         if settings.telegram_token:
             mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
         print(
-            f"Passerelle est prête sur {settings.local_address} ({mode}, "
+            f"Passerelle est prête sur {address} ({mode}, "
             f"{time.perf_counter() - started:.1f} s).",
             file=sys.stderr,
             flush=True,
@@ -196,5 +238,6 @@ def serve(
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    server.run()
+    with sock:
+        server.run(sockets=[sock])
     return 0

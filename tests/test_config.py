@@ -36,7 +36,9 @@ def test_full_webhook_configuration() -> None:
         }
     )
     assert settings.webhook_path == "/tg/hook"
-    assert settings.port == 9000 and settings.host == "0.0.0.0"
+    # PORT alone never opens every interface: that takes PASSERELLE_HOST=0.0.0.0.
+    assert settings.port == 9000 and settings.host == "127.0.0.1"
+    assert load_settings({"PASSERELLE_HOST": "0.0.0.0"}).host == "0.0.0.0"
     assert settings.telegram_api_base_url == "http://127.0.0.1:8081/bot"
     assert settings.log_level == "DEBUG"
 
@@ -57,6 +59,7 @@ def test_full_webhook_configuration() -> None:
         ({"PASSERELLE_WEBHOOK_SECRET": "bad secret!"}, "PASSERELLE_WEBHOOK_SECRET"),
         ({"TELEGRAM_API_BASE_URL": "ftp://x"}, "TELEGRAM_API_BASE_URL"),
         ({"PASSERELLE_CONTENUS": "/nonexistent/dir"}, "PASSERELLE_CONTENUS"),
+        ({"PASSERELLE_HOST": "http://0.0.0.0/"}, "PASSERELLE_HOST"),
     ],
 )
 def test_each_mistake_names_the_variable(env: dict[str, str], named: str) -> None:
