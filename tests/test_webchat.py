@@ -350,7 +350,7 @@ def rate_and_enlarge(page: Page, url: str) -> None:
     # A short name for the picture; the scores are in the message just before it.
     assert 10 < len(alt) < 250, alt
     detail = page.locator(".passerelle-bot", has_text="2/4").last.inner_text()
-    assert alt.removesuffix(" (le détail est dans le message précédent)") not in detail[40:]
+    assert alt.removesuffix(". Le détail est dans le message précédent.") not in detail[40:]
     page.get_by_role("button", name="Agrandir le graphique").last.click()
     dialog = page.get_by_role("dialog", name="Graphique en grand")
     expect(dialog).to_be_visible()

@@ -55,7 +55,8 @@
     enlarge: "Agrandir le graphique",
     chart: "Graphique en grand",
     close: "Fermer",
-    chartDetail: " (le détail est dans le message précédent)",
+    chartPrefix: "Graphique : ",
+    chartDetail: ". Le détail est dans le message précédent.",
     newWindow: " (nouvel onglet)",
     noKey: "La discussion n'est pas configurée (clé manquante).",
     network: "Le service ne répond pas pour l'instant. Vérifiez votre connexion et réessayez dans un moment.",
@@ -272,9 +273,9 @@
 
   function shortAlt(reply) {
     // The chart comes after the message holding its detail: name it, don't repeat the detail.
-    var first = (reply.image_alt || "").split("\n")[0].trim();
+    var first = (reply.image_alt || "").split("\n")[0].trim().replace(/\s*[:.]$/, "");
     if (first.length > 160) { first = first.slice(0, 157).replace(/\s+\S*$/, "") + "…"; }
-    return (first || TEXT.chart) + TEXT.chartDetail;
+    return first ? TEXT.chartPrefix + first + TEXT.chartDetail : TEXT.chart;
   }
 
   function addImage(node, reply) {
