@@ -22,9 +22,10 @@ import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine.replies import Event
 from bot.establishments import Establishment
@@ -34,6 +35,64 @@ log = logging.getLogger(__name__)
 
 #: Events an establishment can receive.
 EVENT_TYPES = ("contact.requested", "conversation.completed")
+
+
+# -- payloads: every delivery body is built from these models (they also make the OpenAPI
+# ``webhooks`` section), so the documented shape and what is sent cannot drift apart. -------
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactRequestedData(_Payload):
+    """What the person agreed to send, after seeing it, so that someone reaches out to them."""
+
+    contacts: list[str] = Field(description="Identifiants des contacts choisis par la personne.")
+    roles: list[str] = Field(description="Rôles recommandés (identifiants).")
+    territory: str | None = Field(description="Territoire de la personne, ou null.")
+    context: str | None = Field(description="Contexte de la conversation, ou null.")
+    how_to_reach: str = Field(description="Comment et quand la joindre, écrit par elle-même.")
+    consent: Literal[True] = Field(description="Toujours vrai : elle a confirmé l'envoi.")
+    kb_version: str = Field(description="Version de la base de contenus.")
+    conversation_id: str | None = Field(
+        default=None, description="Conversation de l'API (absent pour Telegram)."
+    )
+
+
+class ConversationCompletedData(_Payload):
+    """Anonymous: no text typed by the person, no identifier."""
+
+    roles: list[str] = Field(description="Rôles recommandés (identifiants).")
+    territory: str | None
+    context: str | None
+    kb_version: str
+
+
+class ContactRequested(_Payload):
+    type: Literal["contact.requested"]
+    timestamp: str = Field(description="Date de l'événement (ISO 8601, UTC).")
+    data: ContactRequestedData
+
+
+class ConversationCompleted(_Payload):
+    type: Literal["conversation.completed"]
+    timestamp: str = Field(description="Date de l'événement (ISO 8601, UTC).")
+    data: ConversationCompletedData
+
+
+#: The delivery body model of each event type.
+EVENT_MODELS: dict[str, type[ContactRequested] | type[ConversationCompleted]] = {
+    "contact.requested": ContactRequested,
+    "conversation.completed": ConversationCompleted,
+}
+
+
+def payload(kind: str, timestamp: str, data: Mapping[str, Any]) -> str:
+    """The JSON body of one event, validated by its model (a drift fails loudly in tests)."""
+    body = EVENT_MODELS[kind].model_validate({"type": kind, "timestamp": timestamp, "data": data})
+    dumped = body.model_dump(mode="json", exclude_none=False)
+    if dumped["data"].get("conversation_id") is None:
+        dumped["data"].pop("conversation_id", None)
+    return json.dumps(dumped, ensure_ascii=False, separators=(",", ":"))
 
 
 def sign(secret: bytes, event_id: str, timestamp: int, body: bytes) -> str:
@@ -77,13 +136,12 @@ def route(
             str(context) if context else None, places
         ):
             continue
-        body = {"type": event.kind, "timestamp": stamp, "data": data}
         entries.append(
             OutboxEvent(
                 id=new_id("msg_"),
                 establishment=establishment.id,
                 event_type=event.kind,
-                payload=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                payload=payload(event.kind, stamp, data),
                 subject=subject,
             )
         )

@@ -190,6 +190,17 @@ def test_unknown_fields_and_bad_shapes_are_422(server: Api) -> None:
         )
         assert_error(client.post(url, json={}), 422, "invalid_request")
         assert_error(client.post(url, json={"text": 3}), 422, "invalid_request")
+        # Every message is in French, pydantic's own included.
+        both = client.post(url, json={"text": "a", "choice": "patient"}).json()["error"]
+        assert both["message"] == (
+            "Requête invalide : donnez soit « text », soit « choice » (un seul des deux)."
+        )
+        typed = client.post(url, json={"text": 3}).json()["error"]
+        assert (
+            typed["message"] == "Requête invalide (text) : une chaîne de caractères est attendue."
+        )
+        bad_context = client.post("/conversations", json={"context": "<script>"}).json()["error"]
+        assert "A-Z a-z 0-9" in bad_context["message"]
 
 
 def test_text_over_2000_characters_is_422_and_2000_is_fine(server: Api) -> None:
@@ -257,9 +268,18 @@ def test_cors_preflight_lets_a_hospital_page_call_the_api(server: Api) -> None:
             "access-control-request-headers": "authorization, content-type",
         },
     )
-    assert response.status_code == 204
+    assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "*"
-    assert "authorization" in response.headers["access-control-allow-headers"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+    # Answers, errors included, are readable by the page (its code can tell 401 from 429).
+    origin = {"origin": "https://www.chu-exemple.fr"}
+    refused = httpx.post(f"{server.url}/api/v1/conversations", json={}, headers=origin)
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "*"
+    with server.client() as client:
+        created = client.post("/conversations", json={}, headers=origin)
+        assert created.headers["access-control-allow-origin"] == "*"
+        assert "location" in created.headers["access-control-expose-headers"].lower()
 
 
 def test_openapi_document_describes_the_api(server: Api) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema_rs
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
@@ -78,3 +80,52 @@ def test_api_matches_its_openapi_document(kb: KnowledgeBase, tmp_path: Path) -> 
 
             check()
         assert 200 in seen and 201 in seen and 422 in seen
+
+
+def test_every_operation_is_documented_with_examples_errors_and_webhooks(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    api = ConversationApi(build_engine(kb), IntegrationStore(tmp_path / "p.db"))
+    with serve(create_app(api)) as url:
+        document = httpx.get(f"{url}/api/v1/openapi.json").json()
+    schemas = document["components"]["schemas"]
+
+    def validate(schema: dict[str, Any], value: Any) -> None:
+        validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+        assert validator.is_valid(value), (schema, value, list(validator.iter_errors(value)))
+
+    def examples_of(content: dict[str, Any]) -> list[Any]:
+        media = content["application/json"]
+        found = [example["value"] for example in media.get("examples", {}).values()]
+        assert found, f"no example for {media['schema']}"
+        for value in found:
+            validate(media["schema"], value)
+        return found
+
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) == 5
+    codes_seen: set[str] = set()
+    for path, method, operation in operations:
+        assert "500" in operation["responses"], (path, method)
+        if "requestBody" in operation:
+            examples_of(operation["requestBody"]["content"])
+        for status, response in operation["responses"].items():
+            if "content" in response:
+                for example in examples_of(response["content"]):
+                    if status >= "400":
+                        codes_seen.add(example["error"]["code"])
+    # Every error code is an enum value, and every one has an example somewhere.
+    enum = set(schemas["ErrorDetail"]["properties"]["code"]["enum"])
+    assert codes_seen <= enum
+    assert enum - codes_seen <= {"bad_request", "not_found", "method_not_allowed"}
+    # The webhooks section describes each event's payload, with an example that fits it.
+    assert set(document["webhooks"]) == {"contact.requested", "conversation.completed"}
+    for hook in document["webhooks"].values():
+        [example] = examples_of(hook["post"]["requestBody"]["content"])
+        assert example["data"]["kb_version"]
+    requested = schemas["ContactRequestedData"]
+    assert {"how_to_reach", "consent", "conversation_id"} <= set(requested["properties"])

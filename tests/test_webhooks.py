@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
+import standardwebhooks
 
 from bot.channels.http import ConversationApi, create_app
 from bot.engine.flow import Engine
@@ -387,3 +389,54 @@ def test_failures_dead_letter_then_retry_resends(
         receiver.stop()
     assert "msg_dead" in receiver.acked
     assert asyncio.run(outbox(db)) == []
+
+
+def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webhooks(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a hospital would do: verify with `standardwebhooks` (PyPI), then read the payload
+    as the served OpenAPI document's `webhooks` section describes it."""
+    monkeypatch.setenv("CHU_A_SECRET", SECRET)
+    receiver = Receiver()
+    establishments = load_establishments(write_establishments(tmp_path / "e.yaml", receiver.port))
+    db = tmp_path / "passerelle.db"
+    key = asyncio.run(create_key(db))
+    store = IntegrationStore(db)
+    worker = WebhookWorker(store, establishments, policy=RetryPolicy(base=0.05), idle_poll=0.2)
+    api = ConversationApi(engine, store, establishments, on_events=worker.wake)
+    try:
+        with (
+            serve(create_app(api, worker=worker)) as url,
+            httpx.Client(
+                base_url=url + "/api/v1", headers={"authorization": f"Bearer {key}"}
+            ) as client,
+        ):
+            cid = run_to_contact_request(client, "chu-a")
+            wait_for(lambda: len(receiver.acked) == 2)
+            document = client.get("/openapi.json").json()
+    finally:
+        receiver.stop()
+    official = standardwebhooks.Webhook(SECRET)
+    seen = {}
+    for headers, body in receiver.raw:
+        event = official.verify(body, headers)
+        kind = event["type"]
+        schema = document["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"]
+        validator = jsonschema_rs.validator_for(
+            {**schema["schema"], "components": document["components"]}
+        )
+        assert validator.is_valid(event), list(validator.iter_errors(event))
+        seen[kind] = event["data"]
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            official.verify(body.replace(b"chu-a", b"chu-b"), headers)
+    assert set(seen) == {"contact.requested", "conversation.completed"}
+    assert seen["contact.requested"]["conversation_id"] == cid
+    assert seen["contact.requested"]["how_to_reach"].startswith("Par courriel")
+
+
+async def create_key(db: Path) -> str:
+    store = IntegrationStore(db)
+    await store.open()
+    key, _ = await store.create_key("chu-a")
+    await store.close()
+    return key

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -46,7 +48,7 @@ from bot.storage.integration import (
     TranscriptLine,
     new_id,
 )
-from bot.webhooks import EVENT_TYPES, WebhookWorker, route
+from bot.webhooks import EVENT_MODELS, EVENT_TYPES, WebhookWorker, route
 
 if TYPE_CHECKING:
     from bot.features import Features
@@ -90,7 +92,7 @@ class NewMessage(_Request):
     @model_validator(mode="after")
     def _exactly_one(self) -> NewMessage:
         if (self.text is None) == (self.choice is None):
-            raise ValueError("give exactly one of « text » or « choice »")
+            raise ValueError("donnez soit « text », soit « choice » (un seul des deux)")
         return self
 
 
@@ -205,9 +207,27 @@ class StatsOut(BaseModel):
     followup_by_context: list[StatsFollowupRow]
 
 
+#: Every ``error.code`` the API can answer (an enum in the OpenAPI document).
+ErrorCode = Literal[
+    "bad_request",
+    "invalid_json",
+    "invalid_request",
+    "unknown_field",
+    "text_too_long",
+    "unknown_choice",
+    "body_too_large",
+    "unauthorized",
+    "conversation_not_found",
+    "not_found",
+    "method_not_allowed",
+    "rate_limited",
+    "internal_error",
+]
+
+
 class ErrorDetail(BaseModel):
-    code: str
-    message: str
+    code: ErrorCode = Field(description="Stable, for programs; see docs/integration.md.")
+    message: str = Field(description="In French, for people.")
 
 
 class ErrorOut(BaseModel):
@@ -217,7 +237,7 @@ class ErrorOut(BaseModel):
 # -- errors ----------------------------------------------------------------------------------
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self, status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -226,29 +246,35 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-CORS_HEADERS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
-    "access-control-allow-headers": "authorization, content-type",
-    "access-control-expose-headers": "retry-after, location",
-    "access-control-max-age": "600",
-}
+#: Any page may call the API: keys travel in the Authorization header, never in a cookie.
+CORS = Middleware(
+    CORSMiddleware,
+    allow_origins=["*"],
+    allow_methods=["GET", "POST", "DELETE"],
+    allow_headers=["authorization", "content-type"],
+    expose_headers=["retry-after", "location"],
+    max_age=600,
+)
 
 
 def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(
-        body, status, headers={**CORS_HEADERS, **(headers or {})}, media_type="application/json"
-    )
+    return Response(body, status, headers=dict(headers or {}), media_type="application/json")
+
+
+def _model(
+    model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """A response body made by the model the OpenAPI document describes it with."""
+    return _json(model.model_dump(mode="json"), status, headers)
 
 
 def error_response(error: ApiError) -> Response:
-    return _json(
-        {"error": {"code": error.code, "message": error.message}}, error.status, error.headers
-    )
+    body = ErrorOut(error=ErrorDetail(code=error.code, message=error.message))
+    return _model(body, error.status, error.headers)
 
 
-_HTTP_CODES = {
+_HTTP_CODES: dict[int, tuple[ErrorCode, str]] = {
     400: ("bad_request", "Requête invalide."),
     404: ("not_found", "Cette adresse n'existe pas dans l'API."),
     405: ("method_not_allowed", "Méthode non permise sur cette adresse."),
@@ -257,7 +283,7 @@ _HTTP_CODES = {
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    code, message = _HTTP_CODES.get(status, ("error", "Erreur."))
+    code, message = _HTTP_CODES.get(status, ("bad_request", "Requête invalide."))
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     return error_response(ApiError(status, code, message, headers))
 
@@ -348,26 +374,34 @@ class ConversationApi:
         api = Starlette(
             routes=[
                 Route("/openapi.json", self.openapi, methods=["GET"]),
-                Route("/stats", self.stats, methods=["GET", "OPTIONS"]),
-                Route("/conversations", self.create, methods=["POST", "OPTIONS"]),
-                Route(
-                    "/conversations/{conversation_id}/messages",
-                    self.message,
-                    methods=["POST", "OPTIONS"],
-                ),
+                Route("/stats", self.stats, methods=["GET"]),
+                Route("/conversations", self.create, methods=["POST"]),
+                Route("/conversations/{conversation_id}/messages", self.message, methods=["POST"]),
                 Route(
                     "/conversations/{conversation_id}",
                     self.conversation,
-                    methods=["GET", "DELETE", "OPTIONS"],
+                    methods=["GET", "DELETE"],
                 ),
             ],
             exception_handlers={HTTPException: _http_exception, Exception: _server_error},
         )
+        # CORS outside the whole sub-app, so that even a 500 reaches the page readable.
+        cors = CORS.cls(api, *CORS.args, **CORS.kwargs)
         return [
-            Mount(API_PREFIX, app=api),
+            Mount(API_PREFIX, app=cors),
             Route("/", self.demo_page, methods=["GET"]),
-            Route("/widget.js", self.static("widget.js", "text/javascript"), methods=["GET"]),
-            Route("/widget.css", self.static("widget.css", "text/css"), methods=["GET"]),
+            Route(
+                "/widget.js",
+                self.static("widget.js", "text/javascript"),
+                methods=["GET"],
+                middleware=[CORS],  # <script integrity=…> fetches it in CORS mode
+            ),
+            Route(
+                "/widget.css",
+                self.static("widget.css", "text/css"),
+                methods=["GET"],
+                middleware=[CORS],
+            ),
         ]
 
     async def _authenticate(self, request: Request) -> ApiKey:
@@ -450,8 +484,6 @@ class ConversationApi:
         return lock
 
     async def _handle(self, request: Request, work: Callable[[], Any]) -> Response:
-        if request.method == "OPTIONS":
-            return Response(status_code=204, headers=CORS_HEADERS)
         try:
             response: Response = await work()
         except ApiError as exc:
@@ -501,9 +533,11 @@ class ConversationApi:
             )
             if events and self.on_events:
                 self.on_events()
-            data = {"conversation_id": conversation.id, **_turn_out(turn)}
+            created = ConversationCreated(
+                conversation_id=conversation.id, **_turn_out(turn).model_dump()
+            )
             location = f"{API_PREFIX}/conversations/{conversation.id}"
-            return _json(data, 201, {"location": location})
+            return _model(created, 201, {"location": location})
 
         return await self._handle(request, work)
 
@@ -549,7 +583,7 @@ class ConversationApi:
                 await self.store.save_turn(updated, created=False, lines=lines, events=events)
             if events and self.on_events:
                 self.on_events()
-            return _json(_turn_out(turn))
+            return _model(_turn_out(turn))
 
         return await self._handle(request, work)
 
@@ -564,30 +598,32 @@ class ConversationApi:
                         await self.features.erase_user(self.member(conversation_id))
                 if not deleted:
                     raise _not_found()
-                return Response(status_code=204, headers=CORS_HEADERS)
+                return Response(status_code=204)
             conversation = await self.store.load_conversation(conversation_id, key.id)
             if conversation is None:
                 raise _not_found()
             lines = await self.store.transcript(conversation_id)
             session = Session.from_dict(conversation.session)
-            return _json(
-                {
-                    "conversation_id": conversation.id,
-                    "context": session.context,
-                    "node": session.node,
-                    "kb_version": session.kb_version,
-                    "created_at": _iso(conversation.created_at),
-                    "updated_at": _iso(conversation.updated_at),
-                    "answers": [{"question": q, "choice": c} for q, c in session.answers],
-                    "transcript": [_transcript_entry(line) for line in lines],
-                    "session": conversation.session,
-                    **(
-                        await self.features.export_user(self.member(conversation.id))
-                        if self.features is not None
-                        else {"barometer_ratings": [], "followups": []}
-                    ),
-                    "webhooks_pending": await self.store.outbox_about(conversation.id),
-                }
+            exported = (
+                await self.features.export_user(self.member(conversation.id))
+                if self.features is not None
+                else {"barometer_ratings": [], "followups": []}
+            )
+            return _model(
+                ConversationOut(
+                    conversation_id=conversation.id,
+                    context=session.context,
+                    node=session.node,
+                    kb_version=session.kb_version,
+                    created_at=_iso(conversation.created_at),
+                    updated_at=_iso(conversation.updated_at),
+                    answers=[Answer(question=q, choice=c) for q, c in session.answers],
+                    transcript=[_transcript_entry(line) for line in lines],
+                    session=conversation.session,
+                    barometer_ratings=exported["barometer_ratings"],
+                    followups=exported["followups"],
+                    webhooks_pending=await self.store.outbox_about(conversation.id),
+                )
             )
 
         return await self._handle(request, work)
@@ -611,7 +647,8 @@ class ConversationApi:
                     ) from None
             if self.features is None:
                 raise ApiError(404, "not_found", "Statistiques non disponibles sur ce serveur.")
-            return _json(await self.features.stats_json(key.establishment, since))
+            figures = await self.features.stats_json(key.establishment, since)
+            return _model(StatsOut.model_validate(figures))
 
         return await self._handle(request, work)
 
@@ -633,7 +670,6 @@ class ConversationApi:
                 media_type=f"{media_type}; charset=utf-8",
                 headers={
                     "cache-control": "public, max-age=300",
-                    "access-control-allow-origin": "*",
                     "x-content-type-options": "nosniff",
                 },
             )
@@ -685,6 +721,18 @@ def _not_found() -> ApiError:
     return ApiError(404, "conversation_not_found", "Conversation inconnue (ou effacée).")
 
 
+#: pydantic's messages are English: the ones a client can meet, in French.
+_FRENCH_ERRORS = {
+    "string_type": "une chaîne de caractères est attendue",
+    "string_too_short": "la valeur ne doit pas être vide",
+    "string_too_long": "la valeur est trop longue",
+    "string_pattern_mismatch": "1 à 64 caractères parmi A-Z a-z 0-9 _ - sont attendus",
+    "missing": "champ obligatoire manquant",
+    "model_type": "un objet JSON est attendu",
+    "model_attributes_type": "un objet JSON est attendu",
+}
+
+
 def _validation_error(exc: ValidationError) -> ApiError:
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"])
@@ -698,7 +746,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
             )
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
-    detail = first["msg"].removeprefix("Value error, ")
+    detail = _FRENCH_ERRORS.get(first["type"]) or first["msg"].removeprefix("Value error, ")
     return ApiError(
         422, "invalid_request", f"Requête invalide{f' ({where})' if where else ''} : {detail}."
     )
@@ -712,42 +760,42 @@ def _iso(stamp: float) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _reply_out(reply: Reply) -> dict[str, Any]:
+def _reply_out(reply: Reply) -> ReplyOut:
     image = alt = None
     if reply.image is not None:
         image = "data:image/png;base64," + base64.b64encode(reply.image.png).decode()
         alt = reply.image.alt
-    return {
-        "text": reply.text,
-        "choices": [{"id": c.id, "label": c.label} for c in reply.choices],
-        "image_url": image,
-        "image_alt": alt,
-    }
+    return ReplyOut(
+        text=reply.text,
+        choices=[ChoiceOut(id=c.id, label=c.label) for c in reply.choices],
+        image_url=image,
+        image_alt=alt,
+    )
 
 
-def _turn_out(turn: Turn) -> dict[str, Any]:
+def _turn_out(turn: Turn) -> TurnOut:
     rec = turn.recommendation
     recommendation = None
     if rec is not None:
-        recommendation = {
-            "roles": [
-                {
-                    "id": role.id,
-                    "title": role.title,
-                    "definition": role.definition,
-                    "reasons": list(role.reasons),
-                    "first_steps": list(role.first_steps),
-                }
+        recommendation = RecommendationOut(
+            roles=[
+                RoleOut(
+                    id=role.id,
+                    title=role.title,
+                    definition=role.definition,
+                    reasons=list(role.reasons),
+                    first_steps=list(role.first_steps),
+                )
                 for role in rec.roles
             ],
-            "contacts": [contact.to_dict() for contact in rec.contacts],
-            "territory": rec.territory,
-        }
-    return {
-        "replies": [_reply_out(reply) for reply in turn.replies],
-        "node": turn.session.node,
-        "recommendation": recommendation,
-    }
+            contacts=[ContactOut.model_validate(contact.to_dict()) for contact in rec.contacts],
+            territory=rec.territory,
+        )
+    return TurnOut(
+        replies=[_reply_out(reply) for reply in turn.replies],
+        node=turn.session.node,
+        recommendation=recommendation,
+    )
 
 
 def _bot_lines(turn: Turn, now: float) -> list[TranscriptLine]:
@@ -764,22 +812,171 @@ def _bot_lines(turn: Turn, now: float) -> list[TranscriptLine]:
     ]
 
 
-def _transcript_entry(line: TranscriptLine) -> dict[str, Any]:
-    return {
-        "at": _iso(line.at),
-        "author": line.author,
-        "text": line.body.get("text"),
-        "choice": line.body.get("choice"),
-        "choices": list(line.body.get("choices", [])),
-    }
+def _transcript_entry(line: TranscriptLine) -> TranscriptEntry:
+    return TranscriptEntry(
+        at=_iso(line.at),
+        author="person" if line.author == "person" else "bot",
+        text=line.body.get("text"),
+        choice=line.body.get("choice"),
+        choices=[ChoiceOut.model_validate(c) for c in line.body.get("choices", [])],
+    )
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------
+# Every example below is validated against its schema by tests/test_api_schema.py.
+_CID = "conv_5f0c2a9e8b7d4c3a1e6f0b9d8c7a6e5f"
+_WELCOME: dict[str, Any] = {
+    "text": "Bonjour, je suis Passerelle…",
+    "choices": [],
+    "image_url": None,
+    "image_alt": None,
+}
+_FIRST_QUESTION: dict[str, Any] = {
+    "text": "Pour commencer, qui êtes-vous ?",
+    "choices": [
+        {"id": "patient", "label": "Je vis avec une maladie ou un handicap"},
+        {"id": "proche", "label": "J'accompagne un proche malade"},
+    ],
+    "image_url": None,
+    "image_alt": None,
+}
+_CONTACT: dict[str, Any] = {
+    "id": "partenariat_en_sante_occitanie",
+    "name": "Centre Opérationnel du Partenariat en Santé (COPS) Occitanie",
+    "description": "Fait vivre le partenariat en santé en Occitanie.",
+    "website": "https://www.partenariat-en-sante.org",
+    "territories": ["fr-occitanie"],
+    "roles": ["patient_partenaire_formateur"],
+    "phone": None,
+    "email": None,
+}
+_RECOMMENDED: dict[str, Any] = {
+    "replies": [
+        {"text": "Merci pour vos réponses. Voici les rôles…", "choices": [],
+         "image_url": None, "image_alt": None},
+        {"text": "Que souhaitez-vous faire maintenant ?", "image_url": None, "image_alt": None,
+         "choices": [{"id": "cmd:relation", "label": "Être mis en relation"},
+                     {"id": "cmd:recommencer", "label": "Recommencer"}]},
+    ],
+    "node": "recommendation",
+    "recommendation": {
+        "roles": [{
+            "id": "patient_partenaire_formateur",
+            "title": "Patient partenaire formateur",
+            "definition": "Vous participez à la formation des étudiants et des professionnels.",
+            "reasons": ["Vous souhaitez former les futurs soignants."],
+            "first_steps": ["Renseignez-vous auprès de la faculté de santé près de chez vous."],
+        }],
+        "contacts": [_CONTACT],
+        "territory": "fr-occitanie",
+    },
+}  # fmt: skip
+_NEXT_QUESTION: dict[str, Any] = {
+    "replies": [{"text": "Quelle est votre situation de santé ?", "image_url": None,
+                 "image_alt": None,
+                 "choices": [{"id": "chronique", "label": "Maladie chronique"}]}],
+    "node": "situation",
+    "recommendation": None,
+}  # fmt: skip
+_CONVERSATION: dict[str, Any] = {
+    "conversation_id": _CID,
+    "context": "chu-exemple",
+    "node": "situation",
+    "kb_version": "1.2.0",
+    "created_at": "2026-11-23T10:12:00.000+00:00",
+    "updated_at": "2026-11-23T10:12:09.000+00:00",
+    "answers": [{"question": "profil", "choice": "patient"}],
+    "transcript": [
+        {"at": "2026-11-23T10:12:00.000+00:00", "author": "bot",
+         "text": "Pour commencer, qui êtes-vous ?", "choice": None,
+         "choices": [{"id": "patient", "label": "Je vis avec une maladie ou un handicap"}]},
+        {"at": "2026-11-23T10:12:09.000+00:00", "author": "person", "text": None,
+         "choice": "patient", "choices": []},
+    ],
+    "session": {"node": "situation", "answers": [["profil", "patient"]]},
+    "barometer_ratings": [],
+    "followups": [],
+    "webhooks_pending": [],
+}  # fmt: skip
+_ROW: dict[str, Any] = {
+    "id": "patient_partenaire_formateur",
+    "label": "Patient partenaire formateur",
+    "count": 12,
+}
+_STATS: dict[str, Any] = {
+    "since": "2026-01-01", "context": "chu-exemple", "k": 5,
+    "conversations": 140, "completed": 96, "completion_rate": 0.69,
+    "funnel": [{"id": "profil", "label": "Qui êtes-vous ?", "count": 140}],
+    "dropoff": [{"id": "situation", "label": "Votre situation", "count": None}],
+    "roles": [_ROW], "territories": [{"id": "fr-occitanie", "label": "Occitanie", "count": 80}],
+    "outcomes": [{"id": "contact", "label": "Mise en relation demandée", "count": 21}],
+    "followup_by_role": [{"id": "patient_partenaire_formateur",
+                          "label": "Patient partenaire formateur",
+                          "answered": 9, "reached": 6, "share_reached": 0.67}],
+    "followup_by_context": [],
+}  # fmt: skip
+_EVENTS: dict[str, dict[str, Any]] = {
+    "contact.requested": {
+        "type": "contact.requested",
+        "timestamp": "2026-11-23T10:15:00+00:00",
+        "data": {
+            "contacts": ["partenariat_en_sante_occitanie"],
+            "roles": ["patient_partenaire_formateur"],
+            "territory": "fr-occitanie",
+            "context": "chu-exemple",
+            "how_to_reach": "par courriel, le soir : camille@example.org",
+            "consent": True,
+            "kb_version": "1.2.0",
+            "conversation_id": _CID,
+        },
+    },
+    "conversation.completed": {
+        "type": "conversation.completed",
+        "timestamp": "2026-11-23T10:14:00+00:00",
+        "data": {
+            "roles": ["patient_partenaire_formateur"],
+            "territory": "fr-occitanie",
+            "context": "chu-exemple",
+            "kb_version": "1.2.0",
+        },
+    },
+}
+_EVENT_SUMMARIES = {
+    "contact.requested": "Une personne demande à être recontactée (après son consentement).",
+    "conversation.completed": "Une conversation est arrivée à sa recommandation (anonyme).",
+}
+#: (status, error code, message) of each documented error, with an example per code.
+_ERRORS: dict[str, list[tuple[ErrorCode, str]]] = {
+    "400": [("invalid_json", "Le corps de la requête n'est pas du JSON valide.")],
+    "401": [("unauthorized", "Clé d'API inconnue ou révoquée.")],
+    "404": [("conversation_not_found", "Conversation inconnue (ou effacée).")],
+    "413": [("body_too_large", f"Corps de requête trop gros ({MAX_BODY_BYTES} octets au plus).")],
+    "422": [
+        ("unknown_field", "Champ inconnu : « texte »."),
+        ("text_too_long", f"Le texte dépasse {MAX_TEXT_LENGTH} caractères : raccourcissez-le."),
+        ("unknown_choice", "Ce choix n'est pas proposé à cette étape de la conversation : "
+         "utilisez un « id » des derniers choix reçus."),
+        ("invalid_request", "Requête invalide : donnez soit « text », soit « choice » "
+         "(un seul des deux)."),
+    ],
+    "429": [("rate_limited",
+             "Trop de requêtes pour cette clé : réessayez dans quelques secondes.")],
+    "500": [("internal_error", "Erreur interne, réessayez plus tard.")],
+}  # fmt: skip
+
+_CREATED: dict[str, Any] = {
+    "conversation_id": _CID,
+    "node": "profil",
+    "recommendation": None,
+    "replies": [_WELCOME, _FIRST_QUESTION],
+}
+
 _OPENAPI: dict[str, Any] | None = None
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of ``/api/v1``, generated from the models above."""
+    """The OpenAPI 3.1 description of ``/api/v1`` and of its webhooks, generated from the
+    models that also build every answer and every delivery."""
     global _OPENAPI
     if _OPENAPI is not None:
         return _OPENAPI
@@ -791,6 +988,7 @@ def openapi_document() -> dict[str, Any]:
         (ConversationOut, "serialization"),
         (StatsOut, "serialization"),
         (ErrorOut, "serialization"),
+        *[(model, "serialization") for model in EVENT_MODELS.values()],
     ]
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = top.get("$defs", {})
@@ -798,19 +996,26 @@ def openapi_document() -> dict[str, Any]:
     def ref(name: str) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def error(description: str) -> dict[str, Any]:
-        return {
-            "description": description,
-            "content": {"application/json": {"schema": ref("ErrorOut")}},
-        }
+    def content(name: str, **examples: Any) -> dict[str, Any]:
+        media: dict[str, Any] = {"schema": ref(name)}
+        if examples:
+            media["examples"] = {key: {"value": value} for key, value in examples.items()}
+        return {"application/json": media}
 
-    def body(name: str, required: bool = True) -> dict[str, Any]:
-        return {"required": required, "content": {"application/json": {"schema": ref(name)}}}
+    def error(status: str, description: str, codes: Sequence[ErrorCode] = ()) -> dict[str, Any]:
+        known = [(c, m) for c, m in _ERRORS[status] if not codes or c in codes]
+        examples = {code: {"error": {"code": code, "message": msg}} for code, msg in known}
+        listed = ", ".join(f"`{code}`" for code, _ in known)
+        return {"description": f"{description} (code {listed}).", "content": content(
+            "ErrorOut", **examples)}  # fmt: skip
+
+    def body(name: str, required: bool = True, **examples: Any) -> dict[str, Any]:
+        return {"required": required, "content": content(name, **examples)}
 
     common = {
-        "401": error("Clé manquante, inconnue ou révoquée."),
+        "401": error("401", "Clé manquante, inconnue ou révoquée"),
         "429": {
-            **error("Trop de requêtes pour cette clé."),
+            **error("429", "Trop de requêtes pour cette clé"),
             "headers": {
                 "Retry-After": {
                     "description": "Secondes à attendre.",
@@ -818,29 +1023,46 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
+        "500": error("500", "Erreur interne du serveur ; réessayez plus tard"),
     }
     conversation_id = {
         "name": "conversation_id",
         "in": "path",
         "required": True,
+        "description": "L'identifiant reçu à la création (`conv_…`).",
         "schema": {"type": "string"},
+        "example": _CID,
     }
     bad_body = {
-        "400": error("Corps qui n'est pas du JSON valide."),
-        "413": error("Corps de plus de 16 Kio."),
-        "422": error(
-            "Champ inconnu (unknown_field), texte de plus de 2 000 caractères "
-            "(text_too_long), choix non proposé (unknown_choice) ou requête invalide."
-        ),
+        "400": error("400", "Corps qui n'est pas du JSON valide"),
+        "413": error("413", "Corps de plus de 16 Kio"),
     }
-    not_found = {"404": error("Conversation inconnue, effacée ou créée par une autre clé.")}
+    not_found = {
+        "404": error("404", "Conversation inconnue, effacée ou créée par une autre clé"),
+    }
+    webhooks = {
+        kind: {
+            "post": {
+                "operationId": "webhook_" + kind.replace(".", "_"),
+                "summary": _EVENT_SUMMARIES[kind],
+                "description": "Signé selon Standard Webhooks : en-têtes `webhook-id`, "
+                "`webhook-timestamp`, `webhook-signature` (voir docs/integration.md).",
+                "requestBody": body(model.__name__, example=_EVENTS[kind]),
+                "responses": {
+                    "2XX": {"description": "Reçu : l'événement ne sera plus envoyé."},
+                    "default": {"description": "Autre réponse : nouvel essai plus tard."},
+                },
+            }
+        }
+        for kind, model in EVENT_MODELS.items()
+    }
     _OPENAPI = {
         "openapi": "3.1.0",
         "info": {
             "title": "Passerelle — API de conversation",
             "version": "1.0.0",
-            "description": "Converser avec le moteur d'orientation de Passerelle. "
-            "Voir docs/integration.md.",
+            "description": "Converser avec le moteur d'orientation de Passerelle, et les "
+            "événements qu'il envoie aux établissements (webhooks). Voir docs/integration.md.",
         },
         "servers": [{"url": API_PREFIX}],
         "components": {
@@ -848,6 +1070,7 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
+        "webhooks": webhooks,
         "paths": {
             "/stats": {
                 "get": {
@@ -860,15 +1083,39 @@ def openapi_document() -> dict[str, Any]:
                             "required": False,
                             "description": "Date de début (AAAA-MM-JJ).",
                             "schema": {"type": "string", "format": "date"},
+                            "example": "2026-01-01",
                         }
                     ],
                     "responses": {
                         "200": {
                             "description": "Les chiffres du contexte de l'appelant seulement.",
-                            "content": {"application/json": {"schema": ref("StatsOut")}},
+                            "content": content("StatsOut", stats=_STATS),
                         },
-                        "404": error("Statistiques non disponibles sur ce serveur."),
-                        "422": error("Date « since » invalide."),
+                        "404": {
+                            "description": "Statistiques non disponibles sur ce serveur "
+                            "(code `not_found`).",
+                            "content": content(
+                                "ErrorOut",
+                                not_found={
+                                    "error": {
+                                        "code": "not_found",
+                                        "message": "Statistiques non disponibles sur ce serveur.",
+                                    }
+                                },
+                            ),
+                        },
+                        "422": {
+                            "description": "Date « since » invalide (code `invalid_request`).",
+                            "content": content(
+                                "ErrorOut",
+                                invalid_request={
+                                    "error": {
+                                        "code": "invalid_request",
+                                        "message": "« since » doit être une date AAAA-MM-JJ.",
+                                    }
+                                },
+                            ),
+                        },
                         **common,
                     },
                 }
@@ -877,11 +1124,19 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "createConversation",
                     "summary": "Commencer une conversation",
-                    "requestBody": body("NewConversation", required=False),
+                    "requestBody": body(
+                        "NewConversation", required=False, context={"context": "chu-exemple"}
+                    ),
                     "responses": {
                         "201": {
                             "description": "Conversation créée, avec les premiers messages.",
-                            "content": {"application/json": {"schema": ref("ConversationCreated")}},
+                            "headers": {
+                                "Location": {
+                                    "description": "L'adresse de la conversation.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            "content": content("ConversationCreated", created=_CREATED),
                             "links": {
                                 "SendMessage": {
                                     "operationId": "sendMessage",
@@ -898,6 +1153,11 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **bad_body,
+                        "422": error(
+                            "422",
+                            "Champ inconnu ou contexte invalide",
+                            ("unknown_field", "invalid_request"),
+                        ),
                         **common,
                     },
                 }
@@ -907,13 +1167,21 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "sendMessage",
                     "summary": "Envoyer un texte ou un choix",
                     "parameters": [conversation_id],
-                    "requestBody": body("NewMessage"),
+                    "requestBody": body(
+                        "NewMessage",
+                        choice={"choice": "patient"},
+                        text={"text": "je suis aidante de ma mère"},
+                    ),
                     "responses": {
                         "200": {
-                            "description": "Les réponses du moteur.",
-                            "content": {"application/json": {"schema": ref("TurnOut")}},
+                            "description": "Les réponses du moteur ; `recommendation` n'est "
+                            "rempli qu'au tour où la recommandation est faite (null ensuite).",
+                            "content": content(
+                                "TurnOut", question=_NEXT_QUESTION, recommendation=_RECOMMENDED
+                            ),
                         },
                         **bad_body,
+                        "422": error("422", "Message refusé"),
                         **not_found,
                         **common,
                     },
@@ -926,8 +1194,9 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [conversation_id],
                     "responses": {
                         "200": {
-                            "description": "La conversation.",
-                            "content": {"application/json": {"schema": ref("ConversationOut")}},
+                            "description": "La conversation, et tout ce qui est conservé à "
+                            "son sujet (droit d'accès).",
+                            "content": content("ConversationOut", conversation=_CONVERSATION),
                         },
                         **not_found,
                         **common,
