@@ -34,8 +34,8 @@ chat: $(RUNTIME)
 	$(BIN)/passerelle chat
 
 lint: $(STAMP)
-	$(BIN)/ruff check bot tests bench
-	$(BIN)/ruff format --check bot tests bench
+	$(BIN)/ruff check bot tests bench examples
+	$(BIN)/ruff format --check bot tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
