@@ -22,6 +22,7 @@ from starlette.routing import Route as WebRoute
 from bot.app import build_engine
 from bot.channels.http import ConversationApi, create_app
 from bot.features import Features
+from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
@@ -444,3 +445,50 @@ def test_a_host_policy_that_blocks_the_service_is_not_called_a_network_failure(
         expect(alert).to_contain_text("Content-Security-Policy")
         expect(alert).to_contain_text(url)
         expect(alert).not_to_contain_text("Vérifiez votre connexion")
+
+
+def test_only_web_addresses_become_links_and_they_stay_whole(
+    base_copy: Path, tmp_path: Path, page: Page
+) -> None:
+    """Even if a content editor writes a script address, only http(s) ones become links."""
+    messages = base_copy / "messages.yaml"
+    text = messages.read_text(encoding="utf-8")
+    messages.write_text(
+        text.replace(
+            "    Je vais vous poser quelques questions courtes, une à la fois.",
+            "    Je vais vous poser quelques questions courtes, une à la fois. Voir\n"
+            "    javascript:alert(1) et https://www.exemple.org/partenariat/patients-partenaires"
+            "/formation_continue?region=occitanie. Ou appelez le 01 23 45 67 89.",
+        ),
+        encoding="utf-8",
+    )
+    kb = load(base_copy)
+    api = ConversationApi(
+        build_engine(kb), IntegrationStore(tmp_path / "p.db"), demo_key="pwk_demo_for_tests"
+    )
+    page.set_viewport_size({"width": 360, "height": 740})
+    with serve(create_app(api)) as url:
+        page.goto(url + "/")
+        welcome = page.locator(".passerelle-bot").first
+        expect(welcome).to_contain_text("javascript:alert(1)")
+        links = welcome.locator("a")
+        expect(links).to_have_count(2)
+        web = links.nth(0)
+        address = "https://www.exemple.org/partenariat/patients-partenaires/formation_continue?region=occitanie"
+        assert web.get_attribute("href") == address  # the final period is not part of it
+        shown = web.evaluate(
+            "a => [...a.childNodes].filter(n => n.nodeType === 3).map(n => n.data).join('')"
+        )
+        assert shown == address
+        assert web.get_attribute("rel") == "noopener noreferrer"
+        expect(links.nth(1)).to_have_attribute("href", "tel:0123456789")
+        # On a phone the address wraps inside its bubble, at its / . - _ ? = only.
+        box, bubble = web.bounding_box(), welcome.bounding_box()
+        assert box is not None and bubble is not None
+        assert box["x"] + box["width"] <= bubble["x"] + bubble["width"] + 0.5
+        lines = web.evaluate(
+            "a => { const r = document.createRange(); const out = [];"
+            " for (const n of a.childNodes) { if (n.nodeType !== 3) continue;"
+            "  r.selectNodeContents(n); out.push(r.getClientRects().length); } return out; }"
+        )
+        assert lines and all(count == 1 for count in lines), "no piece is cut mid-word"

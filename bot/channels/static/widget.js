@@ -185,8 +185,10 @@
       link.setAttribute("rel", "noopener noreferrer");
     }
     // Break long addresses after / . ? & = - only, never inside a word.
-    shown.split(/(?<=[\/.?&=\-_])/).forEach(function (piece, index) {
-      if (index) { link.appendChild(document.createElement("wbr")); }
+    // (No look-behind in the pattern: older Safari would reject the whole script.)
+    shown.replace(/([\/.?&=\-_])/g, "$1\u0000").split("\u0000").forEach(function (piece) {
+      if (!piece) { return; }
+      if (link.firstChild) { link.appendChild(document.createElement("wbr")); }
       link.appendChild(document.createTextNode(piece));
     });
     if (external) { link.appendChild(el("span", { "class": "passerelle-sr" }, TEXT.newWindow)); }
