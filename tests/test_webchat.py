@@ -180,6 +180,7 @@ def test_erase_button_deletes_the_stored_conversation(site: tuple[str, Path], pa
     # It asks first; « Annuler » keeps everything.
     expect(page.get_by_text("Effacer définitivement cette conversation ?")).to_be_visible()
     assert person_lines(db) == 1
+    assert violations(page) == []
     page.get_by_role("button", name="Annuler").click()
     expect(page.get_by_text("Effacer définitivement cette conversation ?")).to_be_hidden()
     expect(page.get_by_role("button", name="Effacer cette conversation")).to_be_focused()
@@ -309,6 +310,7 @@ def test_a_message_that_failed_is_marked_and_can_be_sent_again(
     expect(bubble).to_contain_text("Non envoyé")
     expect(page.get_by_role("alert")).to_contain_text("Vérifiez votre connexion")
     assert person_lines(db) == 0
+    assert violations(page) == []
     # The answers are usable again, and « Réessayer » sends the same message.
     assert "patient" in active_choices(page)
     page.get_by_role("button", name="Réessayer").click()
@@ -358,6 +360,7 @@ def rate_and_enlarge(page: Page, url: str) -> None:
     big = dialog.locator("img")
     natural, shown = big.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
     assert natural > 300 and abs(natural - shown) < 1, (natural, shown)
+    assert violations(page) == []
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(page.get_by_role("button", name="Agrandir le graphique").last).to_be_focused()

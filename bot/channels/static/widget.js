@@ -54,6 +54,7 @@
     retry: "Réessayer",
     enlarge: "Agrandir le graphique",
     chart: "Graphique en grand",
+    chartFrame: "Graphique (faites défiler pour tout voir)",
     close: "Fermer",
     chartPrefix: "Graphique : ",
     chartDetail: ". Le détail est dans le message précédent.",
@@ -126,7 +127,8 @@
   root.appendChild(confirmBox);
   var dialog = el("dialog", { "class": "passerelle-dialog", "aria-labelledby": "passerelle-dialog-" + uid });
   dialog.appendChild(el("h3", { id: "passerelle-dialog-" + uid }, TEXT.chart));
-  var dialogFrame = el("div", { "class": "passerelle-dialog-frame" });
+  // Scrollable when the chart is wider than the screen: reachable with the keyboard too.
+  var dialogFrame = el("div", { "class": "passerelle-dialog-frame", tabindex: "0", role: "region", "aria-label": TEXT.chartFrame });
   var dialogImage = el("img", { alt: "" });
   dialogFrame.appendChild(dialogImage);
   dialog.appendChild(dialogFrame);
