@@ -211,8 +211,7 @@ def serve(
         if settings.telegram_token:
             mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
         print(
-            f"Passerelle est prête sur {address} ({mode}, "
-            f"{time.perf_counter() - started:.1f} s).",
+            f"Passerelle est prête sur {address} ({mode}, {time.perf_counter() - started:.1f} s).",
             file=sys.stderr,
             flush=True,
         )
