@@ -118,8 +118,10 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
-def load_dotenv(path: Path = Path(".env"), environ: MutableMapping[str, str] | None = None) -> int:
-    """Fill the variables the environment does not set from ``path`` (when present).
+def load_dotenv(path: Path | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+    """Fill the variables the environment does not set from ``path`` (when present): by
+    default ``$PASSERELLE_ENV_FILE``, else ``./.env``; ``PASSERELLE_ENV_FILE=`` (empty) reads
+    none, which keeps the test suite independent of a developer's own ``.env``.
 
     Precedence: the real environment, then ``.env``, then the defaults; a variable set in the
     environment, even empty, is never overwritten. python-dotenv parses the file (quotes,
@@ -128,6 +130,11 @@ def load_dotenv(path: Path = Path(".env"), environ: MutableMapping[str, str] | N
     from dotenv import dotenv_values
 
     environ = os.environ if environ is None else environ
+    if path is None:
+        chosen = environ.get("PASSERELLE_ENV_FILE", ".env")
+        if not chosen:
+            return 0
+        path = Path(chosen)
     if not path.is_file():
         return 0
     added = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from bot.knowledge.model import KnowledgeBase
 ROOT = Path(__file__).resolve().parent.parent
 CONTENUS = ROOT / "contenus"
 CONVERSATIONS = Path(__file__).resolve().parent / "conversations"
+
+# The commands the tests start read no .env (a developer's own would change their settings).
+os.environ["PASSERELLE_ENV_FILE"] = ""
 
 
 @pytest.fixture(scope="session")

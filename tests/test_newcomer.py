@@ -60,6 +60,9 @@ def test_dotenv_fills_only_what_the_environment_leaves_unset(tmp_path: Path) -> 
         "PASSERELLE_DB": "from dotenv.db",
     }
     assert load_dotenv(tmp_path / "absent", environ) == 0
+    # PASSERELLE_ENV_FILE names another file; empty, none is read.
+    assert load_dotenv(None, {"PASSERELLE_ENV_FILE": str(env_file)}) == 3
+    assert load_dotenv(None, {"PASSERELLE_ENV_FILE": ""}) == 0
 
 
 def test_busy_port_is_one_french_line_with_the_fix_and_dotenv_is_read(
