@@ -533,9 +533,7 @@ class ConversationApi:
             )
             if events and self.on_events:
                 self.on_events()
-            created = ConversationCreated(
-                conversation_id=conversation.id, **_turn_out(turn).model_dump()
-            )
+            created = ConversationCreated(conversation_id=conversation.id, **dict(_turn_out(turn)))
             location = f"{API_PREFIX}/conversations/{conversation.id}"
             return _model(created, 201, {"location": location})
 
