@@ -251,7 +251,7 @@ CORS = Middleware(
     CORSMiddleware,
     allow_origins=["*"],
     allow_methods=["GET", "POST", "DELETE"],
-    allow_headers=["authorization", "content-type"],
+    allow_headers=["authorization", "content-type", "x-conversation-secret"],
     expose_headers=["retry-after", "location"],
     max_age=600,
 )
