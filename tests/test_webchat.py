@@ -282,6 +282,10 @@ def test_while_waiting_it_says_so_and_a_second_action_is_blocked_visibly(
     expect(page.get_by_text("Passerelle répond encore")).to_be_visible()
     expect(box).to_have_value("et ensuite ?")
     assert page.locator(".passerelle-person").count() == 1
+    for _ in range(250):  # the request is held by the route handler: wait until it is there
+        if held:
+            break
+        page.wait_for_timeout(20)
     held[0].continue_()
     settle(page)
     expect(page.locator(".passerelle-typing")).to_have_count(0)

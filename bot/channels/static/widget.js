@@ -183,9 +183,9 @@
         function () { return { status: response.status, body: null }; }
       );
     }, function () {
-      // The violation event is queued as a task: let it arrive before deciding.
+      // The violation event is queued as a task: give it time to arrive before deciding.
       return new Promise(function (resolve, reject) {
-        window.setTimeout(function () { reject(blockedByPolicy ? "blocked" : "network"); }, 50);
+        window.setTimeout(function () { reject(blockedByPolicy ? "blocked" : "network"); }, 200);
       });
     });
   }
