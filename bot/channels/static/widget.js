@@ -359,6 +359,8 @@
     barometerButton.disabled = value;
     restartButton.disabled = value;
     eraseButton.disabled = value;
+    var retries = log.querySelectorAll(".passerelle-retry");
+    for (var i = 0; i < retries.length; i++) { retries[i].disabled = value; }
     if (value && !typing) {
       typing = el("div", { "class": "passerelle-msg passerelle-bot passerelle-typing", "aria-hidden": "true" }, TEXT.waiting);
       log.appendChild(typing);
