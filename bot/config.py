@@ -102,6 +102,7 @@ SERVE_SETTINGS = (
     ("PASSERELLE_ADMIN_TOKEN", "", "jeton de POST /admin/reload"),
     ("PASSERELLE_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING ou ERROR"),
     ("PASSERELLE_LOG_FORMAT", "text", "text ou json"),
+    ("PASSERELLE_ENV_FILE", ".env", "fichier de réglages lu au démarrage (vide : aucun)"),
 )
 
 
