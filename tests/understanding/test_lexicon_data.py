@@ -406,3 +406,35 @@ def test_no_word_is_both_a_condition_and_a_place(
     place_words = {w for p in places_file["places"] for w in p["words"]}
     place_words |= {w for entry in places_file["ambiguous"] for w in entry["words"]}
     assert not condition_words & place_words, sorted(condition_words & place_words)
+
+
+def test_the_lexicons_agree_with_the_choices_of_flow(
+    conditions: list[dict[str, Any]], places_file: dict[str, Any], territories: dict[str, Any]
+) -> None:
+    """A word that is both a synonym of a choice and a lexicon entry means the same thing in both:
+    « myopathie » is a rare disease for the question and for the lexicon, « liege » is Belgium."""
+    flow = _load(CONTENUS / "flow.yaml")
+    category = {w: entry["category"] for entry in conditions for w in entry["words"]}
+    territory = {w: p["territory"] for p in places_file["places"] for w in p["words"]}
+    ambiguous = {w for entry in places_file["ambiguous"] for w in entry["words"]}
+
+    def ancestors(tid: str) -> set[str]:
+        found = {tid}
+        while territories.get(tid, {}).get("parent"):
+            tid = territories[tid]["parent"]
+            found.add(tid)
+        return found
+
+    wrong = []
+    for qid, question in flow["questions"].items():
+        for choice in question.get("choices", []):
+            target = (choice.get("sets") or {}).get("territory")
+            for word in (normalize(str(s)) for s in choice.get("synonyms", [])):
+                meant = category.get(word, choice["id"])
+                if question.get("fact") == "experience" and meant != choice["id"]:
+                    wrong.append(f"{qid}/{choice['id']}: {word!r} is {meant} here")
+                if target and word in territory and target not in ancestors(territory[word]):
+                    wrong.append(f"{qid}/{choice['id']}: {word!r} is {territory[word]} here")
+                if target and word in ambiguous:
+                    wrong.append(f"{qid}/{choice['id']}: {word!r} is ambiguous here")
+    assert not wrong, _problems(wrong)
