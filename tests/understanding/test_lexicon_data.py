@@ -460,3 +460,11 @@ def test_no_everyday_word_stands_alone(
     words |= {w for place in places_file["places"] for w in place["words"]}
     words |= {w for entry in places_file["ambiguous"] for w in entry["words"]}
     assert not words & EVERYDAY_WORDS, sorted(words & EVERYDAY_WORDS)
+
+
+def test_enough_communes(places: list[dict[str, Any]]) -> None:
+    """The préfectures and the largest communes of France, Luxembourg's communes."""
+    french = [p for p in places if p["kind"] == "commune" and p["territory"].startswith("fr-")]
+    luxembourg = [p for p in places if p["kind"] == "commune" and p["territory"] == "lu"]
+    assert len(french) >= 300
+    assert len(luxembourg) >= 90
