@@ -215,6 +215,10 @@ def rules_for(
         requirements += [r for r in local_requirements if holds_in(r.countries, country)]
     local_steps = pick("first_steps")
     steps_out = [text(s, lang) for s in local_steps] if isinstance(local_steps, list) else []
+    local_when = pick("steps_when")
+    for conditional in local_when if isinstance(local_when, list) else []:
+        if holds(conditional.when, facts):
+            steps_out += [text(s, lang) for s in conditional.steps]
     local_caution = pick("caution")
     caution = text(local_caution, lang) if isinstance(local_caution, dict) else None
     local_ask = pick("ask")

@@ -610,6 +610,9 @@ def _statements(
                 add("roles.yaml", (*lpath, "requirements", index), inner, requirement.how_to)
             for index, step in enumerate(local.first_steps):
                 add("roles.yaml", (*lpath, "first_steps", index), where, step)
+            for index, conditional in enumerate(local.steps_when):
+                for step in conditional.steps:
+                    add("roles.yaml", (*lpath, "steps_when", index), where, step)
             add("roles.yaml", (*lpath, "caution"), where, local.caution)
     for term_id, term in kb.glossary.items():
         where = marked(term.countries)

@@ -118,6 +118,7 @@ class LocalRules(Strict):
 
     requirements: list[Requirement] = []
     first_steps: list[Text] = []
+    steps_when: list[ConditionalSteps] = []
     caution: Text | None = None
     #: Contacts (ids of contacts.yaml) named in the honest « demandez à … » sentence.
     ask: list[Identifier] = []
