@@ -44,8 +44,8 @@ from tests.test_features_api import CONTENUS, version_b
 from tests.test_webhooks import SECRET as HOOK_SECRET
 from tests.test_webhooks import Receiver, free_port
 
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 HOW = "Par courriel : camille@example.org, plutôt le soir"

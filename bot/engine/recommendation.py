@@ -27,7 +27,7 @@ __all__ = [
     "territory_chain",
 ]
 
-MAX_CONTACTS = 6
+MAX_CONTACTS = 7
 
 
 def facts_of(kb: KnowledgeBase, answers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -96,9 +96,10 @@ def select_contacts(
     if not chain:
         return ContactSelection(())
     own = own_levels(chain)
-    wanted = set(roles)
+    ordered = list(roles)
+    wanted = set(ordered)
     known = dict(facts or {})
-    candidates: list[tuple[tuple[int, int, int, int], int, str, Contact]] = []
+    candidates: list[tuple[tuple[int, int, int, int, int], int, str, Contact]] = []
     for order, (contact_id, contact) in enumerate(kb.contacts.items()):
         places = [chain.index(t) for t in contact.territories if t in chain]
         if "*" in contact.territories:
@@ -110,7 +111,11 @@ def select_contacts(
         first = 0 if context and contact.establishment == context else 1
         specific = 0 if contact.only_when else 1
         served = len(wanted.intersection(contact.roles))
-        candidates.append(((first, min(places), specific, -served), order, contact_id, contact))
+        # The person's first role matters most, then the nearest level, then contacts for
+        # their own condition (``only_when``), then how many of their roles it serves.
+        top = 0 if ordered and ordered[0] in contact.roles else 1
+        key = (first, top, min(places), specific, -served)
+        candidates.append((key, order, contact_id, contact))
     candidates.sort(key=lambda item: (item[0], item[1]))
 
     def is_own(contact: Contact) -> bool:
