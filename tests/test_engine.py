@@ -6,8 +6,8 @@ import json
 from dataclasses import replace
 
 from bot.engine.flow import Engine, Turn
-from bot.establishments import Establishment
 from bot.engine.session import Input, Session
+from bot.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
 
 

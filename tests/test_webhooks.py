@@ -180,6 +180,8 @@ def test_receiver_down_then_up_gets_every_event(
     worker = WebhookWorker(
         store, establishments, policy=RetryPolicy(base=0.05, cap=0.3), idle_poll=0.2
     )
+    # The engine offers the hand-off only towards establishments whose webhook will get it.
+    engine = Engine(engine.kb, receivers=tuple(establishments.values()))
     api = ConversationApi(engine, store, establishments, on_events=worker.wake)
     receiver: Receiver | None = None
     try:
@@ -212,6 +214,7 @@ def test_receiver_down_then_up_gets_every_event(
         assert event["data"]["consent"] is True
         assert event["data"]["territory"] == "fr-occitanie"
         assert event["data"]["contacts"]
+        assert event["data"]["establishments"] == ["chu-a"], "only the one the person accepted"
     for event in completed:
         assert set(event["data"]) == {"roles", "territory", "context", "kb_version"}, (
             "anonymous: no conversation id, nothing typed"
