@@ -442,3 +442,21 @@ def test_kb_check_wants_a_contact_of_its_own_for_each_territory(base_copy: Path)
     contacts.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
     found = errors_of(base_copy)
     assert any("fr-corse" in e and "aucun contact" in e for e in found), found
+
+
+def test_titles_agree_with_a_person_who_speaks_in_the_feminine(engine: Engine) -> None:
+    said = engine.handle(engine.start().session, Input.text("je suis aidante"))
+    assert said.node == "experience"
+    turn = choose(engine, "chronique", "stabilise", "former", "fr", "idf", "aucune", "aucune",
+                  "mensuel", turn=said)  # fmt: skip
+    assert turn.recommendation is not None
+    assert turn.recommendation.roles[0].title == "Proche-aidante partenaire formatrice"
+    buttons = choose(engine, "proche", "chronique", "stabilise", "former", "fr", "idf", "aucune",
+                     "aucune", "mensuel")  # fmt: skip
+    assert buttons.recommendation is not None
+    assert buttons.recommendation.roles[0].title == "Proche-aidant partenaire formateur"
+
+
+def test_a_word_about_someone_else_does_not_set_the_feminine(engine: Engine) -> None:
+    said = engine.handle(engine.start().session, Input.text("ma fille est handicapee"))
+    assert "gender" not in said.session.extra

@@ -125,6 +125,8 @@ class ContactOut(BaseModel):
     roles: list[str]
     phone: str | None
     email: str | None
+    why: str = Field(default="", description="« Pourquoi ce contact », shown to the person.")
+    own: bool = Field(default=False, description="The contact belongs to the person's territory.")
 
 
 class RecommendationOut(BaseModel):

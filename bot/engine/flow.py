@@ -318,6 +318,7 @@ class Engine:
         if session.node in self.kb.questions and len(norm) <= MAX_MATCH_LENGTH:
             match = self.matcher.choice(session.node, norm)
             if match is not None:
+                session = self._note_gender(session, norm)
                 question = self.kb.questions[session.node]
                 return self._answer(session, question, match.index, echo=not match.exact)
         if session.node == RECOMMENDED:
@@ -328,6 +329,18 @@ class Engine:
             reply = Reply(text(self.kb.safety.medical_reply, session.lang))
             return self.turn(session, reply, self.prompt(session))
         return self._not_understood(session)
+
+    def _note_gender(self, session: Session, norm: str) -> Session:
+        """Remember that the person spoke of herself in the feminine (« je suis aidante »,
+        « formée ») so role titles agree; a word about someone else (« ma fille est guérie »)
+        does not count: only the word alone, or after « suis »."""
+        padded = f" {norm} "
+        for word in self.kb.flow.feminine_words:
+            if norm == word or any(
+                f" suis {article}{word} " in padded for article in ("", "une ", "la ")
+            ):
+                return replace(session, extra={**session.extra, "gender": "f"})
+        return session
 
     def _crisis(self, session: Session) -> Turn:
         """Crisis numbers of the person's country first; then the conversation goes on."""
@@ -365,7 +378,10 @@ class Engine:
 
     def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
         session = replace(session, node=RECOMMENDED)
-        result = recommend(self.kb, session.answers, session.context, session.lang)
+        gender = session.extra.get("gender")
+        result = recommend(
+            self.kb, session.answers, session.context, session.lang, str(gender or "") or None
+        )
         if result.roles:
             replies.append(Reply(self.msg("recommendation_intro", session)))
             for rank, role in enumerate(result.roles, start=1):

@@ -155,9 +155,18 @@ def contacts_for(
     return list(select_contacts(kb, territory, roles, context, lang, limit, facts).contacts)
 
 
-def role_title(kb: KnowledgeBase, role: Role, facts: dict[str, str], lang: str) -> str:
+def role_title(
+    kb: KnowledgeBase, role: Role, facts: dict[str, str], lang: str, gender: str | None = None
+) -> str:
+    """The role's title, in carer wording for a proche-aidant, and in the feminine for a
+    person who spoke of herself so (``gender == "f"``)."""
+    feminine = gender == "f"
     if role.carer and role.carer.title and is_carer(kb, facts):
+        if feminine and role.carer.title_f:
+            return text(role.carer.title_f, lang)
         return text(role.carer.title, lang)
+    if feminine and role.title_f:
+        return text(role.title_f, lang)
     return text(role.title, lang)
 
 
@@ -243,6 +252,7 @@ def recommend(
     answers: tuple[tuple[str, str], ...],
     context: str | None = None,
     lang: str = "fr",
+    gender: str | None = None,
 ) -> Recommendation:
     facts = facts_of(kb, answers)
     scores: dict[str, int] = defaultdict(int)
@@ -291,7 +301,7 @@ def recommend(
         matches.append(
             RoleMatch(
                 id=role_id,
-                title=role_title(kb, role, facts, lang),
+                title=role_title(kb, role, facts, lang, gender),
                 definition=role_definition(kb, role, facts, lang),
                 score=scores[role_id],
                 reasons=tuple(reasons[role_id]),

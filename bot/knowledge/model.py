@@ -98,6 +98,8 @@ class CarerWording(Strict):
     """How a proche-aidant reads the role (seed 003: patient partenaire includes proche-aidant)."""
 
     title: Text | None = None
+    #: The title for a person who spoke of herself in the feminine (« je suis aidante »).
+    title_f: Text | None = None
     definition: Text | None = None
     does: list[Text] | None = None
     first_steps: list[Text] | None = None
@@ -127,6 +129,8 @@ class LocalRules(Strict):
 
 class Role(Strict):
     title: Text
+    #: The title for a person who spoke of herself in the feminine (« je suis formée »).
+    title_f: Text | None = None
     definition: Text
     does: Annotated[list[Text], Field(min_length=1)]
     requirements: list[Requirement] = []
@@ -222,6 +226,9 @@ class FlowFile(Strict):
     carer_when: Condition = {"profile": ["proche"]}
     #: The answer holding the person's territory, for contacts and crisis numbers.
     territory_fact: Identifier = "territory"
+    #: Words by which a person speaks of herself in the feminine (« aidante », « formée »),
+    #: written without accents; role titles then agree. Otherwise wording stays neutral.
+    feminine_words: list[str] = []
     commands: dict[str, CommandWords]
     questions: dict[Identifier, Question]
 
