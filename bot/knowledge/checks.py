@@ -454,6 +454,7 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_feature_messages(kb, FOLLOWUP_MESSAGES, "de la relance"),
         *check_contact_facts(kb),
         *check_countries(kb),
+        *check_country_refs(kb),
         *check_feature_messages(kb, PLACE_MESSAGES, "des contacts et des règles par pays"),
     ]
 
@@ -754,4 +755,75 @@ def check_contact_facts(kb: KnowledgeBase) -> list[Problem]:
                     f"le territoire « {territory} » n'a aucun contact à lui dans contacts.yaml",
                 )
             )
+    return problems
+
+
+def check_country_refs(kb: KnowledgeBase) -> list[Problem]:
+    """Country ids in ``countries``, ``label_in``, ``help_in`` and ``local`` exist; ``ask``
+    names existing contacts; ``scores_when`` gives points to existing roles, with a reason."""
+    problems: list[Problem] = []
+    known = all_countries(kb)
+
+    def countries(file: str, path: tuple[str | int, ...], values: object) -> None:
+        for value in values if isinstance(values, list | dict) else []:
+            if value != "*" and value not in known:
+                problems.append(
+                    _problem(
+                        kb,
+                        file,
+                        path,
+                        f"le pays « {value} » n'existe pas dans territories.yaml "
+                        f"(connus : {', '.join(sorted(known))})",
+                    )
+                )
+
+    for qid, question in kb.questions.items():
+        base = ("questions", qid)
+        countries("flow.yaml", (*base, "help_in"), question.help_in)
+        for index, choice in enumerate(question.choices):
+            path = (*base, "choices", index)
+            countries("flow.yaml", (*path, "countries"), choice.countries)
+            countries("flow.yaml", (*path, "label_in"), choice.label_in)
+            for number, extra in enumerate(choice.scores_when):
+                where = (*path, "scores_when", number)
+                for role_id, points in extra.scores.items():
+                    if role_id not in kb.roles:
+                        problems.append(
+                            _problem(
+                                kb,
+                                "flow.yaml",
+                                where,
+                                f"le rôle « {role_id} » n'existe pas dans roles.yaml",
+                            )
+                        )
+                    elif points > 0 and extra.reason is None:
+                        problems.append(
+                            _problem(
+                                kb,
+                                "flow.yaml",
+                                where,
+                                "ces points sont donnés sans « reason » : ajoutez la raison",
+                            )
+                        )
+    for role_id, role in kb.roles.items():
+        base = ("roles", role_id)
+        countries("roles.yaml", (*base, "countries"), role.countries)
+        countries("roles.yaml", (*base, "local"), role.local)
+        for index, requirement in enumerate(role.requirements):
+            countries("roles.yaml", (*base, "requirements", index), requirement.countries)
+        for key, local in role.local.items():
+            for contact_id in local.ask:
+                if contact_id not in kb.contacts:
+                    problems.append(
+                        _problem(
+                            kb,
+                            "roles.yaml",
+                            (*base, "local", key, "ask"),
+                            f"le contact « {contact_id} » n'existe pas dans contacts.yaml",
+                        )
+                    )
+    for term_id, term in kb.glossary.items():
+        countries(kb.file("glossary.yaml", "terms", term_id), ("terms", term_id), term.countries)
+    for index, section in enumerate(kb.guide.sections):
+        countries("guide.yaml", ("sections", index), section.countries)
     return problems
