@@ -460,3 +460,24 @@ def test_titles_agree_with_a_person_who_speaks_in_the_feminine(engine: Engine) -
 def test_a_word_about_someone_else_does_not_set_the_feminine(engine: Engine) -> None:
     said = engine.handle(engine.start().session, Input.text("ma fille est handicapee"))
     assert "gender" not in said.session.extra
+
+
+def test_a_french_term_is_not_labelled_for_a_person_in_france(engine: Engine) -> None:
+    turn = choose(engine, *patient(("fr", "idf"), "representer"))
+    answer = texts(engine.handle(turn.session, Input.text("c'est quoi l'ARS ?")))
+    assert "Agence régionale de santé" in answer and "Ce mot désigne" not in answer
+
+
+def test_a_reload_keeps_the_receivers(kb: KnowledgeBase) -> None:
+    """``serve`` builds its engines with the establishments; a reload must not forget them."""
+    import functools
+
+    from bot.app import build_engine
+    from bot.live import EngineHolder
+
+    chu = establishment("chu-toulouse", "CHU de Toulouse", territories=("fr-occitanie",))
+    factory = functools.partial(build_engine, receivers=(chu,))
+    holder = EngineHolder(factory(kb), factory)
+    assert holder.factory(kb).receivers == (chu,)
+    default = EngineHolder(Engine(kb, receivers=(chu,)))
+    assert default.factory(kb).receivers == (chu,)

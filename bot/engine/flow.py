@@ -568,10 +568,10 @@ class Engine:
                 for c in term.countries
                 if c in self.kb.crisis.countries
             ]
-            where = self.msg("term_where", session, countries=", ".join(names))
-            if not holds_in(term.countries, country):
-                where = self.msg("term_elsewhere", session, countries=", ".join(names))
-            body = f"{body}\n{where}"
+            if country is None:
+                body += "\n" + self.msg("term_where", session, countries=", ".join(names))
+            elif not holds_in(term.countries, country):
+                body += "\n" + self.msg("term_elsewhere", session, countries=", ".join(names))
         return self.turn(session, Reply(body), self.prompt(session))
 
     # -- being put in touch ----------------------------------------------------------------
