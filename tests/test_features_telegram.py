@@ -29,7 +29,7 @@ from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
 from bot.features import Features
-from bot.integration import build_integration
+from bot.integration import build_integration, establishments_or_exit
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.live import EngineHolder, Reloader, sighup_lifespan
@@ -92,6 +92,9 @@ async def full_bot(
         webhook_retry_base=0.05,
     )
     storage = SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    # As in cmd_serve: the engine offers a hand-off only towards the establishments' webhooks.
+    receivers = tuple(establishments_or_exit(settings, engine).values())
+    engine = Engine(engine.kb, modes=tuple(engine.modes.values()), receivers=receivers)
     features = Features(engine, FeatureStore(settings.db_path))
     parts = build_integration(settings, engine, storage, features=features)
     app = build_server_app(
