@@ -481,3 +481,14 @@ def test_a_reload_keeps_the_receivers(kb: KnowledgeBase) -> None:
     assert holder.factory(kb).receivers == (chu,)
     default = EngineHolder(Engine(kb, receivers=(chu,)))
     assert default.factory(kb).receivers == (chu,)
+
+
+def test_each_why_fits_the_people_it_is_shown_to(kb: KnowledgeBase) -> None:
+    """A « why » that says « vous accompagnez un proche » is shown only to carers."""
+    for contact_id, contact in kb.contacts.items():
+        why = (contact.why or {}).get("fr", "")
+        if why.startswith("Parce que vous accompagnez"):
+            assert contact.only_when, contact_id
+            assert all(c.get("profile") == ["proche"] for c in contact.only_when), contact_id
+        if "vous-même" in why:
+            assert all(c.get("profile") == ["patient"] for c in contact.only_when), contact_id
