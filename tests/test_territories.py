@@ -492,3 +492,12 @@ def test_each_why_fits_the_people_it_is_shown_to(kb: KnowledgeBase) -> None:
             assert all(c.get("profile") == ["proche"] for c in contact.only_when), contact_id
         if "vous-même" in why:
             assert all(c.get("profile") == ["patient"] for c in contact.only_when), contact_id
+
+
+def test_a_typed_number_counts_the_buttons_shown(engine: Engine) -> None:
+    turn = choose(engine, "patient", "chronique", "stabilise", "partager", "lu")
+    assert turn.node == "association"
+    first = engine.handle(turn.session, Input.text("1"))
+    assert first.session.answers[-1] == ("association", "non_agreee")
+    second = engine.handle(turn.session, Input.text("2"))
+    assert second.session.answers[-1] == ("association", "aucune")

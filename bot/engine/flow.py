@@ -320,7 +320,8 @@ class Engine:
             if match is not None:
                 session = self._note_gender(session, norm)
                 question = self.kb.questions[session.node]
-                return self._answer(session, question, match.index, echo=not match.exact)
+                index = self._shown_number(session, question, norm, match.index)
+                return self._answer(session, question, index, echo=not match.exact)
         if session.node == RECOMMENDED:
             action = self.matcher.term(norm)
             if action is not None:
@@ -329,6 +330,16 @@ class Engine:
             reply = Reply(text(self.kb.safety.medical_reply, session.lang))
             return self.turn(session, reply, self.prompt(session))
         return self._not_understood(session)
+
+    def _shown_number(self, session: Session, question: Question, norm: str, index: int) -> int:
+        """A typed number counts the buttons shown, which leave out the choices that do not
+        hold in the person's country (« 1 » in Luxembourg is the first button, « Oui »)."""
+        if not norm.isdigit():
+            return index
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        shown = [i for i, c in enumerate(question.choices) if offered(c, country)]
+        number = int(norm)
+        return shown[number - 1] if 1 <= number <= len(shown) else index
 
     def _note_gender(self, session: Session, norm: str) -> Session:
         """Remember that the person spoke of herself in the feminine (« je suis aidante »,
