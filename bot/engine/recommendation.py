@@ -9,12 +9,24 @@ told to a person of another; there, the role's ``local`` rules, or an honest « 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.engine.places import country_of, holds, holds_in, territory_chain
 from bot.engine.replies import ContactInfo, Recommendation, RoleMatch
-from bot.knowledge.model import Choice, Contact, KnowledgeBase, Requirement, Role, text
+from bot.knowledge.model import (
+    Choice,
+    ConditionalScores,
+    Contact,
+    KnowledgeBase,
+    LocalRules,
+    Requirement,
+    Role,
+    text,
+)
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_CONTACTS",
@@ -176,12 +188,13 @@ def role_definition(kb: KnowledgeBase, role: Role, facts: dict[str, str], lang: 
     return text(role.definition, lang)
 
 
-def _reason(kb: KnowledgeBase, choice: Choice | object, facts: dict[str, str], lang: str) -> str:
-    reason = getattr(choice, "reason", None)
-    carer = getattr(choice, "carer_reason", None)
-    if carer and is_carer(kb, facts):
-        return text(carer, lang)
-    return text(reason, lang) if reason else ""
+def _reason(
+    kb: KnowledgeBase, choice: Choice | ConditionalScores, facts: dict[str, str], lang: str
+) -> str:
+    """The reason an answer gives, in a proche-aidant's words when there are some."""
+    if choice.carer_reason and is_carer(kb, facts):
+        return text(choice.carer_reason, lang)
+    return text(choice.reason, lang) if choice.reason else ""
 
 
 @dataclass(frozen=True)
@@ -214,33 +227,23 @@ def rules_for(
                 steps += extra.steps
         caution = text(role.caution, lang) if role.caution else None
         return RoleRules(tuple(requirements), tuple(text(s, lang) for s in steps), caution)
-    specific = role.local.get(country or "")
-    default = role.local.get("*")
+    # The country's own block first, then « * » for what it leaves out.
+    blocks = [b for b in (role.local.get(country or ""), role.local.get("*")) if b is not None]
 
-    def pick(name: str) -> object:
-        """The country's own field, else the ``"*"`` block's."""
-        value = getattr(specific, name, None) if specific is not None else None
-        if not value and default is not None:
-            value = getattr(default, name, None)
-        return value
+    def first(get: Callable[[LocalRules], T | None]) -> T | None:
+        return next((value for value in map(get, blocks) if value), None)
 
-    local_requirements = pick("requirements")
-    if isinstance(local_requirements, list):
-        requirements += [r for r in local_requirements if holds_in(r.countries, country)]
-    local_steps = pick("first_steps")
-    steps_out = [text(s, lang) for s in local_steps] if isinstance(local_steps, list) else []
-    local_when = pick("steps_when")
-    for conditional in local_when if isinstance(local_when, list) else []:
+    local_requirements = first(lambda b: b.requirements) or []
+    requirements += [r for r in local_requirements if holds_in(r.countries, country)]
+    steps_out = [text(s, lang) for s in first(lambda b: b.first_steps) or []]
+    for conditional in first(lambda b: b.steps_when) or []:
         if holds(conditional.when, facts):
             steps_out += [text(s, lang) for s in conditional.steps]
-    local_caution = pick("caution")
-    caution = text(local_caution, lang) if isinstance(local_caution, dict) else None
-    local_ask = pick("ask")
-    ask = (
-        [text(kb.contacts[c].name, lang) for c in local_ask if c in kb.contacts]
-        if isinstance(local_ask, list)
-        else []
-    )
+    local_caution = first(lambda b: b.caution)
+    caution = text(local_caution, lang) if local_caution else None
+    ask = [
+        text(kb.contacts[c].name, lang) for c in first(lambda b: b.ask) or [] if c in kb.contacts
+    ]
     if not steps_out or ask:
         who = ", ".join(ask) if ask else text(kb.messages.get("rules_ask_default"), lang)
         steps_out.append(text(kb.messages.get("rules_elsewhere"), lang).format(who=who))
