@@ -196,12 +196,11 @@ class Engine:
         """Who would receive a request to be put in touch from this conversation (nobody: the
         bot offers none and promises none)."""
         territory = facts_of(self.kb, session.answers).get(self.kb.flow.territory_fact)
-        owner = session.extra.get("owner")
         return handoff_receivers(
             self.receivers,
             context=session.context,
             territories=territory_chain(self.kb, territory),
-            owner=str(owner) if owner else None,
+            owner=_owner(session),
         )
 
     def handle(self, session: Session, event: Input) -> Turn:
