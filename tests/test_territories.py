@@ -501,3 +501,18 @@ def test_a_typed_number_counts_the_buttons_shown(engine: Engine) -> None:
     assert first.session.answers[-1] == ("association", "non_agreee")
     second = engine.handle(turn.session, Input.text("2"))
     assert second.session.answers[-1] == ("association", "aucune")
+
+
+def test_a_session_of_the_older_flow_is_asked_its_country_first(engine: Engine) -> None:
+    """Before 2.0.0 the country came last: a conversation in progress at « formation » must
+    not be offered French-only answers without knowing where the person lives."""
+    from dataclasses import replace
+
+    turn = choose(engine, "patient", "chronique", "stabilise", "partager", "fr", "idf", "aucune")
+    answers = tuple(a for a in turn.session.answers if a[0] not in ("pays", "region"))
+    old = replace(turn.session, kb_version="1.2.0", node="formation", answers=answers)
+    resumed = engine.handle(old, Input.text("aide"))
+    assert resumed.node == "pays"
+    assert "mis à jour" in texts(resumed)
+    kept = choose(engine, "fr", "idf", turn=resumed)
+    assert kept.node == "association"

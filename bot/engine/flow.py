@@ -14,7 +14,9 @@ from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
 from bot.engine.normalize import normalize
 from bot.engine.places import (
     Receiver,
+    asked_after_the_country,
     country_of,
+    country_question,
     handoff_receivers,
     holds_in,
     next_target,
@@ -91,6 +93,7 @@ class Engine:
         self.safety = Safety(kb)
         #: The establishments that can receive a contact request (webhook ``contact.requested``).
         self.receivers: tuple[Receiver, ...] = tuple(receivers)
+        self._after_country = asked_after_the_country(kb)
 
     # -- helpers -------------------------------------------------------------------------
     def msg(self, key: str, session: Session, **values: str) -> str:
@@ -240,6 +243,13 @@ class Engine:
             moved = True
             node = answers[-1][0] if answers else self.kb.flow.start
             answers = answers[:-1] if answers else answers
+        asking = country_question(self.kb)
+        if (
+            asking is not None
+            and node in self._after_country
+            and country_of(self.kb, facts_of(self.kb, answers)) is None
+        ):
+            moved, node = True, asking  # the new flow asks the country before this point
         upgraded = replace(
             session, kb_version=self.kb.version, node=node, answers=answers, pending=None
         )

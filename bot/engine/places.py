@@ -112,3 +112,35 @@ def handoff_receivers(
     return tuple(
         r for r in receivers if r.webhook_url is not None and receives(r, context, places, owner)
     )
+
+
+def asked_after_the_country(kb: KnowledgeBase) -> frozenset[str]:
+    """The questions (and ``recommendation``) the flow only reaches once the country is known:
+    a session carried over from an older flow that sits there without a country must be asked
+    it first."""
+    arrivals: dict[str, set[bool]] = {}
+    todo: list[tuple[str, bool]] = [(kb.flow.start, False)]
+    while todo:
+        node, known = todo.pop()
+        if known in arrivals.setdefault(node, set()):
+            continue
+        arrivals[node].add(known)
+        question = kb.questions.get(node)
+        if question is None:
+            continue
+        for choice in question.choices:
+            after = (
+                known
+                or question.fact == COUNTRY_FACT
+                or choice.sets.get(kb.flow.territory_fact) in kb.territories
+            )
+            targets = [choice.next] if choice.next else [b.next for b in question.next_when]
+            if not choice.next and question.next:
+                targets.append(question.next)
+            todo += [(t, after) for t in targets if t]
+    return frozenset(node for node, seen in arrivals.items() if seen == {True})
+
+
+def country_question(kb: KnowledgeBase) -> str | None:
+    """The question that asks the country, if the flow has one."""
+    return next((qid for qid, q in kb.questions.items() if q.fact == COUNTRY_FACT), None)
