@@ -209,6 +209,8 @@ def test_abroad_no_french_rule_is_told(engine: Engine, kb: KnowledgeBase, territ
                 helped = engine.handle(turn.session, Input.command("aide"))
                 told.append(texts(helped))
             told.append(texts(engine.handle(turn.session, Input.command("contacts"))))
+            glossary = engine.handle(turn.session, Input.command("glossaire"))
+            told += [c.label for r in glossary.replies for c in r.choices]
             told.append(texts(engine.handle(turn.session, Input.choice("cmd:relation"))))
             found = french.search("\n".join(told))
             assert found is None, (territory, profile, wish, found and found.group(0))

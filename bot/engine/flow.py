@@ -569,9 +569,11 @@ class Engine:
         if unknown:
             lines.append(self.msg("glossary_unknown", session))
         lines.append(self.msg("glossary_intro", session))
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
         choices = [
             Choice(TERM + term_id, text(term.term, session.lang))
             for term_id, term in self.kb.glossary.items()
+            if country is None or holds_in(term.countries, country)  # not another country's
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))
         return self.turn(session, Reply("\n".join(lines), tuple(choices)))
