@@ -529,6 +529,15 @@ def _words_pattern(words: list[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(" + "|".join(parts) + r")(?!\w)")
 
 
+def _is_text(value: object) -> bool:
+    """A user-facing :data:`Text` (language -> string), as opposed to other mappings."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and len(k) == 2 and isinstance(v, str) for k, v in value.items())
+    )
+
+
 def _statements(
     kb: KnowledgeBase, states: dict[str, set[frozenset[str]]]
 ) -> list[tuple[str, tuple[str | int, ...], str, frozenset[str], str]]:
@@ -556,6 +565,9 @@ def _statements(
             add("flow.yaml", (*base, "help"), asked - overridden, question.help)
         for country, value in question.help_in.items():
             add("flow.yaml", (*base, "help_in", country), asked & {country}, value)
+        for field_name, value in question:  # any other text shown with the question (« why »…)
+            if field_name not in ("text", "help") and _is_text(value):
+                add("flow.yaml", (*base, field_name), asked, value)
         for index, choice in enumerate(question.choices):
             path = (*base, "choices", index)
             shown = marked(choice.countries, asked)
