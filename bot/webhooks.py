@@ -46,7 +46,14 @@ class _Payload(BaseModel):
 class ContactRequestedData(_Payload):
     """What the person agreed to send, after seeing it, so that someone reaches out to them."""
 
-    contacts: list[str] = Field(description="Identifiants des contacts choisis par la personne.")
+    establishments: list[str] = Field(
+        description="Les établissements à qui la personne a accepté d'envoyer la demande (ceux "
+        "que le texte de consentement nommait) ; elle n'est envoyée qu'à eux."
+    )
+    contacts: list[str] = Field(
+        description="Identifiants des contacts montrés à la personne (pour information : la "
+        "demande ne leur est pas envoyée)."
+    )
     roles: list[str] = Field(description="Rôles recommandés (identifiants).")
     territory: str | None = Field(description="Territoire de la personne, ou null.")
     context: str | None = Field(description="Contexte de la conversation, ou null.")

@@ -6,7 +6,7 @@ it. Run it against a server of yours:
 
     export PASSERELLE_URL=http://127.0.0.1:8080   # where `passerelle serve` listens
     export PASSERELLE_KEY=psk_…                   # `passerelle keys create ÉTABLISSEMENT`
-    python examples/client.py patient chronique stabilise former aucune aucune mensuel fr occitanie
+    python examples/client.py patient chronique stabilise former fr occitanie aucune aucune mensuel
 
 Each argument is the ``id`` of a choice to pick, in order (run it with no argument to pick the
 first choice each time). Every answer is JSON; errors are ``{"error": {"code", "message"}}``.
@@ -105,11 +105,15 @@ def main(answers: list[str]) -> int:
     for contact in recommendation["contacts"]:
         print(f"Contact : {contact['name']} — {contact['website']}")
 
-    # Being put in touch: offered after the recommendation, sent only after two « yes ».
-    show(client.choose(cid, "cmd:relation"))  # what would be sent, to whom: consent?
-    show(client.choose(cid, "cmd:confirmer"))  # yes: how should they reach you?
-    show(client.say(cid, HOW_TO_REACH))  # free text, shown back for confirmation
-    show(client.choose(cid, "cmd:confirmer"))  # sent: `contact.requested` goes out by webhook
+    # Being put in touch: offered after the recommendation only when an establishment with a
+    # webhook is concerned by the conversation; sent only after two « yes ».
+    if "cmd:relation" in offered:
+        show(client.choose(cid, "cmd:relation"))  # to whom, what would be sent: consent?
+        show(client.choose(cid, "cmd:confirmer"))  # yes: how should they reach you?
+        show(client.say(cid, HOW_TO_REACH))  # free text, shown back for confirmation
+        show(client.choose(cid, "cmd:confirmer"))  # sent: `contact.requested` goes by webhook
+    else:
+        print("Aucun établissement ne reçoit de demande de contact pour cette conversation.")
 
     stored = client.call("GET", f"/conversations/{cid}")
     print(f"Conservé : {len(stored['transcript'])} lignes, {len(stored['answers'])} réponses")

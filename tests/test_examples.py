@@ -4,7 +4,6 @@ server, the webhook receiver against real deliveries."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -24,11 +23,11 @@ from bot.establishments import load_establishments
 from bot.storage.integration import IntegrationStore
 from bot.webhooks import RetryPolicy, WebhookWorker
 from tests.live import serve
-from tests.test_webhooks import free_port, run_to_contact_request, write_establishments
+from tests.test_webhooks import SECRET, free_port, run_to_contact_request, write_establishments
 
 ROOT = Path(__file__).resolve().parent.parent
-PATIENT_TRAINER = ["patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie"]  # fmt: skip
+PATIENT_TRAINER = ["patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel"]  # fmt: skip
 
 
 async def make_key(db: Path) -> str:
@@ -40,11 +39,17 @@ async def make_key(db: Path) -> str:
 
 
 def test_the_client_example_runs_a_conversation_to_a_contact_request(
-    engine: Engine, tmp_path: Path
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "passerelle.db"
     key = asyncio.run(make_key(db))
-    with serve(create_app(ConversationApi(engine, IntegrationStore(db)))) as url:
+    # An establishment with a webhook: the hand-off is offered towards it (nobody listens: the
+    # events wait in the outbox, and the example's erasure drops them).
+    monkeypatch.setenv("CHU_A_SECRET", SECRET)
+    establishments = load_establishments(write_establishments(tmp_path / "e.yaml", free_port()))
+    engine = Engine(engine.kb, receivers=tuple(establishments.values()))
+    api = ConversationApi(engine, IntegrationStore(db), establishments)
+    with serve(create_app(api)) as url:
         result = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "client.py"), *PATIENT_TRAINER],
             env={"PATH": os.environ["PATH"], "PASSERELLE_URL": url, "PASSERELLE_KEY": key},
@@ -58,17 +63,19 @@ def test_the_client_example_runs_a_conversation_to_a_contact_request(
         assert "Rôle recommandé : Patient partenaire formateur" in out
         assert "Contact : " in out and "https://" in out
         assert "camille@example.org" in out  # shown back before it is sent
-        assert "C'est envoyé" in out
+        assert "Votre demande est envoyée à CHU A" in out
         assert "Conversation effacée." in out
     with contextlib.closing(sqlite3.connect(db)) as connection:
         (left,) = connection.execute("SELECT COUNT(*) FROM api_conversations").fetchone()
+        (pending,) = connection.execute("SELECT COUNT(*) FROM webhook_outbox").fetchone()
     assert left == 0, "the example erased its conversation"
+    assert pending == 0, "and the events about it that were not delivered yet"
 
 
 def test_the_receiver_example_verifies_and_prints_each_event_once(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    secret = SECRET
     port = free_port()
     receiver = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "webhook_receiver.py")],
@@ -88,6 +95,7 @@ def test_the_receiver_example_verifies_and_prints_each_event_once(
         key = asyncio.run(make_key(db))
         store = IntegrationStore(db)
         worker = WebhookWorker(store, establishments, policy=RetryPolicy(base=0.05))
+        engine = Engine(engine.kb, receivers=tuple(establishments.values()))
         api = ConversationApi(engine, store, establishments, on_events=worker.wake)
         with (
             serve(create_app(api, worker=worker)) as url,

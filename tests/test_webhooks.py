@@ -406,6 +406,7 @@ def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webho
     key = asyncio.run(create_key(db))
     store = IntegrationStore(db)
     worker = WebhookWorker(store, establishments, policy=RetryPolicy(base=0.05), idle_poll=0.2)
+    engine = Engine(engine.kb, receivers=tuple(establishments.values()))
     api = ConversationApi(engine, store, establishments, on_events=worker.wake)
     try:
         with (
@@ -435,6 +436,7 @@ def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webho
     assert set(seen) == {"contact.requested", "conversation.completed"}
     assert seen["contact.requested"]["conversation_id"] == cid
     assert seen["contact.requested"]["how_to_reach"].startswith("Par courriel")
+    assert seen["contact.requested"]["establishments"] == ["chu-a"]
 
 
 async def create_key(db: Path) -> str:

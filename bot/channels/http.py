@@ -921,6 +921,7 @@ _EVENTS: dict[str, dict[str, Any]] = {
         "type": "contact.requested",
         "timestamp": "2026-11-23T10:15:00+00:00",
         "data": {
+            "establishments": ["chu-exemple"],
             "contacts": ["partenariat_en_sante_occitanie"],
             "roles": ["patient_partenaire_formateur"],
             "territory": "fr-occitanie",
