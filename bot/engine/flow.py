@@ -9,13 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
+from rapidfuzz import fuzz
+
+from bot.engine.matching import Matcher
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import contacts_for, facts_of, recommend
 from bot.engine.replies import Choice, ContactInfo, Event, Recommendation, Reply, RoleMatch
 from bot.engine.safety import Safety, screen
-from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, Input, Session
+from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, UNKNOWN, Input, Session
+from bot.engine.understanding import Reading, Understanding
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
+from bot.knowledge.model import Choice as Option
 
 #: Messages longer than this are not analysed at all (they are answered kindly).
 MAX_TEXT_LENGTH = 2000
@@ -26,6 +30,14 @@ CONFIRM = "cmd:confirmer"
 CANCEL = "cmd:annuler"
 RESUME = "cmd:reprendre"
 RELATION = "relation"
+PLACE = "place:"
+NOT_THAT = "cmd:pas_ca"
+SKIP = "cmd:passer"
+#: How close (rapidfuzz WRatio) a choice must be to be offered as « Vouliez-vous dire … ? ».
+CLOSEST_CUTOFF = 60.0
+#: Keys of ``session.extra`` that live for one turn only (the next input reads them, then
+#: they are gone): what « Ce n'est pas ça » would undo, and an open glossary.
+TRANSIENT = ("undo", "glossary")
 #: Longest "how to reach me" text kept for a contact request.
 MAX_CONTACT_HOW = 500
 
@@ -38,6 +50,8 @@ class Turn:
     session: Session
     recommendation: Recommendation | None = None
     events: tuple[Event, ...] = field(default=())
+    #: The facts the bot holds now (fact name -> value id, plus ``condition`` and ``place``).
+    understood: dict[str, str] = field(default_factory=dict)
 
     @property
     def node(self) -> str:
@@ -48,6 +62,7 @@ class Turn:
             "replies": [reply.to_dict() for reply in self.replies],
             "node": self.session.node,
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
+            "understood": dict(self.understood),
         }
 
 
@@ -72,6 +87,8 @@ class Engine:
         self.matcher = Matcher(kb)
         self.modes = {mode.name: mode for mode in modes}
         self.safety = Safety(kb)
+        self.understanding = Understanding(kb)
+        self._place_paths: dict[str, dict[str, str]] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def msg(self, key: str, session: Session, **values: str) -> str:
@@ -84,6 +101,10 @@ class Engine:
     def _question_reply(self, session: Session, question_id: str) -> Reply:
         question = self.kb.questions[question_id]
         choices = [Choice(c.id, text(c.label, session.lang)) for c in question.choices]
+        if session.extra.get("offer_skip") == question_id:
+            choices.append(Choice(SKIP, self.msg("skip_button", session)))
+        if session.extra.get("undo"):
+            choices.append(Choice(NOT_THAT, self.msg("not_that", session)))
         if session.answers:
             choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
         return Reply(text(question.text, session.lang), tuple(choices))
@@ -152,7 +173,28 @@ class Engine:
     ) -> Turn:
         """Build the answer to one input, counting the turn (modes use it too)."""
         session = replace(session, turns=session.turns + 1)
-        return Turn(tuple(replies), session, recommendation, events)
+        return Turn(tuple(replies), session, recommendation, events, self.understood(session))
+
+    def understood(self, session: Session) -> dict[str, str]:
+        """Every fact held now: answers given, facts read ahead, the named condition and place."""
+        facts = {
+            fact: value
+            for fact, value in facts_of(self.kb, session.answers).items()
+            if value != UNKNOWN
+        }
+        for question_id, choices in dict(session.extra.get("prefill") or {}).items():
+            question = self.kb.questions.get(question_id)
+            if question is None or not choices:
+                continue
+            facts.setdefault(question.fact, str(choices[0]))
+            for choice in question.choices:
+                if choice.id == choices[0]:
+                    for fact, value in choice.sets.items():
+                        facts.setdefault(fact, value)
+        for key in ("condition", "place"):
+            if session.extra.get(key):
+                facts[key] = str(session.extra[key])
+        return facts
 
     # -- entry points --------------------------------------------------------------------
     def new_session(self, context: str | None = None, lang: str = "fr") -> Session:
@@ -169,13 +211,19 @@ class Engine:
         if session.node == NOT_STARTED:
             return self.start(session.context, session.lang)
         session, notes = self.upgrade(session)
-        if event.kind == "text" and self.safety.is_distress(screen(event.value)):
+        if event.kind == "text" and self.is_distress(event.value):
             turn = self._crisis(session)
         else:
             turn = self._dispatch(session, event)
         if notes:
             turn = replace(turn, replies=(*notes, *turn.replies))
         return turn
+
+    def is_distress(self, raw: str) -> bool:
+        """Distress in a typed message, read with SMS contractions expanded (« chui à bout »)."""
+        if self.safety.is_distress(screen(raw)):
+            return True
+        return self.safety.is_distress(self.understanding.plain(raw[:20_000]))
 
     def upgrade(self, session: Session) -> tuple[Session, tuple[Reply, ...]]:
         """Carry a session started on another knowledge-base version over to this one.
@@ -189,7 +237,8 @@ class Engine:
         answers = tuple(
             (q, c)
             for q, c in session.answers
-            if q in questions and any(choice.id == c for choice in questions[q].choices)
+            if q in questions
+            and (c == UNKNOWN or any(choice.id == c for choice in questions[q].choices))
         )
         node = session.node
         moved = False
@@ -206,14 +255,21 @@ class Engine:
 
     # -- dispatch ------------------------------------------------------------------------
     def _dispatch(self, session: Session, event: Input) -> Turn:
+        carried = {key: session.extra[key] for key in TRANSIENT if key in session.extra}
+        if carried:
+            session = replace(
+                session, extra={k: v for k, v in session.extra.items() if k not in TRANSIENT}
+            )
         mode = self.modes.get(str(session.extra.get("mode", "")))
         if mode is not None:
             return mode.handle(self, session, event)
         if event.kind == "command":
             return self._command(session, event.value.lstrip("/").strip().lower())
         if event.kind == "choice":
+            if event.value == NOT_THAT:
+                return self._not_that(session, carried.get("undo"))
             return self._choice(session, event)
-        return self._text(session, event.value)
+        return self._text(session, event.value, carried)
 
     def _choice(self, session: Session, event: Input) -> Turn:
         value = event.value
@@ -227,6 +283,17 @@ class Engine:
             return self._command(session, value[len(CMD) :])
         if value.startswith(TERM):
             return self._define(session, value[len(TERM) :])
+        if value == SKIP:
+            question = self.kb.questions.get(session.node)
+            if question is None or session.pending:
+                return self._stale(session)
+            return self._skip(session, question)
+        if value.startswith(PLACE):
+            place = value[len(PLACE) :]
+            if place not in self.understanding.places or session.node not in self.kb.questions:
+                return self._stale(session)
+            reading = Reading(place=place)
+            return self._apply(session, reading, echo=True)
         if event.node is not None and event.node != session.node:
             return self._stale(session)
         if session.pending:
@@ -242,19 +309,28 @@ class Engine:
     def _stale(self, session: Session) -> Turn:
         return self.turn(session, Reply(self.msg("stale_button", session)), self.prompt(session))
 
-    def _text(self, session: Session, raw: str) -> Turn:
+    def _text(self, session: Session, raw: str, carried: dict[str, object] | None = None) -> Turn:
+        carried = carried or {}
         if len(raw) > MAX_TEXT_LENGTH:
             return self.turn(session, Reply(self.msg("too_long", session)), self.prompt(session))
+        plain = self.understanding.plain(raw)
         norm = normalize(raw)
         if not norm:
             return self._not_understood(session)
+        core = self.understanding.strip_fillers(plain)
         if session.pending:
-            answer = self.matcher.confirmation(norm)
+            answer = self.matcher.confirmation(plain)
+            if answer is None:
+                answer = self.matcher.confirmation(core)
             if answer is not None and session.pending != "contact_how":
                 return self._confirm(session, answer)
             if answer is False:
                 return self._confirm(session, False)
         command = self.matcher.command(norm)
+        if command is None:
+            command = self.matcher.command(plain) if plain != norm else None
+        if command is None and core and core != plain and " " in plain:
+            command = self.matcher.command(core)
         if command is None and session.pending == "contact_how":
             how = " ".join(raw.split())[:MAX_CONTACT_HOW]
             ready = replace(
@@ -262,30 +338,395 @@ class Engine:
             )
             return self.turn(ready, self.prompt(ready))
         for mode in self.modes.values():
-            if norm in mode.words:
+            if norm in mode.words or plain in mode.words:
                 return mode.handle(self, session, Input.command(mode.name))
         if command is not None:
             return self._command(session, command)
-        asked, term_id = self.matcher.glossary_question(norm)
+        asked, term_id = self.matcher.glossary_question(plain)
         if term_id is not None:
             return self._define(session, term_id)
         if asked:
             return self._glossary(session, unknown=True)
+        if carried.get("glossary"):
+            term = self.matcher.term(plain)
+            if term is not None:
+                return self._define(session, term)
         if session.pending:
             return self._not_understood(session)
-        if session.node in self.kb.questions and len(norm) <= MAX_MATCH_LENGTH:
-            match = self.matcher.choice(session.node, norm)
-            if match is not None:
-                question = self.kb.questions[session.node]
-                return self._answer(session, question, match.index, echo=not match.exact)
+        if self.safety.is_medical(plain):
+            reply = Reply(text(self.kb.safety.medical_reply, session.lang))
+            return self.turn(session, reply, self.prompt(session))
+        undo = carried.get("undo")
+        if session.node in self.kb.questions:
+            return self._understand(session, raw, plain, undo)
+        reading = self.understanding.read(raw, None)
+        if reading.wrong and isinstance(undo, dict):
+            return self._not_that(session, undo)
         if session.node == RECOMMENDED:
             action = self.matcher.term(norm)
             if action is not None:
                 return self._define(session, action)
-        if self.safety.is_medical(norm):
-            reply = Reply(text(self.kb.safety.medical_reply, session.lang))
-            return self.turn(session, reply, self.prompt(session))
+        if reading.smalltalk is not None:
+            return self._smalltalk(session, reading.smalltalk)
         return self._not_understood(session)
+
+    def _understand(
+        self, session: Session, raw: str, plain: str, undo: object | None = None
+    ) -> Turn:
+        """A typed message at a question: read it whole, answer what it answers, keep the rest."""
+        question = self.kb.questions[session.node]
+        reading = self.understanding.read(raw, session.node)
+        if reading.wrong:
+            return self._not_that(session, undo if isinstance(undo, dict) else None)
+        if reading.why:
+            why = (
+                text(question.why, session.lang)
+                if question.why
+                else self.msg("why_default", session)
+            )
+            return self.turn(session, Reply(why), self.prompt(session))
+        if reading.skip:
+            return self._skip(session, question)
+        if reading.smalltalk is not None:
+            return self._smalltalk(session, reading.smalltalk)
+        place_number = (
+            session.node in self.understanding.place_questions
+            and reading.place is not None
+            and plain.isdigit()
+            and len(plain) >= 2
+        )
+        exact = None if place_number else self.matcher.choice(session.node, plain)
+        if exact is not None and exact.exact:
+            reading.answers[session.node] = [question.choices[exact.index].id]
+            return self._apply(
+                session, reading, echo=not reading.empty and _more(reading, session.node)
+            )
+        if reading.unknown and reading.empty:
+            return self._skip(session, question)
+        if reading.empty and exact is not None and not reading.negated:
+            return self._answer(session, question, exact.index, echo=True)
+        if reading.empty:
+            return self._missed(session, question, plain)
+        return self._apply(session, reading, echo=True)
+
+    def _apply(self, session: Session, reading: Reading, echo: bool) -> Turn:
+        """Keep what ``reading`` says (answer the question, remember the rest), say it back."""
+        question_id = session.node
+        question = self.kb.questions[question_id]
+        before = {
+            "node": session.node,
+            "answers": [list(pair) for pair in session.answers],
+            "prefill": dict(session.extra.get("prefill") or {}),
+            "condition": session.extra.get("condition"),
+            "place": session.extra.get("place"),
+            "relative": session.extra.get("relative"),
+        }
+        if reading.place is not None:
+            for qid, choice_id in self._place_answers(reading.place).items():
+                reading.answers[qid] = [choice_id]
+        elif reading.ambiguous_place is not None and self.kb.places is not None:
+            entry = self.kb.places.ambiguous[reading.ambiguous_place]
+            choices = tuple(
+                Choice(PLACE + pid, text(self.understanding.places[pid].name, session.lang))
+                for pid in entry.places
+                if pid in self.understanding.places
+            )
+            session = self._keep(session, reading, exclude=())
+            return self.turn(session, Reply(text(entry.question, session.lang), choices))
+        mine = [c for c in reading.answers.get(question_id, []) if _has(question, c)]
+        if len(mine) > 1 and not question.multiple:
+            first, second = (_choice(question, c) for c in mine[:2])
+            session = self._keep(session, reading, exclude=(question_id,))
+            body = self.msg(
+                "ambiguous",
+                session,
+                first=text(first.label, session.lang),
+                second=text(second.label, session.lang),
+            )
+            choices = (
+                Choice(first.id, text(first.label, session.lang)),
+                Choice(second.id, text(second.label, session.lang)),
+            )
+            return self.turn(session, Reply(body, choices))
+        session = self._keep(session, reading, exclude=(question_id,))
+        said = self._said(session, reading, question_id) if echo else ""
+        if said:
+            session = replace(session, extra={**session.extra, "undo": before})
+        replies = [Reply(said)] if said else []
+        if not mine:
+            # Something else was understood, not the answer to this question: ask it again.
+            return self.turn(session, *replies, self.prompt(session))
+        session = replace(session.answered(question_id, mine[0]), stopped_at=None)
+        for extra_choice in mine[1:]:
+            session = session.answered(question_id, extra_choice)
+        target = _choice(question, mine[0]).next or question.next
+        return self._advance(self._settled(session), target, replies)
+
+    def _keep(self, session: Session, reading: Reading, exclude: tuple[str, ...]) -> Session:
+        """Remember facts for later questions; replace an earlier answer a clearer one changes."""
+        prefill = {k: list(v) for k, v in dict(session.extra.get("prefill") or {}).items()}
+        answers = list(session.answers)
+        answered = {q for q, _ in answers}
+        for qid, choices in reading.answers.items():
+            question = self.kb.questions.get(qid)
+            if qid in exclude or question is None:
+                continue
+            valid = [c for c in choices if _has(question, c)]
+            if not valid:
+                continue
+            if qid in answered:
+                old = [c for q, c in answers if q == qid]
+                if old == valid[:1] or old[0] == UNKNOWN:
+                    continue
+                before, after = _choice(question, old[0]), _choice(question, valid[0])
+                if (before.next or question.next) != (after.next or question.next):
+                    continue  # a different path: only « retour » may change it
+                answers = [(q, valid[0] if q == qid else c) for q, c in answers]
+                answers = [pair for i, pair in enumerate(answers) if pair not in answers[:i]]
+                continue
+            prefill[qid] = valid if question.multiple else valid[:1]
+        extra = {**session.extra, "prefill": prefill}
+        if reading.condition:
+            extra["condition"] = reading.condition
+        if reading.place:
+            extra["place"] = reading.place
+        if reading.relative:
+            extra["relative"] = reading.relative
+        if not prefill:
+            extra.pop("prefill")
+        return replace(session, answers=tuple(answers), extra=extra)
+
+    def _said(self, session: Session, reading: Reading, asked: str) -> str:
+        """« J'ai compris : … » in one line, from what ``reading`` brought in this message."""
+        lang = session.lang
+        items: list[str] = []
+        profile_q = self.understanding.profile_question
+        experience_q = self.understanding.experience_question
+        condition = ""
+        if reading.condition and experience_q:
+            category = _choice(
+                self.kb.questions[experience_q],
+                self.understanding.conditions[reading.condition].category,
+            )
+            condition = self.msg(
+                "said_condition",
+                session,
+                condition=self.understanding.condition_text(reading.condition, lang),
+                category=_lower_first(text(category.label, lang)),
+            )
+        profile = (reading.answers.get(profile_q) or [""])[0] if profile_q else ""
+        relative = reading.relative or ""
+        place_answers = self._place_answers(reading.place) if reading.place else {}
+        for qid, choices in reading.answers.items():
+            question = self.kb.questions.get(qid)
+            if question is None or qid in place_answers:
+                continue
+            if qid == profile_q:
+                key = {"patient": "said_patient", "proche": "said_proche"}.get(
+                    str(profile), "said_pro"
+                )
+                if key == "said_proche" and relative:
+                    key = "said_relative"
+                if condition and key != "said_pro":
+                    items.append(
+                        self.msg(
+                            key + "_condition", session, condition=condition, relative=relative
+                        )
+                    )
+                    condition = ""
+                else:
+                    items.append(self.msg(key, session, relative=relative))
+                continue
+            if qid == experience_q and condition:
+                items.append(condition)
+                condition = ""
+                continue
+            for choice_id in choices:
+                if _has(question, choice_id):
+                    label = text(_choice(question, choice_id).label, lang)
+                    items.append(self.msg("said_choice", session, label=label))
+        if condition:
+            items.append(condition)
+        if reading.place:
+            items.append(
+                self.msg(
+                    "said_place", session, place=self.understanding.place_text(reading.place, lang)
+                )
+            )
+        if not items:
+            return ""
+        return self.msg("said_intro", session, items=" ; ".join(items))
+
+    def _place_answers(self, place_id: str) -> dict[str, str]:
+        """The answers a place gives (``pays: fr, region: bretagne``), found by reverse lookup
+        of the choices that set its territory (or a parent territory) and the path to them."""
+        place = self.understanding.places.get(place_id)
+        if place is None:
+            return {}
+        cached = self._place_paths.get(place.territory)
+        if cached is not None:
+            return cached
+        questions = self.kb.questions
+        found: dict[str, str] = {}
+        territory: str | None = place.territory
+        while territory and not found:
+            for qid, question in questions.items():
+                for choice in question.choices:
+                    if choice.sets.get("territory") == territory:
+                        found = {qid: choice.id}
+                        break
+                    if (
+                        choice.id == territory
+                        and qid in self.understanding.place_questions
+                        and not choice.sets
+                    ):
+                        found = {qid: choice.id}
+                        break
+                if found:
+                    break
+            parent = self.kb.territories.get(territory)
+            territory = parent.parent if parent else None
+        # Walk back: which choice leads to the question found (pays: fr -> region)?
+        for _ in range(len(questions)):
+            first = next(iter(found), None)
+            if first is None:
+                break
+            before = next(
+                (
+                    (qid, choice.id)
+                    for qid, question in questions.items()
+                    for choice in question.choices
+                    if choice.next == first and qid not in found
+                ),
+                None,
+            )
+            if before is None:
+                break
+            found = {before[0]: before[1], **found}
+        self._place_paths[place.territory] = found
+        return found
+
+    def _advance(self, session: Session, target: str | None, replies: list[Reply]) -> Turn:
+        """Go to ``target``, answering on the way every question already answered in advance."""
+        for _ in range(len(self.kb.questions) + 1):
+            if target == RECOMMENDATION:
+                return self._recommend(session, replies)
+            if target == EXIT or target is None or target not in self.kb.questions:
+                session = replace(session, node=EXITED)
+                return self.turn(session, *replies, self.prompt(session))
+            prefill = dict(session.extra.get("prefill") or {})
+            question = self.kb.questions[target]
+            ready = [c for c in prefill.pop(target, []) if _has(question, c)]
+            if not ready:
+                break
+            extra = {**session.extra, "prefill": prefill}
+            if not prefill:
+                extra.pop("prefill")
+            session = replace(session, extra=extra)
+            for choice_id in ready:
+                session = session.answered(target, choice_id)
+            target = _choice(question, ready[0]).next or question.next
+        session = replace(session, node=str(target))
+        return self.turn(session, *replies, self.prompt(session))
+
+    def _settled(self, session: Session) -> Session:
+        """The question is answered: the repair ladder starts again from the first rung."""
+        extra = {
+            k: v for k, v in session.extra.items() if k not in ("misses", "offer_skip", "last_miss")
+        }
+        return replace(session, extra=extra)
+
+    def _skip(self, session: Session, question: Question) -> Turn:
+        """« Je ne sais pas » / « passer »: an unknown answer, and the conversation goes on."""
+        replies = [Reply(self.msg("skipped", session))]
+        session = replace(session.answered(session.node, UNKNOWN), stopped_at=None)
+        return self._advance(self._settled(session), question.next, replies)
+
+    def _smalltalk(self, session: Session, index: str) -> Turn:
+        talk = self.kb.language.smalltalk[int(index)]
+        return self.turn(session, Reply(text(talk.reply, session.lang)), self.prompt(session))
+
+    def _not_that(self, session: Session, undo: object | None) -> Turn:
+        """« Ce n'est pas ça »: forget what the last message brought and ask again."""
+        if not isinstance(undo, dict):
+            return self.turn(
+                session, Reply(self.msg("not_that_nothing", session)), self.prompt(session)
+            )
+        extra = {
+            k: v
+            for k, v in session.extra.items()
+            if k not in ("prefill", "condition", "place", "relative")
+        }
+        for key in ("prefill", "condition", "place", "relative"):
+            if undo.get(key):
+                extra[key] = undo[key]
+        restored = replace(
+            session,
+            node=str(undo.get("node") or session.node),
+            answers=tuple((str(q), str(c)) for q, c in undo.get("answers") or []),
+            extra=extra,
+        )
+        return self.turn(restored, Reply(self.msg("not_that_done", session)), self.prompt(restored))
+
+    def _missed(self, session: Session, question: Question, plain: str) -> Turn:
+        """Nothing understood at a question: climb the repair ladder, never the same line twice."""
+        misses = session.extra.get("misses")
+        count = 1
+        if isinstance(misses, dict) and misses.get("node") == session.node:
+            count = int(misses.get("count", 0)) + 1
+        last = session.extra.get("last_miss")
+        lang = session.lang
+        choices: tuple[Choice, ...] = ()
+        extra = {**session.extra, "misses": {"node": session.node, "count": count}}
+        if count == 1:
+            key = "repair_first" if question.example else "repair_first_plain"
+            if key == last:
+                key = "repair_first_plain" if key == "repair_first" else "repair_first"
+                key = (
+                    key if question.example or key == "repair_first_plain" else "repair_second_list"
+                )
+            body = (
+                self.msg(key, session, example=text(question.example, lang))
+                if question.example
+                else self.msg(key, session)
+            )
+            if question.help:
+                body += "\n" + text(question.help, lang)
+        elif count == 2:
+            closest = self._closest(question, plain)
+            if closest:
+                key = "repair_second"
+                options = " ou ".join(f"« {text(c.label, lang)} »" for c in closest)
+                body = self.msg(key, session, options=options)
+                choices = tuple(Choice(c.id, text(c.label, lang)) for c in closest)
+            else:
+                key = "repair_second_list"
+                lines = [
+                    f"{number}. {text(c.label, lang)}"
+                    for number, c in enumerate(question.choices, start=1)
+                ]
+                body = "\n".join([self.msg(key, session), *lines])
+        else:
+            key = "repair_third" if count % 2 else "repair_fourth"
+            extra["offer_skip"] = session.node
+            body = self.msg(key, session)
+        extra["last_miss"] = key
+        session = replace(session, extra=extra)
+        if choices:
+            full = (*choices, Choice(SKIP, self.msg("skip_button", session)))
+            return self.turn(session, Reply(body, full))
+        return self.turn(session, Reply(body), self.prompt(session))
+
+    def _closest(self, question: Question, plain: str) -> list[Option]:
+        """The one or two choices nearest to what was typed, if any is near enough."""
+        scored: list[tuple[float, int]] = []
+        for index, choice in enumerate(question.choices):
+            phrases = [*choice.label.values(), *(w for ws in choice.synonyms.values() for w in ws)]
+            best = max(fuzz.WRatio(plain, normalize(p)) for p in phrases)
+            scored.append((best, index))
+        scored.sort(reverse=True)
+        near = [question.choices[i] for score, i in scored[:2] if score >= CLOSEST_CUTOFF]
+        return near
 
     def _crisis(self, session: Session) -> Turn:
         """Crisis numbers of the person's country first; then the conversation goes on."""
@@ -300,7 +741,12 @@ class Engine:
         return self.turn(session, Reply(body), self.prompt(session))
 
     def _not_understood(self, session: Session) -> Turn:
-        return self.turn(session, Reply(self.msg("not_understood", session)), self.prompt(session))
+        """Never the same « pas compris » sentence twice in a row."""
+        key = "not_understood"
+        if session.extra.get("last_miss") == key:
+            key = "not_understood_again"
+        session = replace(session, extra={**session.extra, "last_miss": key})
+        return self.turn(session, Reply(self.msg(key, session)), self.prompt(session))
 
     def _answer(self, session: Session, question: Question, index: int, echo: bool = False) -> Turn:
         choice = question.choices[index]
@@ -310,14 +756,7 @@ class Engine:
                 Reply(self.msg("understood_as", session, label=text(choice.label, session.lang)))
             )
         session = replace(session.answered(session.node, choice.id), stopped_at=None)
-        target = choice.next or question.next
-        if target == RECOMMENDATION:
-            return self._recommend(session, replies)
-        if target == EXIT or target is None or target not in self.kb.questions:
-            session = replace(session, node=EXITED)
-            return self.turn(session, *replies, self.prompt(session))
-        session = replace(session, node=target)
-        return self.turn(session, *replies, self.prompt(session))
+        return self._advance(self._settled(session), choice.next or question.next, replies)
 
     def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
         session = replace(session, node=RECOMMENDED)
@@ -446,7 +885,10 @@ class Engine:
             start = replace(session, node=self.kb.flow.start)
             return self.turn(start, Reply(self.msg("back_at_start", session)), self.prompt(start))
         question_id, _ = session.answers[-1]
-        back = replace(session, node=question_id, answers=session.answers[:-1], stopped_at=None)
+        answers = session.answers
+        while answers and answers[-1][0] == question_id:
+            answers = answers[:-1]
+        back = replace(self._settled(session), node=question_id, answers=answers, stopped_at=None)
         return self.turn(back, self.prompt(back))
 
     def _contacts(self, session: Session) -> Turn:
@@ -477,6 +919,7 @@ class Engine:
             for term_id, term in self.kb.glossary.items()
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))
+        session = replace(session, extra={**session.extra, "glossary": True})
         return self.turn(session, Reply("\n".join(lines), tuple(choices)))
 
     def _define(self, session: Session, term_id: str) -> Turn:
@@ -542,3 +985,25 @@ class Engine:
         return self.turn(
             done, Reply(self.msg("relation_sent", session)), self.prompt(done), events=(event,)
         )
+
+
+def _has(question: Question, choice_id: str) -> bool:
+    return any(choice.id == choice_id for choice in question.choices)
+
+
+def _choice(question: Question, choice_id: str) -> Option:
+    return next(choice for choice in question.choices if choice.id == choice_id)
+
+
+def _more(reading: Reading, asked: str) -> bool:
+    """Does the reading hold more than the answer to the asked question?"""
+    return bool(
+        reading.condition
+        or reading.place
+        or any(q != asked for q in reading.answers)
+        or len(reading.answers.get(asked, [])) > 1
+    )
+
+
+def _lower_first(value: str) -> str:
+    return value[:1].lower() + value[1:] if value[:2] != value[:2].upper() else value

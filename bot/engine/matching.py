@@ -177,25 +177,11 @@ class Matcher:
                 if norm:
                     self.terms.setdefault(norm, term_id)
         self.term_names = sorted(self.terms)
-        self.yes = {
-            normalize(w)
-            for w in (
-                "oui",
-                "o",
-                "ok",
-                "d'accord",
-                "daccord",
-                "yes",
-                "confirmer",
-                "je confirme",
-                "bien sûr",
-                "volontiers",
-            )
-        }
-        self.no = {
-            normalize(w)
-            for w in ("non", "n", "no", "annuler", "pas maintenant", "non merci", "surtout pas")
-        }
+        language = kb.language
+        yes = language.yes or ["oui", "o", "ok", "d'accord", "daccord", "yes", "confirmer"]
+        no = language.no or ["non", "n", "no", "annuler", "pas maintenant", "non merci"]
+        self.yes = {normalize(w) for w in yes} - {""}
+        self.no = {normalize(w) for w in no} - {""}
 
     def choice(self, question_id: str, norm: str) -> Match | None:
         if len(norm) > MAX_MATCH_LENGTH or question_id not in self.questions:

@@ -17,15 +17,20 @@ from pydantic import BaseModel, ValidationError
 
 from bot.knowledge.model import (
     BarometerFile,
+    ConditionsFile,
     ContactsFile,
     CrisisFile,
+    FactsFile,
     FlowFile,
     GlossaryFile,
     GuideFile,
     KnowledgeBase,
+    LanguageFile,
     Location,
     MessagesFile,
     Meta,
+    PlacesFile,
+    ProfilesFile,
     RolesFile,
     SafetyFile,
     SourceMap,
@@ -67,6 +72,12 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
     "messages.yaml": (MessagesFile, True),
     "barometer.yaml": (BarometerFile, True),
     "safety.yaml": (SafetyFile, True),
+    # Free-text understanding (optional: a base without them understands its own words only).
+    "lexique/conditions.yaml": (ConditionsFile, False),
+    "lexique/lieux.yaml": (PlacesFile, False),
+    "lexique/langage.yaml": (LanguageFile, False),
+    "lexique/profils.yaml": (ProfilesFile, False),
+    "lexique/faits.yaml": (FactsFile, False),
 }
 
 #: Files an establishment may provide in its own directory (``PASSERELLE_CONTENUS_EXTRA``).
