@@ -517,7 +517,8 @@ class Engine:
         profile = (reading.answers.get(profile_q) or [""])[0] if profile_q else ""
         relative = reading.relative or ""
         place_answers = self._place_answers(reading.place) if reading.place else {}
-        for qid, choices in reading.answers.items():
+        ordered = sorted(reading.answers.items(), key=lambda item: item[0] != profile_q)
+        for qid, choices in ordered:
             question = self.kb.questions.get(qid)
             if question is None or qid in place_answers:
                 continue
@@ -537,10 +538,14 @@ class Engine:
                 else:
                     items.append(self.msg(key, session, relative=relative))
                 continue
-            if qid == experience_q and condition:
-                items.append(condition)
-                condition = ""
-                continue
+            if qid == experience_q and reading.condition:
+                if condition:
+                    items.append(condition)
+                    condition = ""
+                category = self.understanding.conditions[reading.condition].category
+                choices = [c for c in choices if c != category]
+                if not choices:
+                    continue
             for choice_id in choices:
                 if _has(question, choice_id):
                     label = text(_choice(question, choice_id).label, lang)
