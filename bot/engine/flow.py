@@ -733,13 +733,18 @@ class Engine:
         near = [question.choices[i] for score, i in scored[:2] if score >= CLOSEST_CUTOFF]
         return near
 
-    def _crisis(self, session: Session) -> Turn:
-        """Crisis numbers of the person's country first; then the conversation goes on."""
+    def crisis_reply(self, session: Session) -> Reply:
+        """The crisis numbers of the person's country (for channels that screen before the
+        engine runs, e.g. Telegram before consent)."""
         territory = facts_of(self.kb, session.answers).get(self.kb.flow.territory_fact)
         country = (
             self.kb.territories[territory].country if territory in self.kb.territories else None
         )
-        body = self.safety.crisis_text(country, session.lang)
+        return Reply(self.safety.crisis_text(country, session.lang))
+
+    def _crisis(self, session: Session) -> Turn:
+        """Crisis numbers of the person's country first; then the conversation goes on."""
+        body = self.crisis_reply(session).text
         if session.extra.get("mode"):
             resume = Choice(RESUME, self.msg("back_to_question", session))
             return self.turn(session, Reply(body, (resume,)))
