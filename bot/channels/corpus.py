@@ -143,8 +143,8 @@ def classify(engine: Engine, before: Session, turn: Turn) -> str:
         return "glossary"
     if (
         turn.session.pending
-        or turn.node != before.node
-        and len(turn.session.answers) < len(before.answers)
+        or (turn.node != before.node
+        and len(turn.session.answers) < len(before.answers))
     ):
         return "command"
     if turn.node in ("exit",) or engine.msg("help", before) in body:

@@ -542,8 +542,8 @@ class Engine:
                 if condition:
                     items.append(condition)
                     condition = ""
-                category = self.understanding.conditions[reading.condition].category
-                choices = [c for c in choices if c != category]
+                category_id = self.understanding.conditions[reading.condition].category
+                choices = [c for c in choices if c != category_id]
                 if not choices:
                     continue
             for choice_id in choices:
