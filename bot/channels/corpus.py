@@ -30,6 +30,10 @@ Outcome = Literal[
 ]  # fmt: skip
 
 
+#: Facts that name a lexicon entry rather than a choice.
+NAMED = ("condition", "place")
+
+
 class Utterance(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,8 +71,15 @@ class Result:
         return "answer" if self.utterance.understood else "nothing"
 
     @property
+    def compared(self) -> dict[str, str]:
+        """The facts taken, without the named condition or place unless they are expected
+        (their ids belong to the lexicons; the category and territory are what count)."""
+        expected = self.utterance.understood
+        return {k: v for k, v in self.got.items() if k not in NAMED or k in expected}
+
+    @property
     def ok(self) -> bool:
-        if self.got != self.utterance.understood:
+        if self.compared != self.utterance.understood:
             return False
         expected = self.expected_outcome
         if expected == "nothing":
@@ -80,7 +91,7 @@ class Result:
     @property
     def wrong(self) -> bool:
         """Facts were taken that the person did not give."""
-        return any(self.utterance.understood.get(k) != v for k, v in self.got.items())
+        return any(self.utterance.understood.get(k) != v for k, v in self.compared.items())
 
     @property
     def silently_wrong(self) -> bool:
@@ -141,13 +152,14 @@ def classify(engine: Engine, before: Session, turn: Turn) -> str:
         first.startswith(text(term.term, lang) + " : ") for term in kb.glossary.values()
     ):
         return "glossary"
-    if (
-        turn.session.pending
-        or (turn.node != before.node
-        and len(turn.session.answers) < len(before.answers))
+    if turn.session.pending or (
+        turn.node != before.node and len(turn.session.answers) < len(before.answers)
     ):
         return "command"
-    if turn.node in ("exit",) or engine.msg("help", before) in body:
+    commands = ("help", "contacts_need_territory", "contacts_none", "restarted", "back_at_start")
+    if turn.node in ("exit",) or any(engine.msg(key, before) in body for key in commands):
+        return "command"
+    if engine.msg("contacts_intro", before, territory="").split("(")[0] in body:
         return "command"
     if any(c.id.startswith("place:") for r in turn.replies for c in r.choices) or (
         first.startswith(engine.msg("ambiguous", before, first="", second="").split("«")[0])

@@ -182,6 +182,11 @@ class Engine:
             for fact, value in facts_of(self.kb, session.answers).items()
             if value != UNKNOWN
         }
+        for question_id, choice_id in reversed(session.answers):
+            # Several answers to one question (several wishes): name the first one given.
+            question = self.kb.questions.get(question_id)
+            if question is not None and question.multiple and choice_id != UNKNOWN:
+                facts[question.fact] = choice_id
         for question_id, choices in dict(session.extra.get("prefill") or {}).items():
             question = self.kb.questions.get(question_id)
             if question is None or not choices:
@@ -388,7 +393,19 @@ class Engine:
         if reading.skip:
             return self._skip(session, question)
         if reading.smalltalk is not None:
-            return self._smalltalk(session, reading.smalltalk)
+            if plain in self.matcher.yes or plain in self.matcher.no:
+                # « ouais », « nan » answer a yes/no question (« oui », « non » choices).
+                word = "oui" if plain in self.matcher.yes else "non"
+                found = self.matcher.choice(session.node, word)
+                if found is not None and found.exact:
+                    return self._answer(session, question, found.index, echo=True)
+            exact = self.matcher.choice(session.node, plain)
+            if exact is None or not exact.exact:
+                return self._smalltalk(session, reading.smalltalk)
+        elif plain in self.matcher.no and plain not in ("non",):
+            found = self.matcher.choice(session.node, "non")
+            if found is not None and found.exact:
+                return self._answer(session, question, found.index, echo=True)
         place_number = (
             session.node in self.understanding.place_questions
             and reading.place is not None
@@ -434,6 +451,11 @@ class Engine:
             session = self._keep(session, reading, exclude=())
             return self.turn(session, Reply(text(entry.question, session.lang), choices))
         mine = [c for c in reading.answers.get(question_id, []) if _has(question, c)]
+        ahead = (_choice(question, mine[0]).next or question.next) if mine else question_id
+        answered = {q for q, _ in session.answers}
+        reachable = self._reachable(ahead) | answered | {question_id}
+        for qid in [q for q in reading.answers if q not in reachable]:
+            del reading.answers[qid]
         if len(mine) > 1 and not question.multiple:
             first, second = (_choice(question, c) for c in mine[:2])
             session = self._keep(session, reading, exclude=(question_id,))
@@ -448,7 +470,17 @@ class Engine:
                 Choice(second.id, text(second.label, session.lang)),
             )
             return self.turn(session, Reply(body, choices))
-        session = self._keep(session, reading, exclude=(question_id,))
+        kept = self._keep(session, reading, exclude=(question_id,))
+        for qid in list(reading.answers):
+            # Say back only what was kept (not a fact already answered and left as it was).
+            if qid == question_id:
+                continue
+            now = dict(kept.extra.get("prefill") or {}).get(qid)
+            if now is None and (qid, reading.answers[qid][0]) not in set(kept.answers) - set(
+                session.answers
+            ):
+                del reading.answers[qid]
+        session = kept
         said = self._said(session, reading, question_id) if echo else ""
         if said:
             session = replace(session, extra={**session.extra, "undo": before})
@@ -476,7 +508,7 @@ class Engine:
                 continue
             if qid in answered:
                 old = [c for q, c in answers if q == qid]
-                if old == valid[:1] or old[0] == UNKNOWN:
+                if old == valid[:1] or old[0] == UNKNOWN or not self._named(reading, qid):
                     continue
                 before, after = _choice(question, old[0]), _choice(question, valid[0])
                 if (before.next or question.next) != (after.next or question.next):
@@ -495,6 +527,26 @@ class Engine:
         if not prefill:
             extra.pop("prefill")
         return replace(session, answers=tuple(answers), extra=extra)
+
+    def _named(self, reading: Reading, question_id: str) -> bool:
+        """Is the fact for ``question_id`` backed by a named condition or place? Only those may
+        replace an answer already given (« en fait c'est une sclérose en plaques »)."""
+        if reading.condition and question_id == self.understanding.experience_question:
+            return True
+        return reading.place is not None and question_id in self._place_answers(reading.place)
+
+    def _reachable(self, start: str | None) -> set[str]:
+        """Questions that may still be asked from ``start``, following every choice."""
+        seen: set[str] = set()
+        todo = [start] if start else []
+        while todo:
+            current = todo.pop()
+            question = self.kb.questions.get(current)
+            if question is None or current in seen:
+                continue
+            seen.add(current)
+            todo += [c.next or question.next or "" for c in question.choices]
+        return seen
 
     def _said(self, session: Session, reading: Reading, asked: str) -> str:
         """« J'ai compris : … » in one line, from what ``reading`` brought in this message."""

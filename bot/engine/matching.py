@@ -109,6 +109,9 @@ class _QuestionIndex:
         joined = " ".join(typed)
         if joined in self.exact:
             return Match(self.exact[joined], True)
+        number = NUMBER_WORDS.get(joined)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
         found = _found_words(typed, self.vocabulary)
         best: dict[int, tuple[int, int, float]] = {}
         for candidate in self.candidates:

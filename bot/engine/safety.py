@@ -53,8 +53,9 @@ class Safety:
         return any(_contains(words, phrase) for phrase in self.distress)
 
     def is_medical(self, norm: str) -> bool:
-        words = norm.split()
-        return any(_contains(words, phrase) for phrase in self.medical)
+        """Exact words only: a close spelling of « symptôme » is « lymphome », an answer."""
+        padded = f" {norm} "
+        return any(f" {' '.join(phrase)} " in padded for phrase in self.medical)
 
     def crisis_text(self, country: str | None, lang: str) -> str:
         safety = self.kb.safety

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import snowballstemmer
 from rapidfuzz import fuzz, process
 
+from bot.engine.matching import STOPWORDS
 from bot.engine.normalize import normalize
 from bot.knowledge.model import KnowledgeBase, LanguageFile, Place, text
 
@@ -120,6 +121,7 @@ class _Index:
         self.stems: dict[tuple[str, ...], list[Target]] = {}
         self.longest = 1
         self.single: list[str] = []
+        self.single_stems: list[str] = []
 
     def add(self, phrase: str, target: Target, language: LanguageFile | None = None) -> None:
         words = tuple(expand(normalize(phrase), language).split())
@@ -134,6 +136,9 @@ class _Index:
     def freeze(self) -> None:
         self.single = sorted(
             {k[0] for k in self.exact if len(k) == 1 and len(k[0]) >= MIN_FUZZY and k[0].isalpha()}
+        )
+        self.single_stems = sorted(
+            {k[0] for k in self.stems if len(k) == 1 and len(k[0]) >= MIN_FUZZY and k[0].isalpha()}
         )
 
     def at(
@@ -152,10 +157,12 @@ class _Index:
     def close(self, word: str) -> list[Target]:
         if len(word) < MIN_FUZZY or not word.isalpha() or not self.single:
             return []
-        found = process.extractOne(
-            word, self.single, scorer=fuzz.ratio, score_cutoff=_fuzzy_cutoff(word)
-        )
-        return self.exact[(found[0],)] if found else []
+        cutoff = _fuzzy_cutoff(word)
+        found = process.extractOne(word, self.single, scorer=fuzz.ratio, score_cutoff=cutoff)
+        if found:
+            return self.exact[(found[0],)]
+        found = process.extractOne(word, self.single_stems, scorer=fuzz.ratio, score_cutoff=cutoff)
+        return self.stems[(found[0],)] if found else []
 
 
 def expand(norm: str, language: LanguageFile | None) -> str:
@@ -255,6 +262,10 @@ class Understanding:
                     *choice.label.values(),
                     *(w for ws in choice.synonyms.values() for w in ws),
                 ]:
+                    # « du », « pro », « oui » inside a sentence mean nothing: only the whole
+                    # message (matched before reading) may be such a word.
+                    if all(w in STOPWORDS for w in normalize(phrase).split()):
+                        continue
                     own.add(phrase, target, language)
             own.freeze()
             self.asked[question_id] = own
@@ -310,13 +321,17 @@ class Understanding:
         if whole in self.unknown or core in self.unknown:
             reading.unknown = True
             return reading
-        if (whole in self.why or core in self.why or whole.startswith("pourquoi ")) and not (
-            whole.startswith("pourquoi pas")
-        ):
+        if (
+            whole in self.why
+            or core in self.why
+            or whole.startswith("pourquoi ")
+            or any(f" {p} " in f" {whole} " for p in self.why if len(p.split()) >= 3)
+        ) and not whole.startswith("pourquoi pas"):
             reading.why = True
             return reading
-        if whole in self.smalltalk:
-            reading.smalltalk = self.smalltalk[whole]
+        talk = self._smalltalk(whole)
+        if talk is not None:
+            reading.smalltalk = talk
             return reading
         spans = self._spans(raw, asked)
         self._resolve(spans, reading, asked)
@@ -326,6 +341,24 @@ class Understanding:
                     reading.unknown = True
                     break
         return reading
+
+    def _smalltalk(self, whole: str) -> str | None:
+        """The small-talk reply when the whole message is made of small-talk phrases only."""
+        if whole in self.smalltalk:
+            return self.smalltalk[whole]
+        words = whole.split()
+        first: str | None = None
+        i = 0
+        while i < len(words):
+            for size in range(min(4, len(words) - i), 0, -1):
+                phrase = " ".join(words[i : i + size])
+                if phrase in self.smalltalk or (size == 1 and phrase in self.fillers):
+                    first = first or self.smalltalk.get(phrase)
+                    i += size
+                    break
+            else:
+                return None
+        return first
 
     def _spans(self, raw: str, asked: str | None) -> list[tuple[list[str], list[Span]]]:
         own = self.asked.get(asked) if asked else None
@@ -463,7 +496,7 @@ class Understanding:
         patient = self._patient_choice()
         if any(experience_self) and patient and patient not in profiles:
             profiles.append(patient)
-        if experience_spans and not profiles and asked == question and patient:
+        if experience_spans and not profiles and not weak and asked == question and patient:
             profiles.append(patient)
         if not profiles:
             profiles = weak
