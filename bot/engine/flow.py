@@ -284,15 +284,15 @@ class Engine:
             return self._stale(session)
         if value == RESUME:
             return self.turn(session, self.prompt(session))
-        if value.startswith(CMD):
-            return self._command(session, value[len(CMD) :])
-        if value.startswith(TERM):
-            return self._define(session, value[len(TERM) :])
         if value == SKIP:
             question = self.kb.questions.get(session.node)
             if question is None or session.pending:
                 return self._stale(session)
             return self._skip(session, question)
+        if value.startswith(CMD):
+            return self._command(session, value[len(CMD) :])
+        if value.startswith(TERM):
+            return self._define(session, value[len(TERM) :])
         if value.startswith(PLACE):
             place = value[len(PLACE) :]
             if place not in self.understanding.places or session.node not in self.kb.questions:
@@ -984,11 +984,17 @@ class Engine:
         session = replace(session, extra={**session.extra, "glossary": True})
         return self.turn(session, Reply("\n".join(lines), tuple(choices)))
 
-    def _define(self, session: Session, term_id: str) -> Turn:
+    def definition(self, term_id: str, session: Session) -> str | None:
+        """« RU : … » for a glossary term, or None if there is no such term."""
         term = self.kb.glossary.get(term_id)
         if term is None:
+            return None
+        return f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
+
+    def _define(self, session: Session, term_id: str) -> Turn:
+        body = self.definition(term_id, session)
+        if body is None:
             return self._stale(session)
-        body = f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
         return self.turn(session, Reply(body), self.prompt(session))
 
     # -- being put in touch ----------------------------------------------------------------

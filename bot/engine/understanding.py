@@ -362,6 +362,10 @@ class Understanding:
 
     def _spans(self, raw: str, asked: str | None) -> list[tuple[list[str], list[Span]]]:
         own = self.asked.get(asked) if asked else None
+        if asked is not None and asked == self.profile_question:
+            # Who the person is comes from profils.yaml (family cues, professions, « je »);
+            # the question's own words are matched on the whole message only, by the engine.
+            own = None
         place_expected = asked in self.place_questions
         result = []
         for number, words in enumerate(self.segments(raw)):
