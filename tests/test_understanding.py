@@ -4,6 +4,7 @@ behaviours around it (say-back and « Ce n'est pas ça », repair ladder, unknow
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_the_repair_ladder_never_repeats_and_ends_with_skip(lexicon_engine: Engi
         turn = say(engine, turn, "zorglub")
         seen.append(turn.replies[0].text)
         assert turn.node == "recul"
-    assert all(a != b for a, b in zip(seen, seen[1:], strict=False)), seen
+    assert all(a != b for a, b in pairwise(seen)), seen
     assert "par exemple" in seen[0]
     assert "1. J'ai pris du recul" in seen[1]
     assert "cmd:passer" in ids(turn)
