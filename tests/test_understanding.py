@@ -4,8 +4,8 @@ behaviours around it (say-back and « Ce n'est pas ça », repair ladder, unknow
 from __future__ import annotations
 
 import shutil
-from itertools import pairwise
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
