@@ -43,6 +43,8 @@ _POSTAL = re.compile(r"^\d{5}$")
 MIN_STEM = 5
 #: Shortest typed word matched by spelling closeness, and the closeness it needs.
 MIN_FUZZY = 6
+#: Shortest misspelt word that may be read as a place.
+MIN_FUZZY_PLACE = 7
 #: The fact conditions fill (``category`` is one of its choice ids).
 EXPERIENCE_FACT = "experience"
 
@@ -211,12 +213,12 @@ class Understanding:
         self.by_postal: dict[str, str] = {}
         self.conditions = {c.id: c for c in (kb.conditions.conditions if kb.conditions else [])}
         for condition in self.conditions.values():
-            for phrase in [*condition.words, *condition.name.values()]:
+            for phrase in condition.words:  # words only: editors keep banal words out
                 self.index.add(phrase, Target("condition", condition.id), language)
         if kb.places is not None:
             for place in kb.places.places:
                 self.places[place.id] = place
-                for phrase in [*place.words, *place.name.values()]:
+                for phrase in place.words:
                     self.index.add(phrase, Target("place", place.id), language)
                 if place.number:
                     self.by_number.setdefault(place.number.lower().lstrip("0"), place.id)
@@ -455,7 +457,13 @@ class Understanding:
                 if span.negated:
                     reading.negated = True
                     continue
+                ambiguous_span = any(t.kind == "ambiguous" for t in span.targets)
                 for target in span.targets:
+                    if target.kind == "place" and (
+                        ambiguous_span
+                        or (span.how == "fuzzy" and not self._close_place(words, span))
+                    ):
+                        continue  # « Saint-Denis » alone: ask which one, never pick
                     if target.kind == "fact" and target.key == self.profile_question:
                         # The profile question's own words (« malade ») are weaker than a
                         # family, profession or « je »-cue: they count only if nothing else does.
@@ -520,6 +528,13 @@ class Understanding:
             if words.self_cues:
                 return words.choice
         return None
+
+    @staticmethod
+    def _close_place(words: list[str], span: Span) -> bool:
+        """A place read from a misspelling needs a long word (« Toulouze »): short everyday
+        words are too close to place names (« heures » ~ Hyères)."""
+        word = " ".join(words[span.start : span.end])
+        return len(word) >= MIN_FUZZY_PLACE
 
     def _is_self(self, words: list[str], span: Span) -> bool:
         return self._cue_before(words, span.start, self.self_cues) is not None
