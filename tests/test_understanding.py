@@ -3,8 +3,6 @@ behaviours around it (say-back and « Ce n'est pas ça », repair ladder, unknow
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -13,24 +11,16 @@ import pytest
 from bot.channels.corpus import describe, load_corpus, play_corpus
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import UNKNOWN, Input
-from bot.knowledge.loader import load
-from tests.conftest import CONTENUS
+from bot.knowledge.model import KnowledgeBase
 
 CORPUS = Path(__file__).resolve().parent / "understanding"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lexique"
 FILES = sorted(CORPUS.glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def lexicon_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    """The shipped base; the conditions and places lexicons of ``tests/fixtures/`` stand in
-    for the shipped ones only while ``contenus/lexique/`` has none."""
-    base = tmp_path_factory.mktemp("base") / "contenus"
-    shutil.copytree(CONTENUS, base)
-    for name in ("conditions.yaml", "lieux.yaml"):
-        if not (base / "lexique" / name).exists():
-            shutil.copy(FIXTURES / name, base / "lexique" / name)
-    yield Engine(load(base))
+def lexicon_engine(kb: KnowledgeBase) -> Engine:
+    """The shipped base, with its lexicons (``contenus/lexique/``)."""
+    return Engine(kb)
 
 
 def test_the_corpus_is_large_enough() -> None:
