@@ -31,6 +31,19 @@ DISTRESS = [
     "je veux mettre fin à mes jours",
     "je veux me faire du mal",
     "c'est urgent aidez moi vite",
+    # SMS spellings and self-harm (issue 9)
+    "jveux mourir",
+    "chui a bout",
+    "chui à bout",
+    "envie d'en finir",
+    "je me suis fait du mal",
+    "j'ai envie de me faire du mal",
+    "je me scarifie",
+    "j'ai envie de me couper",
+    "automutilation",
+    "j'ai pris des médicaments pour ne plus me réveiller",
+    "jsuis a bout de forces",
+    "je veux disparaitre",
 ]
 
 NEAR_MISSES = [
@@ -54,6 +67,16 @@ NEAR_MISSES = [
     "sans urgence",
     "on peut continuer",
     "je ne sais pas",
+    # issue 9
+    "je meurs d'envie de participer",
+    "j'ai failli mourir de rire",
+    "je travaille en soins palliatifs",
+    "finir le questionnaire",
+    "je suis à bout de souffle après le sport",
+    "la certification de l'hôpital",
+    "je voudrais me couper les cheveux",
+    "je veux arrêter",
+    "j'ai fait la formation de 40 heures",
 ]
 
 
@@ -80,6 +103,22 @@ def test_distress_gets_crisis_numbers_first(engine: Engine, phrase: str) -> None
 @pytest.mark.parametrize("phrase", NEAR_MISSES)
 def test_near_misses_do_not_trigger(engine: Engine, phrase: str) -> None:
     assert not engine.safety.is_distress(normalize(phrase)), phrase
+    assert not engine.is_distress(phrase), phrase
+
+
+@pytest.mark.parametrize("phrase", NEAR_MISSES)
+def test_near_misses_get_no_crisis_numbers_in_a_conversation(engine: Engine, phrase: str) -> None:
+    turn = engine.handle(engine.start().session, Input.text(phrase))
+    assert "3114" not in all_text(turn), phrase
+
+
+def test_medical_question_about_a_named_condition_is_redirected(engine: Engine) -> None:
+    turn = engine.start()
+    turn = engine.handle(turn.session, Input.choice("patient", turn.node))
+    answer = engine.handle(turn.session, Input.text("quel traitement pour mon diabète ?"))
+    assert "avis médical" in all_text(answer)
+    assert answer.node == "experience", "not taken as the answer « maladie chronique »"
+    assert answer.session.answers == turn.session.answers
 
 
 def test_crisis_numbers_follow_the_country(engine: Engine) -> None:
