@@ -89,6 +89,7 @@ class Engine:
         self.safety = Safety(kb)
         self.understanding = Understanding(kb)
         self._place_paths: dict[str, dict[str, str]] = {}
+        self._reachable_cache: dict[str, frozenset[str]] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def msg(self, key: str, session: Session, **values: str) -> str:
@@ -226,9 +227,11 @@ class Engine:
 
     def is_distress(self, raw: str) -> bool:
         """Distress in a typed message, read with SMS contractions expanded (« chui à bout »)."""
-        if self.safety.is_distress(screen(raw)):
+        screened = screen(raw)
+        if self.safety.is_distress(screened):
             return True
-        return self.safety.is_distress(self.understanding.plain(raw[:20_000]))
+        expanded = self.understanding.expand(screened)
+        return expanded != screened and self.safety.is_distress(expanded)
 
     def upgrade(self, session: Session) -> tuple[Session, tuple[Reply, ...]]:
         """Carry a session started on another knowledge-base version over to this one.
@@ -412,16 +415,19 @@ class Engine:
             and plain.isdigit()
             and len(plain) >= 2
         )
-        exact = None if place_number else self.matcher.choice(session.node, plain)
-        if exact is not None and exact.exact:
+        exact = None if place_number else self.matcher.exact_choice(session.node, plain)
+        if exact is not None:
             reading.answers[session.node] = [question.choices[exact.index].id]
             return self._apply(
                 session, reading, echo=not reading.empty and _more(reading, session.node)
             )
         if reading.unknown and reading.empty:
             return self._skip(session, question)
-        if reading.empty and exact is not None and not reading.negated:
-            return self._answer(session, question, exact.index, echo=True)
+        close = (
+            None if place_number or not reading.empty else self.matcher.choice(session.node, plain)
+        )
+        if close is not None and not reading.negated:
+            return self._answer(session, question, close.index, echo=not close.exact)
         if reading.empty:
             return self._missed(session, question, plain)
         return self._apply(session, reading, echo=True)
@@ -537,6 +543,9 @@ class Engine:
 
     def _reachable(self, start: str | None) -> set[str]:
         """Questions that may still be asked from ``start``, following every choice."""
+        cached = self._reachable_cache.get(start or "")
+        if cached is not None:
+            return set(cached)
         seen: set[str] = set()
         todo = [start] if start else []
         while todo:
@@ -546,6 +555,7 @@ class Engine:
                 continue
             seen.add(current)
             todo += [c.next or question.next or "" for c in question.choices]
+        self._reachable_cache[start or ""] = frozenset(seen)
         return seen
 
     def _said(self, session: Session, reading: Reading, asked: str) -> str:

@@ -97,6 +97,21 @@ class _QuestionIndex:
         #: "association" — in several choices of the same question — does not).
         self.distinctive = frozenset(w for w, choices in owners.items() if len(choices) == 1)
 
+    def exact_match(self, norm: str) -> Match | None:
+        """Only an exact synonym, label or number (cheap: no spelling closeness)."""
+        if norm in self.exact:
+            return Match(self.exact[norm], True)
+        number = int(norm) if norm.isdigit() and len(norm) < 3 else NUMBER_WORDS.get(norm)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
+        joined = " ".join(content_words(norm))
+        if joined in self.exact:
+            return Match(self.exact[joined], True)
+        number = NUMBER_WORDS.get(joined)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
+        return None
+
     def match(self, norm: str) -> Match | None:
         if norm in self.exact:
             return Match(self.exact[norm], True)
@@ -190,6 +205,11 @@ class Matcher:
         if len(norm) > MAX_MATCH_LENGTH or question_id not in self.questions:
             return None
         return self.questions[question_id].match(norm)
+
+    def exact_choice(self, question_id: str, norm: str) -> Match | None:
+        if len(norm) > MAX_MATCH_LENGTH or question_id not in self.questions:
+            return None
+        return self.questions[question_id].exact_match(norm)
 
     def command(self, norm: str) -> str | None:
         if norm in self.commands:

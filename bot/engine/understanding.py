@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import snowballstemmer
 from rapidfuzz import fuzz, process
@@ -43,6 +44,8 @@ _POSTAL = re.compile(r"^\d{5}$")
 MIN_STEM = 5
 #: Shortest typed word matched by spelling closeness, and the closeness it needs.
 MIN_FUZZY = 6
+#: Misspellings remembered per index (a bound, so odd input cannot grow memory forever).
+CACHE_SIZE = 50_000
 #: Shortest misspelt word that may be read as a place.
 MIN_FUZZY_PLACE = 7
 #: The fact conditions fill (``category`` is one of its choice ids).
@@ -51,6 +54,7 @@ EXPERIENCE_FACT = "experience"
 _stemmer = snowballstemmer.stemmer("french")
 
 
+@lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     if len(word) < MIN_STEM or word.isdigit():
         return word
@@ -124,6 +128,9 @@ class _Index:
         self.longest = 1
         self.single: list[str] = []
         self.single_stems: list[str] = []
+        self.known: frozenset[str] = frozenset()
+        self.by_letter: dict[str, tuple[list[str], list[str]]] = {}
+        self.cache: dict[str, list[Target]] = {}
 
     def add(self, phrase: str, target: Target, language: LanguageFile | None = None) -> None:
         words = tuple(expand(normalize(phrase), language).split())
@@ -136,12 +143,20 @@ class _Index:
         self.longest = max(self.longest, len(words))
 
     def freeze(self) -> None:
+        """Build the misspelling lists, by first letter (a typo rarely hits the first one)."""
+        self.known = frozenset(w for key in self.exact for w in key)
         self.single = sorted(
             {k[0] for k in self.exact if len(k) == 1 and len(k[0]) >= MIN_FUZZY and k[0].isalpha()}
         )
         self.single_stems = sorted(
             {k[0] for k in self.stems if len(k) == 1 and len(k[0]) >= MIN_FUZZY and k[0].isalpha()}
         )
+        self.by_letter = {}
+        for word in self.single:
+            self.by_letter.setdefault(word[0], ([], []))[0].append(word)
+        for word in self.single_stems:
+            self.by_letter.setdefault(word[0], ([], []))[1].append(word)
+        self.cache = {}
 
     def at(
         self, words: list[str], stems: list[str], start: int, end: int
@@ -157,14 +172,26 @@ class _Index:
         return 0, [], ""
 
     def close(self, word: str) -> list[Target]:
-        if len(word) < MIN_FUZZY or not word.isalpha() or not self.single:
+        """Targets of the one known word closest in spelling to ``word``, if close enough."""
+        if len(word) < MIN_FUZZY or not word.isalpha() or word in self.known:
             return []
+        if word in STOPWORDS:
+            return []
+        cached = self.cache.get(word)
+        if cached is not None:
+            return cached
+        singles, stems = self.by_letter.get(word[0], ([], []))
         cutoff = _fuzzy_cutoff(word)
-        found = process.extractOne(word, self.single, scorer=fuzz.ratio, score_cutoff=cutoff)
+        found = process.extractOne(word, singles, scorer=fuzz.ratio, score_cutoff=cutoff)
+        result: list[Target] = []
         if found:
-            return self.exact[(found[0],)]
-        found = process.extractOne(word, self.single_stems, scorer=fuzz.ratio, score_cutoff=cutoff)
-        return self.stems[(found[0],)] if found else []
+            result = self.exact[(found[0],)]
+        else:
+            found = process.extractOne(word, stems, scorer=fuzz.ratio, score_cutoff=cutoff)
+            result = self.stems[(found[0],)] if found else []
+        if len(self.cache) < CACHE_SIZE:
+            self.cache[word] = result
+        return result
 
 
 def expand(norm: str, language: LanguageFile | None) -> str:
@@ -290,6 +317,10 @@ class Understanding:
             if words:
                 parts.append(words)
         return parts
+
+    def expand(self, norm: str) -> str:
+        """Normalised text with this base's contractions expanded."""
+        return expand(norm, self.language)
 
     def plain(self, raw: str) -> str:
         """The whole message as one normalised, expanded string (for whole-message phrases)."""
