@@ -80,11 +80,7 @@ def turns_to_recommendation(engine: Engine) -> None:
         if final is None or final.recommendation is None:
             print(f"  {path.name}: pas de recommandation")
             continue
-        steps = next(
-            (i for i, _ in enumerate(script.steps, start=1) if i == len(script.steps)),
-            len(script.steps),
-        )
-        typed.append(steps)
+        typed.append(len(script.steps))
         # The same person by buttons answers one question per turn: every answer it holds.
         buttons.append(len(final.session.answers))
     if typed:
@@ -135,8 +131,8 @@ def bigger_base(target: Path, factor: int) -> None:
             extra_places.append(copy)
     conditions["conditions"] += extra_conditions
     places["places"] += extra_places
-    (lexique / "conditions.yaml").write_text(yaml.safe_dump(conditions, allow_unicode=True), "utf-8")
-    (lexique / "lieux.yaml").write_text(yaml.safe_dump(places, allow_unicode=True), "utf-8")
+    for name, data in (("conditions.yaml", conditions), ("lieux.yaml", places)):
+        (lexique / name).write_text(yaml.safe_dump(data, allow_unicode=True), "utf-8")
 
 
 def main() -> int:
@@ -159,7 +155,10 @@ def main() -> int:
         built = time.perf_counter() - began
         small = latencies(engine, args.repeat)
         large = latencies(big, args.repeat)
-    print(f"\nLatence par message ({len(small)} messages ; base {args.factor}x construite en {built:.1f} s)")
+    print(
+        f"\nLatence par message ({len(small)} messages ; "
+        f"base {args.factor}x construite en {built:.1f} s)"
+    )
     for name, values in (("livrée", small), (f"{args.factor}x lexique", large)):
         print(
             f"  {name:<12} p50 {1000 * percentile(values, 0.5):6.3f} ms   "

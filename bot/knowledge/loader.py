@@ -84,6 +84,8 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
 EXTRA_FILES = ("contacts.yaml", "glossary.yaml")
 
 _constructor = yaml.constructor.SafeConstructor()
+#: The C parser when PyYAML has it (the lexicons are long); both give the same nodes and lines.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _to_python(
@@ -124,7 +126,7 @@ def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[Any, list[P
             Problem(Location(file, None), f"le fichier n'est pas en UTF-8 ({exc.reason})")
         ]
     try:
-        node = yaml.compose(raw, Loader=yaml.SafeLoader)
+        node = yaml.compose(raw, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
