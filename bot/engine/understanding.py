@@ -261,6 +261,7 @@ class Understanding:
         )
         self.before_family: list[tuple[str, ...]] = []
         self.parent_of: frozenset[str] = frozenset()
+        self.between_family: frozenset[str] = frozenset()
         self.self_cues: list[tuple[str, ...]] = []
         if kb.profiles is not None:
             for words in kb.profiles.profiles:
@@ -272,6 +273,7 @@ class Understanding:
                     tuple(p.split()) for p in _phrases(words.before_family, language)
                 ]
                 self.parent_of |= _phrases(words.parent_of, language)
+                self.between_family |= _phrases(words.between_family, language)
                 self.self_cues += [tuple(p.split()) for p in _phrases(words.self_cues, language)]
         self.self_cues.sort(key=len, reverse=True)
         self.before_family.sort(key=len, reverse=True)
@@ -456,15 +458,19 @@ class Understanding:
         return span
 
     def _cue_before(
-        self, words: list[str], start: int, cues: list[tuple[str, ...]]
+        self,
+        words: list[str],
+        start: int,
+        cues: list[tuple[str, ...]],
+        skip: frozenset[str] = _ARTICLES,
     ) -> tuple[str, ...] | None:
-        """The cue ending just before ``start`` (articles skipped), if any."""
+        """The cue ending just before ``start`` (``skip`` words in between), if any."""
         end = start
         for _ in range(3):
             for cue in cues:
                 if end >= len(cue) and tuple(words[end - len(cue) : end]) == cue:
                     return cue
-            if end > 0 and words[end - 1] in _ARTICLES:
+            if end > 0 and words[end - 1] in skip:
                 end -= 1
             else:
                 break
@@ -573,7 +579,7 @@ class Understanding:
     def _relative(self, words: list[str], span: Span) -> str | None:
         """How to say the relative back (« votre fils »), "" if unsaid, None if not a relative."""
         word = " ".join(words[span.start : span.end])
-        cue = self._cue_before(words, span.start, self.before_family)
+        cue = self._cue_before(words, span.start, self.before_family, self.between_family)
         if cue is not None:
             possessive = {
                 "mon": "votre",

@@ -484,6 +484,8 @@ class ProfileWords(Strict):
     before_family: list[str] = []
     #: Family words that also count when followed by « de »/« d' » (« la maman d'un garçon »).
     parent_of: list[str] = []
+    #: Words that may stand between the cue and the family word (« mon PETIT frère »).
+    between_family: list[str] = []
     #: Words just before a condition that say the person lives with it (« j'ai », « je suis »).
     self_cues: list[str] = []
 
