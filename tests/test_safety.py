@@ -154,3 +154,23 @@ def test_medical_words_in_an_answer_are_still_an_answer(engine: Engine) -> None:
     turn = engine.handle(turn.session, Input.choice("patient", turn.node))
     turn = engine.handle(turn.session, Input.text("cancer du sein, chimiotherapie"))
     assert turn.node == "recul"
+
+
+def test_distress_in_the_barometer_and_a_contact_request(engine: Engine) -> None:
+    from bot.engine.barometer import BarometerMode
+
+    with_modes = Engine(engine.kb, modes=(BarometerMode(),))
+    turn = with_modes.handle(with_modes.start().session, Input.command("barometre"))
+    crisis = with_modes.handle(turn.session, Input.text("jveux mourir"))
+    assert "3114" in crisis.replies[0].text
+    assert crisis.session.extra.get("mode") == turn.session.extra.get("mode"), "mode kept"
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "aucune", "aucune",
+                   "ponctuel", "fr", "occitanie"):  # fmt: skip
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    asking = engine.handle(turn.session, Input.command("relation"))
+    asking = engine.handle(asking.session, Input.text("oui"))
+    assert asking.session.pending == "contact_how"
+    crisis = engine.handle(asking.session, Input.text("chui a bout"))
+    assert "3114" in crisis.replies[0].text
+    assert crisis.session.pending == "contact_how", "the crisis text is not sent as a contact"
