@@ -213,3 +213,12 @@ def kb_with_barometer(lexicon_engine: Engine) -> Engine:
     from bot.engine.barometer import BarometerMode
 
     return Engine(lexicon_engine.kb, modes=(BarometerMode(),))
+
+
+def test_the_recommendation_names_the_condition_the_person_named(lexicon_engine: Engine) -> None:
+    engine = lexicon_engine
+    turn = say(engine, engine.start(), "j'ai une sclérose en plaques depuis 10 ans")
+    for choice in ("stabilise", "partager", "aucune", "aucune", "ponctuel", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "recommendation"
+    assert "Vous vivez avec une sclérose en plaques : voici les rôles" in body(turn)

@@ -834,7 +834,7 @@ class Engine:
         session = replace(session, node=RECOMMENDED)
         result = recommend(self.kb, session.answers, session.context, session.lang)
         if result.roles:
-            replies.append(Reply(self.msg("recommendation_intro", session)))
+            replies.append(Reply(self._intro(session)))
             for rank, role in enumerate(result.roles, start=1):
                 replies.append(Reply(self._render_role(session, rank, role)))
         else:
@@ -853,6 +853,20 @@ class Engine:
             },
         )
         return self.turn(session, *replies, recommendation=result, events=(event,))
+
+    def _intro(self, session: Session) -> str:
+        """The recommendation's first line, naming the condition the person named, if any."""
+        condition = str(session.extra.get("condition") or "")
+        profile = facts_of(self.kb, session.answers).get("profile")
+        if condition not in self.understanding.conditions or profile not in ("patient", "proche"):
+            return self.msg("recommendation_intro", session)
+        phrase = self.understanding.condition_text(condition, session.lang)
+        key = "said_patient_condition" if profile == "patient" else "said_proche_condition"
+        relative = str(session.extra.get("relative") or "")
+        if profile == "proche" and relative:
+            key = "said_relative_condition"
+        who = self.msg(key, session, condition=phrase, relative=relative)
+        return self.msg("recommendation_intro_named", session, who=who[:1].upper() + who[1:])
 
     # -- rendering -----------------------------------------------------------------------
     def _render_role(self, session: Session, rank: int, role: RoleMatch) -> str:

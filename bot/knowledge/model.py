@@ -511,6 +511,7 @@ class FactsFile(Strict):
 #: Keys of ``messages.yaml`` the free-text understanding uses (required with the lexicon).
 UNDERSTANDING_MESSAGES = (
     "said_intro",
+    "recommendation_intro_named",
     "said_patient",
     "said_patient_condition",
     "said_proche",
