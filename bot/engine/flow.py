@@ -570,13 +570,20 @@ class Engine:
                 self.kb.questions[experience_q],
                 self.understanding.conditions[reading.condition].category,
             )
-            condition = self.msg(
-                "said_condition",
-                session,
-                condition=self.understanding.condition_text(reading.condition, lang),
-                category=_lower_first(text(category.label, lang)),
+            phrase = self.understanding.condition_text(reading.condition, lang)
+            label = _lower_first(text(category.label, lang))
+            condition = (
+                phrase
+                if normalize(phrase) == normalize(label)
+                else self.msg("said_condition", session, condition=phrase, category=label)
             )
         profile = (reading.answers.get(profile_q) or [""])[0] if profile_q else ""
+        experience = (reading.answers.get(experience_q) or [""])[0] if experience_q else ""
+        if not condition and profile and experience and experience != "autre" and experience_q:
+            # No condition named, but a category: « vous vivez avec un cancer ».
+            label = text(_choice(self.kb.questions[experience_q], experience).label, lang)
+            condition = _lower_first(label)
+            reading.answers[experience_q] = reading.answers[experience_q][1:]
         relative = reading.relative or ""
         place_answers = self._place_answers(reading.place) if reading.place else {}
         ordered = sorted(reading.answers.items(), key=lambda item: item[0] != profile_q)
