@@ -222,3 +222,18 @@ def test_the_recommendation_names_the_condition_the_person_named(lexicon_engine:
         turn = engine.handle(turn.session, Input.choice(choice, turn.node))
     assert turn.node == "recommendation"
     assert "Vous vivez avec une sclérose en plaques : voici les rôles" in body(turn)
+
+
+def test_never_the_same_not_understood_twice_after_the_recommendation(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "aucune", "aucune",
+                   "ponctuel", "lu"):  # fmt: skip
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "recommendation"
+    first = say(engine, turn, "zorglub")
+    second = say(engine, first, "zorglub")
+    third = say(engine, second, "zorglub")
+    assert first.replies[0].text != second.replies[0].text != third.replies[0].text
