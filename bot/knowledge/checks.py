@@ -627,8 +627,16 @@ def _check_fact_words(kb: KnowledgeBase) -> list[Problem]:
     for qid, choices in facts.questions.items():
         question = kb.questions.get(qid)
         if question is None:
+            # A renamed question leaves its phrases unused, nothing breaks: say so, gently.
             problems.append(
-                _problem(kb, name, ("questions", qid), f"la question « {qid} » n'existe pas")
+                _problem(
+                    kb,
+                    name,
+                    ("questions", qid),
+                    f"la question « {qid} » n'existe pas dans flow.yaml : ces tournures sont "
+                    "ignorées (renommez la clé comme la question)",
+                    severity="warning",
+                )
             )
             continue
         known = {c.id for c in question.choices}
@@ -641,7 +649,8 @@ def _check_fact_words(kb: KnowledgeBase) -> list[Problem]:
                         name,
                         ("questions", qid, choice_id),
                         f"« {choice_id} » n'est pas un choix de « {qid} » "
-                        f"({', '.join(sorted(known))})",
+                        f"({', '.join(sorted(known))}) : ces tournures sont ignorées",
+                        severity="warning",
                     )
                 )
             for phrase in phrases:
