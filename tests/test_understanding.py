@@ -218,7 +218,7 @@ def kb_with_barometer(lexicon_engine: Engine) -> Engine:
 def test_the_recommendation_names_the_condition_the_person_named(lexicon_engine: Engine) -> None:
     engine = lexicon_engine
     turn = say(engine, engine.start(), "j'ai une sclérose en plaques depuis 10 ans")
-    for choice in ("stabilise", "partager", "aucune", "aucune", "ponctuel", "fr", "bretagne"):
+    for choice in ("stabilise", "partager", "fr", "bretagne", "aucune", "aucune", "ponctuel"):
         turn = engine.handle(turn.session, Input.choice(choice, turn.node))
     assert turn.node == "recommendation"
     assert "Vous vivez avec une sclérose en plaques : voici les rôles" in body(turn)
@@ -229,8 +229,8 @@ def test_never_the_same_not_understood_twice_after_the_recommendation(
 ) -> None:
     engine = lexicon_engine
     turn = engine.start()
-    for choice in ("patient", "chronique", "stabilise", "partager", "aucune", "aucune",
-                   "ponctuel", "lu"):  # fmt: skip
+    for choice in ("patient", "chronique", "stabilise", "partager", "lu", "aucune",
+                   "aucune", "ponctuel"):  # fmt: skip
         turn = engine.handle(turn.session, Input.choice(choice, turn.node))
     assert turn.node == "recommendation"
     first = say(engine, turn, "zorglub")

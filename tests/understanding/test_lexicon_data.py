@@ -438,3 +438,33 @@ def test_the_lexicons_agree_with_the_choices_of_flow(
                 if target and word in ambiguous:
                     wrong.append(f"{qid}/{choice['id']}: {word!r} is ambiguous here")
     assert not wrong, _problems(wrong)
+
+
+# Everyday French that a lexicon word must never be on its own: « il aura », « ça dépend »,
+# « à tour de rôle », « avec des cannes », « une goutte », « qu'il vienne », « c'est cher »…
+# Such a name is written with its article or preposition instead (« le cher », « a tours »).
+_EVERYDAY = """
+    aura dependance tours cannes grasse goutte vienne cher lot somme manche digne romans bulle
+    alma plaisir orange sens croix fontaine menton lourdes salon jeu jeux herbe joints casino
+    cigarette medicaments morphine ecrans allergie allergies anxieux anxieuse angoisse dement
+    demente premature prematuree poche charge les tag speed proto shit jette spa gaucher wilson
+    still centre midi sud champagne saintes vitre dissociation melancolie
+"""
+EVERYDAY_WORDS = set(_EVERYDAY.split())
+
+
+def test_no_everyday_word_stands_alone(
+    conditions: list[dict[str, Any]], places_file: dict[str, Any]
+) -> None:
+    words = {w for entry in conditions for w in entry["words"]}
+    words |= {w for place in places_file["places"] for w in place["words"]}
+    words |= {w for entry in places_file["ambiguous"] for w in entry["words"]}
+    assert not words & EVERYDAY_WORDS, sorted(words & EVERYDAY_WORDS)
+
+
+def test_enough_communes(places: list[dict[str, Any]]) -> None:
+    """The préfectures and the largest communes of France, Luxembourg's communes."""
+    french = [p for p in places if p["kind"] == "commune" and p["territory"].startswith("fr-")]
+    luxembourg = [p for p in places if p["kind"] == "commune" and p["territory"] == "lu"]
+    assert len(french) >= 300
+    assert len(luxembourg) >= 90
