@@ -163,13 +163,25 @@ def test_distress_in_the_barometer_and_a_contact_request(engine: Engine) -> None
     crisis = with_modes.handle(turn.session, Input.text("jveux mourir"))
     assert "3114" in crisis.replies[0].text
     assert crisis.session.extra.get("mode") == turn.session.extra.get("mode"), "mode kept"
-    turn = engine.start()
-    for choice in ("patient", "chronique", "stabilise", "partager", "aucune", "aucune",
-                   "ponctuel", "fr", "occitanie"):  # fmt: skip
-        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
-    asking = engine.handle(turn.session, Input.command("relation"))
-    asking = engine.handle(asking.session, Input.text("oui"))
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Hospital:
+        id: str = "chu-test"
+        name: str = "CHU de test"
+        contexts: tuple[str, ...] = ()
+        territories: tuple[str, ...] = ("fr-occitanie",)
+        webhook_url: str | None = "https://chu.test/hook"
+
+    receiving = Engine(engine.kb, receivers=(Hospital(),))
+    turn = receiving.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "occitanie",
+                   "aucune", "aucune", "ponctuel"):  # fmt: skip
+        turn = receiving.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "recommendation"
+    asking = receiving.handle(turn.session, Input.command("relation"))
+    asking = receiving.handle(asking.session, Input.text("oui"))
     assert asking.session.pending == "contact_how"
-    crisis = engine.handle(asking.session, Input.text("chui a bout"))
+    crisis = receiving.handle(asking.session, Input.text("chui a bout"))
     assert "3114" in crisis.replies[0].text
     assert crisis.session.pending == "contact_how", "the crisis text is not sent as a contact"

@@ -556,12 +556,12 @@ class Engine:
             body = self.msg(
                 "ambiguous",
                 session,
-                first=text(first.label, session.lang),
-                second=text(second.label, session.lang),
+                first=self._label(first, session),
+                second=self._label(second, session),
             )
             choices = (
-                Choice(first.id, text(first.label, session.lang)),
-                Choice(second.id, text(second.label, session.lang)),
+                Choice(first.id, self._label(first, session)),
+                Choice(second.id, self._label(second, session)),
             )
             return self.turn(session, Reply(body, choices))
         kept = self._keep(session, reading, exclude=(question_id,))
@@ -640,6 +640,11 @@ class Engine:
         if not prefill:
             extra.pop("prefill")
         return replace(session, answers=tuple(answers), extra=extra)
+
+    def _label(self, choice: Option, session: Session) -> str:
+        """A choice's label as shown in the person's country (``label_in``)."""
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        return text(choice.label_in.get(country or "") or choice.label, session.lang)
 
     def _named(self, reading: Reading, question_id: str) -> bool:
         """Is the fact for ``question_id`` backed by a named condition or place? Only those may
@@ -726,7 +731,7 @@ class Engine:
                     continue
             for choice_id in choices:
                 if _has(question, choice_id):
-                    label = text(_choice(question, choice_id).label, lang)
+                    label = self._label(_choice(question, choice_id), session)
                     items.append(self.msg("said_choice", session, label=label))
         if condition:
             items.append(condition)
@@ -885,17 +890,20 @@ class Engine:
             if question.help:
                 body += "\n" + text(question.help, lang)
         elif count == 2:
-            closest = self._closest(question, plain)
+            country = country_of(self.kb, facts_of(self.kb, session.answers))
+            closest = [c for c in self._closest(question, plain) if offered(c, country)]
             if closest:
                 key = "repair_second"
-                options = " ou ".join(f"« {text(c.label, lang)} »" for c in closest)
+                options = " ou ".join(f"« {self._label(c, session)} »" for c in closest)
                 body = self.msg(key, session, options=options)
-                choices = tuple(Choice(c.id, text(c.label, lang)) for c in closest)
+                choices = tuple(Choice(c.id, self._label(c, session)) for c in closest)
             else:
                 key = "repair_second_list"
+                country = country_of(self.kb, facts_of(self.kb, session.answers))
+                shown = [c for c in question.choices if offered(c, country)]
                 lines = [
-                    f"{number}. {text(c.label, lang)}"
-                    for number, c in enumerate(question.choices, start=1)
+                    f"{number}. {self._label(c, session)}"
+                    for number, c in enumerate(shown, start=1)
                 ]
                 body = "\n".join([self.msg(key, session), *lines])
         else:
