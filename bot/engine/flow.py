@@ -970,7 +970,12 @@ class Engine:
         session = replace(session, node=RECOMMENDED)
         gender = session.extra.get("gender")
         result = recommend(
-            self.kb, session.answers, session.context, session.lang, str(gender or "") or None
+            self.kb,
+            session.answers,
+            session.context,
+            session.lang,
+            str(gender or "") or None,
+            condition=_named_condition(session),
         )
         if result.roles:
             replies.append(Reply(self._intro(session)))
@@ -1146,7 +1151,13 @@ class Engine:
             result = recommend(self.kb, session.answers, session.context, session.lang)
             roles = [role.id for role in result.roles]
         selection = select_contacts(
-            self.kb, territory, roles, session.context, session.lang, facts=facts
+            self.kb,
+            territory,
+            roles,
+            session.context,
+            session.lang,
+            facts=facts,
+            condition=_named_condition(session),
         )
         reply = self._contacts_reply(session, list(selection.contacts), territory, selection.note)
         return self.turn(session, reply, self.prompt(session))
@@ -1200,7 +1211,13 @@ class Engine:
                 session, Reply(self.msg("relation_unavailable", session)), self.prompt(session)
             )
         receivers = self.handoff(session)
-        result = recommend(self.kb, session.answers, session.context, session.lang)
+        result = recommend(
+            self.kb,
+            session.answers,
+            session.context,
+            session.lang,
+            condition=_named_condition(session),
+        )
         if not receivers:
             lines = [self.msg("relation_nobody", session)]
             steps = [step for role in result.roles for step in role.first_steps]
@@ -1283,3 +1300,9 @@ def _more(reading: Reading, asked: str) -> bool:
 
 def _lower_first(value: str) -> str:
     return value[:1].lower() + value[1:] if value[:2] != value[:2].upper() else value
+
+
+def _named_condition(session: Session) -> str | None:
+    """The condition the person named (an id of ``lexique/conditions.yaml``), if any."""
+    value = session.extra.get("condition")
+    return str(value) if value else None
