@@ -141,6 +141,13 @@ class TurnOut(BaseModel):
     replies: list[ReplyOut]
     node: str
     recommendation: RecommendationOut | None
+    #: The facts the bot holds now: fact name -> value id (``profile: proche``,
+    #: ``territory: fr-bretagne``), plus ``condition`` and ``place`` ids when one was named.
+    understood: dict[str, str] = Field(
+        default_factory=dict,
+        description="Ce que le bot retient à ce tour : nom de la réponse → identifiant de sa "
+        "valeur (profile, experience, country, region, territory, condition, place…).",
+    )
 
 
 class ConversationCreated(TurnOut):
@@ -796,6 +803,7 @@ def _turn_out(turn: Turn) -> TurnOut:
         replies=[_reply_out(reply) for reply in turn.replies],
         node=turn.session.node,
         recommendation=recommendation,
+        understood=dict(turn.understood),
     )
 
 
@@ -871,6 +879,8 @@ _RECOMMENDED: dict[str, Any] = {
         "contacts": [_CONTACT],
         "territory": "fr-occitanie",
     },
+    "understood": {"profile": "patient", "experience": "chronique", "country": "fr",
+                   "region": "occitanie", "territory": "fr-occitanie"},
 }  # fmt: skip
 _NEXT_QUESTION: dict[str, Any] = {
     "replies": [{"text": "Quelle est votre situation de santé ?", "image_url": None,
@@ -878,6 +888,7 @@ _NEXT_QUESTION: dict[str, Any] = {
                  "choices": [{"id": "chronique", "label": "Maladie chronique"}]}],
     "node": "situation",
     "recommendation": None,
+    "understood": {"profile": "patient"},
 }  # fmt: skip
 _CONVERSATION: dict[str, Any] = {
     "conversation_id": _CID,
