@@ -105,15 +105,18 @@ TABLES: dict[str, Table] = {
     "api_conversations": Table(
         "Conversations de l'API et du chat web",
         "jusqu'à DELETE, ou 90 jours sans activité",
-        "l'établissement dont la clé l'a créée (GET) ; l'exploitant",
+        "l'établissement dont une clé l'a créée (GET avec sa clé secrète ; avec la clé "
+        "publique du chat web, seulement le navigateur qui détient le secret de la "
+        "conversation) ; l'exploitant",
         {
             "id": "identifiant aléatoire de la conversation",
-            "key_id": "clé qui l'a créée (seule à y avoir accès)",
-            "establishment": "établissement de cette clé",
+            "key_id": "clé qui l'a créée",
+            "establishment": "établissement propriétaire (seules ses clés y ont accès)",
             "session": "question en cours, réponses choisies (données de santé), contexte",
             "offered": "choix proposés au dernier tour (pour refuser un choix périmé)",
             "created_at": "création",
             "updated_at": "dernière activité",
+            "secret_hash": "empreinte SHA-256 du secret propre à une conversation du chat web",
         },
     ),
     "api_messages": Table(
@@ -193,7 +196,7 @@ TABLES: dict[str, Table] = {
     "stats_conversations": Table(
         "Statistiques anonymes (aucun texte tapé, aucun lien avec la personne)",
         "sans limite (anonyme)",
-        "les établissements, pour leur contexte, au-dessus de 5 conversations",
+        "chaque établissement, pour les siennes, au-dessus de 5 conversations (voir stats.md)",
         {
             "id": "identifiant aléatoire, sans lien avec un identifiant de personne",
             "day": "jour",
@@ -202,6 +205,8 @@ TABLES: dict[str, Table] = {
             "last_node": "dernière question atteinte",
             "completed": "parcours terminé",
             "territory": "territoire choisi",
+            "establishment": "établissement dont une clé d'API a créé la conversation (vide "
+            "sur Telegram) ; la ligne est effacée avec la conversation (DELETE)",
         },
     ),
     "stats_nodes": Table(

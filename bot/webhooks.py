@@ -58,6 +58,10 @@ def route(
     the conversation's context is one of its contexts, or when the person's territory (or a
     parent of it, given in ``territories``) is one it serves. ``subject`` (an API conversation
     id) is kept beside the entry so erasing the conversation also erases undelivered payloads.
+
+    Every event says which establishment's key created the conversation (``establishment``,
+    ``null`` for Telegram). Only the owner receives the ``conversation_id`` of a contact
+    request: another establishment gets nothing that could unlock the conversation.
     """
     if event.kind not in EVENT_TYPES:
         return []
@@ -66,9 +70,7 @@ def route(
     if event.data.get("territory"):
         places.add(str(event.data["territory"]))
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    data = dict(event.data)
-    if event.kind == "contact.requested" and subject is not None:
-        data["conversation_id"] = subject
+    data = {**event.data, "establishment": owner}
     entries = []
     for establishment in establishments.values():
         if establishment.webhook_url is None:
@@ -77,7 +79,9 @@ def route(
             str(context) if context else None, places
         ):
             continue
-        body = {"type": event.kind, "timestamp": stamp, "data": data}
+        body: dict[str, Any] = {"type": event.kind, "timestamp": stamp, "data": data}
+        if event.kind == "contact.requested" and subject is not None and establishment.id == owner:
+            body["data"] = {**data, "conversation_id": subject}
         entries.append(
             OutboxEvent(
                 id=new_id("msg_"),

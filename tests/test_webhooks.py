@@ -213,9 +213,14 @@ def test_receiver_down_then_up_gets_every_event(
         assert event["data"]["territory"] == "fr-occitanie"
         assert event["data"]["contacts"]
     for event in completed:
-        assert set(event["data"]) == {"roles", "territory", "context", "kb_version"}, (
-            "anonymous: no conversation id, nothing typed"
-        )
+        assert set(event["data"]) == {
+            "roles",
+            "territory",
+            "context",
+            "kb_version",
+            "establishment",
+        }, "anonymous: no conversation id, nothing typed"
+        assert event["data"]["establishment"] == "chu-a", "tagged with the creating key's"
         assert event["data"]["roles"][0] == "patient_partenaire_formateur"
     # Retries kept the same webhook-id: the receiver saw duplicates of nothing it acknowledged.
     assert asyncio.run(outbox(db)) == [], "acknowledged events leave the outbox"

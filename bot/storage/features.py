@@ -100,6 +100,17 @@ FEATURE_MIGRATIONS: list[Migration] = [
             WHERE sent_at IS NULL AND cancelled_at IS NULL
         """,
     ),
+    (
+        203,
+        # Statistics are tagged with the establishment whose API key created the conversation
+        # (NULL on Telegram): an establishment's report never counts another's conversations,
+        # and its own never lift a hidden count over the threshold (bot/stats.py).
+        """
+        ALTER TABLE stats_conversations ADD COLUMN establishment TEXT;
+        CREATE INDEX IF NOT EXISTS stats_conversations_establishment
+            ON stats_conversations (establishment)
+        """,
+    ),
 ]
 
 
