@@ -136,6 +136,9 @@ class FeatureStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("PRAGMA foreign_keys=ON")
+        # Erased ratings and follow-ups are overwritten with zeros; the WAL they went through
+        # is truncated by the core store's scrub (same file), which erasures run afterwards.
+        await self._db.execute("PRAGMA secure_delete=ON")
         await migrate(self._db, FEATURE_MIGRATIONS)
 
     async def close(self) -> None:

@@ -356,6 +356,8 @@ class IntegrationStore:
                 ),
             ]
         )
+        if counts[0] > 0:
+            await self.core.scrub()  # gone from the WAL too, before the 204
         return counts[0] > 0
 
     async def purge_idle_conversations(self, idle_days: int) -> int:
@@ -370,6 +372,8 @@ class IntegrationStore:
                 ("DELETE FROM api_conversations WHERE updated_at < ?", (cutoff,)),
             ]
         )
+        if counts[1]:
+            await self.core.scrub()
         return counts[1]
 
     # -- webhook outbox --------------------------------------------------------------------
