@@ -66,6 +66,8 @@ TABLES: dict[str, Table] = {
             "payload": "mise à jour brute (texte, identifiant Telegram) : vidée une fois appliquée",
             "received_at": "réception",
             "done_at": "application",
+            "attempts": "échecs d'application (au-delà de 3, la mise à jour est écartée)",
+            "failed_at": "mise à jour écartée (illisible ou en échec répété) : contenu vidé",
         },
     ),
     "replies": Table(

@@ -57,6 +57,15 @@ CORE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        3,
+        # Poison updates: how many times applying one failed; past a few it is dead-lettered
+        # (payload dropped, ``failed_at`` set) instead of failing again at every start.
+        """
+        ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE inbox ADD COLUMN failed_at REAL;
+        """,
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = (

@@ -472,20 +472,74 @@ class SqliteStorage(Storage):
 
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:
         rows = await self._rows(
-            "SELECT update_id, payload FROM inbox WHERE done_at IS NULL ORDER BY update_id LIMIT ?",
+            "SELECT update_id, payload, attempts FROM inbox WHERE done_at IS NULL "
+            "ORDER BY update_id LIMIT ?",
             (limit,),
         )
-        return [InboxItem(int(row[0]), bytes(row[1])) for row in rows]
+        items = []
+        for update_id, payload, attempts in rows:
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8", "replace")
+            items.append(InboxItem(int(update_id), bytes(payload or b""), int(attempts or 0)))
+        return items
+
+    async def inbox_dead(self, update_id: int) -> None:
+        now = self._clock()
+
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE inbox SET done_at = ?, failed_at = ?, payload = NULL "
+                "WHERE update_id = ? AND done_at IS NULL",
+                (now, now, update_id),
+            )
+
+        await self._write_sync(operation)
+
+    async def inbox_failed(self, update_id: int, max_attempts: int) -> bool:
+        def operation(db: sqlite3.Connection) -> int:
+            db.execute(
+                "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? AND done_at IS NULL",
+                (update_id,),
+            )
+            row = db.execute("SELECT attempts FROM inbox WHERE update_id = ?", (update_id,))
+            found = row.fetchone()
+            return int(found[0]) if found else 0
+
+        attempts: int = await self._write_sync(operation)
+        if attempts >= max_attempts:
+            await self.inbox_dead(update_id)
+            return True
+        return False
 
     # -- reply outbox ----------------------------------------------------------------------
     async def replies_pending(self) -> list[OutgoingReply]:
+        """Recorded replies, in order; a row that cannot be a Bot API call (written by an older
+        version from a malformed update) is deleted with a log line instead of stopping the
+        start-up."""
         rows = await self._rows(
             "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
             "ORDER BY created_at, update_id, seq"
         )
-        return [
-            OutgoingReply(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), r[5]) for r in rows
-        ]
+        replies, bad = [], []
+        for row in rows:
+            update_id, seq, chat_id, method, params, photo = row
+            if (
+                type(chat_id) is not int
+                or method not in ("sendMessage", "sendPhoto")
+                or not isinstance(params, str)
+                or not (photo is None or isinstance(photo, bytes))
+            ):
+                bad.append((update_id, seq))
+                continue
+            replies.append(OutgoingReply(int(update_id), int(seq), chat_id, method, params, photo))
+        if bad:
+            log.warning("%d unreadable recorded reply(ies) dropped", len(bad))
+
+            def operation(db: sqlite3.Connection) -> None:
+                db.executemany("DELETE FROM replies WHERE update_id = ? AND seq = ?", bad)
+
+            await self._write_sync(operation)
+        return replies
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
         def operation(db: sqlite3.Connection) -> None:
