@@ -382,11 +382,25 @@ class IntegrationStore:
         now = time.time()
         await self._write([_outbox_insert(event, now) for event in events])
 
-    async def outbox_due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+    async def outbox_due(
+        self, now: float, limit: int = 50, skip_establishments: Sequence[str] = ()
+    ) -> list[OutboxItem]:
+        """Pending events due by ``now``, but only the oldest pending one of each subject and
+        establishment (a conversation's events go out in the order they were created), and
+        none for ``skip_establishments`` (whose lanes are full)."""
+        skip = ""
+        if skip_establishments:
+            skip = f" AND o.establishment NOT IN ({', '.join('?' for _ in skip_establishments)})"
         rows = await self._read(
-            _OUTBOX_SELECT + " WHERE status = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY next_attempt_at, created_at LIMIT ?",
-            (now, limit),
+            _OUTBOX_SELECT.replace(" FROM webhook_outbox", " FROM webhook_outbox o")
+            + " WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
+            + skip
+            + " AND (o.subject IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_outbox p "
+            "WHERE p.subject = o.subject AND p.establishment = o.establishment "
+            "AND p.status = 'pending' AND (p.created_at < o.created_at "
+            "OR (p.created_at = o.created_at AND p.rowid < o.rowid)))) "
+            "ORDER BY o.next_attempt_at, o.created_at, o.rowid LIMIT ?",
+            (now, *skip_establishments, limit),
         )
         return [_item(row) for row in rows]
 
