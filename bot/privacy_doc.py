@@ -70,6 +70,12 @@ TABLES: dict[str, Table] = {
             "failed_at": "mise à jour écartée (illisible ou en échec répété) : contenu vidé",
         },
     ),
+    "health": Table(
+        "Vérification de santé (`/healthz`) : une écriture réelle dans la base",
+        "une seule ligne, réécrite à chaque vérification",
+        NOBODY,
+        {"id": "toujours 1", "checked_at": "dernière vérification réussie"},
+    ),
     "replies": Table(
         "Réponses à envoyer sur Telegram, écrites avec l'état qui les produit",
         "supprimées dès que Telegram les a acceptées",

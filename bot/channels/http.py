@@ -37,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, MAX_TEXT_LENGTH, Engine, Turn
 from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Reply
@@ -326,11 +327,14 @@ class ConversationApi:
         on_events: Callable[[], None] | None = None,
         key_cache_seconds: float = 5.0,
         features: Features | None = None,
-        secret: bytes = b"passerelle-api",
+        secret: bytes | None = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.holder = holder_of(engine)
         self.features = features
-        self.secret = secret
+        # The deployment passes its PASSERELLE_SECRET; never a constant otherwise.
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self.body_timeout = body_timeout
         self.store = store
         self.establishments = dict(establishments or {})
         self.limiter = limiter or RateLimiter()
@@ -437,11 +441,20 @@ class ConversationApi:
             raise _too_large()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _too_large()
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout):  # a body trickled in never ends
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise _too_large()
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"Corps de requête reçu trop lentement ({self.body_timeout:g} s au plus).",
+                {"connection": "close"},
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip() and empty_ok:
             data: Any = {}

@@ -696,10 +696,14 @@ class TelegramChannel:
             if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
                 return Response(status_code=413)  # refused before reading any of it
             body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    return Response(status_code=413)
+            try:
+                async with asyncio.timeout(self.settings.body_timeout):
+                    async for chunk in request.stream():
+                        body += chunk
+                        if len(body) > MAX_BODY:
+                            return Response(status_code=413)
+            except TimeoutError:
+                return Response(status_code=408, headers={"connection": "close"})
             try:
                 await self.receive(bytes(body))
             except ValueError:

@@ -66,6 +66,16 @@ CORE_MIGRATIONS: list[Migration] = [
         ALTER TABLE inbox ADD COLUMN failed_at REAL;
         """,
     ),
+    (
+        4,
+        # /healthz commits a write here: a full disk or a read-only database shows at once.
+        """
+        CREATE TABLE IF NOT EXISTS health (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = (

@@ -571,6 +571,20 @@ class SqliteStorage(Storage):
         return count
 
     # -- introspection (health, benchmarks, tests) -----------------------------------------
+    async def probe(self) -> None:
+        """Commit one small write (``/healthz``): raises if the database cannot be written
+        (disk full, file read-only or locked for too long)."""
+        now = self._clock()
+
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                (now,),
+            )
+
+        await self._write_sync(operation)
+
     async def counts(self) -> dict[str, int]:
         """Rows per core table."""
         result: dict[str, int] = {}
