@@ -135,6 +135,8 @@ class ContactOut(BaseModel):
     roles: list[str]
     phone: str | None
     email: str | None
+    why: str = Field(default="", description="« Pourquoi ce contact », shown to the person.")
+    own: bool = Field(default=False, description="The contact belongs to the person's territory.")
 
 
 class RecommendationOut(BaseModel):
@@ -545,9 +547,8 @@ class ConversationApi:
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
             context = self._context(key, body.context)
             conversation_id = new_id("conv_")
-            turn = await self._features(
-                self.engine.start(context), conversation_id, key.establishment
-            )
+            start = self.engine.start(context, owner=key.establishment)
+            turn = await self._features(start, conversation_id, key.establishment)
             now = time.time()
             secret = SECRET_PREFIX + secrets.token_urlsafe(32) if key.kind == "widget" else None
             conversation = Conversation(
