@@ -25,7 +25,7 @@ from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from bot.webhooks import RetryPolicy, WebhookWorker
 from tests.live import serve
-from tests.test_webhooks import SECRET, Receiver, wait_for
+from tests.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for
 
 DEMO_KEY = "pwk_demo_for_isolation_tests"
 
@@ -87,7 +87,7 @@ def site(kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     db = tmp_path / "passerelle.db"
     keys = asyncio.run(make_keys(db))
     keys["demo"] = DEMO_KEY
-    engine = build_engine(kb)
+    engine = build_engine(kb, receivers=tuple(establishments.values()))
     store = IntegrationStore(db)
     features = Features(engine, FeatureStore(db))
     worker = WebhookWorker(store, establishments, policy=RetryPolicy(base=0.05), idle_poll=0.1)
@@ -122,8 +122,7 @@ def test_an_event_sent_to_another_establishment_unlocks_nothing(site: Site) -> N
         cid, secret = created["conversation_id"], created["conversation_secret"]
         assert secret, "a widget conversation gets its own secret"
         with site.client("chu-b:widget", secret) as person:
-            for choice in ("patient", "chronique", "stabilise", "former", "aucune", "aucune",
-                           "mensuel", "fr", "occitanie"):  # fmt: skip
+            for choice in PATIENT_TRAINER:
                 response = person.post(f"/conversations/{cid}/messages", json={"choice": choice})
                 assert response.status_code == 200, response.text
             for step in (

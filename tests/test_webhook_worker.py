@@ -51,6 +51,8 @@ class Trickler:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed by stop()
+                return
             self.connections += 1
             threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
 
@@ -64,6 +66,7 @@ class Trickler:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.thread.join(timeout=5)
         self.sock.close()
 
 
