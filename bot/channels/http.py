@@ -2,7 +2,10 @@
 (``/widget.js``), as Starlette routes to add to the server's app.
 
 Every API answer is JSON; errors are ``{"error": {"code", "message"}}``. A conversation belongs
-to the key that created it: any other key gets 404, as if it did not exist. Conversations are
+to the establishment whose key created it: a key of any other establishment gets 404, as if it
+did not exist. One created with a public widget key also needs its own secret, returned once at
+creation (``conversation_secret``) and sent back in the ``X-Conversation-Secret`` header: the
+widget key, visible in every host page, never unlocks a transcript by itself. Conversations are
 stored (state and transcript): the establishment's integration holds the consent relationship
 with the person.
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hmac
 import html
 import json
 import math
+import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -34,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, MAX_TEXT_LENGTH, Engine, Turn
 from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Reply
@@ -46,6 +52,7 @@ from bot.storage.integration import (
     Conversation,
     IntegrationStore,
     TranscriptLine,
+    hash_key,
     new_id,
 )
 from bot.webhooks import EVENT_MODELS, EVENT_TYPES, WebhookWorker, route
@@ -60,6 +67,9 @@ CONTEXT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 DEMO_KEY_ID = "key_demo"
 DEMO_ESTABLISHMENT = "demo"
+#: The header carrying a widget conversation's own secret (``conversation_secret``).
+SECRET_HEADER = "x-conversation-secret"
+SECRET_PREFIX = "pcs_"
 
 
 # -- request and response models (they also generate the OpenAPI document) ------------------
@@ -152,6 +162,11 @@ class TurnOut(BaseModel):
 
 class ConversationCreated(TurnOut):
     conversation_id: str
+    conversation_secret: str | None = Field(
+        description="With a widget key only: the conversation's own secret, to send back in "
+        "the X-Conversation-Secret header of every later call about it (shown once); null "
+        "with a secret key."
+    )
 
 
 class Answer(BaseModel):
@@ -225,7 +240,10 @@ ErrorCode = Literal[
     "text_too_long",
     "unknown_choice",
     "body_too_large",
+    "request_timeout",
     "unauthorized",
+    "forbidden",
+    "forbidden_context",
     "conversation_not_found",
     "not_found",
     "method_not_allowed",
@@ -347,11 +365,14 @@ class ConversationApi:
         on_events: Callable[[], None] | None = None,
         key_cache_seconds: float = 5.0,
         features: Features | None = None,
-        secret: bytes = b"passerelle-api",
+        secret: bytes | None = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.holder = holder_of(engine)
         self.features = features
-        self.secret = secret
+        # The deployment passes its PASSERELLE_SECRET; never a constant otherwise.
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self.body_timeout = body_timeout
         self.store = store
         self.establishments = dict(establishments or {})
         self.limiter = limiter or RateLimiter()
@@ -370,11 +391,14 @@ class ConversationApi:
         """The pseudonymous key of an API conversation for the barometer and its erasure."""
         return pseudonym(self.secret, "api", conversation_id)
 
-    async def _features(self, turn: Turn, conversation_id: str) -> Turn:
+    async def _features(self, turn: Turn, conversation_id: str, establishment: str) -> Turn:
         if self.features is None:
             return turn
         return await self.features.after_turn(
-            turn, channel="api", member=self.member(conversation_id)
+            turn,
+            channel="api",
+            member=self.member(conversation_id),
+            establishment=establishment,
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -463,11 +487,20 @@ class ConversationApi:
             raise _too_large()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _too_large()
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout):  # a body trickled in never ends
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise _too_large()
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"Corps de requête reçu trop lentement ({self.body_timeout:g} s au plus).",
+                {"connection": "close"},
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip() and empty_ok:
             data: Any = {}
@@ -504,6 +537,36 @@ class ConversationApi:
         name = choice[len(CMD) :] if choice.startswith(CMD) else None
         return name is not None and (name in COMMANDS or name in self.engine.modes)
 
+    def _context(self, key: ApiKey, context: str | None) -> str | None:
+        """``context`` if the key's establishment may use it (its id or one of its declared
+        contexts), else a 403: no key speaks for another establishment."""
+        if context is None:
+            return None
+        establishment = self.establishments.get(key.establishment)
+        allowed = {key.establishment, *(establishment.contexts if establishment else ())}
+        if context not in allowed:
+            raise ApiError(
+                403,
+                "forbidden_context",
+                f"Le contexte « {context} » n'appartient pas à l'établissement de cette clé "
+                f"(permis : {', '.join(sorted(allowed))}).",
+            )
+        return context
+
+    async def _owned(self, request: Request, key: ApiKey, conversation_id: str) -> Conversation:
+        """The conversation if the key's establishment owns it and, for a widget key, the
+        request carries the conversation's own secret; else 404 (as if it did not exist)."""
+        conversation = await self.store.load_conversation(conversation_id, key.establishment)
+        if conversation is None:
+            raise _not_found()
+        if key.kind == "widget":
+            given = request.headers.get(SECRET_HEADER, "").strip()
+            expected = conversation.secret_hash or ""
+            # Compared in constant time, and a conversation without a secret never matches.
+            if not hmac.compare_digest(hash_key(given), expected) or not expected:
+                raise _not_found()
+        return conversation
+
     def _route_events(self, turn: Turn, conversation: Conversation) -> list[Any]:
         entries = []
         for event in turn.events:
@@ -524,10 +587,12 @@ class ConversationApi:
         async def work() -> Response:
             key = await self._authenticate(request)
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
+            context = self._context(key, body.context)
             conversation_id = new_id("conv_")
-            start = self.engine.start(body.context, owner=key.establishment)
-            turn = await self._features(start, conversation_id)
+            start = self.engine.start(context, owner=key.establishment)
+            turn = await self._features(start, conversation_id, key.establishment)
             now = time.time()
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32) if key.kind == "widget" else None
             conversation = Conversation(
                 id=conversation_id,
                 key_id=key.id,
@@ -536,6 +601,7 @@ class ConversationApi:
                 offered=_offered(turn),
                 created_at=now,
                 updated_at=now,
+                secret_hash=hash_key(secret) if secret is not None else None,
             )
             events = self._route_events(turn, conversation)
             await self.store.save_turn(
@@ -543,7 +609,9 @@ class ConversationApi:
             )
             if events and self.on_events:
                 self.on_events()
-            created = ConversationCreated(conversation_id=conversation.id, **dict(_turn_out(turn)))
+            created = ConversationCreated(
+                conversation_id=conversation.id, conversation_secret=secret, **dict(_turn_out(turn))
+            )
             location = f"{API_PREFIX}/conversations/{conversation.id}"
             return _model(created, 201, {"location": location})
 
@@ -555,9 +623,7 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
             async with self._lock(conversation_id):
-                conversation = await self.store.load_conversation(conversation_id, key.id)
-                if conversation is None:
-                    raise _not_found()
+                conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
                 person: dict[str, Any]
@@ -576,14 +642,13 @@ class ConversationApi:
                 else:
                     event = Input.text(body.text or "")
                     person = {"text": body.text or ""}
-                turn = await self._features(self.engine.handle(session, event), conversation.id)
-                updated = Conversation(
-                    id=conversation.id,
-                    key_id=conversation.key_id,
-                    establishment=conversation.establishment,
+                turn = await self._features(
+                    self.engine.handle(session, event), conversation.id, conversation.establishment
+                )
+                updated = dataclasses.replace(
+                    conversation,
                     session=turn.session.to_dict(),
                     offered=_offered(turn),
-                    created_at=conversation.created_at,
                     updated_at=now,
                 )
                 events = self._route_events(turn, updated)
@@ -601,15 +666,17 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             if request.method == "DELETE":
                 async with self._lock(conversation_id):
-                    deleted = await self.store.delete_conversation(conversation_id, key.id)
-                    if deleted and self.features is not None:
-                        await self.features.erase_user(self.member(conversation_id))
-                if not deleted:
-                    raise _not_found()
+                    conversation = await self._owned(request, key, conversation_id)
+                    if self.features is not None:
+                        # First the features' rows (statistics included: no padding is left
+                        # behind), then the conversation, whose erasure also scrubs the disk.
+                        await self.features.erase_conversation(
+                            self.member(conversation_id), conversation.session
+                        )
+                    if not await self.store.delete_conversation(conversation_id, key.establishment):
+                        raise _not_found()
                 return Response(status_code=204)
-            conversation = await self.store.load_conversation(conversation_id, key.id)
-            if conversation is None:
-                raise _not_found()
+            conversation = await self._owned(request, key, conversation_id)
             lines = await self.store.transcript(conversation_id)
             session = Session.from_dict(conversation.session)
             exported = (
@@ -644,6 +711,13 @@ class ConversationApi:
 
         async def work() -> Response:
             key = await self._authenticate(request)
+            if key.kind != "api":
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "Les statistiques ne se lisent qu'avec une clé secrète (psk_…), jamais avec "
+                    "la clé publique du chat web.",
+                )
             raw = request.query_params.get("since")
             since = None
             if raw:
@@ -655,7 +729,9 @@ class ConversationApi:
                     ) from None
             if self.features is None:
                 raise ApiError(404, "not_found", "Statistiques non disponibles sur ce serveur.")
-            figures = await self.features.stats_json(key.establishment, since)
+            establishment = self.establishments.get(key.establishment)
+            contexts = establishment.contexts if establishment is not None else ()
+            figures = await self.features.stats_json(key.establishment, since, contexts=contexts)
             return _model(StatsOut.model_validate(figures))
 
         return await self._handle(request, work)
@@ -962,7 +1038,14 @@ _EVENT_SUMMARIES = {
 _ERRORS: dict[str, list[tuple[ErrorCode, str]]] = {
     "400": [("invalid_json", "Le corps de la requête n'est pas du JSON valide.")],
     "401": [("unauthorized", "Clé d'API inconnue ou révoquée.")],
+    "403": [
+        ("forbidden", "Les statistiques ne se lisent qu'avec une clé secrète (psk_…), jamais "
+         "avec la clé publique du chat web."),
+        ("forbidden_context", "Le contexte « chu-autre » n'appartient pas à l'établissement de "
+         "cette clé (permis : chu-exemple)."),
+    ],
     "404": [("conversation_not_found", "Conversation inconnue (ou effacée).")],
+    "408": [("request_timeout", "Corps de requête reçu trop lentement (30 s au plus).")],
     "413": [("body_too_large", f"Corps de requête trop gros ({MAX_BODY_BYTES} octets au plus).")],
     "422": [
         ("unknown_field", "Champ inconnu : « texte »."),
@@ -979,6 +1062,7 @@ _ERRORS: dict[str, list[tuple[ErrorCode, str]]] = {
 
 _CREATED: dict[str, Any] = {
     "conversation_id": _CID,
+    "conversation_secret": None,
     "node": "profil",
     "recommendation": None,
     "replies": [_WELCOME, _FIRST_QUESTION],
@@ -1046,12 +1130,26 @@ def openapi_document() -> dict[str, Any]:
         "schema": {"type": "string"},
         "example": _CID,
     }
+    conversation_secret = {
+        "name": "X-Conversation-Secret",
+        "in": "header",
+        "required": False,
+        "description": "Avec une clé de chat web (pwk_…) : le conversation_secret reçu à la "
+        "création (sans lui, ou avec un autre, la conversation est introuvable : 404).",
+        "schema": {"type": "string"},
+        "example": "pcs_4nq0Zb3m1T8yVwK2rXo5sLd9eHcUjP7f6aGiYtBzQkM",
+    }
     bad_body = {
         "400": error("400", "Corps qui n'est pas du JSON valide"),
+        "408": error("408", "Corps reçu trop lentement (PASSERELLE_BODY_TIMEOUT)"),
         "413": error("413", "Corps de plus de 16 Kio"),
     }
     not_found = {
-        "404": error("404", "Conversation inconnue, effacée ou créée par une autre clé"),
+        "404": error(
+            "404",
+            "Conversation inconnue, effacée, d'un autre établissement, ou (clé de chat web) "
+            "sans son secret",
+        ),
     }
     webhooks = {
         kind: {
@@ -1129,6 +1227,11 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             ),
                         },
+                        "403": error(
+                            "403",
+                            "Clé de chat web (publique) : statistiques refusées",
+                            ("forbidden",),
+                        ),
                         **common,
                     },
                 }
@@ -1149,7 +1252,15 @@ def openapi_document() -> dict[str, Any]:
                                     "schema": {"type": "string"},
                                 }
                             },
-                            "content": content("ConversationCreated", created=_CREATED),
+                            "content": content(
+                                "ConversationCreated",
+                                created=_CREATED,
+                                widget={
+                                    **_CREATED,
+                                    "conversation_secret": "pcs_4nq0Zb3m1T8yVwK2rXo5sLd9eHcUjP7"
+                                    "f6aGiYtBzQkM",
+                                },
+                            ),
                             "links": {
                                 "SendMessage": {
                                     "operationId": "sendMessage",
@@ -1165,6 +1276,11 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         },
+                        "403": error(
+                            "403",
+                            "Contexte d'un autre établissement que celui de la clé",
+                            ("forbidden_context",),
+                        ),
                         **bad_body,
                         "422": error(
                             "422",
@@ -1179,7 +1295,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "sendMessage",
                     "summary": "Envoyer un texte ou un choix",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "requestBody": body(
                         "NewMessage",
                         choice={"choice": "patient"},
@@ -1204,7 +1320,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getConversation",
                     "summary": "L'état et la transcription conservés",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "responses": {
                         "200": {
                             "description": "La conversation, et tout ce qui est conservé à "
@@ -1218,7 +1334,7 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {
                     "operationId": "deleteConversation",
                     "summary": "Effacer la conversation (état, transcription, webhooks en attente)",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "responses": {
                         "204": {"description": "Effacée."},
                         **not_found,

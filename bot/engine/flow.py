@@ -6,6 +6,7 @@ drives the same :class:`Engine`, so a conversation test written once covers them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -529,10 +530,8 @@ class Engine:
                 reading.answers[qid] = [choice_id]
         elif reading.ambiguous_place is not None and self.kb.places is not None:
             entry = self.kb.places.ambiguous[reading.ambiguous_place]
-            choices = tuple(
-                Choice(PLACE + pid, text(self.understanding.places[pid].name, session.lang))
-                for pid in entry.places
-                if pid in self.understanding.places
+            choices = self._place_choices(
+                [pid for pid in entry.places if pid in self.understanding.places], session
             )
             session = self._keep(session, reading, exclude=())
             return self.turn(session, Reply(text(entry.question, session.lang), choices))
@@ -641,6 +640,19 @@ class Engine:
             extra.pop("prefill")
         return replace(session, answers=tuple(answers), extra=extra)
 
+    def _place_choices(self, place_ids: list[str], session: Session) -> tuple[Choice, ...]:
+        """One button per place; places of the same name say their territory (« Saint-Denis
+        (La Réunion) », « Saint-Denis (Île-de-France) »)."""
+        places = [self.understanding.places[pid] for pid in place_ids]
+        names = [text(place.name, session.lang) for place in places]
+        choices = []
+        for pid, place, name in zip(place_ids, places, names, strict=True):
+            territory = self.kb.territories.get(place.territory)
+            if names.count(name) > 1 and territory is not None:
+                name = f"{name} ({text(territory.name, session.lang)})"
+            choices.append(Choice(PLACE + pid, name))
+        return tuple(choices)
+
     def _label(self, choice: Option, session: Session) -> str:
         """A choice's label as shown in the person's country (``label_in``)."""
         country = country_of(self.kb, facts_of(self.kb, session.answers))
@@ -685,7 +697,8 @@ class Engine:
                 self.understanding.conditions[reading.condition].category,
             )
             phrase = self.understanding.condition_text(reading.condition, lang)
-            label = _lower_first(text(category.label, lang))
+            # « (santé mentale) » would nest inside the say-back's own brackets.
+            label = re.sub(r"\s*\([^)]*\)$", "", _lower_first(text(category.label, lang)))
             condition = (
                 phrase
                 if normalize(phrase) == normalize(label)
