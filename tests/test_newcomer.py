@@ -100,7 +100,7 @@ def test_serve_prints_the_address_it_really_listens_on(tmp_path: Path) -> None:
             banner = process.stderr.readline()
             assert banner or process.poll() is None, "the server stopped"
         assert f"prête sur http://127.0.0.1:{port} " in banner
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["status"] == "ok"
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1016,6 +1016,7 @@ _EVENTS: dict[str, dict[str, Any]] = {
             "how_to_reach": "par courriel, le soir : camille@example.org",
             "consent": True,
             "kb_version": "1.2.0",
+            "establishment": "chu-exemple",
             "conversation_id": _CID,
         },
     },
@@ -1027,6 +1028,7 @@ _EVENTS: dict[str, dict[str, Any]] = {
             "territory": "fr-occitanie",
             "context": "chu-exemple",
             "kb_version": "1.2.0",
+            "establishment": "chu-exemple",
         },
     },
 }
