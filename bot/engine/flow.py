@@ -12,7 +12,18 @@ from typing import Protocol
 from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import contacts_for, facts_of, recommend
-from bot.engine.replies import Choice, ContactInfo, Event, Recommendation, Reply, RoleMatch
+from bot.engine.replies import (
+    CONTACTS,
+    GUIDE,
+    ROLE,
+    STALE,
+    Choice,
+    ContactInfo,
+    Event,
+    Recommendation,
+    Reply,
+    RoleMatch,
+)
 from bot.engine.safety import Safety, screen
 from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, Input, Session
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
@@ -83,7 +94,12 @@ class Engine:
 
     def _question_reply(self, session: Session, question_id: str) -> Reply:
         question = self.kb.questions[question_id]
-        choices = [Choice(c.id, text(c.label, session.lang)) for c in question.choices]
+        choices = [
+            Choice(
+                c.id, text(c.label, session.lang), text(c.short, session.lang) if c.short else None
+            )
+            for c in question.choices
+        ]
         if session.answers:
             choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
         return Reply(text(question.text, session.lang), tuple(choices))
@@ -240,7 +256,8 @@ class Engine:
         return self._stale(session)
 
     def _stale(self, session: Session) -> Turn:
-        return self.turn(session, Reply(self.msg("stale_button", session)), self.prompt(session))
+        stale = Reply(self.msg("stale_button", session), kind=STALE)
+        return self.turn(session, stale, self.prompt(session))
 
     def _text(self, session: Session, raw: str) -> Turn:
         if len(raw) > MAX_TEXT_LENGTH:
@@ -325,12 +342,12 @@ class Engine:
         if result.roles:
             replies.append(Reply(self.msg("recommendation_intro", session)))
             for rank, role in enumerate(result.roles, start=1):
-                replies.append(Reply(self._render_role(session, rank, role)))
+                replies.append(Reply(self._render_role(session, rank, role), kind=ROLE))
         else:
             replies.append(Reply(self.msg("recommendation_none", session)))
         replies.append(self._contacts_reply(session, list(result.contacts), result.territory))
         if result.guide:
-            replies.append(Reply(self._render_guide(session)))
+            replies.append(Reply(self._render_guide(session), kind=GUIDE))
         replies.append(self.prompt(session))
         event = Event(
             "conversation.completed",
@@ -385,7 +402,7 @@ class Engine:
                 lines.append(f"  ☎ {contact.phone}")
             if contact.email:
                 lines.append(f"  ✉ {contact.email}")
-        return Reply("\n".join(lines))
+        return Reply("\n".join(lines), kind=CONTACTS)
 
     # -- commands ------------------------------------------------------------------------
     def _command(self, session: Session, name: str) -> Turn:
@@ -473,7 +490,11 @@ class Engine:
             lines.append(self.msg("glossary_unknown", session))
         lines.append(self.msg("glossary_intro", session))
         choices = [
-            Choice(TERM + term_id, text(term.term, session.lang))
+            Choice(
+                TERM + term_id,
+                text(term.term, session.lang),
+                text(term.short, session.lang) if term.short else None,
+            )
             for term_id, term in self.kb.glossary.items()
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))

@@ -54,6 +54,23 @@ def _check_text(value: dict[str, str]) -> dict[str, str]:
 Text = Annotated[dict[str, str], BeforeValidator(_as_text), AfterValidator(_check_text)]
 """A user-facing string by language. ``"Bonjour"`` is read as ``{"fr": "Bonjour"}``."""
 
+#: Longest short label of a button (``short``): one full-width button on a phone.
+SHORT_LIMIT = 32
+
+
+def _check_short(value: dict[str, str]) -> dict[str, str]:
+    for lang, label in value.items():
+        if len(label) > SHORT_LIMIT:
+            raise ValueError(
+                f"le libellé court « {label} » ({lang}) a {len(label)} caractères : "
+                f"{SHORT_LIMIT} au plus, pour tenir sur un bouton de téléphone"
+            )
+    return value
+
+
+ShortText = Annotated[Text, AfterValidator(_check_short)]
+"""A button's short label (``short:``), at most :data:`SHORT_LIMIT` characters."""
+
 Words = Annotated[dict[str, list[str]], BeforeValidator(_as_words)]
 """Free-text synonyms by language. A plain list is read as French."""
 
@@ -123,6 +140,8 @@ class RolesFile(Strict):
 class Choice(Strict):
     id: Identifier
     label: Text
+    #: Shown on narrow buttons (Telegram) instead of ``label``; the id stays the same.
+    short: ShortText | None = None
     synonyms: Words = {}
     next: str | None = None
     sets: dict[Identifier, str] = {}
@@ -178,6 +197,8 @@ class FlowFile(Strict):
 
 class Term(Strict):
     term: Text
+    #: Shown on the glossary's buttons (Telegram) instead of ``term``.
+    short: ShortText | None = None
     aliases: list[str] = []
     definition: Text
     sources: Sources
