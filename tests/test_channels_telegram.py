@@ -22,7 +22,7 @@ from bot.channels.telegram import TelegramChannel, encode_choice, node_tag, rend
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
-from bot.knowledge.model import text
+from bot.knowledge.model import COMMANDS, text
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
 from bot.storage.sqlite import SqliteStorage
@@ -126,6 +126,11 @@ def msg(engine: Engine, key: str, **values: str) -> str:
     return engine.msg(key, engine.new_session(), **values)
 
 
+def patient_label(engine: Engine) -> str:
+    first = engine.kb.questions[engine.kb.flow.start]
+    return text(next(c for c in first.choices if c.id == "patient").label)
+
+
 async def begin(bot: Bot, user: FakeUser, engine: Engine, consent: bool = True) -> list[Sent]:
     """/start, then answer the consent question; returns the messages after consent."""
     greeting = await bot.send(user, user.text("/start"))
@@ -163,10 +168,12 @@ async def test_persona_by_buttons(
         role = engine.kb.roles[script["expect"]["roles_first"]]
         assert text(role.title) in everything
         assert api.called("sendChatAction"), "typing indicator before a long answer"
-        # Every tap was answered (no spinning button), and nothing used a parse mode.
+        # Every tap was answered (no spinning button); every message is HTML that Telegram
+        # could parse (the fake refuses an unknown tag, a bare « < » or « & » with a 400).
         taps = len(script["steps"]) + 1
         assert len(api.called("answerCallbackQuery")) == taps
-        assert all("parse_mode" not in c.params for c in api.called("sendMessage"))
+        assert all(c.params.get("parse_mode") == "HTML" for c in api.called("sendMessage"))
+        assert [c for c in api.calls if c.status == 400] == []
         assert all(len(m.text) <= 4096 for m in api.sent)
 
 
@@ -292,14 +299,14 @@ async def test_non_text_messages_get_a_kind_reply(
             "document": {"document": file},
             "location": {"location": {"latitude": 48.8, "longitude": 2.3}},
         }
-        question = text(engine.kb.questions[engine.kb.flow.start].text)
         for kind, content in cases.items():
             shown = await bot.send(user, user.message(**content))
+            # One short line, no second copy of the question and its keyboard.
             expected = msg(engine, "non_text", kind=msg(engine, f"kind_{kind}"))
-            assert shown[0].text.startswith(expected), kind
-            assert question in shown[-1].text  # and where we stand
+            assert [(m.text, m.buttons) for m in shown] == [(expected, [])], kind
+            assert "\n" not in shown[0].text and len(shown[0].text) < 120
         shown = await bot.send(user, user.edited("patient"))
-        assert shown[0].text.startswith(msg(engine, "edited_message"))
+        assert [(m.text, m.buttons) for m in shown] == [(msg(engine, "edited_message"), [])]
         shown = await bot.send(user, user.text("x" * 10_000))
         assert shown[0].text.startswith(msg(engine, "too_long")[:40])
 
@@ -385,17 +392,24 @@ async def test_old_buttons_are_answered_gracefully(
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         user = api.user(511)
         first = await begin(bot, user, engine)
+        old_tap = press_choice(user, first, "proche")  # kept before its keyboard goes
         await bot.send(user, press_choice(user, first, "patient"))
-        # The first keyboard again, a button from an older knowledge base, and garbage.
+        # The first keyboard again, a button from an older knowledge base, and garbage: the
+        # current question is simply asked again, with its buttons (no « old button » note).
+        experience = text(engine.kb.questions["experience"].text)
         for update in (
-            press_choice(user, first, "proche"),
+            old_tap,
             user.press(first[-1], encode_choice("ancienne_question", "ancien_choix")),
             user.press(first[-1], "n'importe quoi"),
         ):
             shown = await bot.send(user, update)
-            assert shown[0].text.startswith(msg(engine, "stale_button")[:30])
-            assert text(engine.kb.questions["experience"].text) in shown[-1].text
+            assert [m.text for m in shown] == [experience]
+            assert shown[0].buttons
+        assert all(msg(engine, "stale_button")[:20] not in m.text for m in api.to_chat(user.id))
         assert len(api.called("answerCallbackQuery")) == 5
+        # The first question still shows the answer given, not the stale tap.
+        question = first[-1]
+        assert question.text.endswith(msg(engine, "telegram_answered", label=patient_label(engine)))
 
 
 async def test_deep_link_payload_is_validated(
@@ -411,12 +425,20 @@ async def test_deep_link_payload_is_validated(
             assert last_buttons(shown).buttons  # the consent question follows either way
 
 
-async def test_commands_are_registered(api: FakeBotAPI, tmp_path: Path, engine: Engine) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=False):
+async def test_every_command_is_in_the_menu(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
         names = [c["command"] for c in api.commands]
-        menu = ["aide", "retour", "recommencer", "contacts", "glossaire", "barometre"]
-        menu += ["mesdonnees", "oubli"]
-        assert names == menu
+        assert names[:6] == ["aide", "retour", "recommencer", "contacts", "glossaire", "stop"]
+        typed = {*COMMANDS, *bot.channel.engine.modes, "mesdonnees", "oubli"}
+        assert set(names) == typed
+        assert all(c["description"] for c in api.commands)
+        # /stop, typed from the menu, stops the conversation.
+        user = api.user(515)
+        await begin(bot, user, engine)
+        shown = await bot.send(user, user.text("/stop"))
+        assert msg(engine, "stopped") in shown[-1].text
 
 
 async def test_telegram_429_then_200_delivers_once(

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import html
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ChatAction
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -67,8 +68,8 @@ from bot.engine.followup import YES as FOLLOWUP_YES
 from bot.engine.followup import asking
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import territory_chain
-from bot.engine.replies import Choice, Event, Image, Reply
-from bot.engine.session import Input, Session
+from bot.engine.replies import CONTACTS, GUIDE, ROLE, STALE, Choice, Event, Image, Reply
+from bot.engine.session import EXITED, RECOMMENDED, Input, Session
 from bot.knowledge.model import COMMANDS, text
 from bot.live import EngineHolder, holder_of
 from bot.storage.base import FollowUpTaken, OutgoingReply, Storage, UserChange, pseudonym
@@ -93,17 +94,10 @@ MESSAGE_LIMIT = 4000
 CAPTION_LIMIT = 1000
 CALLBACK_LIMIT = 64
 DEEP_LINK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: The command menu registered with setMyCommands, in this order.
-MENU = (
-    "aide",
-    "retour",
-    "recommencer",
-    "contacts",
-    "glossaire",
-    "barometre",
-    "mesdonnees",
-    "oubli",
-)
+#: Commands of the channel itself, after the engine's and its modes' in the menu.
+OWN_COMMANDS = ("mesdonnees", "oubli")
+#: The file name of the ``/mesdonnees`` export.
+EXPORT_NAME = "passerelle-mes-donnees.json"
 #: Our own buttons (not the engine's): consent and erasure confirmations.
 CONSENT_YES, CONSENT_NO = "p:c1", "p:c0"
 FORGET_YES, FORGET_NO = "p:f1", "p:f0"
@@ -124,6 +118,18 @@ REDELIVER_FIRST_DELAY = 0.5
 REDELIVER_MAX_DELAY = 30.0
 #: Serialised inline keyboards kept (one per question and language, in practice).
 KEYBOARD_CACHE = 512
+#: Buttons that go on a last row of their own (back to the previous question, resume).
+NAVIGATION = frozenset({CMD + "retour", RESUME})
+#: A scale (0–4) fits on one row: labels this short, this many buttons at most.
+SCALE_WIDTH, SCALE_MAX = 3, 6
+#: Labels up to this many characters go two per row on a phone.
+TWO_COLUMNS_WIDTH = 20
+#: Glossary terms shown per page (the rest behind « Suivant »).
+GLOSSARY_PAGE = 8
+#: Our own glossary paging buttons: ``p:g:<page>``.
+PAGE_PREFIX = "p:g:"
+#: ``reply_markup`` that removes a message's buttons.
+NO_KEYBOARD = '{"inline_keyboard": []}'
 
 
 # -- callback data --------------------------------------------------------------------------
@@ -146,11 +152,17 @@ def encode_choice(node: str, choice_id: str) -> str:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One Telegram message: text (or a photo with its caption) and its buttons."""
+    """One Telegram message: HTML text (or a photo with its caption) and its buttons."""
 
     text: str
     choices: tuple[Choice, ...] = ()
     image: Image | None = None
+
+
+def esc(value: str) -> str:
+    """Text for Telegram's HTML parse mode: whatever a person or a content file holds is shown
+    as typed, never read as markup."""
+    return html.escape(value, quote=False)
 
 
 def split_text(body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -170,28 +182,79 @@ def split_text(body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
-def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoing]:
-    """The engine's replies as few Telegram messages as possible: consecutive texts are joined,
-    buttons go on the last piece, pictures are sent with their text alternative as caption."""
+def _is_heading(line: str) -> bool:
+    stripped = line.strip()
+    return stripped.endswith(":") and not stripped.startswith(("•", "⚠", "-"))
+
+
+def format_text(body: str, kind: str, *, first: bool = True, headings: Collection[str] = ()) -> str:
+    """One reply's plain text as HTML: escaped everywhere; for roles, contacts and the guide,
+    the title, the section headings and the contacts' names in bold."""
+    if kind not in (ROLE, CONTACTS, GUIDE):
+        return esc(body)
+    out: list[str] = []
+    previous = ""
+    for index, line in enumerate(body.split("\n")):
+        prefix = next((h for h in headings if h and line.startswith(h + " ")), None)
+        if line and (
+            (first and index == 0)
+            or _is_heading(line)
+            or (kind == GUIDE and not previous and not line.startswith(("•", "⚠")))
+        ):
+            out.append(f"<b>{esc(line)}</b>")
+        elif kind == CONTACTS and line.startswith("• ") and " — " in line:
+            name, rest = line[2:].split(" — ", 1)
+            out.append(f"• <b>{esc(name)}</b> — {esc(rest)}")
+        elif prefix is not None:
+            out.append(f"<b>{esc(prefix)}</b> {esc(line[len(prefix) + 1 :])}")
+        else:
+            out.append(esc(line))
+        previous = line
+    return "\n".join(out)
+
+
+def render(
+    replies: Sequence[Reply], limit: int = MESSAGE_LIMIT, headings: Collection[str] = ()
+) -> list[Outgoing]:
+    """The engine's replies as Telegram messages (HTML). Plain consecutive texts are joined;
+    each role, the contacts and the guide get a message of their own with bold headings;
+    buttons go on the last piece. A picture is shown with its text alternative once: as its
+    caption when it fits, otherwise as the message just before it (the reply announcing the
+    picture is then redundant). Stale-button notes are dropped: the question is asked again."""
     messages: list[Outgoing] = []
-    buffer: list[str] = []
+    buffer: list[str] = []  # plain texts waiting to be joined
 
     def flush(choices: tuple[Choice, ...] = ()) -> None:
         if not buffer and not choices:
             return
         pieces = split_text("\n\n".join(buffer) or "…", limit)
-        messages.extend(Outgoing(piece) for piece in pieces[:-1])
-        messages.append(Outgoing(pieces[-1], choices))
+        messages.extend(Outgoing(esc(piece)) for piece in pieces[:-1])
+        messages.append(Outgoing(esc(pieces[-1]), choices))
         buffer.clear()
 
     for reply in replies:
+        if reply.kind == STALE:
+            continue
         if reply.image is not None:
+            alt = reply.image.alt
+            said = bool(buffer) and buffer[-1] == alt
+            caption = ""
+            if len(alt) <= CAPTION_LIMIT:
+                caption = esc(alt)
+                if said:
+                    buffer.pop()
+            elif not said:
+                buffer.append(alt)
             flush()
-            messages.append(Outgoing(reply.image.alt[:CAPTION_LIMIT], (), reply.image))
-            if reply.text:
-                buffer.append(reply.text)
-            if reply.choices:
-                flush(reply.choices)
+            messages.append(Outgoing(caption, reply.choices, reply.image))
+            continue
+        if reply.kind in (ROLE, CONTACTS, GUIDE):
+            flush()
+            pieces = split_text(reply.text, limit - 200)  # room for the markup
+            for index, piece in enumerate(pieces):
+                body = format_text(piece, reply.kind, first=index == 0, headings=headings)
+                last = index == len(pieces) - 1
+                messages.append(Outgoing(body, reply.choices if last else ()))
             continue
         if buffer and len("\n\n".join([*buffer, reply.text])) > limit:
             flush()
@@ -200,6 +263,34 @@ def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoin
             flush(reply.choices)
     flush()
     return messages
+
+
+def _label(choice: Choice) -> str:
+    return choice.short or choice.label
+
+
+def layout(
+    choices: Sequence[Choice], navigation: Collection[str] = NAVIGATION
+) -> list[list[Choice]]:
+    """Rows of buttons as good bots lay them out: a 0–4 scale on one row, short labels in three
+    or two columns, long ones one per row; « back » and « resume » on a last row of their own."""
+    main = [c for c in choices if c.id not in navigation]
+    nav = [c for c in choices if c.id in navigation]
+    rows: list[list[Choice]] = []
+    if main:
+        widest = max(len(_label(c)) for c in main)
+        if widest <= SCALE_WIDTH and len(main) <= SCALE_MAX:
+            columns = len(main)
+        elif widest <= 12:
+            columns = 3
+        elif widest <= TWO_COLUMNS_WIDTH:
+            columns = 2
+        else:
+            columns = 1
+        rows = [main[i : i + columns] for i in range(0, len(main), columns)]
+    if nav:
+        rows.append(nav)
+    return rows
 
 
 # -- what one update produces ----------------------------------------------------------------
@@ -344,7 +435,7 @@ class TelegramChannel:
         self._undelivered: dict[int, deque[OutgoingReply]] = {}
         self._backoff: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...]], str] = OrderedDict()
+        self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...], int], str] = OrderedDict()
         self._choice_ids = self._known_choice_ids()
         self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
@@ -413,9 +504,17 @@ class TelegramChannel:
         """Wait until every update received so far has been applied (tests, shutdown)."""
         await self._queues.join()
 
+    def menu(self) -> list[str]:
+        """Every command a person can type, in the menu's order: the engine's, its modes' (the
+        barometer, follow-ups), then the channel's own."""
+        names = [*COMMANDS, *self.engine.modes, *OWN_COMMANDS]
+        return [name for name in names if f"telegram_cmd_{name}" in self.engine.kb.messages]
+
     def _menu(self) -> list[BotCommand]:
         session = self.engine.new_session()
-        return [BotCommand(name, self._msg(f"telegram_cmd_{name}", session)) for name in MENU]
+        return [
+            BotCommand(name, self._msg(f"telegram_cmd_{name}", session)) for name in self.menu()
+        ]
 
     async def _retention_job(self, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.purge()
@@ -659,10 +758,15 @@ class TelegramChannel:
                         message.image.png,
                         caption=message.text,
                         reply_markup=markup,
+                        parse_mode=ParseMode.HTML,
                     )
                 else:
                     await self._call(
-                        self.bot.send_message, chat_id, message.text, reply_markup=markup
+                        self.bot.send_message,
+                        chat_id,
+                        message.text,
+                        reply_markup=markup,
+                        parse_mode=ParseMode.HTML,
                     )
             except Forbidden:
                 log.info("the person blocked the bot; reply dropped")
@@ -671,48 +775,138 @@ class TelegramChannel:
                 log.error("reply not delivered: %s", type(exc).__name__)
                 return
 
-    def _keyboard(self, choices: Sequence[Choice], node: str) -> InlineKeyboardMarkup:
-        rows = []
-        for choice in choices:
-            data = choice.id if choice.id.startswith("p:") else encode_choice(node, choice.id)
-            rows.append([InlineKeyboardButton(choice.label, callback_data=data)])
-        return InlineKeyboardMarkup(rows)
+    def _keyboard(
+        self, choices: Sequence[Choice], node: str, page: int = 0
+    ) -> InlineKeyboardMarkup:
+        """Compact rows (see :func:`layout`); a long glossary is paged, « Précédents » and
+        « Suivants » editing the keyboard in place."""
+        terms = [c for c in choices if c.id.startswith(TERM)]
+        if len(terms) > GLOSSARY_PAGE:
+            pages = -(-len(terms) // GLOSSARY_PAGE)
+            page = min(max(page, 0), pages - 1)
+            probe = self.engine.new_session()
+            turns = []
+            if page > 0:
+                turns.append(Choice(f"{PAGE_PREFIX}{page - 1}", self._msg("telegram_prev", probe)))
+            if page < pages - 1:
+                turns.append(Choice(f"{PAGE_PREFIX}{page + 1}", self._msg("telegram_next", probe)))
+            shown = terms[page * GLOSSARY_PAGE : (page + 1) * GLOSSARY_PAGE]
+            others = [c for c in choices if not c.id.startswith(TERM)]
+            rows = [*layout(shown), *([turns] if turns else []), *layout(others)]
+        else:
+            rows = layout(choices)
+        return InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(
+                        _label(choice),
+                        callback_data=choice.id
+                        if choice.id.startswith("p:")
+                        else encode_choice(node, choice.id),
+                    )
+                    for choice in row
+                ]
+                for row in rows
+            ]
+        )
 
-    def _keyboard_json(self, choices: tuple[Choice, ...], node: str) -> str:
+    def _keyboard_json(self, choices: tuple[Choice, ...], node: str, page: int = 0) -> str:
         """The ``reply_markup`` parameter, serialised once per question (the same keyboard is
         sent to every person at that question)."""
-        key = (node, choices)
+        key = (node, choices, page)
         cached = self._keyboards.get(key)
         if cached is None:
-            cached = json.dumps(self._keyboard(choices, node).to_dict(), ensure_ascii=False)
+            cached = json.dumps(self._keyboard(choices, node, page).to_dict(), ensure_ascii=False)
             self._keyboards[key] = cached
             if len(self._keyboards) > KEYBOARD_CACHE:
                 self._keyboards.popitem(last=False)
         return cached
 
-    async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
+    def _headings(self, session: Session) -> tuple[str, ...]:
+        """Section labels a line of a role may start with (shown in bold)."""
+        keys = ("reasons", "to_start", "not_yet", "first_steps", "caution")
+        return tuple(self._msg(key, session) for key in keys)
+
+    def _record(
+        self, chat_id: int, method: str, params: dict[str, Any], file: bytes | None
+    ) -> None:
         turn = _TURN.get()
-        if turn is None:  # outside an update (nothing to commit with): send right away
-            await self._send(chat_id, render(replies), node)
+        assert turn is not None
+        turn.replies.append(
+            OutgoingReply(
+                update_id=turn.update_id,
+                seq=len(turn.replies),
+                chat_id=chat_id,
+                method=method,
+                params=json.dumps(params, ensure_ascii=False),
+                photo=file,
+            )
+        )
+
+    async def _edit(
+        self, message: Message, text: str | None = None, markup: str = NO_KEYBOARD
+    ) -> None:
+        """Change a message already shown (the reply outbox keeps it in order with the rest):
+        its text (HTML) and buttons, or its buttons only."""
+        params: dict[str, Any] = {
+            "chat_id": message.chat.id,
+            "message_id": message.message_id,
+            "reply_markup": markup,
+        }
+        if _TURN.get() is None:
             return
-        for message in render(replies):
-            params: dict[str, Any] = {"chat_id": chat_id}
+        if text is None:
+            self._record(message.chat.id, "editMessageReplyMarkup", params, None)
+            return
+        params |= {"text": text, "parse_mode": ParseMode.HTML}
+        self._record(message.chat.id, "editMessageText", params, None)
+
+    async def _answered(self, message: Message | None, label: str | None) -> None:
+        """The tapped message shows the answer chosen, and its buttons go (PTB's
+        ``inlinekeyboard.py``); a stale one just loses its buttons."""
+        if message is None:
+            return
+        if label is None or not message.text:
+            await self._edit(message)
+            return
+        line = self._msg("telegram_answered", self.engine.new_session(), label=label)
+        body = f"{message.text_html}\n\n<b>{esc(line)}</b>"
+        if len(body) > MESSAGE_LIMIT:
+            await self._edit(message)
+            return
+        await self._edit(message, body)
+
+    async def _document(self, chat_id: int, body: bytes, caption: str) -> None:
+        params = {"chat_id": chat_id, "caption": esc(caption), "parse_mode": ParseMode.HTML}
+        if _TURN.get() is None:
+            await self._call(
+                self.bot.send_document,
+                chat_id,
+                body,
+                filename=EXPORT_NAME,
+                caption=params["caption"],
+                parse_mode=ParseMode.HTML,
+            )
+            return
+        self._record(chat_id, "sendDocument", params, body)
+
+    async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
+        headings = self._headings(self.engine.new_session())
+        messages = render(replies, headings=headings)
+        if _TURN.get() is None:  # outside an update (nothing to commit with): send right away
+            await self._send(chat_id, messages, node)
+            return
+        for message in messages:
+            params: dict[str, Any] = {"chat_id": chat_id, "parse_mode": ParseMode.HTML}
             if message.image is not None:
-                params["caption"] = message.text
+                if message.text:
+                    params["caption"] = message.text
             else:
                 params["text"] = message.text
             if message.choices:
                 params["reply_markup"] = self._keyboard_json(message.choices, node)
-            turn.replies.append(
-                OutgoingReply(
-                    update_id=turn.update_id,
-                    seq=len(turn.replies),
-                    chat_id=chat_id,
-                    method="sendPhoto" if message.image is not None else "sendMessage",
-                    params=json.dumps(params, ensure_ascii=False),
-                    photo=message.image.png if message.image is not None else None,
-                )
-            )
+            method = "sendPhoto" if message.image is not None else "sendMessage"
+            self._record(chat_id, method, params, message.image.png if message.image else None)
 
     async def _deliver(self, chat_id: int, replies: Sequence[OutgoingReply]) -> None:
         """Send a chat's recorded replies in order, each deleted from the outbox once Telegram
@@ -763,7 +957,9 @@ class TelegramChannel:
         keyboards), so this goes straight to PTB's request layer (rate limiter included)
         without building or parsing Telegram objects."""
         params: dict[str, Any] = json.loads(reply.params)
-        if reply.photo is not None:
+        if reply.photo is not None and reply.method == "sendDocument":
+            params["document"] = InputFile(reply.photo, filename=EXPORT_NAME)
+        elif reply.photo is not None:
             params["photo"] = InputFile(reply.photo, filename="image.png")
         return await self.bot._post(reply.method, params)
 
@@ -883,8 +1079,11 @@ class TelegramChannel:
         assert message is not None and message.text is not None
         await self._converse(update, Input.text(message.text))
 
-    async def _converse(self, update: Update, event: Input) -> None:
-        """Hand one input to the engine, save the new state, then send the replies."""
+    async def _converse(
+        self, update: Update, event: Input, tapped: tuple[Message | None, str] | None = None
+    ) -> None:
+        """Hand one input to the engine, save the new state, then send the replies. ``tapped``:
+        the message whose button was tapped and the button's text, edited to show the answer."""
         chat = update.effective_chat
         assert chat is not None
         user = self._user(update)
@@ -907,7 +1106,20 @@ class TelegramChannel:
         )
         turn = await self._features(update, user, turn)
         await self._save(update, user, consent, turn.session, turn.events)
+        if tapped is not None:
+            message, label = tapped
+            stale = session is None or any(r.kind == STALE for r in turn.replies)
+            chosen = None if stale else self._full_label(session, event.value, label)
+            await self._answered(message, chosen)
         await self._say(chat.id, turn.replies, turn.node)
+
+    def _full_label(self, session: Session | None, choice_id: str, shown: str) -> str:
+        """The whole label of the answer chosen (the button may show its short form)."""
+        if session is not None and not session.extra.get("mode"):
+            for choice in self.engine.prompt(session).choices:
+                if choice.id == choice_id:
+                    return choice.label
+        return shown
 
     async def _consent(self, update: Update, user: str, session: Session, yes: bool) -> None:
         chat = update.effective_chat
@@ -932,8 +1144,13 @@ class TelegramChannel:
         data = query.data or ""
         user = self._user(update)
         chat = update.effective_chat
+        message = query.message if isinstance(query.message, Message) else None
+        shown = _button_text(message, data)
+        if data.startswith(PAGE_PREFIX):
+            await self._page(update, user, message, data)
+            return
         if data in (CONSENT_YES, CONSENT_NO, FORGET_YES, FORGET_NO):
-            await self._drop_keyboard(query.message)
+            await self._answered(message, shown)
         if data in (FORGET_YES, FORGET_NO):
             await self._forget_answer(update, user, data == FORGET_YES)
             return
@@ -943,13 +1160,33 @@ class TelegramChannel:
                 session = session or self.engine.start(None).session
                 await self._consent(update, user, session, data == CONSENT_YES)
                 return
-            # Already answered (an old consent message): say where we are.
+            # Already answered (an old consent message): ask the current question again.
             assert chat is not None
-            reply = Reply(self._msg("button_old", session))
             await self._save(update, user, consent, session)
-            await self._say(chat.id, [reply, self.engine.prompt(session)], session.node)
+            await self._say(chat.id, [self.engine.prompt(session)], session.node)
             return
-        await self._converse(update, self._decode(data, await self._state(user)))
+        event = self._decode(data, await self._state(user))
+        await self._converse(update, event, (message, shown))
+
+    async def _page(self, update: Update, user: str, message: Message | None, data: str) -> None:
+        """« Précédents » / « Suivants » under the glossary: the same message, another page."""
+        await self._save(update, user, None, None)
+        _, session = await self._state(user)
+        page = data[len(PAGE_PREFIX) :]
+        if message is None or session is None or not page.isdigit():
+            return
+        lang = session.lang
+        choices = [
+            Choice(
+                TERM + term_id,
+                text(term.term, lang),
+                text(term.short, lang) if term.short else None,
+            )
+            for term_id, term in self.engine.kb.glossary.items()
+        ]
+        choices.append(Choice(RESUME, self._msg("back_to_question", session)))
+        markup = self._keyboard_json(tuple(choices), session.node, int(page))
+        await self._edit(message, None, markup)
 
     def _decode(self, data: str, state: tuple[bool | None, Session | None]) -> Input:
         """A button's input; an unreadable or foreign one becomes a stale choice, which the
@@ -966,12 +1203,8 @@ class TelegramChannel:
             return Input.choice(value or "~", node)
         return Input.choice("~", "~")
 
-    async def _drop_keyboard(self, message: Any) -> None:
-        if isinstance(message, Message):
-            with contextlib.suppress(TelegramError):
-                await self._call(message.edit_reply_markup, None)
-
     async def on_my_data(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A summary in plain French, then everything kept as a JSON file (dates readable)."""
         chat = update.effective_chat
         assert chat is not None
         user = self._user(update)
@@ -979,29 +1212,28 @@ class TelegramChannel:
         _, session = await self._state(user)
         probe = session or self.engine.new_session()
         await self._save(update, user, None, None)
-        if not stored:
-            lines = [self._msg("mydata_none", probe)]
-        else:
-            lines = [self._msg("mydata_intro", probe)]
-            if "consent" in stored:
-                lines.append(
-                    self._msg("mydata_consent", probe, date=_date(stored["consent"]["at"]))
-                )
-            if "session" in stored:
-                lines += self._describe(Session.from_dict(stored["session"]))
-                lines.append(
-                    self._msg(
-                        "mydata_retention",
-                        probe,
-                        date=_date(stored.get("updated_at", time.time())),
-                        days=str(self.settings.retention_days),
-                    )
-                )
-        await self._say(chat.id, [Reply("\n".join(lines))])
         export = await self.export(user)
-        if any(export.values()):
-            body = json.dumps(export, ensure_ascii=False, indent=1, sort_keys=True)
-            await self._say(chat.id, [Reply(f"{self._msg('mydata_json', probe)}\n{body}")])
+        if not any(export.values()):
+            await self._say(chat.id, [Reply(self._msg("mydata_none", probe))])
+            return
+        lines = [self._msg("mydata_intro", probe)]
+        if "consent" in stored:
+            lines.append(self._msg("mydata_consent", probe, date=_date(stored["consent"]["at"])))
+        if "session" in stored:
+            lines += self._describe(Session.from_dict(stored["session"]))
+        lines += self._describe_features(probe, export)
+        if "session" in stored:
+            lines.append(
+                self._msg(
+                    "mydata_retention",
+                    probe,
+                    date=_date(stored.get("updated_at", time.time())),
+                    days=str(self.settings.retention_days),
+                )
+            )
+        await self._say(chat.id, [Reply("\n".join(lines))])
+        body = json.dumps(readable(export), ensure_ascii=False, indent=2, sort_keys=True)
+        await self._document(chat.id, body.encode(), self._msg("mydata_json", probe))
 
     async def export(self, user: str) -> dict[str, Any]:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
@@ -1012,25 +1244,59 @@ class TelegramChannel:
             export["webhooks_pending"] = await self.integration.outbox_about(user)
         return export
 
+    def _where(self, session: Session) -> str:
+        kb = self.engine.kb
+        if session.extra.get("mode"):
+            return self._msg("mydata_node_mode", session)
+        question = kb.questions.get(session.node)
+        if question is not None:
+            return self._msg(
+                "mydata_node_question", session, question=text(question.text, session.lang)
+            )
+        if session.node == RECOMMENDED:
+            return self._msg("mydata_node_recommended", session)
+        if session.node == EXITED:
+            return self._msg("mydata_node_exited", session)
+        return self._msg("mydata_node_start", session)
+
     def _describe(self, session: Session) -> list[str]:
         kb = self.engine.kb
-        question = kb.questions.get(session.node)
-        where = text(question.text, session.lang) if question else session.node
-        lines = [self._msg("mydata_where", session, node=where)]
+        lines = [self._msg("mydata_where", session, node=self._where(session))]
         if session.answers:
             lines.append(self._msg("mydata_answers", session))
         for question_id, choice_id in session.answers:
             asked = kb.questions.get(question_id)
             if asked is None:
-                lines.append(f"• {question_id} : {choice_id}")
-                continue
+                continue  # from an older version of the questions: in the file only
             label = next(
                 (text(c.label, session.lang) for c in asked.choices if c.id == choice_id),
                 choice_id,
             )
             lines.append(f"• {text(asked.text, session.lang)} → {label}")
         if session.context:
-            lines.append(f"• contexte : {session.context}")
+            name = session.context
+            if session.context in self.establishments:
+                name = self.establishments[session.context].name
+            lines.append(self._msg("mydata_context", session, name=name))
+        return lines
+
+    def _describe_features(self, session: Session, export: Mapping[str, Any]) -> list[str]:
+        lines: list[str] = []
+        ratings = export.get("barometer_ratings") or []
+        if ratings:
+            groups = ", ".join(sorted({str(r.get("group")) for r in ratings if r.get("group")}))
+            lines.append(
+                self._msg("mydata_barometer", session, count=str(len(ratings)), groups=groups)
+            )
+        for followup in export.get("followups") or []:
+            if followup.get("sent_at"):
+                continue
+            due = followup.get("due_at")
+            if isinstance(due, int | float):
+                lines.append(self._msg("mydata_followup", session, date=_date(due)))
+        pending = [e for e in export.get("webhooks_pending") or [] if e.get("type")]
+        if pending:
+            lines.append(self._msg("mydata_pending", session, count=str(len(pending))))
         return lines
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -1100,14 +1366,43 @@ class TelegramChannel:
         probe = session or self.engine.new_session()
         await self._save(update, user, None, None)
         values = {"kind": self._msg(f"kind_{kind}", probe)} if kind else {}
-        replies = [Reply(self._msg(key, probe, **values))]
-        if session is not None and session.node:
-            replies.append(self.engine.prompt(session))
-        await self._say(chat.id, replies, probe.node)
+        # One line: the question and its buttons are just above, no need to show them again.
+        await self._say(chat.id, [Reply(self._msg(key, probe, **values))], probe.node)
 
 
 def _date(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%d/%m/%Y")
+
+
+def _is_time_key(key: str) -> bool:
+    return key == "at" or key.endswith("_at")
+
+
+def readable(value: Any, key: str = "") -> Any:
+    """The export as a person can read it: dates in ISO 8601 (UTC) instead of Unix seconds,
+    JSON held as text (scores, roles) unfolded."""
+    if isinstance(value, dict):
+        return {k: readable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and _is_time_key(key):
+        moment = dt.datetime.fromtimestamp(value, dt.UTC).replace(microsecond=0)
+        return moment.isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and value[:1] in "[{":
+        with contextlib.suppress(ValueError):
+            return readable(json.loads(value), key)
+    return value
+
+
+def _button_text(message: Message | None, data: str) -> str:
+    """The text of the button with callback ``data`` under ``message`` (what was tapped)."""
+    markup = message.reply_markup if message is not None else None
+    if markup is not None:
+        for row in markup.inline_keyboard:
+            for button in row:
+                if button.callback_data == data:
+                    return button.text
+    return ""
 
 
 # -- construction ---------------------------------------------------------------------------

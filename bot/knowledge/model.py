@@ -473,7 +473,6 @@ REQUIRED_MESSAGES = (
     "forget_no",
     "forget_done",
     "forget_cancelled",
-    "button_old",
     "telegram_cmd_aide",
     "telegram_cmd_retour",
     "telegram_cmd_recommencer",
@@ -481,6 +480,19 @@ REQUIRED_MESSAGES = (
     "telegram_cmd_glossaire",
     "telegram_cmd_mesdonnees",
     "telegram_cmd_oubli",
+    "telegram_cmd_stop",
+    "telegram_answered",
+    "telegram_prev",
+    "telegram_next",
+    "mydata_node_question",
+    "mydata_node_recommended",
+    "mydata_node_exited",
+    "mydata_node_start",
+    "mydata_node_mode",
+    "mydata_context",
+    "mydata_barometer",
+    "mydata_followup",
+    "mydata_pending",
 )
 
 
