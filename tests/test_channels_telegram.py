@@ -94,6 +94,16 @@ class Bot:
             await self.channel.drain()
         return self.api.to_chat(user.id)[before:]
 
+    async def edit(self, update: dict[str, Any]) -> None:
+        """Deliver a tap that only edits a message already shown; wait for the edit."""
+        edits = ("editMessageText", "editMessageReplyMarkup")
+        before = sum(1 for c in self.api.calls if c.method in edits)
+        await self.deliver(update)
+        await self.api.wait_for(
+            lambda: sum(1 for c in self.api.calls if c.method in edits) > before, timeout=30
+        )
+        await self.channel.drain()
+
 
 @contextlib.asynccontextmanager
 async def running_bot(
@@ -503,3 +513,107 @@ def test_callback_data_fits_telegram_limit() -> None:
     assert len(data.encode()) <= 64
     assert data.startswith(node_tag("question"))
     assert encode_choice("profil", "patient") == f"{node_tag('profil')}|patient"
+
+
+# -- how a person sees it on a phone ---------------------------------------------------------
+async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(520)
+        shown = await begin(bot, user, engine)
+        question = shown[-1]
+        before = question.text
+        label = patient_label(engine)
+        shown = await bot.send(user, press_choice(user, shown, "patient"))
+        # The question message now reads « … qui êtes-vous ? » then the chosen answer, in full
+        # (the button showed its short form), in bold; its keyboard is gone.
+        answered = msg(engine, "telegram_answered", label=label)
+        assert question.text == f"{before}\n\n{answered}"
+        assert question.bold == [answered] and question.buttons == []
+        assert question.edits == [before]
+        assert text(engine.kb.questions["experience"].text) in shown[-1].text
+
+
+async def test_keyboards_are_compact_and_labels_fit_a_phone(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    script = persona("01_patiente_chronique_formatrice.yaml")
+    back = text(engine.kb.flow.commands["retour"].label)
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(521)
+        shown = await begin(bot, user, engine)
+        keyboards = [last_buttons(shown).rows]
+        for step in script["steps"]:
+            shown = await bot.send(user, press_choice(user, shown, step["choice"]))
+            keyboards.append(last_buttons(shown).rows)
+        for rows in keyboards:
+            for row in rows:
+                # Two or three side by side when short, one per row when long.
+                assert len(row) == 1 or all(len(label) <= 20 for label in row), row
+                assert all(len(label) <= 32 for label in row), row
+        experience = next(rows for rows in keyboards if any("Cancer" in row for row in rows))
+        assert [len(row) for row in experience] == [2, 2, 2, 1, 1]  # was 8 rows of one
+        assert experience[-1] == [back]  # « back » alone on the last row
+        assert max(len(rows) for rows in keyboards) <= 11  # the 19 regions: 10 rows + back
+
+
+async def test_the_glossary_is_paged_in_place(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(522)
+        await begin(bot, user, engine)
+        [glossary] = await bot.send(user, user.text("/glossaire"))
+        resume = msg(engine, "back_to_question")
+        seen: list[str] = []
+        pages = 0
+        while True:
+            pages += 1
+            labels = [label for label, _ in glossary.buttons]
+            terms = [
+                label
+                for label, data in glossary.buttons
+                if not data.startswith("p:") and label != resume
+            ]
+            assert 1 <= len(terms) <= 8 and resume in labels
+            seen += terms
+            if msg(engine, "telegram_next") not in labels:
+                break
+            # « Suivants » edits the same message: nothing new in the chat.
+            count = api.count_to(user.id)
+            await bot.edit(user.press(glossary, glossary.data_of(msg(engine, "telegram_next"))))
+            assert api.count_to(user.id) == count
+        assert pages == 5 and len(seen) == len(engine.kb.glossary) == len(set(seen))
+        # A term from the last page: its definition, and the glossary message shows the choice.
+        term = engine.kb.glossary[next(reversed(engine.kb.glossary))]
+        shown = await bot.send(user, user.press(glossary, glossary.data_of(seen[-1])))
+        assert shown[0].text.startswith(text(term.term))
+        assert glossary.buttons == []
+
+
+async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    script = persona("01_patiente_chronique_formatrice.yaml")
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(523)
+        shown = await begin(bot, user, engine)
+        for step in script["steps"]:
+            shown = await bot.send(user, press_choice(user, shown, step["choice"]))
+        titles = [text(role.title) for role in engine.kb.roles.values()]
+        roles = [m for m in shown if re.sub(r"^\d\. ", "", m.text.split("\n")[0]) in titles]
+        assert 1 <= len(roles) <= 3
+        for rank, message in enumerate(roles, start=1):
+            first_line = message.text.split("\n")[0]
+            assert first_line.startswith(f"{rank}. ")
+            assert first_line in message.bold  # « 1. Patient partenaire formateur »
+            others = [t for t in titles if f"\n{rank + 1}. {t}\n" in message.text]
+            assert others == []  # one role per message
+            assert msg(engine, "reasons") in message.bold
+            assert len(message.text) < 2500
+        # Then the contacts, with each organisation's name in bold, after the last role.
+        contacts = next(m for m in shown if m.text.startswith(msg(engine, "contacts_intro")[:20]))
+        assert shown.index(contacts) > shown.index(roles[-1])
+        contact = engine.kb.contacts[script["expect"]["contacts_include"][0]]
+        assert text(contact.name) in contacts.bold

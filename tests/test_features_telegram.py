@@ -50,6 +50,7 @@ PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 HOW = "Par courriel : camille@example.org, plutôt le soir"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CRITERIA = [c.id for _, c in mode.barometer_of(load(CONTENUS)).criteria()]
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +174,20 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
         shown = await rate(bot, pro, "professionnel", PRO_SCORES)
         [own_chart] = photos(shown)
         assert_png(own_chart)
-        assert own_chart.text  # the caption; the full text alternative came before it
+        # The summary once, with the chart (its caption, or the message just before it).
+        summary = mode.BarometerMode().result_text(
+            fengine,
+            fengine.new_session(),
+            "professionnel",
+            dict(zip(CRITERIA, PRO_SCORES, strict=True)),
+        )
+        chat = api.to_chat(pro.id)
+        assert [m.text for m in chat].count(summary) == 1
+        assert own_chart.text == summary or chat[chat.index(own_chart) - 1].text == summary
+        assert not any("message précédent" in m.text for m in chat)
+        # The 0–4 scale on one row, « back » below it.
+        criterion = next(m for m in chat if m.rows and m.rows[0] == ["0", "1", "2", "3", "4"])
+        assert len(criterion.rows) == 2
         shown = await bot.send(pro, press_choice(pro, shown, mode.CREATE))
         line = next(m.text for m in shown if "Son code : " in m.text)
         code = line.split("Son code : ")[1][:9]
@@ -247,8 +261,19 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         await bot.send(patient, patient.text(code))
 
         shown = await bot.send(patient, patient.text("/mesdonnees"))
-        exported = shown[-1].text
-        data = json.loads(exported[exported.index("{") :])
+        summary, document = shown[-2:]
+        # A summary a person can read: no internal name, no Unix time; then the file.
+        assert "recommendation" not in summary.text and "barometre" not in summary.text
+        assert not re.search(r"\d{9,}", summary.text)
+        assert "Évaluations du baromètre gardées : 1" in summary.text
+        assert "pas encore transmises" in summary.text
+        assert document.method == "sendDocument" and document.filename.endswith(".json")
+        assert document.document is not None
+        data = json.loads(document.document)
+        assert not re.search(r"\b1[6-9]\d{8}(\.\d+)?\b", document.document.decode())
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["conversation"]["consent"]["at"]
+        )
         assert data["conversation"]["consent"]["granted"] is True
         assert data["conversation"]["session"]["answers"]
         assert len(data["barometer_ratings"]) == 1
@@ -262,7 +287,7 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         keyboard = last_buttons(shown)
         await bot.send(patient, patient.press(keyboard, keyboard.buttons[0][1]))
         shown = await bot.send(patient, patient.text("/mesdonnees"))
-        assert "{" not in shown[-1].text
+        assert [m.method for m in shown] == ["sendMessage"]  # nothing kept: no file
 
     tables = every_cell(db)
     assert {"sessions", "consents", "barometer_ratings", "followups", "webhook_outbox"} <= set(
@@ -389,3 +414,24 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
 
 def failed(api: FakeBotAPI) -> list[Any]:
     return [c for c in api.called("sendMessage") if c.status == 500]
+
+
+async def test_markup_typed_by_a_person_is_shown_never_interpreted(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages go out in HTML: what a person typed is escaped, so Telegram shows their « <b> »
+    as typed, and a stray « < » or « & » cannot make Telegram refuse the message."""
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    typed = "<b>le soir</b> & <i>pas avant 18 h</i> <script>"
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port()) as bot:
+        user = api.user(4343)
+        shown = await begin(bot, user, fengine)
+        for choice in PATIENT_TRAINER:
+            shown = await bot.send(user, press_choice(user, shown, choice))
+        shown = await bot.send(user, user.text("/relation"))
+        shown = await bot.send(user, press_choice(user, shown, "cmd:confirmer"))
+        shown = await bot.send(user, user.text(typed))
+        [confirm] = shown
+        assert typed in confirm.text
+        assert confirm.bold == [] and confirm.params["parse_mode"] == "HTML"
+        assert [c for c in api.calls if c.status == 400] == []
