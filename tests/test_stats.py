@@ -17,7 +17,15 @@ from bot.cli import main
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
 from bot.knowledge.model import KnowledgeBase
-from bot.stats import Report, StatsReader, StatsRecorder, funnel_chart, hide_partition, render_csv
+from bot.stats import (
+    Report,
+    StatsReader,
+    StatsRecorder,
+    funnel_chart,
+    hide_partition,
+    question_order,
+    render_csv,
+)
 from bot.storage.features import FeatureStore
 
 DAY = dt.date(2026, 11, 20)
@@ -99,7 +107,16 @@ async def test_figures_match_hand_computed_counts(
     assert funnel["pays"] == 8
     assert funnel["region"] == 6  # only the French path asks the region
     assert funnel["recommendation"] == 8
-    assert list(funnel)[:3] == ["_started", "profil", "experience"]
+    # In the order people meet the questions: the patients' path to its end, then the
+    # professionals' question, then the questions both paths share; never bars going
+    # 13 → 7 → 5 → 7 because two branches are interleaved.
+    assert list(funnel) == [
+        "_started",
+        *("profil", "experience", "recul", "envie", "association", "formation"),
+        *("disponibilite", "pays", "region", "recommendation"),
+    ]
+    path = [c for key, c in funnel.items() if isinstance(c, int) and key != "recommendation"]
+    assert path == sorted(path, reverse=True)  # down one path (no professional among these)
     # Where people left: C at "experience" (3), D at "profil" (1), E at "exit" (1); k=2.
     assert counts(report.dropoff) == {"experience": 3, "profil": None, "exit": None}
     assert counts(report.roles) == {
@@ -250,3 +267,16 @@ async def test_features_after_turn_records_and_draws(kb: KnowledgeBase) -> None:
         assert (await features.stats_json("other", k=1))["conversations"] == 0
     finally:
         await features.close()
+
+
+def test_every_question_comes_after_those_that_lead_to_it(kb: KnowledgeBase) -> None:
+    order = question_order(kb)
+    assert sorted(order) == sorted(kb.questions)
+    for question_id, question in kb.questions.items():
+        for target in {c.next or question.next for c in question.choices}:
+            if target in kb.questions:
+                assert order.index(question_id) < order.index(target), (question_id, target)
+    # One branch to its end before the next: the professionals' question is not wedged
+    # between the patients' first questions.
+    patients = order[order.index("experience") : order.index("disponibilite") + 1]
+    assert "pro_projet" not in patients
