@@ -13,7 +13,7 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +28,7 @@ from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    from bot.establishments import Establishment
     from bot.features import Features
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,36 @@ def build_server_app(
     )
 
 
+def startup_line(
+    settings: Settings,
+    *,
+    mode: str,
+    kb_version: str,
+    establishments: Mapping[str, Establishment],
+    address: str | None = None,
+    seconds: float | None = None,
+) -> str:
+    """What an operator needs to see at start-up, all of it as it actually is: how Telegram is
+    reached, the address, the database file, the contents version and the establishments
+    loaded (with those that receive webhooks)."""
+    names = ", ".join(sorted(establishments)) or "aucun"
+    hooked = sorted(e.id for e in establishments.values() if e.webhook_url)
+    if hooked:
+        names += f" (webhook : {', '.join(hooked)})"
+    where = f" sur {address}" if address else ""
+    took = f" ; prête en {seconds:.1f} s" if seconds is not None else ""
+    return (
+        f"Passerelle est prête{where} — {mode} ; base de données {settings.db_path.resolve()} ; "
+        f"contenus version {kb_version} ; établissements : {names}{took}."
+    )
+
+
+def telegram_mode(settings: Settings) -> str:
+    if not settings.telegram_token:
+        return "sans Telegram"
+    return "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
+
+
 def serve(
     settings: Settings,
     engine: Engine | EngineHolder,
@@ -165,15 +196,15 @@ def serve(
     @contextlib.asynccontextmanager
     async def announce(app: Starlette) -> AsyncIterator[None]:
         freeze_startup_objects()
-        mode = "sans Telegram"
-        if settings.telegram_token:
-            mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
-        print(
-            f"Passerelle est prête sur {settings.local_address} ({mode}, "
-            f"{time.perf_counter() - started:.1f} s).",
-            file=sys.stderr,
-            flush=True,
+        line = startup_line(
+            settings,
+            mode=telegram_mode(settings),
+            kb_version=engine.kb.version,
+            establishments=(telegram_options or {}).get("establishments") or {},
+            address=settings.local_address,
+            seconds=time.perf_counter() - started,
         )
+        print(line, file=sys.stderr, flush=True)
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []

@@ -26,7 +26,7 @@ from typing import Any
 from bot.charts import FunnelStep, funnel_png
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
-from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, text
+from bot.knowledge.model import KnowledgeBase, text
 from bot.storage.features import FeatureStore
 
 log = logging.getLogger(__name__)

@@ -1491,29 +1491,57 @@ async def running(channel: TelegramChannel, *, webhook: bool | None = None) -> A
 
 
 async def run_polling(settings: Settings, engine: Engine) -> int:
-    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM."""
+    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM.
+
+    Composed as ``passerelle serve`` composes Telegram, minus the web server: same store,
+    features, establishments, webhook outbox and worker, so a conversation's events reach the
+    same establishments whichever command runs the bot."""
     import signal
 
     from bot.features import Features
+    from bot.integration import establishments_or_exit
+    from bot.server import startup_line
     from bot.storage.features import FeatureStore
-    from bot.storage.integration import ALL_MIGRATIONS
+    from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
     from bot.storage.sqlite import SqliteStorage
+    from bot.webhooks import RetryPolicy, WebhookWorker
 
+    establishments = establishments_or_exit(settings, engine)
     storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
     await storage.open()
     features = Features(engine, FeatureStore(settings.db_path))
     await features.open()
+    integration = IntegrationStore(storage)
+    worker = WebhookWorker(
+        integration, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        channel = build(engine, storage, settings, features=features)
+        await worker.start()
+        channel = build(
+            engine,
+            storage,
+            settings,
+            features=features,
+            establishments=establishments,
+            integration=integration,
+            on_events=worker.wake,
+        )
         async with running(channel, webhook=False):
-            print("Passerelle écoute Telegram (long polling). Ctrl+C pour arrêter.", flush=True)
+            line = startup_line(
+                settings,
+                mode="Telegram par long polling, sans serveur web",
+                kb_version=engine.kb.version,
+                establishments=establishments,
+            )
+            print(f"{line} Ctrl+C pour arrêter.", flush=True)
             await stop.wait()
     finally:
+        await worker.stop()
         await features.close()
         await storage.close()
     return 0
