@@ -385,3 +385,32 @@ async def render(function: Callable[P, bytes], *args: P.args, **kwargs: P.kwargs
                 log.warning("chart worker stopped (%s): starting a new one", type(exc).__name__)
                 shutdown()
     return await asyncio.to_thread(call)
+
+
+# -- measuring (bench/charts.py) ------------------------------------------------------------------
+def rss_mb() -> float:
+    """Resident memory of this process in MB, from /proc (Linux), else the peak (getrusage)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timings(runs: int, function: Callable[..., bytes], *args: Any, **kwargs: Any) -> list[float]:
+    """Milliseconds of each of ``runs`` calls, after one warm-up (run it where charts are drawn:
+    ``loop.run_in_executor(charts._pool(), charts.timings, …)``)."""
+    import time
+
+    function(*args, **kwargs)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function(*args, **kwargs)
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
