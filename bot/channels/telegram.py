@@ -930,7 +930,9 @@ class TelegramChannel:
             except Forbidden:
                 log.info("the person blocked the bot; reply dropped")
             except BadRequest as exc:
-                log.error("reply refused by Telegram: %s", type(exc).__name__)
+                # An edit of a message already as asked (a double tap) is refused: expected.
+                level = logging.DEBUG if reply.method.startswith("edit") else logging.ERROR
+                log.log(level, "reply refused by Telegram: %s", type(exc).__name__)
             except TelegramError as exc:  # still failing after the bounded retries
                 log.warning("reply not delivered yet (%s); will retry", type(exc).__name__)
                 self._retry_later(chat_id)
