@@ -296,6 +296,7 @@ def funnel_png(steps: Sequence[FunnelStep], title: str, *, hidden_label: str = "
 _POOL: concurrent.futures.ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _THREADS_ONLY = False
+_AT_EXIT = False
 
 
 def warm_up() -> None:
@@ -324,15 +325,23 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
             # At exit, the executor waits for its worker to finish what it draws (seconds, if
             # it is warming up); nothing it holds needs keeping, so it is stopped first. The
             # executor registers its own wait the same (threading) way: ours runs before it.
-            register = getattr(threading, "_register_atexit", atexit.register)
-            register(_terminate, _POOL)
+            global _AT_EXIT
+            if not _AT_EXIT:
+                _AT_EXIT = True
+                getattr(threading, "_register_atexit", atexit.register)(_terminate)
         return _POOL
 
 
-def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+def _terminate() -> None:
+    """At exit: stop the worker without waiting for its chart, then release the executor while
+    the interpreter is still whole."""
+    pool = _POOL
+    if pool is None:
+        return
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(Exception):
             process.terminate()
+    shutdown()
 
 
 def prestart() -> None:

@@ -275,7 +275,14 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
             r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["conversation"]["consent"]["at"]
         )
         assert data["conversation"]["consent"]["granted"] is True
-        assert data["conversation"]["session"]["answers"]
+        session = data["conversation"]["session"]
+        assert "node" not in session and session["where"] == "les rôles vous ont été proposés"
+        assert session["answers"][0] == {
+            "question": "Pour commencer, qui êtes-vous ?",
+            "answer": "Je vis avec une maladie ou un handicap",
+            "question_id": "profil",
+            "answer_id": "patient",
+        }
         assert len(data["barometer_ratings"]) == 1
         assert any(e["type"] == "contact.requested" for e in data["webhooks_pending"])
 

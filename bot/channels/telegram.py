@@ -1234,7 +1234,7 @@ class TelegramChannel:
                 )
             )
         await self._say(chat.id, [Reply("\n".join(lines))])
-        body = json.dumps(readable(export), ensure_ascii=False, indent=2, sort_keys=True)
+        body = json.dumps(self._readable(export), ensure_ascii=False, indent=2, sort_keys=True)
         await self._document(chat.id, body.encode(), self._msg("mydata_json", probe))
 
     async def export(self, user: str) -> dict[str, Any]:
@@ -1245,6 +1245,36 @@ class TelegramChannel:
         if self.integration is not None:
             export["webhooks_pending"] = await self.integration.outbox_about(user)
         return export
+
+    def _readable(self, export: dict[str, Any]) -> Any:
+        """The export file: all of it, with the conversation's place and answers in words
+        (question and answer as the person read them, beside their ids) and readable dates."""
+        conversation = dict(export.get("conversation") or {})
+        data = conversation.get("session")
+        if isinstance(data, dict):
+            session = Session.from_dict(data)
+            kb = self.engine.kb
+            answers = []
+            for question_id, choice_id in session.answers:
+                asked = kb.questions.get(question_id)
+                chosen = (
+                    next((c for c in asked.choices if c.id == choice_id), None) if asked else None
+                )
+                answers.append(
+                    {
+                        "question": text(asked.text, session.lang) if asked else None,
+                        "answer": text(chosen.label, session.lang) if chosen else None,
+                        "question_id": question_id,
+                        "answer_id": choice_id,
+                    }
+                )
+            readable_session = {k: v for k, v in data.items() if k not in ("node", "answers")}
+            readable_session |= {"where": self._where(session), "answers": answers}
+            stopped = kb.questions.get(session.stopped_at or "")
+            if stopped is not None:
+                readable_session["stopped_at"] = text(stopped.text, session.lang)
+            conversation["session"] = readable_session
+        return readable({**export, "conversation": conversation})
 
     def _where(self, session: Session) -> str:
         kb = self.engine.kb
