@@ -15,6 +15,7 @@ from bot.knowledge.model import (
     BAROMETER_MESSAGES,
     BAROMETER_MIN_CRITERIA,
     FOLLOWUP_MESSAGES,
+    SHORT_LIMIT,
     SPECIAL_TARGETS,
     Condition,
     KnowledgeBase,
@@ -352,6 +353,41 @@ def check_glossary(kb: KnowledgeBase) -> list[Problem]:
     return problems
 
 
+def check_button_labels(kb: KnowledgeBase) -> list[Problem]:
+    """Warns of a button label too long for a phone (Telegram cuts it) with no ``short``."""
+    problems = []
+    for qid, question in kb.questions.items():
+        for index, choice in enumerate(question.choices):
+            long = [label for label in choice.label.values() if len(label) > SHORT_LIMIT]
+            if long and choice.short is None:
+                problems.append(
+                    _problem(
+                        kb,
+                        "flow.yaml",
+                        ("questions", qid, "choices", index, "label"),
+                        f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton "
+                        f"de téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au "
+                        "plus, l'id du choix ne change pas)",
+                        severity="warning",
+                    )
+                )
+    for term_id, term in kb.glossary.items():
+        long = [name for name in term.term.values() if len(name) > SHORT_LIMIT]
+        if long and term.short is None:
+            problems.append(
+                _problem(
+                    kb,
+                    "glossary.yaml",
+                    ("terms", term_id, "term"),
+                    f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton de "
+                    f"téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au plus)",
+                    kind="terms",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
 def check_barometer(kb: KnowledgeBase) -> list[Problem]:
     """Criteria ids unique, enough spokes for a chart, empty dimensions explained, messages."""
     barometer = kb.barometer
@@ -413,6 +449,7 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_contacts(kb, today or dt.date.today(), facts),
         *check_territories(kb),
         *check_glossary(kb),
+        *check_button_labels(kb),
         *check_barometer(kb),
         *check_feature_messages(kb, FOLLOWUP_MESSAGES, "de la relance"),
     ]
