@@ -190,8 +190,9 @@ def test_a_button_label_too_long_for_a_phone_is_a_warning(base_copy: Path) -> No
     text = flow.read_text(encoding="utf-8")
     long = "Une maladie chronique, au long cours, depuis des années"
     flow.write_text(
-        text.replace("label: Une maladie chronique\n", f"label: {long}\n", 1)
-        .replace('        short: "Maladie chronique"\n', "", 1),
+        text.replace("label: Une maladie chronique\n", f"label: {long}\n", 1).replace(
+            '        short: "Maladie chronique"\n', "", 1
+        ),
         "utf-8",
     )
     kb, problems = load_with_problems(base_copy)
