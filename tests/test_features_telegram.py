@@ -442,3 +442,21 @@ async def test_markup_typed_by_a_person_is_shown_never_interpreted(
         assert typed in confirm.text
         assert confirm.bold == [] and confirm.params["parse_mode"] == "HTML"
         assert [c for c in api.calls if c.status == 400] == []
+
+
+async def test_a_tapped_score_reads_in_words_on_the_criterion(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port()) as bot:
+        user = api.user(4545)
+        await begin(bot, user, fengine)
+        shown = await bot.send(user, user.text("/barometre"))
+        who = last_buttons(shown)
+        shown = await bot.send(user, press_choice(user, shown, mode.RATER + "usager"))
+        assert who.text.endswith("Votre réponse : Je suis patient(e), proche-aidant(e) ou RU")
+        criterion = last_buttons(shown)
+        assert criterion.rows == [["0", "1", "2", "3", "4"], ["Retour"]]
+        await bot.send(user, user.press(criterion, criterion.data_of("3")))
+        assert criterion.text.endswith("Votre réponse : 3 — Souvent")
+        assert criterion.buttons == []

@@ -1116,11 +1116,22 @@ class TelegramChannel:
         await self._say(chat.id, turn.replies, turn.node)
 
     def _full_label(self, session: Session | None, choice_id: str, shown: str) -> str:
-        """The whole label of the answer chosen (the button may show its short form)."""
-        if session is not None and not session.extra.get("mode"):
-            for choice in self.engine.prompt(session).choices:
-                if choice.id == choice_id:
-                    return choice.label
+        """The whole label of the answer chosen (the button may show its short form; a score
+        of the barometer reads « 3 — Souvent »)."""
+        if session is None:
+            return shown
+        mode = self.engine.modes.get(str(session.extra.get("mode", "")))
+        prompt = getattr(mode, "prompt", None) if mode is not None else None
+        asked = self.engine.prompt(session) if mode is None else None
+        if callable(prompt):
+            asked = prompt(self.engine, session)
+        for choice in asked.choices if isinstance(asked, Reply) else ():
+            if choice.id == choice_id:
+                label = choice.label
+                levels = self.engine.kb.barometer.levels if self.engine.kb.barometer else {}
+                if mode is not None and label in levels:
+                    label = f"{label} — {text(levels[label], session.lang).split(' : ')[0]}"
+                return label
         return shown
 
     async def _consent(self, update: Update, user: str, session: Session, yes: bool) -> None:
