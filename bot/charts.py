@@ -5,7 +5,9 @@ nothing shown on screen. Drawing is CPU-bound Python that holds the GIL, so asyn
 draws itself: :func:`render` runs a drawing function in a small process pool (a ``forkserver``
 or ``spawn`` worker, warmed up once), and the event loop only waits for the bytes. matplotlib
 is imported in that worker only (the server's own memory stays small); where no worker can be
-started, a thread is used instead.
+started, a thread is used instead. Like any ``spawn``/``forkserver`` worker, it imports the
+program's main module again: entry points keep the ``if __name__ == "__main__":`` guard (the
+``passerelle`` command, ``python -m bot.cli`` and the benchmarks do).
 
 The radar keeps, per set of spokes and title, its static parts (axes, grid, labels, title)
 drawn once; each chart restores that background and draws only its series, subtitle and
@@ -297,6 +299,13 @@ _POOL: concurrent.futures.ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _THREADS_ONLY = False
 _AT_EXIT = False
+#: A worker has drawn at least once: a broken pool after that is a crash, not a set-up problem.
+_WORKED = False
+
+
+def _worked() -> None:
+    global _WORKED
+    _WORKED = True
 
 
 def warm_up() -> None:
@@ -389,10 +398,16 @@ async def render(function: Callable[P, bytes], *args: P.args, **kwargs: P.kwargs
             _give_up(exc)
         else:
             try:
-                return await future
+                png = await future
             except concurrent.futures.process.BrokenProcessPool as exc:
-                log.warning("chart worker stopped (%s): starting a new one", type(exc).__name__)
+                if not _WORKED:  # it never drew anything: it cannot start here
+                    _give_up(exc)
+                else:
+                    log.warning("chart worker stopped (%s): starting a new one", type(exc).__name__)
                 shutdown()
+            else:
+                _worked()
+                return png
     return await asyncio.to_thread(call)
 
 
