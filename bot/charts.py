@@ -310,9 +310,26 @@ def _worked() -> None:
 
 def warm_up() -> None:
     """In a new worker: import matplotlib, load the fonts, draw once, so that the first chart
-    a person waits for is as fast as the next ones."""
+    a person waits for is as fast as the next ones. Ctrl+C and SIGTERM sent to the whole group
+    (a terminal, systemd) are for the server: it stops its worker itself, in order."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        # However the server ends (even killed), its worker does not outlive it.
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
     radar_png([Spoke("a"), Spoke("b"), Spoke("c")], [RadarSeries("x", [1.0, 2.0, 3.0])], "x")
     _RADARS.clear()
+
+
+def _exit_with(sentinel: int) -> None:
+    import multiprocessing.connection
+    import os
+
+    multiprocessing.connection.wait([sentinel])
+    os._exit(0)
 
 
 def _context() -> Any:
@@ -342,14 +359,16 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
 
 
 def _terminate() -> None:
-    """At exit: stop the worker without waiting for its chart, then release the executor while
-    the interpreter is still whole."""
+    """At exit: an idle worker is stopped the ordinary way; a busy one (still warming up, or
+    drawing for someone who has gone) is stopped without waiting. Either way the executor is
+    released while the interpreter is still whole."""
     pool = _POOL
     if pool is None:
         return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            process.terminate()
+    if getattr(pool, "_pending_work_items", None):
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                process.kill()  # it ignores SIGTERM (see warm_up)
     shutdown()
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from bot import charts
 from bot.barometer_groups import BarometerGroups, BarometerService
 from bot.engine.flow import Engine, Turn
 from bot.followup import FollowUps, Scheduler
@@ -41,7 +40,6 @@ class Features:
 
     async def open(self) -> None:
         await self.store.open()
-        charts.prestart()  # the chart worker is warm before the first barometer ends
 
     async def close(self) -> None:
         await self.store.close()

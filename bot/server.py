@@ -8,6 +8,7 @@ set, else long polling beside the web server, or none without a token), uvicorn 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -164,11 +165,25 @@ def startup_line(
     if hooked:
         names += f" (webhook : {', '.join(hooked)})"
     where = f" sur {address}" if address else ""
-    took = f" ; prête en {seconds:.1f} s" if seconds is not None else ""
+    took = f" ; démarrage en {seconds:.1f} s" if seconds is not None else ""
     return (
         f"Passerelle est prête{where} — {mode} ; base de données {settings.db_path.resolve()} ; "
         f"contenus version {kb_version} ; établissements : {names}{took}."
     )
+
+
+@contextlib.asynccontextmanager
+async def chart_worker(app: Starlette) -> AsyncIterator[None]:
+    """The chart worker started with the server (warm before the first barometer ends) and
+    stopped with it, in order: uvicorn ends the process by re-raising SIGTERM, after which
+    nothing registered with ``atexit`` runs."""
+    from bot import charts
+
+    charts.prestart()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(charts.shutdown)
 
 
 def telegram_mode(settings: Settings) -> str:
@@ -208,6 +223,7 @@ def serve(
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []
+    extra.append(chart_worker)
     app = build_server_app(
         settings,
         engine,

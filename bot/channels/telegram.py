@@ -1541,6 +1541,7 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
     same establishments whichever command runs the bot."""
     import signal
 
+    from bot import charts
     from bot.features import Features
     from bot.integration import establishments_or_exit
     from bot.server import startup_line
@@ -1565,6 +1566,7 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
             loop.add_signal_handler(signum, stop.set)
     try:
         await worker.start()
+        charts.prestart()
         channel = build(
             engine,
             storage,
@@ -1584,6 +1586,7 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
             print(f"{line} Ctrl+C pour arrêter.", flush=True)
             await stop.wait()
     finally:
+        await asyncio.to_thread(charts.shutdown)
         await worker.stop()
         await features.close()
         await storage.close()
