@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +84,39 @@ async def test_a_killed_worker_is_replaced_and_no_chart_is_lost() -> None:
     assert pixels(await render(radar_png, SPOKES, FIRST, "Baromètre")).any()
     second = await loop.run_in_executor(charts._pool(), charts._pid)
     assert second != first
+
+
+def test_the_worker_does_not_outlive_a_killed_server() -> None:
+    script = (
+        "import asyncio, os, signal\n"
+        "from bot import charts\n"
+        "from tests.test_charts import FIRST, SPOKES\n"
+        "async def main():\n"
+        "    await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
+        "    pid = await asyncio.get_running_loop().run_in_executor(charts._pool(), charts._pid)\n"
+        "    print(pid, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL
+    worker = int(done.stdout)
+    wait_until(lambda: not alive(worker), 20)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "still running"
+        time.sleep(0.05)
