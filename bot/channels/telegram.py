@@ -293,6 +293,26 @@ def layout(
     return rows
 
 
+def keyboard_rows(
+    choices: Sequence[Choice], page: int = 0, pager: tuple[str, str] = ("◀", "▶")
+) -> list[list[Choice]]:
+    """The rows of a keyboard (see :func:`layout`); a long glossary is paged: ``page`` of it,
+    with « previous » / « next » buttons (labels ``pager``) that edit the keyboard in place."""
+    terms = [c for c in choices if c.id.startswith(TERM)]
+    if len(terms) <= GLOSSARY_PAGE:
+        return layout(choices)
+    pages = -(-len(terms) // GLOSSARY_PAGE)
+    page = min(max(page, 0), pages - 1)
+    turns = []
+    if page > 0:
+        turns.append(Choice(f"{PAGE_PREFIX}{page - 1}", pager[0]))
+    if page < pages - 1:
+        turns.append(Choice(f"{PAGE_PREFIX}{page + 1}", pager[1]))
+    shown = terms[page * GLOSSARY_PAGE : (page + 1) * GLOSSARY_PAGE]
+    others = [c for c in choices if not c.id.startswith(TERM)]
+    return [*layout(shown), *([turns] if turns else []), *layout(others)]
+
+
 # -- what one update produces ----------------------------------------------------------------
 @dataclass
 class PendingTurn:
@@ -778,23 +798,10 @@ class TelegramChannel:
     def _keyboard(
         self, choices: Sequence[Choice], node: str, page: int = 0
     ) -> InlineKeyboardMarkup:
-        """Compact rows (see :func:`layout`); a long glossary is paged, « Précédents » and
-        « Suivants » editing the keyboard in place."""
-        terms = [c for c in choices if c.id.startswith(TERM)]
-        if len(terms) > GLOSSARY_PAGE:
-            pages = -(-len(terms) // GLOSSARY_PAGE)
-            page = min(max(page, 0), pages - 1)
-            probe = self.engine.new_session()
-            turns = []
-            if page > 0:
-                turns.append(Choice(f"{PAGE_PREFIX}{page - 1}", self._msg("telegram_prev", probe)))
-            if page < pages - 1:
-                turns.append(Choice(f"{PAGE_PREFIX}{page + 1}", self._msg("telegram_next", probe)))
-            shown = terms[page * GLOSSARY_PAGE : (page + 1) * GLOSSARY_PAGE]
-            others = [c for c in choices if not c.id.startswith(TERM)]
-            rows = [*layout(shown), *([turns] if turns else []), *layout(others)]
-        else:
-            rows = layout(choices)
+        """Compact rows (see :func:`keyboard_rows`), as Telegram buttons."""
+        probe = self.engine.new_session()
+        pager = (self._msg("telegram_prev", probe), self._msg("telegram_next", probe))
+        rows = keyboard_rows(choices, page, pager)
         return InlineKeyboardMarkup(
             [
                 [
