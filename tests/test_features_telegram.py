@@ -210,6 +210,11 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
         assert_png(photos(shown)[0])
         commands = [c["command"] for c in api.commands]
         assert "barometre" in commands
+        # Every button of these conversations fits a phone; short ones side by side.
+        for sent in api.sent:
+            for row in sent.rows:
+                assert all(len(label) <= 32 for label in row), row
+                assert len(row) == 1 or all(len(label) <= 20 for label in row), row
 
 
 async def test_contact_request_on_telegram_reaches_the_hospital_signed(

@@ -269,6 +269,10 @@ def _label(choice: Choice) -> str:
     return choice.short or choice.label
 
 
+def _columns(widest: int) -> int:
+    return 3 if widest <= 12 else 2 if widest <= TWO_COLUMNS_WIDTH else 1
+
+
 def layout(
     choices: Sequence[Choice], navigation: Collection[str] = NAVIGATION
 ) -> list[list[Choice]]:
@@ -280,14 +284,21 @@ def layout(
     if main:
         widest = max(len(_label(c)) for c in main)
         if widest <= SCALE_WIDTH and len(main) <= SCALE_MAX:
-            columns = len(main)
-        elif widest <= 12:
-            columns = 3
-        elif widest <= TWO_COLUMNS_WIDTH:
-            columns = 2
-        else:
-            columns = 1
-        rows = [main[i : i + columns] for i in range(0, len(main), columns)]
+            rows = [main]
+        elif widest <= TWO_COLUMNS_WIDTH:  # even columns, as a question reads best
+            columns = _columns(widest)
+            rows = [main[i : i + columns] for i in range(0, len(main), columns)]
+        else:  # some labels are long: those alone, the short ones side by side, in order
+            row: list[Choice] = []
+            for choice in main:
+                trial = [*row, choice]
+                if row and len(trial) <= _columns(max(len(_label(c)) for c in trial)):
+                    row = trial
+                    continue
+                if row:
+                    rows.append(row)
+                row = [choice]
+            rows.append(row)
     if nav:
         rows.append(nav)
     return rows

@@ -366,6 +366,8 @@ class BarometerDimension(Strict):
 
 class BarometerRater(Strict):
     label: Text
+    #: Shown on narrow buttons (Telegram) instead of ``label``.
+    short: ShortText | None = None
     who: Text
     synonyms: Words = {}
     instruction: Text
