@@ -307,9 +307,9 @@ def test_web_chat_group_comparison_shows_the_chart(
         # A conversation that joined no group is offered no comparison and is shown none.
         press(outsider, "Baromètre")
         expect(outsider.get_by_role("button", name="Je suis professionnel(le)")).to_be_enabled()
-        expect(
-            outsider.get_by_role("button", name="Voir la comparaison du groupe")
-        ).to_have_count(0)
+        expect(outsider.get_by_role("button", name="Voir la comparaison du groupe")).to_have_count(
+            0
+        )
         say(outsider, "voir la comparaison")
         expect(outsider.locator(".passerelle-bot").last).to_contain_text(
             "Je suis professionnel(le)"
