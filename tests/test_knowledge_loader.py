@@ -204,3 +204,18 @@ def test_a_button_label_too_long_for_a_phone_is_a_warning(base_copy: Path) -> No
     kb, problems = load_with_problems(base_copy)
     assert kb is None
     assert any("libellé court" in str(p) for p in problems if p.severity == "error")
+
+
+def test_a_button_message_too_long_for_a_phone_is_a_warning(base_copy: Path) -> None:
+    messages = base_copy / "messages.yaml"
+    text = messages.read_text(encoding="utf-8")
+    long = "Être mis en relation avec une personne de l'établissement"
+    messages.write_text(
+        text.replace("relation_button: Être mis en relation\n", f"relation_button: {long}\n", 1),
+        "utf-8",
+    )
+    kb, problems = load_with_problems(base_copy)
+    assert kb is not None
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    line = line_of(messages, long)
+    assert any(f"« {long} »" in w and f"messages.yaml:{line}" in w for w in warnings), warnings

@@ -22,6 +22,14 @@ from bot.knowledge.model import (
 )
 
 STALE_AFTER = dt.timedelta(days=365)
+#: Messages shown as button labels.
+BUTTON_MESSAGES = (
+    *("yes", "no", "back_to_question", "relation_button", "relation_accept", "relation_refuse"),
+    *("relation_send", "barometre_button", "suivi_button", "barometer_back", "barometer_create"),
+    *("barometer_join", "barometer_discard", "barometer_compare", "barometer_quit"),
+    *("consent_yes", "consent_no", "forget_yes", "forget_no", "followup_yes", "followup_no"),
+    *("followup_reached", "followup_not_reached", "telegram_prev", "telegram_next"),
+)
 
 
 def _at(kb: KnowledgeBase, name: str, path: tuple[str | int, ...], kind: str = "") -> str:
@@ -371,6 +379,33 @@ def check_button_labels(kb: KnowledgeBase) -> list[Problem]:
                         severity="warning",
                     )
                 )
+    barometer = kb.barometer
+    for rater_id, rater in (barometer.raters if barometer is not None else {}).items():
+        long = [label for label in rater.label.values() if len(label) > SHORT_LIMIT]
+        if long and rater.short is None:
+            problems.append(
+                _problem(
+                    kb,
+                    "barometer.yaml",
+                    ("raters", rater_id, "label"),
+                    f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton de "
+                    f"téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au plus)",
+                    severity="warning",
+                )
+            )
+    for key in BUTTON_MESSAGES:
+        long = [label for label in kb.messages.get(key, {}).values() if len(label) > SHORT_LIMIT]
+        if long:
+            problems.append(
+                _problem(
+                    kb,
+                    "messages.yaml",
+                    ("messages", key),
+                    f"« {long[0]} » ({key}) est le texte d'un bouton : {len(long[0])} "
+                    f"caractères, {SHORT_LIMIT} au plus pour tenir sur un téléphone",
+                    severity="warning",
+                )
+            )
     for term_id, term in kb.glossary.items():
         long = [name for name in term.term.values() if len(name) > SHORT_LIMIT]
         if long and term.short is None:
