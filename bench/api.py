@@ -35,8 +35,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PERSONA = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel", "fr",
-           "occitanie")  # fmt: skip
+PERSONA = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 REPLY_SIZE_FILE = "reply_size"
 
 

@@ -74,16 +74,23 @@ def generate_base(target: Path, factor: int) -> None:
                 copy["next"] = following
             elif copy.get("next"):
                 copy["next"] = f"{copy['next']}_{k}"
+            for branch in copy.get("next_when", []):
+                goal = branch["next"]
+                branch["next"] = following if goal == "recommendation" else f"{goal}_{k}"
             for choice in copy["choices"]:
                 _suffix_scores(choice, k)
+                for extra in choice.get("scores_when", []):
+                    _suffix_scores(extra, k)
                 if choice.get("next") == "recommendation":
                     choice["next"] = following
                 elif choice.get("next") and choice["next"] != "exit":
                     choice["next"] = f"{choice['next']}_{k}"
             big_questions[f"{qid}_{k}"] = copy
     for role in big_roles.values():
-        for key in ("only_when",):
+        for key in ("only_when", "steps_when"):
             role.pop(key, None)
+        for local in role.get("local", {}).values():
+            local.pop("ask", None)  # contact ids are suffixed in the copies
         role["requirements"] = [
             {k: v for k, v in req.items() if k != "met_when"}
             for req in role.get("requirements", [])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bot.engine.barometer import BarometerMode
 from bot.engine.flow import Engine, Mode
 from bot.engine.followup import DEFAULT_DAYS, FollowUpMode
+from bot.engine.places import Receiver
 from bot.knowledge.model import KnowledgeBase
 
 
@@ -22,7 +25,15 @@ def default_modes(
 
 
 def build_engine(
-    kb: KnowledgeBase, *, followup: bool = False, followup_days: int = DEFAULT_DAYS
+    kb: KnowledgeBase,
+    *,
+    followup: bool = False,
+    followup_days: int = DEFAULT_DAYS,
+    receivers: Sequence[Receiver] = (),
 ) -> Engine:
-    """The engine with the default modes: use this rather than ``Engine(kb)`` in channels."""
-    return Engine(kb, modes=default_modes(kb, followup=followup, followup_days=followup_days))
+    """The engine with the default modes: use this rather than ``Engine(kb)`` in channels.
+
+    ``receivers``: the establishments whose webhooks this channel routes events to (see
+    ``bot.webhooks.route``); only then may the bot offer to put the person in touch."""
+    modes = default_modes(kb, followup=followup, followup_days=followup_days)
+    return Engine(kb, modes=modes, receivers=receivers)

@@ -5,6 +5,7 @@ hands them the engine; each sub-command is a thin layer over a library module.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -131,9 +132,14 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     from bot import config
     from bot.channels.telegram import run_polling
 
+    from bot.integration import establishments_or_exit
+
     settings = config.load_or_exit(need_telegram=True)
     config.configure_logging(settings)
-    engine = build_engine(load_or_exit(settings.contenus), followup=True)
+    kb = load_or_exit(settings.contenus)
+    # As cmd_serve: the hand-off is offered only towards establishments receiving webhooks.
+    receivers = tuple(establishments_or_exit(settings, build_engine(kb)).values())
+    engine = build_engine(kb, followup=True, receivers=receivers)
     return asyncio.run(run_polling(settings, engine))
 
 
@@ -151,9 +157,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = config.load_or_exit(need_telegram=False)
     config.configure_logging(settings)
     kb = load_or_exit(settings.contenus)
+    # The establishments receiving webhooks: the engines offer a hand-off only towards them.
+    from bot.integration import establishments_or_exit
+
+    receivers = tuple(establishments_or_exit(settings, build_engine(kb)).values())
+    api_factory = functools.partial(build_engine, receivers=receivers)
+    telegram_factory = functools.partial(build_engine, followup=True, receivers=receivers)
     # One holder per engine variant; a reload swaps both at once (SIGHUP, POST /admin/reload).
-    api_engine = EngineHolder(build_engine(kb), build_engine)
-    telegram_engine = EngineHolder(build_engine(kb, followup=True), _followup_engine)
+    api_engine = EngineHolder(api_factory(kb), api_factory)
+    telegram_engine = EngineHolder(telegram_factory(kb), telegram_factory)
     storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
     features = Features(telegram_engine.engine, FeatureStore(settings.db_path))
     telegram_engine.on_swap(features.set_engine)

@@ -42,7 +42,10 @@ class EngineHolder:
     def __init__(self, engine: Engine, factory: EngineFactory | None = None) -> None:
         self.engine = engine
         modes = tuple(engine.modes.values())
-        self.factory: EngineFactory = factory or (lambda kb: Engine(kb, modes=modes))
+        receivers = engine.receivers
+        self.factory: EngineFactory = factory or (
+            lambda kb: Engine(kb, modes=modes, receivers=receivers)
+        )
         self._listeners: list[Callable[[Engine], None]] = []
 
     @property

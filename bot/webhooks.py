@@ -70,9 +70,12 @@ def route(
     if event.kind == "contact.requested" and subject is not None:
         data["conversation_id"] = subject
     entries = []
+    consented = event.data.get("establishments") if event.kind == "contact.requested" else None
     for establishment in establishments.values():
         if establishment.webhook_url is None:
             continue
+        if consented is not None and establishment.id not in consented:
+            continue  # a contact request goes only where the person agreed to send it
         if establishment.id != owner and not establishment.serves(
             str(context) if context else None, places
         ):

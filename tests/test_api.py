@@ -17,8 +17,8 @@ from bot.engine.flow import Engine
 from bot.storage.integration import IntegrationStore
 from tests.live import serve
 
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 
 
 @dataclass

@@ -30,8 +30,8 @@ def test_json_interface_starts_before_reading(engine: Engine) -> None:
 
 
 def test_json_persona_to_recommendation(engine: Engine) -> None:
-    steps = ["patient", "sante_mentale", "stabilise", "soutenir_pairs", "aucune", "licence_msp",
-             "metier", "fr", "hdf"]  # fmt: skip
+    steps = ["patient", "sante_mentale", "stabilise", "soutenir_pairs", "fr", "hdf", "aucune",
+             "licence_msp", "metier"]  # fmt: skip
     lines = [json.dumps({"choice": s}) for s in steps]
     out = io.StringIO()
     run_json(engine, lines, out)

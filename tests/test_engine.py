@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
+from bot.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
 
 
@@ -30,8 +31,8 @@ def all_text(turn: Turn) -> str:
     return "\n".join(reply.text for reply in turn.replies)
 
 
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 
 
 def test_start_greets_and_asks_first_question(engine: Engine, kb: KnowledgeBase) -> None:
@@ -117,6 +118,7 @@ def test_glossary_question_anywhere(engine: Engine) -> None:
     turn = choose(engine, engine.start(), "patient")
     answer = say(engine, turn, "c'est quoi un RU ?")
     assert "association agréée" in all_text(answer)
+    assert "France" in all_text(answer), "a French rule says it is French"
     assert answer.node == "experience", "the conversation goes on where it was"
     assert answer.session.answers == turn.session.answers
     etp = say(engine, turn, "définition ETP")
@@ -178,8 +180,8 @@ def test_professional_gets_partner_role_and_guide(engine: Engine) -> None:
 
 
 def test_carer_reads_carer_wording(engine: Engine, kb: KnowledgeBase) -> None:
-    turn = choose(engine, engine.start(), "proche", "maladie_rare", "stabilise", "partager",
-                  "aucune", "aucune", "ponctuel", "fr", "bretagne")  # fmt: skip
+    turn = choose(engine, engine.start(), "proche", "maladie_rare", "stabilise", "partager", "fr",
+                  "bretagne", "aucune", "aucune", "ponctuel")  # fmt: skip
     assert turn.recommendation is not None
     carer_titles = {
         role_id: role.carer.title["fr"]
@@ -192,17 +194,24 @@ def test_carer_reads_carer_wording(engine: Engine, kb: KnowledgeBase) -> None:
 
 def test_ru_without_association_says_how_to_get_there(engine: Engine) -> None:
     turn = choose(engine, engine.start(), "patient", "chronique", "stabilise", "representer",
-                  "aucune", "aucune", "mensuel", "fr", "idf")  # fmt: skip
+                  "fr", "idf", "aucune", "aucune", "mensuel")  # fmt: skip
     assert turn.recommendation is not None
     ru = next(r for r in turn.recommendation.roles if r.id == "representant_usagers")
     assert ru.not_yet, "membership of an association agréée is not yet within reach"
     assert any("association" in need.lower() for need, _ in ru.not_yet)
 
 
-def test_contact_request_needs_explicit_consent(engine: Engine) -> None:
+def test_contact_request_needs_explicit_consent(kb: KnowledgeBase) -> None:
+    chu = Establishment(
+        "chu-toulouse", "CHU de Toulouse", territories=("fr-occitanie",),
+        webhook_url="https://chu.example/hook", secret=b"s" * 32,
+    )  # fmt: skip
+    engine = Engine(kb, receivers=(chu,))
     done = choose(engine, engine.start(), *PATIENT_TRAINER)
+    assert "cmd:relation" in ids(done)
     asked = engine.handle(done.session, Input.choice("cmd:relation"))
     assert "Ce qui sera envoyé" in all_text(asked)
+    assert "CHU de Toulouse" in all_text(asked), "consent names who receives the request"
     refused = engine.handle(asked.session, Input.choice("cmd:annuler"))
     assert not refused.events
     assert "rien n'a été envoyé" in all_text(refused)
@@ -217,6 +226,8 @@ def test_contact_request_needs_explicit_consent(engine: Engine) -> None:
     (event,) = [e for e in sent.events if e.kind == "contact.requested"]
     assert event.data["how_to_reach"] == "par e-mail le matin"
     assert event.data["consent"] is True
+    assert event.data["establishments"] == ["chu-toulouse"]
+    assert "CHU de Toulouse" in all_text(sent)
     assert "contact_how" not in sent.session.extra
 
 
@@ -239,9 +250,9 @@ def test_every_reply_offers_buttons(engine: Engine) -> None:
 
 def test_contacts_only_for_the_people_they_concern(engine: Engine) -> None:
     rare = choose(engine, engine.start(), "proche", "maladie_rare", "stabilise", "soutenir_pairs",
-                  "aucune", "aucune", "ponctuel", "fr", "bretagne")  # fmt: skip
+                  "fr", "bretagne", "aucune", "aucune", "ponctuel")  # fmt: skip
     mental = choose(engine, engine.start(), "patient", "sante_mentale", "stabilise",
-                    "soutenir_pairs", "aucune", "aucune", "ponctuel", "fr", "bretagne")  # fmt: skip
+                    "soutenir_pairs", "fr", "bretagne", "aucune", "aucune", "ponctuel")  # fmt: skip
     assert rare.recommendation is not None and mental.recommendation is not None
     assert "pair_aidant" in {r.id for r in rare.recommendation.roles}
     rare_contacts = {c.id for c in rare.recommendation.contacts}

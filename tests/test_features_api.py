@@ -40,8 +40,8 @@ from tests.test_webchat import browser, page  # noqa: F401  (fixtures)
 CONTENUS = Path(__file__).resolve().parent.parent / "contenus"
 API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 #: The two sides of a group (as on Telegram): several criteria differ by more than one point.
 PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]

@@ -29,7 +29,7 @@ from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
 from bot.features import Features
-from bot.integration import build_integration
+from bot.integration import build_integration, establishments_or_exit
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.live import EngineHolder, Reloader, sighup_lifespan
@@ -44,8 +44,8 @@ from tests.test_features_api import CONTENUS, version_b
 from tests.test_webhooks import SECRET as HOOK_SECRET
 from tests.test_webhooks import Receiver, free_port
 
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 HOW = "Par courriel : camille@example.org, plutôt le soir"
@@ -93,6 +93,9 @@ async def full_bot(
         webhook_retry_base=0.05,
     )
     storage = SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    # As in cmd_serve: the engine offers a hand-off only towards the establishments' webhooks.
+    receivers = tuple(establishments_or_exit(settings, engine).values())
+    engine = Engine(engine.kb, modes=tuple(engine.modes.values()), receivers=receivers)
     features = Features(engine, FeatureStore(settings.db_path))
     parts = build_integration(settings, engine, storage, features=features)
     app = build_server_app(

@@ -21,8 +21,8 @@ from tests.live import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENUS = ROOT / "contenus"
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 TODAY = dt.date.today().isoformat()
 
 
@@ -37,8 +37,9 @@ def write_extra(directory: Path, role: str = "patient_partenaire_formateur") -> 
         "    territories: [fr-occitanie]\n"
         f"    roles: [{role}]\n"
         "    establishment: chu-toulouse\n"
+        "    why: L'équipe de votre hôpital, qui accueille les patients partenaires.\n"
         f"    checked: {TODAY}\n"
-        "    sources: [chu-toulouse.fr]\n",
+        '    sources: ["https://www.chu-toulouse.fr"]\n',
         encoding="utf-8",
     )
     (directory / "glossary.yaml").write_text(

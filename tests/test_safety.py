@@ -84,8 +84,7 @@ def test_near_misses_do_not_trigger(engine: Engine, phrase: str) -> None:
 
 def test_crisis_numbers_follow_the_country(engine: Engine) -> None:
     turn = engine.start()
-    for choice in ("patient", "chronique", "stabilise", "partager", "aucune", "aucune",
-                   "ponctuel", "be"):  # fmt: skip
+    for choice in ("patient", "chronique", "stabilise", "partager", "be", "wallonie_bruxelles"):
         turn = engine.handle(turn.session, Input.choice(choice, turn.node))
     crisis = engine.handle(turn.session, Input.text("je n'en peux plus"))
     body = crisis.replies[0].text

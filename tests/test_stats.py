@@ -16,6 +16,7 @@ from bot.charts import FUNNEL_SIZE
 from bot.cli import main
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
+from bot.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
 from bot.stats import (
     Report,
@@ -85,9 +86,18 @@ def counts(rows: tuple[object, ...]) -> dict[str, object]:
     return {row.key: row.count for row in rows}  # type: ignore[attr-defined]
 
 
+def engine_with_chu_a(kb: KnowledgeBase) -> Engine:
+    """CHU A receives the contact requests of its context, so the bot may offer them."""
+    chu_a = Establishment(
+        "chu-a", "CHU A", contexts=("chu-a",), webhook_url="https://chu-a.example/hook",
+        secret=b"s" * 32,
+    )  # fmt: skip
+    return build_engine(kb, receivers=(chu_a,))
+
+
 @pytest.fixture
 def engine_b(kb: KnowledgeBase) -> Engine:
-    return build_engine(kb)
+    return engine_with_chu_a(kb)
 
 
 async def test_figures_match_hand_computed_counts(
@@ -211,7 +221,7 @@ def test_stats_command(
 
     async def fill() -> None:
         async with FeatureStore(db) as store:
-            await record_set(build_engine(kb), store)
+            await record_set(engine_with_chu_a(kb), store)
 
     asyncio.run(fill())
     out_csv, out_png = tmp_path / "s.csv", tmp_path / "s.png"

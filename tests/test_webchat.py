@@ -27,8 +27,8 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ from tests.live import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "aucune", "aucune", "mensuel",
-                   "fr", "occitanie")  # fmt: skip
+PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
+                   "aucune", "mensuel")  # fmt: skip
 
 
 # -- the receiver: independent code, as a hospital would write it ----------------------------
@@ -180,6 +180,8 @@ def test_receiver_down_then_up_gets_every_event(
     worker = WebhookWorker(
         store, establishments, policy=RetryPolicy(base=0.05, cap=0.3), idle_poll=0.2
     )
+    # The engine offers the hand-off only towards establishments whose webhook will get it.
+    engine = Engine(engine.kb, receivers=tuple(establishments.values()))
     api = ConversationApi(engine, store, establishments, on_events=worker.wake)
     receiver: Receiver | None = None
     try:
@@ -212,6 +214,7 @@ def test_receiver_down_then_up_gets_every_event(
         assert event["data"]["consent"] is True
         assert event["data"]["territory"] == "fr-occitanie"
         assert event["data"]["contacts"]
+        assert event["data"]["establishments"] == ["chu-a"], "only the one the person accepted"
     for event in completed:
         assert set(event["data"]) == {"roles", "territory", "context", "kb_version"}, (
             "anonymous: no conversation id, nothing typed"

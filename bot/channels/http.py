@@ -125,6 +125,8 @@ class ContactOut(BaseModel):
     roles: list[str]
     phone: str | None
     email: str | None
+    why: str = Field(default="", description="« Pourquoi ce contact », shown to the person.")
+    own: bool = Field(default=False, description="The contact belongs to the person's territory.")
 
 
 class RecommendationOut(BaseModel):
@@ -484,7 +486,8 @@ class ConversationApi:
             key = await self._authenticate(request)
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
             conversation_id = new_id("conv_")
-            turn = await self._features(self.engine.start(body.context), conversation_id)
+            start = self.engine.start(body.context, owner=key.establishment)
+            turn = await self._features(start, conversation_id)
             now = time.time()
             conversation = Conversation(
                 id=conversation_id,

@@ -6,12 +6,24 @@ drives the same :class:`Engine`, so a conversation test written once covers them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
 from bot.engine.normalize import normalize
-from bot.engine.recommendation import contacts_for, facts_of, recommend
+from bot.engine.places import (
+    Receiver,
+    asked_after_the_country,
+    country_of,
+    country_question,
+    handoff_receivers,
+    holds_in,
+    next_target,
+    offered,
+    territory_chain,
+)
+from bot.engine.recommendation import facts_of, recommend, select_contacts
 from bot.engine.replies import (
     CONTACTS,
     GUIDE,
@@ -27,6 +39,7 @@ from bot.engine.replies import (
 from bot.engine.safety import Safety, screen
 from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, Input, Session
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
+from bot.knowledge.model import Choice as QuestionChoice
 
 #: Messages longer than this are not analysed at all (they are answered kindly).
 MAX_TEXT_LENGTH = 2000
@@ -62,6 +75,11 @@ class Turn:
         }
 
 
+def _owner(session: Session) -> str | None:
+    owner = session.extra.get("owner")
+    return str(owner) if owner else None
+
+
 class Mode(Protocol):
     """A side conversation with its own steps (e.g. the barometer), entered by a command.
 
@@ -78,11 +96,16 @@ class Mode(Protocol):
 class Engine:
     """One engine per knowledge base; stateless between calls, safe to share across chats."""
 
-    def __init__(self, kb: KnowledgeBase, modes: tuple[Mode, ...] = ()) -> None:
+    def __init__(
+        self, kb: KnowledgeBase, modes: tuple[Mode, ...] = (), receivers: Sequence[Receiver] = ()
+    ) -> None:
         self.kb = kb
         self.matcher = Matcher(kb)
         self.modes = {mode.name: mode for mode in modes}
         self.safety = Safety(kb)
+        #: The establishments that can receive a contact request (webhook ``contact.requested``).
+        self.receivers: tuple[Receiver, ...] = tuple(receivers)
+        self._after_country = asked_after_the_country(kb)
 
     # -- helpers -------------------------------------------------------------------------
     def msg(self, key: str, session: Session, **values: str) -> str:
@@ -94,18 +117,29 @@ class Engine:
 
     def _question_reply(self, session: Session, question_id: str) -> Reply:
         question = self.kb.questions[question_id]
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
         choices = [
-            Choice(
-                c.id, text(c.label, session.lang), text(c.short, session.lang) if c.short else None
-            )
+            Choice(c.id, text(c.label_in.get(country or "") or c.label, session.lang), short)
             for c in question.choices
+            if offered(c, country)
+            for short in [self._short(c, country, session.lang)]
         ]
         if session.answers:
             choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
         return Reply(text(question.text, session.lang), tuple(choices))
 
+    @staticmethod
+    def _short(choice: QuestionChoice, country: str | None, lang: str) -> str | None:
+        """The short form of the label shown: a country's own label has its own (``short_in``)."""
+        if country and country in choice.label_in:
+            short = choice.short_in.get(country)
+            return text(short, lang) if short else None
+        return text(choice.short, lang) if choice.short else None
+
     def _actions(self, session: Session) -> tuple[Choice, ...]:
-        actions = [Choice(CMD + RELATION, self.msg("relation_button", session))]
+        actions = []
+        if self.handoff(session):
+            actions.append(Choice(CMD + RELATION, self.msg("relation_button", session)))
         for mode in self.modes.values():
             actions.append(Choice(CMD + mode.name, self.msg(f"{mode.name}_button", session)))
         names = ("contacts", "glossaire", "recommencer")
@@ -121,9 +155,9 @@ class Engine:
         if session.pending == "restart":
             return Reply(self.msg("restart_confirm", session), yes_no)
         if session.pending == "contact_consent":
-            names = ", ".join(str(name) for name in session.extra.get("contact_names", []))
+            names = ", ".join(str(name) for name in session.extra.get("handoff_names", []))
             return Reply(
-                self.msg("relation_consent", session, contacts=names),
+                self.msg("relation_consent", session, establishments=names),
                 (
                     Choice(CONFIRM, self.msg("relation_accept", session)),
                     Choice(CANCEL, self.msg("relation_refuse", session)),
@@ -171,19 +205,34 @@ class Engine:
         return Turn(tuple(replies), session, recommendation, events)
 
     # -- entry points --------------------------------------------------------------------
-    def new_session(self, context: str | None = None, lang: str = "fr") -> Session:
-        return Session(kb_version=self.kb.version, context=context or None, lang=lang)
+    def new_session(
+        self, context: str | None = None, lang: str = "fr", owner: str | None = None
+    ) -> Session:
+        extra = {"owner": owner} if owner else {}
+        return Session(kb_version=self.kb.version, context=context or None, lang=lang, extra=extra)
 
-    def start(self, context: str | None = None, lang: str = "fr") -> Turn:
-        session = replace(self.new_session(context, lang), node=self.kb.flow.start)
+    def start(self, context: str | None = None, lang: str = "fr", owner: str | None = None) -> Turn:
+        """A new conversation; ``owner`` is the establishment whose API key created it."""
+        session = replace(self.new_session(context, lang, owner), node=self.kb.flow.start)
         return self.turn(session, Reply(self.msg("welcome", session)), self.prompt(session))
+
+    def handoff(self, session: Session) -> tuple[Receiver, ...]:
+        """Who would receive a request to be put in touch from this conversation (nobody: the
+        bot offers none and promises none)."""
+        territory = facts_of(self.kb, session.answers).get(self.kb.flow.territory_fact)
+        return handoff_receivers(
+            self.receivers,
+            context=session.context,
+            territories=territory_chain(self.kb, territory),
+            owner=_owner(session),
+        )
 
     def handle(self, session: Session, event: Input) -> Turn:
         """Apply one input. Never raises on user input: anything odd gets a kind reply."""
         if event.kind == "start":
-            return self.start(event.value or session.context, session.lang)
+            return self.start(event.value or session.context, session.lang, _owner(session))
         if session.node == NOT_STARTED:
-            return self.start(session.context, session.lang)
+            return self.start(session.context, session.lang, _owner(session))
         session, notes = self.upgrade(session)
         if event.kind == "text" and self.safety.is_distress(screen(event.value)):
             turn = self._crisis(session)
@@ -215,6 +264,13 @@ class Engine:
             moved = True
             node = answers[-1][0] if answers else self.kb.flow.start
             answers = answers[:-1] if answers else answers
+        asking = country_question(self.kb)
+        if (
+            asking is not None
+            and node in self._after_country
+            and country_of(self.kb, facts_of(self.kb, answers)) is None
+        ):
+            moved, node = True, asking  # the new flow asks the country before this point
         upgraded = replace(
             session, kb_version=self.kb.version, node=node, answers=answers, pending=None
         )
@@ -293,8 +349,10 @@ class Engine:
         if session.node in self.kb.questions and len(norm) <= MAX_MATCH_LENGTH:
             match = self.matcher.choice(session.node, norm)
             if match is not None:
+                session = self._note_gender(session, norm)
                 question = self.kb.questions[session.node]
-                return self._answer(session, question, match.index, echo=not match.exact)
+                index = self._shown_number(session, question, norm, match.index)
+                return self._answer(session, question, index, echo=not match.exact)
         if session.node == RECOMMENDED:
             action = self.matcher.term(norm)
             if action is not None:
@@ -303,6 +361,28 @@ class Engine:
             reply = Reply(text(self.kb.safety.medical_reply, session.lang))
             return self.turn(session, reply, self.prompt(session))
         return self._not_understood(session)
+
+    def _shown_number(self, session: Session, question: Question, norm: str, index: int) -> int:
+        """A typed number counts the buttons shown, which leave out the choices that do not
+        hold in the person's country (« 1 » in Luxembourg is the first button, « Oui »)."""
+        if not norm.isdigit():
+            return index
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        shown = [i for i, c in enumerate(question.choices) if offered(c, country)]
+        number = int(norm)
+        return shown[number - 1] if 1 <= number <= len(shown) else index
+
+    def _note_gender(self, session: Session, norm: str) -> Session:
+        """Remember that the person spoke of herself in the feminine (« je suis aidante »,
+        « formée ») so role titles agree; a word about someone else (« ma fille est guérie »)
+        does not count: only the word alone, or after « suis »."""
+        padded = f" {norm} "
+        for word in self.kb.flow.feminine_words:
+            if norm == word or any(
+                f" suis {article}{word} " in padded for article in ("", "une ", "la ")
+            ):
+                return replace(session, extra={**session.extra, "gender": "f"})
+        return session
 
     def _crisis(self, session: Session) -> Turn:
         """Crisis numbers of the person's country first; then the conversation goes on."""
@@ -321,13 +401,15 @@ class Engine:
 
     def _answer(self, session: Session, question: Question, index: int, echo: bool = False) -> Turn:
         choice = question.choices[index]
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        if not offered(choice, country):
+            return self._not_understood(session)  # a choice that does not hold in their country
         replies: list[Reply] = []
         if echo:
-            replies.append(
-                Reply(self.msg("understood_as", session, label=text(choice.label, session.lang)))
-            )
+            label = text(choice.label_in.get(country or "") or choice.label, session.lang)
+            replies.append(Reply(self.msg("understood_as", session, label=label)))
         session = replace(session.answered(session.node, choice.id), stopped_at=None)
-        target = choice.next or question.next
+        target = next_target(question, choice, facts_of(self.kb, session.answers))
         if target == RECOMMENDATION:
             return self._recommend(session, replies)
         if target == EXIT or target is None or target not in self.kb.questions:
@@ -338,14 +420,21 @@ class Engine:
 
     def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
         session = replace(session, node=RECOMMENDED)
-        result = recommend(self.kb, session.answers, session.context, session.lang)
+        gender = session.extra.get("gender")
+        result = recommend(
+            self.kb, session.answers, session.context, session.lang, str(gender or "") or None
+        )
         if result.roles:
             replies.append(Reply(self.msg("recommendation_intro", session)))
             for rank, role in enumerate(result.roles, start=1):
                 replies.append(Reply(self._render_role(session, rank, role), kind=ROLE))
         else:
             replies.append(Reply(self.msg("recommendation_none", session)))
-        replies.append(self._contacts_reply(session, list(result.contacts), result.territory))
+        replies.append(
+            self._contacts_reply(
+                session, list(result.contacts), result.territory, result.contacts_note
+            )
+        )
         if result.guide:
             replies.append(Reply(self._render_guide(session), kind=GUIDE))
         replies.append(self.prompt(session))
@@ -378,15 +467,22 @@ class Engine:
 
     def _render_guide(self, session: Session) -> str:
         guide = self.kb.guide
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
         lines = [self.msg("guide_intro", session), "", text(guide.title, session.lang)]
         for section in guide.sections:
+            if not holds_in(section.countries, country):
+                continue
             lines += ["", text(section.title, session.lang)]
             lines += [f"• {text(point, session.lang)}" for point in section.points]
             lines += [f"⚠ {text(point, session.lang)}" for point in section.vigilance]
         return "\n".join(lines)
 
     def _contacts_reply(
-        self, session: Session, contacts: list[ContactInfo], territory: str | None
+        self,
+        session: Session,
+        contacts: list[ContactInfo],
+        territory: str | None,
+        note: str | None = None,
     ) -> Reply:
         if territory is None:
             return Reply(self.msg("contacts_need_territory", session))
@@ -396,8 +492,12 @@ class Engine:
         if territory in self.kb.territories:
             place = text(self.kb.territories[territory].name, session.lang)
         lines = [self.msg("contacts_intro", session, territory=place)]
+        if note:
+            lines.append(note)
         for contact in contacts:
             lines += ["", f"• {contact.name} — {contact.website}", f"  {contact.description}"]
+            if contact.why:
+                lines.append(f"  {self.msg('contact_why', session)} {contact.why}")
             if contact.phone:
                 lines.append(f"  ☎ {contact.phone}")
             if contact.email:
@@ -409,8 +509,11 @@ class Engine:
         if name in ("aide", "help"):
             lines = [self.msg("help", session)]
             question = self.kb.questions.get(session.node)
-            if question is not None and question.help:
-                lines.insert(0, text(question.help, session.lang))
+            if question is not None:
+                country = country_of(self.kb, facts_of(self.kb, session.answers))
+                help_text = question.help_in.get(country or "") or question.help
+                if help_text:
+                    lines.insert(0, text(help_text, session.lang))
             return self.turn(session, Reply("\n\n".join(lines)), self.prompt(session))
         if name == "retour":
             return self._back(session)
@@ -433,7 +536,7 @@ class Engine:
             )
             return self.turn(stopped, self.prompt(stopped))
         if name in ("start", "demarrer"):
-            return self.start(session.context, session.lang)
+            return self.start(session.context, session.lang, _owner(session))
         if name == RELATION:
             return self._relation(session)
         if name in self.modes:
@@ -477,18 +580,18 @@ class Engine:
         if session.node == RECOMMENDED:
             result = recommend(self.kb, session.answers, session.context, session.lang)
             roles = [role.id for role in result.roles]
-        contacts = contacts_for(
+        selection = select_contacts(
             self.kb, territory, roles, session.context, session.lang, facts=facts
         )
-        return self.turn(
-            session, self._contacts_reply(session, contacts, territory), self.prompt(session)
-        )
+        reply = self._contacts_reply(session, list(selection.contacts), territory, selection.note)
+        return self.turn(session, reply, self.prompt(session))
 
     def _glossary(self, session: Session, unknown: bool = False) -> Turn:
         lines = []
         if unknown:
             lines.append(self.msg("glossary_unknown", session))
         lines.append(self.msg("glossary_intro", session))
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
         choices = [
             Choice(
                 TERM + term_id,
@@ -496,6 +599,7 @@ class Engine:
                 text(term.short, session.lang) if term.short else None,
             )
             for term_id, term in self.kb.glossary.items()
+            if country is None or holds_in(term.countries, country)  # not another country's
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))
         return self.turn(session, Reply("\n".join(lines), tuple(choices)))
@@ -505,27 +609,46 @@ class Engine:
         if term is None:
             return self._stale(session)
         body = f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
+        if term.countries:
+            country = country_of(self.kb, facts_of(self.kb, session.answers))
+            names = [
+                text(self.kb.crisis.countries[c].name, session.lang)
+                for c in term.countries
+                if c in self.kb.crisis.countries
+            ]
+            if country is None:
+                body += "\n" + self.msg("term_where", session, countries=", ".join(names))
+            elif not holds_in(term.countries, country):
+                body += "\n" + self.msg("term_elsewhere", session, countries=", ".join(names))
         return self.turn(session, Reply(body), self.prompt(session))
 
     # -- being put in touch ----------------------------------------------------------------
     def _relation(self, session: Session) -> Turn:
-        """Start a contact request: say what would be sent, to whom and why, and ask consent."""
+        """Start a contact request, only if an establishment would receive it: say who, ask
+        consent. Otherwise give the contacts' own details and first steps, and promise nothing."""
         if session.node != RECOMMENDED:
             return self.turn(
                 session, Reply(self.msg("relation_unavailable", session)), self.prompt(session)
             )
+        receivers = self.handoff(session)
         result = recommend(self.kb, session.answers, session.context, session.lang)
-        if not result.contacts:
-            return self.turn(
-                session, Reply(self.msg("contacts_none", session)), self.prompt(session)
+        if not receivers:
+            lines = [self.msg("relation_nobody", session)]
+            steps = [step for role in result.roles for step in role.first_steps]
+            if steps:
+                lines += ["", self.msg("first_steps", session)]
+                lines += [f"• {step}" for step in dict.fromkeys(steps)]
+            contacts = self._contacts_reply(
+                session, list(result.contacts), result.territory, result.contacts_note
             )
+            return self.turn(session, Reply("\n".join(lines)), contacts, self.prompt(session))
         asking = replace(
             session,
             pending="contact_consent",
             extra={
                 **session.extra,
-                "contact_ids": [c.id for c in result.contacts],
-                "contact_names": [c.name for c in result.contacts],
+                "handoff_ids": [r.id for r in receivers],
+                "handoff_names": [r.name for r in receivers],
             },
         )
         return self.turn(asking, self.prompt(asking))
@@ -534,7 +657,7 @@ class Engine:
         extra = {
             k: v
             for k, v in session.extra.items()
-            if k not in ("contact_ids", "contact_names", "contact_how")
+            if k not in ("handoff_ids", "handoff_names", "contact_how")
         }
         if not yes:
             cleared = replace(session, pending=None, extra=extra)
@@ -546,11 +669,17 @@ class Engine:
             return self.turn(asking, self.prompt(asking))
         if session.pending == "contact_how":
             return self.turn(session, self.prompt(session))
+        consented = [str(i) for i in session.extra.get("handoff_ids", [])]
+        receivers = [r for r in self.handoff(session) if r.id in consented]
+        if not receivers:  # the deployment changed since consent: send nothing, say so
+            done = replace(session, pending=None, extra=extra)
+            return self.turn(done, Reply(self.msg("relation_gone", session)), self.prompt(done))
         result = recommend(self.kb, session.answers, session.context, session.lang)
         event = Event(
             "contact.requested",
             {
-                "contacts": list(session.extra.get("contact_ids", [])),
+                "establishments": [r.id for r in receivers],
+                "contacts": [c.id for c in result.contacts],
                 "roles": [role.id for role in result.roles],
                 "territory": result.territory,
                 "context": session.context,
@@ -560,6 +689,6 @@ class Engine:
             },
         )
         done = replace(session, pending=None, extra=extra)
-        return self.turn(
-            done, Reply(self.msg("relation_sent", session)), self.prompt(done), events=(event,)
-        )
+        names = ", ".join(r.name for r in receivers)
+        sent = Reply(self.msg("relation_sent", session, establishments=names))
+        return self.turn(done, sent, self.prompt(done), events=(event,))

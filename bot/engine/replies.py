@@ -54,6 +54,10 @@ class ContactInfo:
     roles: tuple[str, ...]
     phone: str | None = None
     email: str | None = None
+    #: « Pourquoi ce contact », one line for the person.
+    why: str = ""
+    #: True when the contact belongs to the person's own territory (not a wider level).
+    own: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -96,6 +100,9 @@ class Recommendation:
     contacts: tuple[ContactInfo, ...]
     territory: str | None
     guide: bool = False
+    #: Said above the contacts when they come from a wider level than asked (never empty).
+    contacts_note: str | None = None
+    country: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +110,8 @@ class Recommendation:
             "contacts": [contact.to_dict() for contact in self.contacts],
             "territory": self.territory,
             "guide": self.guide,
+            "contacts_note": self.contacts_note,
+            "country": self.country,
         }
 
 

@@ -7,6 +7,7 @@ contact not re-checked for a year) do not make the base invalid.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 
 from bot.engine.normalize import normalize
@@ -15,11 +16,30 @@ from bot.knowledge.model import (
     BAROMETER_MESSAGES,
     BAROMETER_MIN_CRITERIA,
     FOLLOWUP_MESSAGES,
+    RECOMMENDATION,
     SHORT_LIMIT,
     SPECIAL_TARGETS,
+    Choice,
     Condition,
     KnowledgeBase,
+    Question,
 )
+
+#: Keys of ``messages.yaml`` used for contacts, rules by country and the hand-off.
+PLACE_MESSAGES = (
+    "contact_why",
+    "contacts_fallback_level",
+    "contacts_fallback_roles",
+    "rules_elsewhere",
+    "rules_ask_default",
+    "term_where",
+    "term_elsewhere",
+    "relation_nobody",
+    "relation_gone",
+)
+
+#: The answer of the ``pays`` question (see ``bot.engine.places``).
+COUNTRY_FACT = "country"
 
 STALE_AFTER = dt.timedelta(days=365)
 #: Messages shown as button labels.
@@ -147,6 +167,8 @@ def check_flow(kb: KnowledgeBase) -> list[Problem]:
                 )
             seen_ids.add(choice.id)
             target = choice.next or question.next
+            if target is None and question.next_when:
+                target = question.next_when[0].next
             if target is None:
                 problems.append(
                     _problem(
@@ -216,6 +238,21 @@ def check_flow(kb: KnowledgeBase) -> list[Problem]:
                         )
                     )
                 seen_words[word] = choice.id
+        for number, branch in enumerate(question.next_when):
+            where = ("questions", qid, "next_when", number)
+            problems += _check_condition(kb, branch.when, known_facts(kb), "flow.yaml", where)
+            if branch.next not in questions and branch.next not in SPECIAL_TARGETS:
+                problems.append(
+                    _problem(
+                        kb,
+                        "flow.yaml",
+                        where,
+                        f"« {branch.next} » n'est ni une question ni « recommendation » "
+                        "ni « exit »",
+                    )
+                )
+            elif any(not c.next for c in question.choices):
+                targets.add(branch.next)
         edges[qid] = targets
 
     reachable: set[str] = set()
@@ -366,19 +403,38 @@ def check_button_labels(kb: KnowledgeBase) -> list[Problem]:
     problems = []
     for qid, question in kb.questions.items():
         for index, choice in enumerate(question.choices):
-            long = [label for label in choice.label.values() if len(label) > SHORT_LIMIT]
-            if long and choice.short is None:
-                problems.append(
-                    _problem(
-                        kb,
-                        "flow.yaml",
-                        ("questions", qid, "choices", index, "label"),
-                        f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton "
-                        f"de téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au "
-                        "plus, l'id du choix ne change pas)",
-                        severity="warning",
+            path: tuple[str | int, ...] = ("questions", qid, "choices", index)
+            labels = [("", (*path, "label"), choice.label, choice.short)]
+            labels += [
+                (country, (*path, "label_in", country), label, choice.short_in.get(country))
+                for country, label in choice.label_in.items()
+            ]
+            for country in choice.short_in:
+                if country not in choice.label_in:
+                    problems.append(
+                        _problem(
+                            kb,
+                            "flow.yaml",
+                            (*path, "short_in", country),
+                            f"« short_in » a un libellé court pour « {country} », mais "
+                            f"« label_in » n'a pas de libellé pour ce pays",
+                        )
                     )
-                )
+            for country, where, label, short in labels:
+                long = [value for value in label.values() if len(value) > SHORT_LIMIT]
+                if long and short is None:
+                    field = f"short_in: {{{country}: …}}" if country else "short:"
+                    problems.append(
+                        _problem(
+                            kb,
+                            "flow.yaml",
+                            where,
+                            f"« {long[0]} » a {len(long[0])} caractères : trop long pour un "
+                            f"bouton de téléphone ; ajoutez un libellé court « {field} » "
+                            f"({SHORT_LIMIT} au plus, l'id du choix ne change pas)",
+                            severity="warning",
+                        )
+                    )
     barometer = kb.barometer
     for rater_id, rater in (barometer.raters if barometer is not None else {}).items():
         long = [label for label in rater.label.values() if len(label) > SHORT_LIMIT]
@@ -487,4 +543,390 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_button_labels(kb),
         *check_barometer(kb),
         *check_feature_messages(kb, FOLLOWUP_MESSAGES, "de la relance"),
+        *check_contact_facts(kb),
+        *check_countries(kb),
+        *check_country_refs(kb),
+        *check_feature_messages(kb, PLACE_MESSAGES, "des contacts et des règles par pays"),
     ]
+
+
+# -- countries: each statement holds where it is marked, and reaches no one else -----------
+
+#: Territories whose contacts are those of another question (an alias asking which one) or
+#: of nobody in particular: they need no contact of their own.
+NO_OWN_CONTACT = frozenset({"autre"})
+
+
+def all_countries(kb: KnowledgeBase) -> frozenset[str]:
+    return frozenset(t.country for t in kb.territories.values())
+
+
+def _targets(question: Question, choice: Choice) -> set[str]:
+    if choice.next:
+        return {choice.next}
+    targets = {branch.next for branch in question.next_when}
+    if question.next:
+        targets.add(question.next)
+    return targets
+
+
+def country_states(kb: KnowledgeBase) -> dict[str, set[frozenset[str]]]:
+    """For each question (and ``recommendation``), the sets of countries a person asked it may
+    be from: the whole set while the country is unknown, one country once it is known."""
+    everywhere = all_countries(kb)
+    states: dict[str, set[frozenset[str]]] = defaultdict(set)
+    todo: list[tuple[str, frozenset[str]]] = [(kb.flow.start, everywhere)]
+    while todo:
+        node, state = todo.pop()
+        if state in states[node]:
+            continue
+        states[node].add(state)
+        question = kb.questions.get(node)
+        if question is None:
+            continue
+        for choice in question.choices:
+            reach = state.intersection(choice.countries) if choice.countries else state
+            if len(state) == 1 and not reach:
+                continue  # hidden from this country by the engine
+            after = _state_after(kb, question, choice, reach or state)
+            for target in _targets(question, choice):
+                if target in kb.questions or target == RECOMMENDATION:
+                    todo.append((target, after))
+    return states
+
+
+def _state_after(
+    kb: KnowledgeBase, question: Question, choice: Choice, state: frozenset[str]
+) -> frozenset[str]:
+    territory = choice.sets.get(kb.flow.territory_fact)
+    if territory in kb.territories:
+        return frozenset({kb.territories[str(territory)].country})
+    country = choice.sets.get(COUNTRY_FACT) or (
+        choice.id if question.fact == COUNTRY_FACT else None
+    )
+    if country in all_countries(kb):
+        return frozenset({str(country)})
+    return state
+
+
+def _words_pattern(words: list[str]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    parts = []
+    for word in sorted(words, key=len, reverse=True):
+        escaped = re.escape(word)
+        # Acronyms (ARS, CDU, AAH) match case-sensitively; other words in any case.
+        parts.append(escaped if word.isupper() else f"(?i:{escaped})")
+    return re.compile(r"(?<!\w)(" + "|".join(parts) + r")(?!\w)")
+
+
+def _is_text(value: object) -> bool:
+    """A user-facing :data:`Text` (language -> string), as opposed to other mappings."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and len(k) == 2 and isinstance(v, str) for k, v in value.items())
+    )
+
+
+def _statements(
+    kb: KnowledgeBase, states: dict[str, set[frozenset[str]]]
+) -> list[tuple[str, tuple[str | int, ...], str, frozenset[str], str]]:
+    """Every user-facing text with the countries it can reach: (file, path, kind, reach, text)."""
+    everywhere = all_countries(kb)
+    out: list[tuple[str, tuple[str | int, ...], str, frozenset[str], str]] = []
+
+    def add(
+        file: str, path: tuple[str | int, ...], reach: frozenset[str], value: object, kind: str = ""
+    ) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, str):
+                    out.append((file, path, kind, reach, item))
+
+    def marked(countries: list[str], within: frozenset[str] = everywhere) -> frozenset[str]:
+        return within.intersection(countries) if countries else within
+
+    for qid, question in kb.questions.items():
+        asked = frozenset().union(*states.get(qid, set())) if states.get(qid) else frozenset()
+        base = ("questions", qid)
+        add("flow.yaml", (*base, "text"), asked, question.text)
+        overridden = frozenset(question.help_in)
+        if question.help:
+            add("flow.yaml", (*base, "help"), asked - overridden, question.help)
+        for country, value in question.help_in.items():
+            add("flow.yaml", (*base, "help_in", country), asked & {country}, value)
+        for field_name, value in question:  # any other text shown with the question (« why »…)
+            if field_name not in ("text", "help") and _is_text(value):
+                add("flow.yaml", (*base, field_name), asked, value)
+        for index, choice in enumerate(question.choices):
+            path = (*base, "choices", index)
+            shown = marked(choice.countries, asked)
+            add("flow.yaml", (*path, "label"), shown - frozenset(choice.label_in), choice.label)
+            for country, value in choice.label_in.items():
+                add("flow.yaml", (*path, "label_in", country), shown & {country}, value)
+            for field_name in ("reason", "carer_reason"):
+                add("flow.yaml", (*path, field_name), shown, getattr(choice, field_name))
+            for number, extra in enumerate(choice.scores_when):
+                when = frozenset(extra.when.get(COUNTRY_FACT, shown))
+                for field_name in ("reason", "carer_reason"):
+                    add(
+                        "flow.yaml",
+                        (*path, "scores_when", number),
+                        shown & when,
+                        getattr(extra, field_name),
+                    )
+    for role_id, role in kb.roles.items():
+        base = ("roles", role_id)
+        own = marked(role.countries)
+        for field_name in ("title", "definition"):
+            add("roles.yaml", (*base, field_name), everywhere, getattr(role, field_name))
+        for index, item in enumerate(role.does):
+            add("roles.yaml", (*base, "does", index), everywhere, item)
+        if role.carer:
+            for field_name in ("title", "definition"):
+                add("roles.yaml", (*base, "carer"), everywhere, getattr(role.carer, field_name))
+            for item in role.carer.does or []:
+                add("roles.yaml", (*base, "carer", "does"), everywhere, item)
+            for item in role.carer.first_steps or []:
+                add("roles.yaml", (*base, "carer", "first_steps"), own, item)
+        for index, requirement in enumerate(role.requirements):
+            where = marked(requirement.countries)
+            add("roles.yaml", (*base, "requirements", index), where, requirement.text)
+            add("roles.yaml", (*base, "requirements", index), where, requirement.how_to)
+        for field_name in ("training", "time_commitment", "compensation", "caution"):
+            add("roles.yaml", (*base, field_name), own, getattr(role, field_name))
+        for index, step in enumerate(role.first_steps):
+            add("roles.yaml", (*base, "first_steps", index), own, step)
+        for index, conditional in enumerate(role.steps_when):
+            when = own.intersection(conditional.when.get(COUNTRY_FACT, own))
+            for step in conditional.steps:
+                add("roles.yaml", (*base, "steps_when", index), when, step)
+        if role.testimonial:
+            add("roles.yaml", (*base, "testimonial"), own, role.testimonial.quote)
+        for key, local in role.local.items():
+            # « * » also fills the fields a country's own block leaves out.
+            where = frozenset({key}) if key != "*" else everywhere - own
+            lpath = (*base, "local", key)
+            for index, requirement in enumerate(local.requirements):
+                inner = marked(requirement.countries, where)
+                add("roles.yaml", (*lpath, "requirements", index), inner, requirement.text)
+                add("roles.yaml", (*lpath, "requirements", index), inner, requirement.how_to)
+            for index, step in enumerate(local.first_steps):
+                add("roles.yaml", (*lpath, "first_steps", index), where, step)
+            for index, conditional in enumerate(local.steps_when):
+                for step in conditional.steps:
+                    add("roles.yaml", (*lpath, "steps_when", index), where, step)
+            add("roles.yaml", (*lpath, "caution"), where, local.caution)
+    for term_id, term in kb.glossary.items():
+        where = marked(term.countries)
+        add("glossary.yaml", ("terms", term_id), where, term.term, "terms")
+        add("glossary.yaml", ("terms", term_id, "definition"), where, term.definition, "terms")
+    for index, section in enumerate(kb.guide.sections):
+        where = marked(section.countries)
+        spath: tuple[str | int, ...] = ("sections", index)
+        add("guide.yaml", spath, where, section.title)
+        for number, point in enumerate(section.points):
+            add("guide.yaml", (*spath, "points", number), where, point)
+        for number, point in enumerate(section.vigilance):
+            add("guide.yaml", (*spath, "vigilance", number), where, point)
+    add("guide.yaml", ("title",), everywhere, kb.guide.title)
+    add("guide.yaml", ("intro",), everywhere, kb.guide.intro)
+    for contact_id, contact in kb.contacts.items():
+        where = (
+            everywhere
+            if "*" in contact.territories
+            else frozenset(
+                kb.territories[t].country for t in contact.territories if t in kb.territories
+            )
+        )
+        base = ("contacts", contact_id)
+        for field_name in ("name", "description", "why"):
+            add(
+                "contacts.yaml",
+                (*base, field_name),
+                where,
+                getattr(contact, field_name),
+                "contacts",
+            )
+    for key, value in kb.messages.items():
+        add("messages.yaml", ("messages", key), everywhere, value)
+    add("safety.yaml", ("medical_reply",), everywhere, kb.safety.medical_reply)
+    add("crisis.yaml", ("intro",), everywhere, kb.crisis.intro)
+    return out
+
+
+def check_countries(kb: KnowledgeBase) -> list[Problem]:
+    """A text using a word of one country's rules (``country_words``) must reach people of
+    that country only; a choice marked for some countries must come after the country is
+    known; the recommendation must know the country."""
+    problems: list[Problem] = []
+    states = country_states(kb)
+    for qid, question in kb.questions.items():
+        for index, choice in enumerate(question.choices):
+            if not choice.countries:
+                continue
+            for state in states.get(qid, set()):
+                if len(state) > 1 and not state.issubset(choice.countries):
+                    problems.append(
+                        _problem(
+                            kb,
+                            "flow.yaml",
+                            ("questions", qid, "choices", index, "countries"),
+                            f"le choix « {choice.id} » ne vaut qu'en {', '.join(choice.countries)}"
+                            f", mais « {qid} » peut être posée avant que le pays soit connu : "
+                            "posez la question du pays plus tôt",
+                        )
+                    )
+                    break
+    for state in states.get(RECOMMENDATION, set()):
+        if len(state) > 1:
+            problems.append(
+                _problem(
+                    kb,
+                    "flow.yaml",
+                    ("start",),
+                    "un chemin mène à la recommandation sans demander le pays : les règles "
+                    "et les contacts dépendent du pays",
+                )
+            )
+            break
+    names = {c: _words_pattern(words) for c, words in kb.country_words.items()}
+    for file, path, kind, reach, value in _statements(kb, states):
+        for country, pattern in names.items():
+            if pattern is None:
+                continue
+            found = pattern.search(value)
+            if found is None:
+                continue
+            others = sorted(reach - {country})
+            if others:
+                problems.append(
+                    _problem(
+                        kb,
+                        file,
+                        path,
+                        f"« {found.group(0)} » ne vaut qu'en {country}, mais ce texte peut être "
+                        f"lu par une personne de : {', '.join(others)}. Marquez-le pour "
+                        f"{country} (« countries: [{country}] ») et donnez l'équivalent local "
+                        "ailleurs, ou posez la question du pays plus tôt",
+                        kind=kind,
+                    )
+                )
+    return problems
+
+
+def check_contact_facts(kb: KnowledgeBase) -> list[Problem]:
+    """Each contact names the page it was checked on and says why it is proposed; each
+    territory the flow can set has at least one contact of its own."""
+    problems: list[Problem] = []
+    for contact_id, contact in kb.contacts.items():
+        base = ("contacts", contact_id)
+        if not any(re.match(r"^https?://", source) for source in contact.sources):
+            problems.append(
+                _problem(
+                    kb,
+                    "contacts.yaml",
+                    (*base, "sources"),
+                    f"« {contact_id} » : nommez la page publique (https://…) où ce contact et son "
+                    "adresse ont été vus",
+                    kind="contacts",
+                )
+            )
+        if contact.why is None:
+            problems.append(
+                _problem(
+                    kb,
+                    "contacts.yaml",
+                    base,
+                    f"« {contact_id} » : ajoutez « why », une phrase « pourquoi ce contact » "
+                    "montrée à la personne",
+                    kind="contacts",
+                )
+            )
+    covered = {t for contact in kb.contacts.values() for t in contact.territories}
+    for qid, question in kb.questions.items():
+        for index, choice in enumerate(question.choices):
+            territory = choice.sets.get(kb.flow.territory_fact)
+            if territory is None or territory in NO_OWN_CONTACT or territory in covered:
+                continue
+            problems.append(
+                _problem(
+                    kb,
+                    "flow.yaml",
+                    ("questions", qid, "choices", index, "sets"),
+                    f"le territoire « {territory} » n'a aucun contact à lui dans contacts.yaml",
+                )
+            )
+    return problems
+
+
+def check_country_refs(kb: KnowledgeBase) -> list[Problem]:
+    """Country ids in ``countries``, ``label_in``, ``help_in`` and ``local`` exist; ``ask``
+    names existing contacts; ``scores_when`` gives points to existing roles, with a reason."""
+    problems: list[Problem] = []
+    known = all_countries(kb)
+
+    def countries(file: str, path: tuple[str | int, ...], values: object) -> None:
+        for value in values if isinstance(values, list | dict) else []:
+            if value != "*" and value not in known:
+                problems.append(
+                    _problem(
+                        kb,
+                        file,
+                        path,
+                        f"le pays « {value} » n'existe pas dans territories.yaml "
+                        f"(connus : {', '.join(sorted(known))})",
+                    )
+                )
+
+    for qid, question in kb.questions.items():
+        base = ("questions", qid)
+        countries("flow.yaml", (*base, "help_in"), question.help_in)
+        for index, choice in enumerate(question.choices):
+            path = (*base, "choices", index)
+            countries("flow.yaml", (*path, "countries"), choice.countries)
+            countries("flow.yaml", (*path, "label_in"), choice.label_in)
+            for number, extra in enumerate(choice.scores_when):
+                where = (*path, "scores_when", number)
+                for role_id, points in extra.scores.items():
+                    if role_id not in kb.roles:
+                        problems.append(
+                            _problem(
+                                kb,
+                                "flow.yaml",
+                                where,
+                                f"le rôle « {role_id} » n'existe pas dans roles.yaml",
+                            )
+                        )
+                    elif points > 0 and extra.reason is None:
+                        problems.append(
+                            _problem(
+                                kb,
+                                "flow.yaml",
+                                where,
+                                "ces points sont donnés sans « reason » : ajoutez la raison",
+                            )
+                        )
+    for role_id, role in kb.roles.items():
+        base = ("roles", role_id)
+        countries("roles.yaml", (*base, "countries"), role.countries)
+        countries("roles.yaml", (*base, "local"), role.local)
+        for index, requirement in enumerate(role.requirements):
+            countries("roles.yaml", (*base, "requirements", index), requirement.countries)
+        for key, local in role.local.items():
+            for contact_id in local.ask:
+                if contact_id not in kb.contacts:
+                    problems.append(
+                        _problem(
+                            kb,
+                            "roles.yaml",
+                            (*base, "local", key, "ask"),
+                            f"le contact « {contact_id} » n'existe pas dans contacts.yaml",
+                        )
+                    )
+    for term_id, term in kb.glossary.items():
+        countries(kb.file("glossary.yaml", "terms", term_id), ("terms", term_id), term.countries)
+    for index, section in enumerate(kb.guide.sections):
+        countries("guide.yaml", ("sections", index), section.countries)
+    return problems

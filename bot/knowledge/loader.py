@@ -267,6 +267,7 @@ def load_with_problems(
         source_map=source_map,
         files=labels,
         extra={name: value for name, value in parsed.items() if name not in _CORE},
+        country_words=dict(parsed["territories.yaml"].country_words),
     )
     if extra is not None:
         problems += merge_extra(kb, Path(extra))

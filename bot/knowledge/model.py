@@ -91,12 +91,18 @@ class Meta(Strict):
     description: str = ""
 
 
+#: Country ids a statement holds in (``[fr]``: a French rule); empty = true everywhere.
+Countries = list[Identifier]
+
+
 class Requirement(Strict):
     """Something needed to start a role; ``met_when`` lets the engine say if it is in reach."""
 
     text: Text
     met_when: Condition | None = None
     how_to: Text | None = None
+    #: Where this requirement holds (a French rule: ``[fr]``); shown only to those countries.
+    countries: Countries = []
 
 
 class Testimonial(Strict):
@@ -109,12 +115,39 @@ class CarerWording(Strict):
     """How a proche-aidant reads the role (seed 003: patient partenaire includes proche-aidant)."""
 
     title: Text | None = None
+    #: The title for a person who spoke of herself in the feminine (« je suis aidante »).
+    title_f: Text | None = None
     definition: Text | None = None
     does: list[Text] | None = None
+    first_steps: list[Text] | None = None
+
+
+class ConditionalSteps(Strict):
+    """First steps added only when the answers meet ``when`` (e.g. the MSP job path only for
+    mental health or addiction)."""
+
+    when: Condition
+    steps: Annotated[list[Text], Field(min_length=1)]
+
+
+class LocalRules(Strict):
+    """A role's requirements, first steps and caution in one country (or ``"*"``: any country
+    the role's own statements do not hold in). Missing fields say nothing rather than borrow
+    the rules of another country."""
+
+    requirements: list[Requirement] = []
+    first_steps: list[Text] = []
+    steps_when: list[ConditionalSteps] = []
+    caution: Text | None = None
+    #: Contacts (ids of contacts.yaml) named in the honest « demandez à … » sentence.
+    ask: list[Identifier] = []
+    sources: list[str] = []
 
 
 class Role(Strict):
     title: Text
+    #: The title for a person who spoke of herself in the feminine (« je suis formée »).
+    title_f: Text | None = None
     definition: Text
     does: Annotated[list[Text], Field(min_length=1)]
     requirements: list[Requirement] = []
@@ -130,11 +163,27 @@ class Role(Strict):
     only_when: Condition | None = None
     show_guide: bool = False
     carer: CarerWording | None = None
+    #: Where the requirements, training, compensation, first steps and caution hold; empty =
+    #: everywhere. Elsewhere ``local`` gives that country's own rules.
+    countries: Countries = []
+    local: dict[str, LocalRules] = {}
+    #: Extra first steps for some people only (where the role's own statements hold).
+    steps_when: list[ConditionalSteps] = []
     sources: Sources
 
 
 class RolesFile(Strict):
     roles: dict[Identifier, Role]
+
+
+class ConditionalScores(Strict):
+    """Points a choice gives only when the other answers meet ``when`` (e.g. the MSP job only
+    for mental health or addiction), with the reason shown for them."""
+
+    when: Condition
+    scores: dict[Identifier, int]
+    reason: Text | None = None
+    carer_reason: Text | None = None
 
 
 class Choice(Strict):
@@ -147,6 +196,22 @@ class Choice(Strict):
     sets: dict[Identifier, str] = {}
     scores: dict[Identifier, int] = {}
     reason: Text | None = None
+    #: The reason in a proche-aidant's words (``reason`` is written for the person concerned).
+    carer_reason: Text | None = None
+    #: Offered only to people of these countries (e.g. « association agréée »: ``[fr]``).
+    countries: Countries = []
+    #: The label in one country (``fr: "Oui (non agréée…)"``), instead of ``label``.
+    label_in: dict[Identifier, Text] = {}
+    #: The short form of a country's own label (``label_in``), as ``short`` is of ``label``.
+    short_in: dict[Identifier, ShortText] = {}
+    scores_when: list[ConditionalScores] = []
+
+
+class ConditionalNext(Strict):
+    """``next_when``: go to ``next`` when the answers so far meet ``when``."""
+
+    when: Condition
+    next: str
 
 
 class Question(Strict):
@@ -154,6 +219,10 @@ class Question(Strict):
     help: Text | None = None
     fact: Identifier
     next: str | None = None
+    #: Checked in order before ``next`` (a choice's own ``next`` still comes first).
+    next_when: list[ConditionalNext] = []
+    #: The help in one country, instead of ``help`` (which must hold everywhere).
+    help_in: dict[Identifier, Text] = {}
     choices: Annotated[list[Choice], Field(min_length=2)]
     sources: list[str] = []
 
@@ -178,6 +247,9 @@ class FlowFile(Strict):
     carer_when: Condition = {"profile": ["proche"]}
     #: The answer holding the person's territory, for contacts and crisis numbers.
     territory_fact: Identifier = "territory"
+    #: Words by which a person speaks of herself in the feminine (« aidante », « formée »),
+    #: written without accents; role titles then agree. Otherwise wording stays neutral.
+    feminine_words: list[str] = []
     commands: dict[str, CommandWords]
     questions: dict[Identifier, Question]
 
@@ -201,6 +273,8 @@ class Term(Strict):
     short: ShortText | None = None
     aliases: list[str] = []
     definition: Text
+    #: Where the definition holds (``[fr]``: French institutions); labelled elsewhere.
+    countries: Countries = []
     sources: Sources
 
 
@@ -216,6 +290,9 @@ class Territory(Strict):
 
 class TerritoriesFile(Strict):
     territories: dict[Identifier, Territory]
+    #: Words naming rules or bodies of one country only (``fr: [ARS, CDU, …]``): any text using
+    #: one must be marked for that country, and ``kb check`` fails if it can reach another.
+    country_words: dict[Identifier, list[str]] = {}
 
 
 class Contact(Strict):
@@ -230,6 +307,8 @@ class Contact(Strict):
     #: Shown only to people whose answers meet one of these conditions (none: to everyone),
     #: e.g. a mental-health programme only to people with that experience.
     only_when: list[Condition] = []
+    #: « Pourquoi ce contact », one line shown to the person under the contact.
+    why: Text | None = None
     checked: dt.date
     sources: Sources
 
@@ -272,6 +351,8 @@ class GuideSection(Strict):
     title: Text
     points: Annotated[list[Text], Field(min_length=1)]
     vigilance: list[Text] = []
+    #: Shown only to people of these countries (empty: everywhere).
+    countries: Countries = []
     sources: Sources
 
 
@@ -549,6 +630,8 @@ class KnowledgeBase:
     files: dict[str, str] = field(default_factory=dict)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``territories.yaml`` ``country_words``: words naming one country's own rules.
+    country_words: dict[str, list[str]] = field(default_factory=dict)
 
     def file(self, name: str, kind: str = "", key: str = "") -> str:
         """The label of the file an entry came from (an establishment's own file if merged)."""
