@@ -131,7 +131,6 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 
     from bot import config
     from bot.channels.telegram import run_polling
-
     from bot.integration import establishments_or_exit
 
     settings = config.load_or_exit(need_telegram=True)
