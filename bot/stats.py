@@ -241,6 +241,7 @@ def question_order(kb: KnowledgeBase) -> list[str]:
             continue
         question = kb.questions[node]
         targets = [*(c.next or question.next for c in question.choices), question.next]
+        targets += [branch.next for branch in question.next_when]
         successors[node] = [
             t for t in dict.fromkeys(targets) if t and t in kb.questions and t != node
         ]

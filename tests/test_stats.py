@@ -117,16 +117,19 @@ async def test_figures_match_hand_computed_counts(
     assert funnel["pays"] == 8
     assert funnel["region"] == 6  # only the French path asks the region
     assert funnel["recommendation"] == 8
-    # In the order people meet the questions: the patients' path to its end, then the
-    # professionals' question, then the questions both paths share; never bars going
-    # 13 → 7 → 5 → 7 because two branches are interleaved.
+    # In the order people meet the questions: the patients' path, then the professionals'
+    # question, then the questions both paths share; never bars going 13 → 7 → 5 → 7 because
+    # two branches are interleaved.
     assert list(funnel) == [
         "_started",
-        *("profil", "experience", "recul", "envie", "association", "formation"),
-        *("disponibilite", "pays", "region", "recommendation"),
+        *("profil", "experience", "recul", "envie", "pays", "region", "association"),
+        *("formation", "disponibilite", "recommendation"),
     ]
-    path = [c for key, c in funnel.items() if isinstance(c, int) and key != "recommendation"]
-    assert path == sorted(path, reverse=True)  # down one path (no professional among these)
+    # Down one path (no professional among these), the region being France's branch only.
+    path = [
+        c for k, c in funnel.items() if isinstance(c, int) and k not in ("region", "recommendation")
+    ]
+    assert path == sorted(path, reverse=True)
     # Where people left: C at "experience" (3), D at "profil" (1), E at "exit" (1); k=2.
     assert counts(report.dropoff) == {"experience": 3, "profil": None, "exit": None}
     assert counts(report.roles) == {
@@ -283,10 +286,13 @@ def test_every_question_comes_after_those_that_lead_to_it(kb: KnowledgeBase) -> 
     order = question_order(kb)
     assert sorted(order) == sorted(kb.questions)
     for question_id, question in kb.questions.items():
-        for target in {c.next or question.next for c in question.choices}:
+        targets = {c.next or question.next for c in question.choices}
+        targets |= {branch.next for branch in question.next_when}
+        for target in targets:
             if target in kb.questions:
                 assert order.index(question_id) < order.index(target), (question_id, target)
     # One branch to its end before the next: the professionals' question is not wedged
-    # between the patients' first questions.
-    patients = order[order.index("experience") : order.index("disponibilite") + 1]
-    assert "pro_projet" not in patients
+    # between the patients' own questions.
+    patients = order[order.index("experience") : order.index("envie") + 1]
+    assert patients == ["experience", "recul", "envie"]
+    assert order.index("pro_projet") < order.index("pays")
