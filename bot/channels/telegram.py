@@ -195,7 +195,8 @@ def format_text(body: str, kind: str, *, first: bool = True, headings: Collectio
     out: list[str] = []
     previous = ""
     for index, line in enumerate(body.split("\n")):
-        prefix = next((h for h in headings if h and line.startswith(h + " ")), None)
+        indent = line[: len(line) - len(line.lstrip())]
+        prefix = next((h for h in headings if h and line.lstrip().startswith(h + " ")), None)
         if line and (
             (first and index == 0)
             or _is_heading(line)
@@ -206,7 +207,8 @@ def format_text(body: str, kind: str, *, first: bool = True, headings: Collectio
             name, rest = line[2:].split(" — ", 1)
             out.append(f"• <b>{esc(name)}</b> — {esc(rest)}")
         elif prefix is not None:
-            out.append(f"<b>{esc(prefix)}</b> {esc(line[len(prefix) + 1 :])}")
+            rest = line.lstrip()[len(prefix) + 1 :]
+            out.append(f"{indent}<b>{esc(prefix)}</b> {esc(rest)}")
         else:
             out.append(esc(line))
         previous = line
@@ -841,9 +843,10 @@ class TelegramChannel:
         return cached
 
     def _headings(self, session: Session) -> tuple[str, ...]:
-        """Section labels a line of a role may start with (shown in bold)."""
-        keys = ("reasons", "to_start", "not_yet", "first_steps", "caution")
-        return tuple(self._msg(key, session) for key in keys)
+        """Section labels a line of a role or a contact may start with (shown in bold)."""
+        keys = ("reasons", "to_start", "not_yet", "first_steps", "caution", "contact_why")
+        messages = self.engine.kb.messages
+        return tuple(self._msg(key, session) for key in keys if key in messages)
 
     def _record(
         self, chat_id: int, method: str, params: dict[str, Any], file: bytes | None
