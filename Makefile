@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/charts.py
+	$(BIN)/python bench/understanding.py
 
 # The long reliability runs (docs/reliability.md): 1 000 people × 20 turns through the webhook
 # (about 3 minutes), then the tests marked slow. `make test` (what CI runs) includes the slow

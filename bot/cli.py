@@ -19,6 +19,7 @@ from bot.knowledge.model import KnowledgeBase
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCRIPTS = REPO_ROOT / "tests" / "conversations"
+DEFAULT_CORPUS = REPO_ROOT / "tests" / "understanding"
 
 
 def default_contenus() -> Path:
@@ -77,7 +78,31 @@ def cmd_kb_test(args: argparse.Namespace) -> int:
             print(f"      {failure}")
         failed += not outcome.ok
     print(f"{len(scripts) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    corpus_failed = _kb_test_corpus(engine, Path(args.corpus))
+    return 1 if failed or corpus_failed else 0
+
+
+def _kb_test_corpus(engine: Engine, directory: Path) -> int:
+    """Play the understanding corpus (``tests/understanding/``); the number of misses."""
+    from bot.channels.corpus import describe, play_corpus
+
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        return 0
+    total = failed = 0
+    for path in files:
+        try:
+            report = play_corpus(engine, path)
+        except ValueError as exc:
+            print(f"ÉCHEC {path.name} — {exc}")
+            failed += 1
+            continue
+        total += len(report.results)
+        for result in report.failures:
+            print(f"ÉCHEC {describe(result)}")
+        failed += len(report.failures)
+    print(f"Compréhension : {total - failed} phrases comprises comme attendu sur {total}")
+    return failed
 
 
 def cmd_kb_diff(args: argparse.Namespace) -> int:
@@ -221,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     test = kb_sub.add_parser("test", help="jouer les conversations types")
     test.add_argument("directory", nargs="?")
     test.add_argument("--scripts", default=str(DEFAULT_SCRIPTS))
+    test.add_argument(
+        "--corpus", default=str(DEFAULT_CORPUS), help="phrases de compréhension (YAML)"
+    )
     test.set_defaults(handler=cmd_kb_test)
     compare = kb_sub.add_parser("diff", help="ce qui a changé entre deux versions de la base")
     compare.add_argument("old")

@@ -26,6 +26,11 @@ END = "<!-- end of generated part -->"
 
 PERSON = "personne (pseudonyme)"
 NOBODY = "personne d'autre que l'exploitant du serveur"
+#: What a conversation state holds (the engine's session), in both stores.
+SESSION_DATA = (
+    "question en cours, réponses choisies et ce que la personne a écrit d'elle (maladie "
+    "nommée, lieu, proche) : données de santé ; contexte"
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ TABLES: dict[str, Table] = {
         "la personne (`/mesdonnees`) ; l'exploitant",
         {
             "user": "pseudonyme",
-            "data": "question en cours, réponses choisies (données de santé), contexte",
+            "data": SESSION_DATA,
             "updated_at": "dernière activité (pour l'effacement automatique)",
         },
     ),
@@ -110,7 +115,7 @@ TABLES: dict[str, Table] = {
             "id": "identifiant aléatoire de la conversation",
             "key_id": "clé qui l'a créée (seule à y avoir accès)",
             "establishment": "établissement de cette clé",
-            "session": "question en cours, réponses choisies (données de santé), contexte",
+            "session": SESSION_DATA,
             "offered": "choix proposés au dernier tour (pour refuser un choix périmé)",
             "created_at": "création",
             "updated_at": "dernière activité",

@@ -31,6 +31,19 @@ DISTRESS = [
     "je veux mettre fin à mes jours",
     "je veux me faire du mal",
     "c'est urgent aidez moi vite",
+    # SMS spellings and self-harm (issue 9)
+    "jveux mourir",
+    "chui a bout",
+    "chui à bout",
+    "envie d'en finir",
+    "je me suis fait du mal",
+    "j'ai envie de me faire du mal",
+    "je me scarifie",
+    "j'ai envie de me couper",
+    "automutilation",
+    "j'ai pris des médicaments pour ne plus me réveiller",
+    "jsuis a bout de forces",
+    "je veux disparaitre",
 ]
 
 NEAR_MISSES = [
@@ -54,6 +67,16 @@ NEAR_MISSES = [
     "sans urgence",
     "on peut continuer",
     "je ne sais pas",
+    # issue 9
+    "je meurs d'envie de participer",
+    "j'ai failli mourir de rire",
+    "je travaille en soins palliatifs",
+    "finir le questionnaire",
+    "je suis à bout de souffle après le sport",
+    "la certification de l'hôpital",
+    "je voudrais me couper les cheveux",
+    "je veux arrêter",
+    "j'ai fait la formation de 40 heures",
 ]
 
 
@@ -80,6 +103,22 @@ def test_distress_gets_crisis_numbers_first(engine: Engine, phrase: str) -> None
 @pytest.mark.parametrize("phrase", NEAR_MISSES)
 def test_near_misses_do_not_trigger(engine: Engine, phrase: str) -> None:
     assert not engine.safety.is_distress(normalize(phrase)), phrase
+    assert not engine.is_distress(phrase), phrase
+
+
+@pytest.mark.parametrize("phrase", NEAR_MISSES)
+def test_near_misses_get_no_crisis_numbers_in_a_conversation(engine: Engine, phrase: str) -> None:
+    turn = engine.handle(engine.start().session, Input.text(phrase))
+    assert "3114" not in all_text(turn), phrase
+
+
+def test_medical_question_about_a_named_condition_is_redirected(engine: Engine) -> None:
+    turn = engine.start()
+    turn = engine.handle(turn.session, Input.choice("patient", turn.node))
+    answer = engine.handle(turn.session, Input.text("quel traitement pour mon diabète ?"))
+    assert "avis médical" in all_text(answer)
+    assert answer.node == "experience", "not taken as the answer « maladie chronique »"
+    assert answer.session.answers == turn.session.answers
 
 
 def test_crisis_numbers_follow_the_country(engine: Engine) -> None:
@@ -114,3 +153,35 @@ def test_medical_words_in_an_answer_are_still_an_answer(engine: Engine) -> None:
     turn = engine.handle(turn.session, Input.choice("patient", turn.node))
     turn = engine.handle(turn.session, Input.text("cancer du sein, chimiotherapie"))
     assert turn.node == "recul"
+
+
+def test_distress_in_the_barometer_and_a_contact_request(engine: Engine) -> None:
+    from bot.engine.barometer import BarometerMode
+
+    with_modes = Engine(engine.kb, modes=(BarometerMode(),))
+    turn = with_modes.handle(with_modes.start().session, Input.command("barometre"))
+    crisis = with_modes.handle(turn.session, Input.text("jveux mourir"))
+    assert "3114" in crisis.replies[0].text
+    assert crisis.session.extra.get("mode") == turn.session.extra.get("mode"), "mode kept"
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Hospital:
+        id: str = "chu-test"
+        name: str = "CHU de test"
+        contexts: tuple[str, ...] = ()
+        territories: tuple[str, ...] = ("fr-occitanie",)
+        webhook_url: str | None = "https://chu.test/hook"
+
+    receiving = Engine(engine.kb, receivers=(Hospital(),))
+    turn = receiving.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "occitanie",
+                   "aucune", "aucune", "ponctuel"):  # fmt: skip
+        turn = receiving.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "recommendation"
+    asking = receiving.handle(turn.session, Input.command("relation"))
+    asking = receiving.handle(asking.session, Input.text("oui"))
+    assert asking.session.pending == "contact_how"
+    crisis = receiving.handle(asking.session, Input.text("chui a bout"))
+    assert "3114" in crisis.replies[0].text
+    assert crisis.session.pending == "contact_how", "the crisis text is not sent as a contact"

@@ -139,6 +139,9 @@ class TurnOut(BaseModel):
     replies: list[ReplyOut]
     node: str
     recommendation: RecommendationOut | None
+    #: The facts the bot holds now: fact name -> value id (``profile: proche``,
+    #: ``territory: fr-bretagne``), plus ``condition`` and ``place`` ids when one was named.
+    understood: dict[str, str] = {}
 
 
 class ConversationCreated(TurnOut):
@@ -750,6 +753,7 @@ def _turn_out(turn: Turn) -> dict[str, Any]:
         "replies": [_reply_out(reply) for reply in turn.replies],
         "node": turn.session.node,
         "recommendation": recommendation,
+        "understood": dict(turn.understood),
     }
 
 

@@ -19,7 +19,9 @@ class Expect(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     node: str | None = None
-    understood: bool | None = None
+    #: ``true``/``false``: the bot said back what it understood (or not); a mapping: the facts
+    #: the bot holds after this step (``{profile: proche, place: quimper}``; ``null``: absent).
+    understood: bool | dict[str, str | None] | None = None
     reply_contains: list[str] = []
     reply_excludes: list[str] = []
     roles_first: str | None = None
@@ -86,8 +88,14 @@ def check(expect: Expect, turn: Turn, understood_as: bool) -> list[str]:
     everything = "\n".join(reply.text for reply in turn.replies)
     if expect.node is not None and turn.node != expect.node:
         failures.append(f"attendu à l'étape « {expect.node} », arrivé à « {turn.node} »")
-    if expect.understood is not None and understood_as != expect.understood:
+    if isinstance(expect.understood, bool) and understood_as != expect.understood:
         failures.append("réponse comprise" if understood_as else "réponse non comprise")
+    if isinstance(expect.understood, dict):
+        for fact, value in expect.understood.items():
+            held = turn.understood.get(fact)
+            if held != value:
+                wanted = "rien" if value is None else f"« {value} »"
+                failures.append(f"« {fact} » : attendu {wanted}, compris « {held} »")
     for fragment in expect.reply_contains:
         if fragment.lower() not in everything.lower():
             failures.append(f"la réponse ne contient pas « {fragment} »")

@@ -1111,6 +1111,16 @@ class TelegramChannel:
         assert chat is not None
         user = self._user(update)
         consent, session = await self._state(user)
+        if consent is None and event.kind == "text" and self.engine.is_distress(event.value):
+            # Distress comes before everything, the consent question included.
+            probe = session or self.engine.new_session()
+            await self._say(chat.id, [self.engine.crisis_reply(probe)])
+            if session is None:
+                await self._begin(update, ())
+            else:
+                await self._save(update, user, None, None)
+                await self._say(chat.id, [self._consent_reply(session, reminder=True)])
+            return
         if consent is None:
             if session is None:
                 await self._begin(update, ())

@@ -296,6 +296,12 @@ class BarometerMode:
         command = engine.matcher.command(norm) if norm else None
         if command is not None and not (step == "code" and parse_code(raw)):
             return self._command(engine, session, command)
+        asked, term_id = engine.matcher.glossary_question(engine.understanding.plain(raw))
+        if asked and not (step == "code" and parse_code(raw)):
+            # « c koi un RU » is a question about a word, never a score (« un » is not 1).
+            definition = engine.definition(term_id, session) if term_id else None
+            body = definition or engine.msg("glossary_unknown", session)
+            return engine.turn(session, Reply(body), self.prompt(engine, session))
         if norm in self.words:
             return self._again(engine, session, None)
         if step == "rating":

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from bot.engine.matching import MAX_MATCH_LENGTH, Matcher
+from rapidfuzz import fuzz
+
+from bot.engine.matching import Matcher
 from bot.engine.normalize import normalize
 from bot.engine.places import (
     Receiver,
@@ -18,6 +20,7 @@ from bot.engine.places import (
     country_of,
     country_question,
     handoff_receivers,
+    holds,
     holds_in,
     next_target,
     offered,
@@ -37,9 +40,10 @@ from bot.engine.replies import (
     RoleMatch,
 )
 from bot.engine.safety import Safety, screen
-from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, Input, Session
+from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, UNKNOWN, Input, Session
+from bot.engine.understanding import Reading, Understanding
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
-from bot.knowledge.model import Choice as QuestionChoice
+from bot.knowledge.model import Choice as Option
 
 #: Messages longer than this are not analysed at all (they are answered kindly).
 MAX_TEXT_LENGTH = 2000
@@ -50,6 +54,14 @@ CONFIRM = "cmd:confirmer"
 CANCEL = "cmd:annuler"
 RESUME = "cmd:reprendre"
 RELATION = "relation"
+PLACE = "place:"
+NOT_THAT = "cmd:pas_ca"
+SKIP = "cmd:passer"
+#: How close (rapidfuzz WRatio) a choice must be to be offered as « Vouliez-vous dire … ? ».
+CLOSEST_CUTOFF = 60.0
+#: Keys of ``session.extra`` that live for one turn only (the next input reads them, then
+#: they are gone): what « Ce n'est pas ça » would undo, and an open glossary.
+TRANSIENT = ("undo", "glossary")
 #: Longest "how to reach me" text kept for a contact request.
 MAX_CONTACT_HOW = 500
 
@@ -62,6 +74,8 @@ class Turn:
     session: Session
     recommendation: Recommendation | None = None
     events: tuple[Event, ...] = field(default=())
+    #: The facts the bot holds now (fact name -> value id, plus ``condition`` and ``place``).
+    understood: dict[str, str] = field(default_factory=dict)
 
     @property
     def node(self) -> str:
@@ -72,6 +86,7 @@ class Turn:
             "replies": [reply.to_dict() for reply in self.replies],
             "node": self.session.node,
             "recommendation": self.recommendation.to_dict() if self.recommendation else None,
+            "understood": dict(self.understood),
         }
 
 
@@ -103,6 +118,9 @@ class Engine:
         self.matcher = Matcher(kb)
         self.modes = {mode.name: mode for mode in modes}
         self.safety = Safety(kb)
+        self.understanding = Understanding(kb)
+        self._place_paths: dict[str, dict[str, str]] = {}
+        self._reachable_cache: dict[str, frozenset[str]] = {}
         #: The establishments that can receive a contact request (webhook ``contact.requested``).
         self.receivers: tuple[Receiver, ...] = tuple(receivers)
         self._after_country = asked_after_the_country(kb)
@@ -124,12 +142,16 @@ class Engine:
             if offered(c, country)
             for short in [self._short(c, country, session.lang)]
         ]
+        if session.extra.get("offer_skip") == question_id:
+            choices.append(Choice(SKIP, self.msg("skip_button", session)))
+        if session.extra.get("undo"):
+            choices.append(Choice(NOT_THAT, self.msg("not_that", session)))
         if session.answers:
             choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
         return Reply(text(question.text, session.lang), tuple(choices))
 
     @staticmethod
-    def _short(choice: QuestionChoice, country: str | None, lang: str) -> str | None:
+    def _short(choice: Option, country: str | None, lang: str) -> str | None:
         """The short form of the label shown: a country's own label has its own (``short_in``)."""
         if country and country in choice.label_in:
             short = choice.short_in.get(country)
@@ -202,7 +224,36 @@ class Engine:
     ) -> Turn:
         """Build the answer to one input, counting the turn (modes use it too)."""
         session = replace(session, turns=session.turns + 1)
-        return Turn(tuple(replies), session, recommendation, events)
+        return Turn(tuple(replies), session, recommendation, events, self.understood(session))
+
+    def understood(self, session: Session) -> dict[str, str]:
+        """Every fact held now: answers given, facts read ahead, the named condition and place."""
+        facts = {
+            fact: value
+            for fact, value in facts_of(self.kb, session.answers).items()
+            if value != UNKNOWN
+        }
+        for question_id, choice_id in reversed(session.answers):
+            # Several answers to one question (several wishes): name the first one given.
+            question = self.kb.questions.get(question_id)
+            if question is not None and question.multiple and choice_id != UNKNOWN:
+                facts[question.fact] = choice_id
+        ahead: dict[str, str] = {}
+        for question_id, choices in dict(session.extra.get("prefill") or {}).items():
+            # In flow order, so the more precise territory (a community after a country) wins.
+            question = self.kb.questions.get(question_id)
+            if question is None or not choices:
+                continue
+            ahead[question.fact] = str(choices[0])
+            for choice in question.choices:
+                if choice.id == choices[0]:
+                    ahead.update(choice.sets)
+        for fact, value in ahead.items():
+            facts.setdefault(fact, value)
+        for key in ("condition", "place"):
+            if session.extra.get(key):
+                facts[key] = str(session.extra[key])
+        return facts
 
     # -- entry points --------------------------------------------------------------------
     def new_session(
@@ -234,13 +285,21 @@ class Engine:
         if session.node == NOT_STARTED:
             return self.start(session.context, session.lang, _owner(session))
         session, notes = self.upgrade(session)
-        if event.kind == "text" and self.safety.is_distress(screen(event.value)):
+        if event.kind == "text" and self.is_distress(event.value):
             turn = self._crisis(session)
         else:
             turn = self._dispatch(session, event)
         if notes:
             turn = replace(turn, replies=(*notes, *turn.replies))
         return turn
+
+    def is_distress(self, raw: str) -> bool:
+        """Distress in a typed message, read with SMS contractions expanded (« chui à bout »)."""
+        screened = screen(raw)
+        if self.safety.is_distress(screened):
+            return True
+        expanded = self.understanding.expand(screened)
+        return expanded != screened and self.safety.is_distress(expanded)
 
     def upgrade(self, session: Session) -> tuple[Session, tuple[Reply, ...]]:
         """Carry a session started on another knowledge-base version over to this one.
@@ -254,7 +313,8 @@ class Engine:
         answers = tuple(
             (q, c)
             for q, c in session.answers
-            if q in questions and any(choice.id == c for choice in questions[q].choices)
+            if q in questions
+            and (c == UNKNOWN or any(choice.id == c for choice in questions[q].choices))
         )
         node = session.node
         moved = False
@@ -278,14 +338,21 @@ class Engine:
 
     # -- dispatch ------------------------------------------------------------------------
     def _dispatch(self, session: Session, event: Input) -> Turn:
+        carried = {key: session.extra[key] for key in TRANSIENT if key in session.extra}
+        if carried:
+            session = replace(
+                session, extra={k: v for k, v in session.extra.items() if k not in TRANSIENT}
+            )
         mode = self.modes.get(str(session.extra.get("mode", "")))
         if mode is not None:
             return mode.handle(self, session, event)
         if event.kind == "command":
             return self._command(session, event.value.lstrip("/").strip().lower())
         if event.kind == "choice":
+            if event.value == NOT_THAT:
+                return self._not_that(session, carried.get("undo"))
             return self._choice(session, event)
-        return self._text(session, event.value)
+        return self._text(session, event.value, carried)
 
     def _choice(self, session: Session, event: Input) -> Turn:
         value = event.value
@@ -295,10 +362,21 @@ class Engine:
             return self._stale(session)
         if value == RESUME:
             return self.turn(session, self.prompt(session))
+        if value == SKIP:
+            question = self.kb.questions.get(session.node)
+            if question is None or session.pending:
+                return self._stale(session)
+            return self._skip(session, question)
         if value.startswith(CMD):
             return self._command(session, value[len(CMD) :])
         if value.startswith(TERM):
             return self._define(session, value[len(TERM) :])
+        if value.startswith(PLACE):
+            place = value[len(PLACE) :]
+            if place not in self.understanding.places or session.node not in self.kb.questions:
+                return self._stale(session)
+            reading = Reading(place=place)
+            return self._apply(session, reading, echo=True)
         if event.node is not None and event.node != session.node:
             return self._stale(session)
         if session.pending:
@@ -315,19 +393,28 @@ class Engine:
         stale = Reply(self.msg("stale_button", session), kind=STALE)
         return self.turn(session, stale, self.prompt(session))
 
-    def _text(self, session: Session, raw: str) -> Turn:
+    def _text(self, session: Session, raw: str, carried: dict[str, object] | None = None) -> Turn:
+        carried = carried or {}
         if len(raw) > MAX_TEXT_LENGTH:
             return self.turn(session, Reply(self.msg("too_long", session)), self.prompt(session))
+        plain = self.understanding.plain(raw)
         norm = normalize(raw)
         if not norm:
             return self._not_understood(session)
+        core = self.understanding.strip_fillers(plain)
         if session.pending:
-            answer = self.matcher.confirmation(norm)
+            answer = self.matcher.confirmation(plain)
+            if answer is None:
+                answer = self.matcher.confirmation(core)
             if answer is not None and session.pending != "contact_how":
                 return self._confirm(session, answer)
             if answer is False:
                 return self._confirm(session, False)
         command = self.matcher.command(norm)
+        if command is None:
+            command = self.matcher.command(plain) if plain != norm else None
+        if command is None and core and core != plain and " " in plain:
+            command = self.matcher.command(core)
         if command is None and session.pending == "contact_how":
             how = " ".join(raw.split())[:MAX_CONTACT_HOW]
             ready = replace(
@@ -335,31 +422,36 @@ class Engine:
             )
             return self.turn(ready, self.prompt(ready))
         for mode in self.modes.values():
-            if norm in mode.words:
+            if norm in mode.words or plain in mode.words:
                 return mode.handle(self, session, Input.command(mode.name))
         if command is not None:
             return self._command(session, command)
-        asked, term_id = self.matcher.glossary_question(norm)
+        asked, term_id = self.matcher.glossary_question(plain)
         if term_id is not None:
             return self._define(session, term_id)
         if asked:
             return self._glossary(session, unknown=True)
+        if carried.get("glossary"):
+            term = self.matcher.term(plain)
+            if term is not None:
+                return self._define(session, term)
         if session.pending:
             return self._not_understood(session)
-        if session.node in self.kb.questions and len(norm) <= MAX_MATCH_LENGTH:
-            match = self.matcher.choice(session.node, norm)
-            if match is not None:
-                session = self._note_gender(session, norm)
-                question = self.kb.questions[session.node]
-                index = self._shown_number(session, question, norm, match.index)
-                return self._answer(session, question, index, echo=not match.exact)
+        if self.safety.is_medical(plain):
+            reply = Reply(text(self.kb.safety.medical_reply, session.lang))
+            return self.turn(session, reply, self.prompt(session))
+        undo = carried.get("undo")
+        if session.node in self.kb.questions:
+            return self._understand(session, raw, plain, undo)
+        reading = self.understanding.read(raw, None)
+        if reading.wrong and isinstance(undo, dict):
+            return self._not_that(session, undo)
         if session.node == RECOMMENDED:
             action = self.matcher.term(norm)
             if action is not None:
                 return self._define(session, action)
-        if self.safety.is_medical(norm):
-            reply = Reply(text(self.kb.safety.medical_reply, session.lang))
-            return self.turn(session, reply, self.prompt(session))
+        if reading.smalltalk is not None:
+            return self._smalltalk(session, reading.smalltalk)
         return self._not_understood(session)
 
     def _shown_number(self, session: Session, question: Question, norm: str, index: int) -> int:
@@ -384,20 +476,503 @@ class Engine:
                 return replace(session, extra={**session.extra, "gender": "f"})
         return session
 
-    def _crisis(self, session: Session) -> Turn:
-        """Crisis numbers of the person's country first; then the conversation goes on."""
+    def _understand(
+        self, session: Session, raw: str, plain: str, undo: object | None = None
+    ) -> Turn:
+        """A typed message at a question: read it whole, answer what it answers, keep the rest."""
+        question = self.kb.questions[session.node]
+        reading = self.understanding.read(raw, session.node)
+        if reading.wrong:
+            return self._not_that(session, undo if isinstance(undo, dict) else None)
+        if reading.why:
+            why = (
+                text(question.why, session.lang)
+                if question.why
+                else self.msg("why_default", session)
+            )
+            return self.turn(session, Reply(why), self.prompt(session))
+        if reading.skip:
+            return self._skip(session, question)
+        if reading.smalltalk is not None:
+            if plain in self.matcher.yes or plain in self.matcher.no:
+                # « ouais », « nan » answer a yes/no question (« oui », « non » choices).
+                word = "oui" if plain in self.matcher.yes else "non"
+                found = self.matcher.choice(session.node, word)
+                if found is not None and found.exact:
+                    return self._answer(session, question, found.index, echo=True)
+            exact = self.matcher.choice(session.node, plain)
+            if exact is None or not exact.exact:
+                return self._smalltalk(session, reading.smalltalk)
+        elif plain in self.matcher.no and plain not in ("non",):
+            found = self.matcher.choice(session.node, "non")
+            if found is not None and found.exact:
+                return self._answer(session, question, found.index, echo=True)
+        place_number = (
+            session.node in self.understanding.place_questions
+            and reading.place is not None
+            and plain.isdigit()
+            and len(plain) >= 2
+        )
+        exact = None if place_number else self.matcher.exact_choice(session.node, plain)
+        session = self._note_gender(session, plain)
+        if exact is not None:
+            index = self._shown_number(session, question, plain, exact.index)
+            reading.answers[session.node] = [question.choices[index].id]
+            return self._apply(
+                session, reading, echo=not reading.empty and _more(reading, session.node)
+            )
+        if reading.unknown and reading.empty:
+            return self._skip(session, question)
+        close = (
+            None if place_number or not reading.empty else self.matcher.choice(session.node, plain)
+        )
+        if close is not None and not reading.negated:
+            index = self._shown_number(session, question, plain, close.index)
+            return self._answer(session, question, index, echo=not close.exact)
+        if reading.empty:
+            return self._missed(session, question, plain)
+        return self._apply(session, reading, echo=True)
+
+    def _apply(self, session: Session, reading: Reading, echo: bool) -> Turn:
+        """Keep what ``reading`` says (answer the question, remember the rest), say it back."""
+        question_id = session.node
+        question = self.kb.questions[question_id]
+        before = {
+            "node": session.node,
+            "answers": [list(pair) for pair in session.answers],
+            "prefill": dict(session.extra.get("prefill") or {}),
+            "condition": session.extra.get("condition"),
+            "place": session.extra.get("place"),
+            "relative": session.extra.get("relative"),
+        }
+        if reading.place is not None:
+            for qid, choice_id in self._place_answers(reading.place).items():
+                reading.answers[qid] = [choice_id]
+        elif reading.ambiguous_place is not None and self.kb.places is not None:
+            entry = self.kb.places.ambiguous[reading.ambiguous_place]
+            choices = tuple(
+                Choice(PLACE + pid, text(self.understanding.places[pid].name, session.lang))
+                for pid in entry.places
+                if pid in self.understanding.places
+            )
+            session = self._keep(session, reading, exclude=())
+            return self.turn(session, Reply(text(entry.question, session.lang), choices))
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        mine = [
+            c
+            for c in reading.answers.get(question_id, [])
+            if _has(question, c) and offered(_choice(question, c), country)
+        ]
+        ahead = question_id
+        if mine:
+            facts = facts_of(self.kb, (*session.answers, (question_id, mine[0])))
+            ahead = next_target(question, _choice(question, mine[0]), facts) or question_id
+        answered = {q for q, _ in session.answers}
+        reachable = self._reachable(ahead) | answered | {question_id}
+        for qid in [q for q in reading.answers if q not in reachable]:
+            del reading.answers[qid]
+        if len(mine) > 1 and not question.multiple:
+            first, second = (_choice(question, c) for c in mine[:2])
+            session = self._keep(session, reading, exclude=(question_id,))
+            body = self.msg(
+                "ambiguous",
+                session,
+                first=self._label(first, session),
+                second=self._label(second, session),
+            )
+            choices = (
+                Choice(first.id, self._label(first, session)),
+                Choice(second.id, self._label(second, session)),
+            )
+            return self.turn(session, Reply(body, choices))
+        kept = self._keep(session, reading, exclude=(question_id,))
+        for qid in list(reading.answers):
+            # Say back only what was kept (not a fact already answered and left as it was).
+            if qid == question_id:
+                continue
+            now = dict(kept.extra.get("prefill") or {}).get(qid)
+            if now is None and (qid, reading.answers[qid][0]) not in set(kept.answers) - set(
+                session.answers
+            ):
+                del reading.answers[qid]
+        if reading.place is not None:
+            wanted = self._place_answers(reading.place)
+            held = {
+                **{q: c for q, c in kept.answers},
+                **{q: str(c[0]) for q, c in dict(kept.extra.get("prefill") or {}).items() if c},
+            }
+            if question_id in wanted:
+                held[question_id] = wanted[question_id] if mine[:1] == [wanted[question_id]] else ""
+            if any(held.get(q) != c for q, c in wanted.items()):
+                # A place on another path (« en Belgique » once France is answered): not kept,
+                # not said back; « retour » changes the country.
+                reading.place = None
+                extra = {k: v for k, v in kept.extra.items() if k != "place"}
+                if session.extra.get("place"):
+                    extra["place"] = session.extra["place"]
+                kept = replace(kept, extra=extra)
+        session = kept
+        said = self._said(session, reading, question_id) if echo else ""
+        if said:
+            session = replace(session, extra={**session.extra, "undo": before})
+        replies = [Reply(said)] if said else []
+        if not mine:
+            # Something else was understood, not the answer to this question: ask it again.
+            return self.turn(session, *replies, self.prompt(session))
+        session = replace(session.answered(question_id, mine[0]), stopped_at=None)
+        for extra_choice in mine[1:]:
+            session = session.answered(question_id, extra_choice)
+        target = next_target(
+            question, _choice(question, mine[0]), facts_of(self.kb, session.answers)
+        )
+        return self._advance(self._settled(session), target, replies)
+
+    def _keep(self, session: Session, reading: Reading, exclude: tuple[str, ...]) -> Session:
+        """Remember facts for later questions; replace an earlier answer a clearer one changes."""
+        prefill = {k: list(v) for k, v in dict(session.extra.get("prefill") or {}).items()}
+        answers = list(session.answers)
+        answered = {q for q, _ in answers}
+        for qid, choices in reading.answers.items():
+            question = self.kb.questions.get(qid)
+            if qid in exclude or question is None:
+                continue
+            valid = [c for c in choices if _has(question, c)]
+            if not valid:
+                continue
+            if qid in answered:
+                old = [c for q, c in answers if q == qid]
+                if old == valid[:1] or old[0] == UNKNOWN or not self._named(reading, qid):
+                    continue
+                before, after = _choice(question, old[0]), _choice(question, valid[0])
+                facts = facts_of(self.kb, session.answers)
+                if next_target(question, before, facts) != next_target(question, after, facts):
+                    continue  # a different path: only « retour » may change it
+                answers = [(q, valid[0] if q == qid else c) for q, c in answers]
+                answers = [pair for i, pair in enumerate(answers) if pair not in answers[:i]]
+                continue
+            prefill[qid] = valid if question.multiple else valid[:1]
+        extra = {**session.extra, "prefill": prefill}
+        if reading.condition:
+            extra["condition"] = reading.condition
+        if reading.place:
+            extra["place"] = reading.place
+        if reading.relative:
+            extra["relative"] = reading.relative
+        if not prefill:
+            extra.pop("prefill")
+        return replace(session, answers=tuple(answers), extra=extra)
+
+    def _label(self, choice: Option, session: Session) -> str:
+        """A choice's label as shown in the person's country (``label_in``)."""
+        country = country_of(self.kb, facts_of(self.kb, session.answers))
+        return text(choice.label_in.get(country or "") or choice.label, session.lang)
+
+    def _named(self, reading: Reading, question_id: str) -> bool:
+        """Is the fact for ``question_id`` backed by a named condition or place? Only those may
+        replace an answer already given (« en fait c'est une sclérose en plaques »)."""
+        if reading.condition and question_id == self.understanding.experience_question:
+            return True
+        return reading.place is not None and question_id in self._place_answers(reading.place)
+
+    def _reachable(self, start: str | None) -> set[str]:
+        """Questions that may still be asked from ``start``, following every choice."""
+        cached = self._reachable_cache.get(start or "")
+        if cached is not None:
+            return set(cached)
+        seen: set[str] = set()
+        todo = [start] if start else []
+        while todo:
+            current = todo.pop()
+            question = self.kb.questions.get(current)
+            if question is None or current in seen:
+                continue
+            seen.add(current)
+            todo += [c.next or "" for c in question.choices]
+            todo += [branch.next for branch in question.next_when]
+            todo.append(question.next or "")
+        self._reachable_cache[start or ""] = frozenset(seen)
+        return seen
+
+    def _said(self, session: Session, reading: Reading, asked: str) -> str:
+        """« J'ai compris : … » in one line, from what ``reading`` brought in this message."""
+        lang = session.lang
+        items: list[str] = []
+        profile_q = self.understanding.profile_question
+        experience_q = self.understanding.experience_question
+        condition = ""
+        if reading.condition and experience_q:
+            category = _choice(
+                self.kb.questions[experience_q],
+                self.understanding.conditions[reading.condition].category,
+            )
+            phrase = self.understanding.condition_text(reading.condition, lang)
+            label = _lower_first(text(category.label, lang))
+            condition = (
+                phrase
+                if normalize(phrase) == normalize(label)
+                else self.msg("said_condition", session, condition=phrase, category=label)
+            )
+        profile = (reading.answers.get(profile_q) or [""])[0] if profile_q else ""
+        experience = (reading.answers.get(experience_q) or [""])[0] if experience_q else ""
+        if not condition and profile and experience and experience != "autre" and experience_q:
+            # No condition named, but a category: « vous vivez avec un cancer ».
+            label = text(_choice(self.kb.questions[experience_q], experience).label, lang)
+            condition = _lower_first(label)
+            reading.answers[experience_q] = reading.answers[experience_q][1:]
+        relative = reading.relative or ""
+        place_answers = self._place_answers(reading.place) if reading.place else {}
+        ordered = sorted(reading.answers.items(), key=lambda item: item[0] != profile_q)
+        for qid, choices in ordered:
+            question = self.kb.questions.get(qid)
+            if question is None or qid in place_answers:
+                continue
+            if qid == profile_q:
+                key = {"patient": "said_patient", "proche": "said_proche"}.get(
+                    str(profile), "said_pro"
+                )
+                if key == "said_proche" and relative:
+                    key = "said_relative"
+                if condition and key != "said_pro":
+                    items.append(
+                        self.msg(
+                            key + "_condition", session, condition=condition, relative=relative
+                        )
+                    )
+                    condition = ""
+                else:
+                    items.append(self.msg(key, session, relative=relative))
+                continue
+            if qid == experience_q and reading.condition:
+                if condition:
+                    items.append(condition)
+                    condition = ""
+                category_id = self.understanding.conditions[reading.condition].category
+                choices = [c for c in choices if c != category_id]
+                if not choices:
+                    continue
+            for choice_id in choices:
+                if _has(question, choice_id):
+                    label = self._label(_choice(question, choice_id), session)
+                    items.append(self.msg("said_choice", session, label=label))
+        if condition:
+            items.append(condition)
+        if reading.place:
+            items.append(
+                self.msg(
+                    "said_place", session, place=self.understanding.place_text(reading.place, lang)
+                )
+            )
+        if not items:
+            return ""
+        return self.msg("said_intro", session, items=" ; ".join(items))
+
+    def _place_answers(self, place_id: str) -> dict[str, str]:
+        """The answers a place gives (``pays: fr, region: bretagne``), found by reverse lookup
+        of the choices that set its territory (or a parent territory) and the path to them."""
+        place = self.understanding.places.get(place_id)
+        if place is None:
+            return {}
+        cached = self._place_paths.get(place.territory)
+        if cached is not None:
+            return cached
+        questions = self.kb.questions
+        found: dict[str, str] = {}
+        territory: str | None = place.territory
+        while territory and not found:
+            for qid, question in questions.items():
+                for choice in question.choices:
+                    if choice.sets.get("territory") == territory:
+                        found = {qid: choice.id}
+                        break
+                    if (
+                        choice.id == territory
+                        and qid in self.understanding.place_questions
+                        and not choice.sets
+                    ):
+                        found = {qid: choice.id}
+                        break
+                if found:
+                    break
+            parent = self.kb.territories.get(territory)
+            territory = parent.parent if parent else None
+        # Walk back: which choice leads to the question found (pays: fr -> region)?
+        for _ in range(len(questions)):
+            first = next(iter(found), None)
+            if first is None:
+                break
+            before = next(
+                (
+                    (qid, choice.id)
+                    for qid, question in questions.items()
+                    for choice in question.choices
+                    if choice.next == first and qid not in found
+                ),
+                None,
+            )
+            if before is None:
+                break
+            found = {before[0]: before[1], **found}
+        self._place_paths[place.territory] = found
+        return found
+
+    def _advance(self, session: Session, target: str | None, replies: list[Reply]) -> Turn:
+        """Go to ``target``, answering on the way every question already answered in advance."""
+        for _ in range(len(self.kb.questions) + 1):
+            if target == RECOMMENDATION:
+                return self._recommend(session, replies)
+            if target == EXIT or target is None or target not in self.kb.questions:
+                session = replace(session, node=EXITED)
+                return self.turn(session, *replies, self.prompt(session))
+            prefill = dict(session.extra.get("prefill") or {})
+            question = self.kb.questions[target]
+            country = country_of(self.kb, facts_of(self.kb, session.answers))
+            ready = [
+                c
+                for c in prefill.pop(target, [])
+                if _has(question, c) and offered(_choice(question, c), country)
+            ]
+            if not ready:
+                break
+            extra = {**session.extra, "prefill": prefill}
+            if not prefill:
+                extra.pop("prefill")
+            session = replace(session, extra=extra)
+            for choice_id in ready:
+                session = session.answered(target, choice_id)
+            target = next_target(
+                question, _choice(question, ready[0]), facts_of(self.kb, session.answers)
+            )
+        session = replace(session, node=str(target))
+        return self.turn(session, *replies, self.prompt(session))
+
+    def _settled(self, session: Session) -> Session:
+        """The question is answered: the repair ladder starts again from the first rung."""
+        extra = {
+            k: v for k, v in session.extra.items() if k not in ("misses", "offer_skip", "last_miss")
+        }
+        return replace(session, extra=extra)
+
+    def _skip(self, session: Session, question: Question) -> Turn:
+        """« Je ne sais pas » / « passer »: an unknown answer, and the conversation goes on."""
+        replies = [Reply(self.msg("skipped", session))]
+        session = replace(session.answered(session.node, UNKNOWN), stopped_at=None)
+        facts = facts_of(self.kb, session.answers)
+        target = next((b.next for b in question.next_when if holds(b.when, facts)), question.next)
+        return self._advance(self._settled(session), target, replies)
+
+    def _smalltalk(self, session: Session, index: str) -> Turn:
+        talk = self.kb.language.smalltalk[int(index)]
+        return self.turn(session, Reply(text(talk.reply, session.lang)), self.prompt(session))
+
+    def _not_that(self, session: Session, undo: object | None) -> Turn:
+        """« Ce n'est pas ça »: forget what the last message brought and ask again."""
+        if not isinstance(undo, dict):
+            return self.turn(
+                session, Reply(self.msg("not_that_nothing", session)), self.prompt(session)
+            )
+        extra = {
+            k: v
+            for k, v in session.extra.items()
+            if k not in ("prefill", "condition", "place", "relative")
+        }
+        for key in ("prefill", "condition", "place", "relative"):
+            if undo.get(key):
+                extra[key] = undo[key]
+        restored = replace(
+            session,
+            node=str(undo.get("node") or session.node),
+            answers=tuple((str(q), str(c)) for q, c in undo.get("answers") or []),
+            extra=extra,
+        )
+        return self.turn(restored, Reply(self.msg("not_that_done", session)), self.prompt(restored))
+
+    def _missed(self, session: Session, question: Question, plain: str) -> Turn:
+        """Nothing understood at a question: climb the repair ladder, never the same line twice."""
+        misses = session.extra.get("misses")
+        count = 1
+        if isinstance(misses, dict) and misses.get("node") == session.node:
+            count = int(misses.get("count", 0)) + 1
+        last = session.extra.get("last_miss")
+        lang = session.lang
+        choices: tuple[Choice, ...] = ()
+        extra = {**session.extra, "misses": {"node": session.node, "count": count}}
+        if count == 1:
+            key = "repair_first" if question.example else "repair_first_plain"
+            if key == last:
+                key = "repair_first_plain" if key == "repair_first" else "repair_first"
+                key = (
+                    key if question.example or key == "repair_first_plain" else "repair_second_list"
+                )
+            body = (
+                self.msg(key, session, example=text(question.example, lang))
+                if question.example
+                else self.msg(key, session)
+            )
+            if question.help:
+                body += "\n" + text(question.help, lang)
+        elif count == 2:
+            country = country_of(self.kb, facts_of(self.kb, session.answers))
+            closest = [c for c in self._closest(question, plain) if offered(c, country)]
+            if closest:
+                key = "repair_second"
+                options = " ou ".join(f"« {self._label(c, session)} »" for c in closest)
+                body = self.msg(key, session, options=options)
+                choices = tuple(Choice(c.id, self._label(c, session)) for c in closest)
+            else:
+                key = "repair_second_list"
+                country = country_of(self.kb, facts_of(self.kb, session.answers))
+                shown = [c for c in question.choices if offered(c, country)]
+                lines = [
+                    f"{number}. {self._label(c, session)}"
+                    for number, c in enumerate(shown, start=1)
+                ]
+                body = "\n".join([self.msg(key, session), *lines])
+        else:
+            key = "repair_third" if count % 2 else "repair_fourth"
+            extra["offer_skip"] = session.node
+            body = self.msg(key, session)
+        extra["last_miss"] = key
+        session = replace(session, extra=extra)
+        if choices:
+            full = (*choices, Choice(SKIP, self.msg("skip_button", session)))
+            return self.turn(session, Reply(body, full))
+        return self.turn(session, Reply(body), self.prompt(session))
+
+    def _closest(self, question: Question, plain: str) -> list[Option]:
+        """The one or two choices nearest to what was typed, if any is near enough."""
+        scored: list[tuple[float, int]] = []
+        for index, choice in enumerate(question.choices):
+            phrases = [*choice.label.values(), *(w for ws in choice.synonyms.values() for w in ws)]
+            best = max(fuzz.WRatio(plain, normalize(p)) for p in phrases)
+            scored.append((best, index))
+        scored.sort(reverse=True)
+        near = [question.choices[i] for score, i in scored[:2] if score >= CLOSEST_CUTOFF]
+        return near
+
+    def crisis_reply(self, session: Session) -> Reply:
+        """The crisis numbers of the person's country (for channels that screen before the
+        engine runs, e.g. Telegram before consent)."""
         territory = facts_of(self.kb, session.answers).get(self.kb.flow.territory_fact)
         country = (
             self.kb.territories[territory].country if territory in self.kb.territories else None
         )
-        body = self.safety.crisis_text(country, session.lang)
+        return Reply(self.safety.crisis_text(country, session.lang))
+
+    def _crisis(self, session: Session) -> Turn:
+        """Crisis numbers of the person's country first; then the conversation goes on."""
+        body = self.crisis_reply(session).text
         if session.extra.get("mode"):
             resume = Choice(RESUME, self.msg("back_to_question", session))
             return self.turn(session, Reply(body, (resume,)))
         return self.turn(session, Reply(body), self.prompt(session))
 
     def _not_understood(self, session: Session) -> Turn:
-        return self.turn(session, Reply(self.msg("not_understood", session)), self.prompt(session))
+        """Never the same « pas compris » sentence twice in a row."""
+        key = "not_understood"
+        if session.extra.get("last_miss") == key:
+            key = "not_understood_again"
+        session = replace(session, extra={**session.extra, "last_miss": key})
+        return self.turn(session, Reply(self.msg(key, session)), self.prompt(session))
 
     def _answer(self, session: Session, question: Question, index: int, echo: bool = False) -> Turn:
         choice = question.choices[index]
@@ -410,13 +985,7 @@ class Engine:
             replies.append(Reply(self.msg("understood_as", session, label=label)))
         session = replace(session.answered(session.node, choice.id), stopped_at=None)
         target = next_target(question, choice, facts_of(self.kb, session.answers))
-        if target == RECOMMENDATION:
-            return self._recommend(session, replies)
-        if target == EXIT or target is None or target not in self.kb.questions:
-            session = replace(session, node=EXITED)
-            return self.turn(session, *replies, self.prompt(session))
-        session = replace(session, node=target)
-        return self.turn(session, *replies, self.prompt(session))
+        return self._advance(self._settled(session), target, replies)
 
     def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
         session = replace(session, node=RECOMMENDED)
@@ -425,7 +994,7 @@ class Engine:
             self.kb, session.answers, session.context, session.lang, str(gender or "") or None
         )
         if result.roles:
-            replies.append(Reply(self.msg("recommendation_intro", session)))
+            replies.append(Reply(self._intro(session)))
             for rank, role in enumerate(result.roles, start=1):
                 replies.append(Reply(self._render_role(session, rank, role), kind=ROLE))
         else:
@@ -448,6 +1017,20 @@ class Engine:
             },
         )
         return self.turn(session, *replies, recommendation=result, events=(event,))
+
+    def _intro(self, session: Session) -> str:
+        """The recommendation's first line, naming the condition the person named, if any."""
+        condition = str(session.extra.get("condition") or "")
+        profile = facts_of(self.kb, session.answers).get("profile")
+        if condition not in self.understanding.conditions or profile not in ("patient", "proche"):
+            return self.msg("recommendation_intro", session)
+        phrase = self.understanding.condition_text(condition, session.lang)
+        key = "said_patient_condition" if profile == "patient" else "said_proche_condition"
+        relative = str(session.extra.get("relative") or "")
+        if profile == "proche" and relative:
+            key = "said_relative_condition"
+        who = self.msg(key, session, condition=phrase, relative=relative)
+        return self.msg("recommendation_intro_named", session, who=who[:1].upper() + who[1:])
 
     # -- rendering -----------------------------------------------------------------------
     def _render_role(self, session: Session, rank: int, role: RoleMatch) -> str:
@@ -566,7 +1149,10 @@ class Engine:
             start = replace(session, node=self.kb.flow.start)
             return self.turn(start, Reply(self.msg("back_at_start", session)), self.prompt(start))
         question_id, _ = session.answers[-1]
-        back = replace(session, node=question_id, answers=session.answers[:-1], stopped_at=None)
+        answers = session.answers
+        while answers and answers[-1][0] == question_id:
+            answers = answers[:-1]
+        back = replace(self._settled(session), node=question_id, answers=answers, stopped_at=None)
         return self.turn(back, self.prompt(back))
 
     def _contacts(self, session: Session) -> Turn:
@@ -602,13 +1188,21 @@ class Engine:
             if country is None or holds_in(term.countries, country)  # not another country's
         ]
         choices.append(Choice(RESUME, self.msg("back_to_question", session)))
+        session = replace(session, extra={**session.extra, "glossary": True})
         return self.turn(session, Reply("\n".join(lines), tuple(choices)))
 
-    def _define(self, session: Session, term_id: str) -> Turn:
+    def definition(self, term_id: str, session: Session) -> str | None:
+        """« RU : … » for a glossary term, or None if there is no such term."""
         term = self.kb.glossary.get(term_id)
         if term is None:
+            return None
+        return f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
+
+    def _define(self, session: Session, term_id: str) -> Turn:
+        body = self.definition(term_id, session)
+        if body is None:
             return self._stale(session)
-        body = f"{text(term.term, session.lang)} : {text(term.definition, session.lang)}"
+        term = self.kb.glossary[term_id]
         if term.countries:
             country = country_of(self.kb, facts_of(self.kb, session.answers))
             names = [
@@ -692,3 +1286,25 @@ class Engine:
         names = ", ".join(r.name for r in receivers)
         sent = Reply(self.msg("relation_sent", session, establishments=names))
         return self.turn(done, sent, self.prompt(done), events=(event,))
+
+
+def _has(question: Question, choice_id: str) -> bool:
+    return any(choice.id == choice_id for choice in question.choices)
+
+
+def _choice(question: Question, choice_id: str) -> Option:
+    return next(choice for choice in question.choices if choice.id == choice_id)
+
+
+def _more(reading: Reading, asked: str) -> bool:
+    """Does the reading hold more than the answer to the asked question?"""
+    return bool(
+        reading.condition
+        or reading.place
+        or any(q != asked for q in reading.answers)
+        or len(reading.answers.get(asked, [])) > 1
+    )
+
+
+def _lower_first(value: str) -> str:
+    return value[:1].lower() + value[1:] if value[:2] != value[:2].upper() else value

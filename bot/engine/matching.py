@@ -97,6 +97,21 @@ class _QuestionIndex:
         #: "association" — in several choices of the same question — does not).
         self.distinctive = frozenset(w for w, choices in owners.items() if len(choices) == 1)
 
+    def exact_match(self, norm: str) -> Match | None:
+        """Only an exact synonym, label or number (cheap: no spelling closeness)."""
+        if norm in self.exact:
+            return Match(self.exact[norm], True)
+        number = int(norm) if norm.isdigit() and len(norm) < 3 else NUMBER_WORDS.get(norm)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
+        joined = " ".join(content_words(norm))
+        if joined in self.exact:
+            return Match(self.exact[joined], True)
+        number = NUMBER_WORDS.get(joined)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
+        return None
+
     def match(self, norm: str) -> Match | None:
         if norm in self.exact:
             return Match(self.exact[norm], True)
@@ -109,6 +124,9 @@ class _QuestionIndex:
         joined = " ".join(typed)
         if joined in self.exact:
             return Match(self.exact[joined], True)
+        number = NUMBER_WORDS.get(joined)
+        if number is not None and 1 <= number <= self.size:
+            return Match(number - 1, True)
         found = _found_words(typed, self.vocabulary)
         best: dict[int, tuple[int, int, float]] = {}
         for candidate in self.candidates:
@@ -177,30 +195,21 @@ class Matcher:
                 if norm:
                     self.terms.setdefault(norm, term_id)
         self.term_names = sorted(self.terms)
-        self.yes = {
-            normalize(w)
-            for w in (
-                "oui",
-                "o",
-                "ok",
-                "d'accord",
-                "daccord",
-                "yes",
-                "confirmer",
-                "je confirme",
-                "bien sûr",
-                "volontiers",
-            )
-        }
-        self.no = {
-            normalize(w)
-            for w in ("non", "n", "no", "annuler", "pas maintenant", "non merci", "surtout pas")
-        }
+        language = kb.language
+        yes = language.yes or ["oui", "o", "ok", "d'accord", "daccord", "yes", "confirmer"]
+        no = language.no or ["non", "n", "no", "annuler", "pas maintenant", "non merci"]
+        self.yes = {normalize(w) for w in yes} - {""}
+        self.no = {normalize(w) for w in no} - {""}
 
     def choice(self, question_id: str, norm: str) -> Match | None:
         if len(norm) > MAX_MATCH_LENGTH or question_id not in self.questions:
             return None
         return self.questions[question_id].match(norm)
+
+    def exact_choice(self, question_id: str, norm: str) -> Match | None:
+        if len(norm) > MAX_MATCH_LENGTH or question_id not in self.questions:
+            return None
+        return self.questions[question_id].exact_match(norm)
 
     def command(self, norm: str) -> str | None:
         if norm in self.commands:

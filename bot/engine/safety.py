@@ -7,12 +7,15 @@ The engine never blocks and never diagnoses: it answers kindly and offers to con
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from rapidfuzz import fuzz
 
 from bot.engine.normalize import normalize
 from bot.knowledge.model import KnowledgeBase, text
 
 
+@lru_cache(maxsize=131072)
 def _close(typed: str, known: str) -> bool:
     if typed == known:
         return True
@@ -41,10 +44,28 @@ class Safety:
             tuple(normalize(p).split()) for p in safety.not_distress if normalize(p)
         ]
         self.medical = [tuple(normalize(p).split()) for p in safety.medical if normalize(p)]
+        self.vocabulary = sorted({w for p in [*self.distress, *self.not_distress] for w in p})
+        self._near_cache: dict[str, frozenset[str]] = {}
+
+    def _possible(self, words: list[str], phrases: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        """The phrases whose every word is close to some typed word (a cheap first pass)."""
+        present: set[str] = set()
+        for word in set(words):
+            present |= self._near(word)
+        return [p for p in phrases if all(w in present for w in p)]
+
+    def _near(self, typed: str) -> frozenset[str]:
+        found = self._near_cache.get(typed)
+        if found is None:
+            found = frozenset(k for k in self.vocabulary if _close(typed, k))
+            if len(self._near_cache) < 100_000:
+                self._near_cache[typed] = found
+        return found
 
     def is_distress(self, norm: str) -> bool:
         words = norm.split()
-        if not any(_contains(words, phrase) for phrase in self.distress):
+        candidates = self._possible(words, self.distress)
+        if not any(_contains(words, phrase) for phrase in candidates):
             return False
         # A near-miss phrase cancels only the trigger it overlaps: remove it and look again.
         for phrase in self.not_distress:
@@ -53,8 +74,9 @@ class Safety:
         return any(_contains(words, phrase) for phrase in self.distress)
 
     def is_medical(self, norm: str) -> bool:
-        words = norm.split()
-        return any(_contains(words, phrase) for phrase in self.medical)
+        """Exact words only: a close spelling of « symptôme » is « lymphome », an answer."""
+        padded = f" {norm} "
+        return any(f" {' '.join(phrase)} " in padded for phrase in self.medical)
 
     def crisis_text(self, country: str | None, lang: str) -> str:
         safety = self.kb.safety

@@ -12,6 +12,9 @@ from typing import Any, Literal
 NOT_STARTED = ""
 RECOMMENDED = "recommendation"
 EXITED = "exit"
+#: The answer kept when a person does not know (« je ne sais pas », « passer »): the question
+#: counts as answered and the recommendation treats the fact as unknown.
+UNKNOWN = "inconnu"
 
 
 @dataclass(frozen=True)

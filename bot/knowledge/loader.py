@@ -17,15 +17,20 @@ from pydantic import BaseModel, ValidationError
 
 from bot.knowledge.model import (
     BarometerFile,
+    ConditionsFile,
     ContactsFile,
     CrisisFile,
+    FactsFile,
     FlowFile,
     GlossaryFile,
     GuideFile,
     KnowledgeBase,
+    LanguageFile,
     Location,
     MessagesFile,
     Meta,
+    PlacesFile,
+    ProfilesFile,
     RolesFile,
     SafetyFile,
     SourceMap,
@@ -67,12 +72,20 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
     "messages.yaml": (MessagesFile, True),
     "barometer.yaml": (BarometerFile, True),
     "safety.yaml": (SafetyFile, True),
+    # Free-text understanding (optional: a base without them understands its own words only).
+    "lexique/conditions.yaml": (ConditionsFile, False),
+    "lexique/lieux.yaml": (PlacesFile, False),
+    "lexique/langage.yaml": (LanguageFile, False),
+    "lexique/profils.yaml": (ProfilesFile, False),
+    "lexique/faits.yaml": (FactsFile, False),
 }
 
 #: Files an establishment may provide in its own directory (``PASSERELLE_CONTENUS_EXTRA``).
 EXTRA_FILES = ("contacts.yaml", "glossary.yaml")
 
 _constructor = yaml.constructor.SafeConstructor()
+#: The C parser when PyYAML has it (the lexicons are long); both give the same nodes and lines.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _to_python(
@@ -113,7 +126,7 @@ def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[Any, list[P
             Problem(Location(file, None), f"le fichier n'est pas en UTF-8 ({exc.reason})")
         ]
     try:
-        node = yaml.compose(raw, Loader=yaml.SafeLoader)
+        node = yaml.compose(raw, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

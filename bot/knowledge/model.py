@@ -217,6 +217,12 @@ class ConditionalNext(Strict):
 class Question(Strict):
     text: Text
     help: Text | None = None
+    #: Why the bot asks (answered to « pourquoi vous demandez ça ? »).
+    why: Text | None = None
+    #: A typical free-text answer, shown when the bot did not understand (« par exemple … »).
+    example: Text | None = None
+    #: Several answers may be kept at once (e.g. several wishes); all of them count.
+    multiple: bool = False
     fact: Identifier
     next: str | None = None
     #: Checked in order before ``next`` (a choice's own ``next`` still comes first).
@@ -486,6 +492,158 @@ class BarometerFile(Strict):
         return [(dim_id, c) for dim_id, dim in self.dimensions.items() for c in dim.criteria]
 
 
+# --- Understanding free text (``contenus/lexique/``) ----------------------------------------
+
+
+class LexiconCondition(Strict):
+    """A condition a person may name; ``category`` is a choice id of the experience question."""
+
+    id: Identifier
+    name: Text
+    #: Reads after « vous vivez avec … » (« un diabète de type 1 »).
+    phrase: Text
+    category: Identifier
+    words: Annotated[list[str], Field(min_length=1)]
+    source: Identifier
+
+
+class ConditionsFile(Strict):
+    """``lexique/conditions.yaml``: condition names and spellings -> experience category."""
+
+    sources: dict[Identifier, str]
+    conditions: list[LexiconCondition]
+
+
+class Place(Strict):
+    """A place a person may name; it answers the country and region questions at once."""
+
+    id: Identifier
+    name: Text
+    kind: Literal[
+        "pays", "region", "departement", "commune", "province", "canton", "region_qc", "ville"
+    ]
+    territory: Identifier
+    #: Reads after « vous vivez … » (« à Quimper », « en Bretagne »).
+    at: Text
+    words: list[str] = []
+    number: str | None = None
+    postal: list[str] = []
+    source: Identifier
+
+
+class AmbiguousPlace(Strict):
+    words: Annotated[list[str], Field(min_length=1)]
+    places: Annotated[list[Identifier], Field(min_length=2)]
+    question: Text
+
+
+class PlacesFile(Strict):
+    """``lexique/lieux.yaml``: places by name, number and postal prefix -> territory."""
+
+    sources: dict[Identifier, str]
+    places: list[Place]
+    ambiguous: list[AmbiguousPlace] = []
+
+
+class SmallTalk(Strict):
+    """Whole messages such as « bonjour » or « merci »: a kind reply, then the question again."""
+
+    words: Annotated[list[str], Field(min_length=1)]
+    reply: Text
+
+
+class LanguageFile(Strict):
+    """``lexique/langage.yaml``: how people write, read before anything is matched."""
+
+    #: SMS and spoken contractions, expanded first (« jveux » -> « je veux »).
+    contractions: dict[str, str] = {}
+    #: Words that negate what follows them in the same part of a sentence (« pas », « jamais »).
+    negation: list[str] = []
+    #: Words that start a new part of a sentence (« mais », « plutôt »): a negation stops there.
+    clause_breaks: list[str] = []
+    #: « je ne sais pas »: an answer at every question (unknown), not a misunderstanding.
+    unknown: list[str] = []
+    #: « pourquoi vous demandez ça ? »: the question's ``why`` is given.
+    why: list[str] = []
+    #: « ce n'est pas ça »: undo what was just understood.
+    wrong: list[str] = []
+    #: « passer »: skip the question (same as « je ne sais pas »).
+    skip: list[str] = []
+    #: Words put before a command that do not change it (« je veux », « on peut »).
+    fillers: list[str] = []
+    yes: list[str] = []
+    no: list[str] = []
+    smalltalk: list[SmallTalk] = []
+
+
+class ProfileWords(Strict):
+    """Words that tell who the person is; ``choice`` is a choice id of the profile question."""
+
+    choice: Identifier
+    #: Enough on their own (« aide-soignante », « je m'occupe de »).
+    phrases: list[str] = []
+    #: Family words, read as « proche » only with a cue (« mon fils », « la maman d'un … »).
+    family: list[str] = []
+    #: Words before a family word that make it a relative (« mon », « ma », « j'ai un »).
+    before_family: list[str] = []
+    #: Family words that also count when followed by « de »/« d' » (« la maman d'un garçon »).
+    parent_of: list[str] = []
+    #: Words that may stand between the cue and the family word (« mon PETIT frère »).
+    between_family: list[str] = []
+    #: Words just before a condition that say the person lives with it (« j'ai », « je suis »).
+    self_cues: list[str] = []
+
+
+class ProfilesFile(Strict):
+    """``lexique/profils.yaml``: who the person is, read from anywhere in a message."""
+
+    question: Identifier
+    profiles: Annotated[list[ProfileWords], Field(min_length=1)]
+    sources: list[str] = []
+
+
+class FactsFile(Strict):
+    """``lexique/faits.yaml``: phrases safe to read at any question, per question and choice.
+
+    A question's own ``synonyms`` are read only while it is asked (« oui » answers the
+    association question, not the others); the phrases here are read in every message.
+    """
+
+    questions: dict[Identifier, dict[Identifier, list[str]]]
+
+
+#: Keys of ``messages.yaml`` the free-text understanding uses (required with the lexicon).
+UNDERSTANDING_MESSAGES = (
+    "said_intro",
+    "recommendation_intro_named",
+    "said_patient",
+    "said_patient_condition",
+    "said_proche",
+    "said_proche_condition",
+    "said_relative",
+    "said_relative_condition",
+    "said_pro",
+    "said_condition",
+    "said_place",
+    "said_choice",
+    "said_unknown",
+    "not_that",
+    "not_that_done",
+    "not_that_nothing",
+    "repair_first",
+    "repair_first_plain",
+    "repair_second",
+    "repair_second_list",
+    "repair_third",
+    "repair_fourth",
+    "skip_button",
+    "skipped",
+    "ambiguous",
+    "why_default",
+    "not_understood_again",
+)
+
+
 #: Keys of ``messages.yaml`` the engine relies on; the validator requires each of them.
 REQUIRED_MESSAGES = (
     "welcome",
@@ -644,6 +802,31 @@ class KnowledgeBase:
     @property
     def questions(self) -> dict[str, Question]:
         return self.flow.questions
+
+    @property
+    def conditions(self) -> ConditionsFile | None:
+        value = self.extra.get("lexique/conditions.yaml")
+        return value if isinstance(value, ConditionsFile) else None
+
+    @property
+    def places(self) -> PlacesFile | None:
+        value = self.extra.get("lexique/lieux.yaml")
+        return value if isinstance(value, PlacesFile) else None
+
+    @property
+    def language(self) -> LanguageFile:
+        value = self.extra.get("lexique/langage.yaml")
+        return value if isinstance(value, LanguageFile) else LanguageFile()
+
+    @property
+    def profiles(self) -> ProfilesFile | None:
+        value = self.extra.get("lexique/profils.yaml")
+        return value if isinstance(value, ProfilesFile) else None
+
+    @property
+    def fact_words(self) -> FactsFile | None:
+        value = self.extra.get("lexique/faits.yaml")
+        return value if isinstance(value, FactsFile) else None
 
     @property
     def barometer(self) -> BarometerFile | None:
