@@ -62,7 +62,7 @@ from telegram.ext import (
 
 from bot.config import Settings, quiet_libraries
 from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine, Turn
+from bot.engine.flow import CANCEL, CMD, CONFIRM, NOT_THAT, RESUME, SKIP, TERM, Engine, Turn
 from bot.engine.followup import NO as FOLLOWUP_NO
 from bot.engine.followup import YES as FOLLOWUP_YES
 from bot.engine.followup import asking
@@ -118,8 +118,8 @@ REDELIVER_FIRST_DELAY = 0.5
 REDELIVER_MAX_DELAY = 30.0
 #: Serialised inline keyboards kept (one per question and language, in practice).
 KEYBOARD_CACHE = 512
-#: Buttons that go on a last row of their own (back to the previous question, resume).
-NAVIGATION = frozenset({CMD + "retour", RESUME})
+#: Buttons that go on last rows of their own (back, resume, « not that », « skip »).
+NAVIGATION = frozenset({CMD + "retour", RESUME, NOT_THAT, SKIP})
 #: A scale (0–4) fits on one row: labels this short, this many buttons at most.
 SCALE_WIDTH, SCALE_MAX = 3, 6
 #: Labels up to this many characters go two per row on a phone.
@@ -279,7 +279,7 @@ def layout(
     choices: Sequence[Choice], navigation: Collection[str] = NAVIGATION
 ) -> list[list[Choice]]:
     """Rows of buttons as good bots lay them out: a 0–4 scale on one row, short labels in three
-    or two columns, long ones one per row; « back » and « resume » on a last row of their own."""
+    or two columns, long ones alone; « back », « resume », « skip » and « not that » last."""
     main = [c for c in choices if c.id not in navigation]
     nav = [c for c in choices if c.id in navigation]
     rows: list[list[Choice]] = []
@@ -291,18 +291,24 @@ def layout(
             columns = _columns(widest)
             rows = [main[i : i + columns] for i in range(0, len(main), columns)]
         else:  # some labels are long: those alone, the short ones side by side, in order
-            row: list[Choice] = []
-            for choice in main:
-                trial = [*row, choice]
-                if row and len(trial) <= _columns(max(len(_label(c)) for c in trial)):
-                    row = trial
-                    continue
-                if row:
-                    rows.append(row)
-                row = [choice]
+            rows = _packed(main)
+    return [*rows, *_packed(nav)]
+
+
+def _packed(choices: Sequence[Choice]) -> list[list[Choice]]:
+    """Rows in order: a long label alone, short ones side by side (two, or three if tiny)."""
+    rows: list[list[Choice]] = []
+    row: list[Choice] = []
+    for choice in choices:
+        trial = [*row, choice]
+        if row and len(trial) <= _columns(max(len(_label(c)) for c in trial)):
+            row = trial
+            continue
+        if row:
             rows.append(row)
-    if nav:
-        rows.append(nav)
+        row = [choice]
+    if row:
+        rows.append(row)
     return rows
 
 
