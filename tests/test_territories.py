@@ -179,6 +179,22 @@ def test_condition_associations_follow_the_condition_and_the_country(engine: Eng
     assert "alliance_maladies_rares" not in {c.id for c in cancer_fr.recommendation.contacts}
 
 
+def test_a_named_condition_keeps_only_its_own_disease_associations(engine: Engine) -> None:
+    """« j'ai la maladie de Crohn » gets afa, not the diabetes or Parkinson associations."""
+    turn = engine.handle(engine.start().session, Input.text("j'ai la maladie de Crohn"))
+    assert turn.understood.get("condition") == "crohn"
+    turn = choose(engine, "stabilise", "soutenir_pairs", "fr", "bretagne", "aucune", "aucune",
+                  "ponctuel", turn=turn)  # fmt: skip
+    assert turn.recommendation
+    shown = {c.id for c in turn.recommendation.contacts}
+    assert "afa_crohn_rch" in shown
+    assert not shown & {"federation_diabetiques", "france_parkinson", "france_avc", "aides"}
+    by_button = choose(engine, *patient(("fr", "bretagne"), "soutenir_pairs"))
+    assert by_button.recommendation
+    # Without a named condition, the category's associations stay on offer.
+    assert "federation_diabetiques" in {c.id for c in by_button.recommendation.contacts}
+
+
 def test_no_empty_list_falls_back_and_says_so(engine: Engine) -> None:
     """Normandie has no ETP resource of its own: national ones, a regional contact, and a note."""
     turn = choose(engine, *patient(("fr", "normandie"), "ameliorer_soins"))

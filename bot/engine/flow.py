@@ -6,6 +6,7 @@ drives the same :class:`Engine`, so a conversation test written once covers them
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -550,10 +551,8 @@ class Engine:
                 reading.answers[qid] = [choice_id]
         elif reading.ambiguous_place is not None and self.kb.places is not None:
             entry = self.kb.places.ambiguous[reading.ambiguous_place]
-            choices = tuple(
-                Choice(PLACE + pid, text(self.understanding.places[pid].name, session.lang))
-                for pid in entry.places
-                if pid in self.understanding.places
+            choices = self._place_choices(
+                [pid for pid in entry.places if pid in self.understanding.places], session
             )
             session = self._keep(session, reading, exclude=())
             return self.turn(session, Reply(text(entry.question, session.lang), choices))
@@ -662,6 +661,19 @@ class Engine:
             extra.pop("prefill")
         return replace(session, answers=tuple(answers), extra=extra)
 
+    def _place_choices(self, place_ids: list[str], session: Session) -> tuple[Choice, ...]:
+        """One button per place; places of the same name say their territory (« Saint-Denis
+        (La Réunion) », « Saint-Denis (Île-de-France) »)."""
+        places = [self.understanding.places[pid] for pid in place_ids]
+        names = [text(place.name, session.lang) for place in places]
+        choices = []
+        for pid, place, name in zip(place_ids, places, names, strict=True):
+            territory = self.kb.territories.get(place.territory)
+            if names.count(name) > 1 and territory is not None:
+                name = f"{name} ({text(territory.name, session.lang)})"
+            choices.append(Choice(PLACE + pid, name))
+        return tuple(choices)
+
     def _label(self, choice: Option, session: Session) -> str:
         """A choice's label as shown in the person's country (``label_in``)."""
         country = country_of(self.kb, facts_of(self.kb, session.answers))
@@ -706,7 +718,8 @@ class Engine:
                 self.understanding.conditions[reading.condition].category,
             )
             phrase = self.understanding.condition_text(reading.condition, lang)
-            label = _lower_first(text(category.label, lang))
+            # « (santé mentale) » would nest inside the say-back's own brackets.
+            label = re.sub(r"\s*\([^)]*\)$", "", _lower_first(text(category.label, lang)))
             condition = (
                 phrase
                 if normalize(phrase) == normalize(label)
@@ -991,7 +1004,12 @@ class Engine:
         session = replace(session, node=RECOMMENDED)
         gender = session.extra.get("gender")
         result = recommend(
-            self.kb, session.answers, session.context, session.lang, str(gender or "") or None
+            self.kb,
+            session.answers,
+            session.context,
+            session.lang,
+            str(gender or "") or None,
+            condition=_named_condition(session),
         )
         if result.roles:
             replies.append(Reply(self._intro(session)))
@@ -1167,7 +1185,13 @@ class Engine:
             result = recommend(self.kb, session.answers, session.context, session.lang)
             roles = [role.id for role in result.roles]
         selection = select_contacts(
-            self.kb, territory, roles, session.context, session.lang, facts=facts
+            self.kb,
+            territory,
+            roles,
+            session.context,
+            session.lang,
+            facts=facts,
+            condition=_named_condition(session),
         )
         reply = self._contacts_reply(session, list(selection.contacts), territory, selection.note)
         return self.turn(session, reply, self.prompt(session))
@@ -1225,7 +1249,13 @@ class Engine:
                 session, Reply(self.msg("relation_unavailable", session)), self.prompt(session)
             )
         receivers = self.handoff(session)
-        result = recommend(self.kb, session.answers, session.context, session.lang)
+        result = recommend(
+            self.kb,
+            session.answers,
+            session.context,
+            session.lang,
+            condition=_named_condition(session),
+        )
         if not receivers:
             lines = [self.msg("relation_nobody", session)]
             steps = [step for role in result.roles for step in role.first_steps]
@@ -1308,3 +1338,9 @@ def _more(reading: Reading, asked: str) -> bool:
 
 def _lower_first(value: str) -> str:
     return value[:1].lower() + value[1:] if value[:2] != value[:2].upper() else value
+
+
+def _named_condition(session: Session) -> str | None:
+    """The condition the person named (an id of ``lexique/conditions.yaml``), if any."""
+    value = session.extra.get("condition")
+    return str(value) if value else None

@@ -97,10 +97,12 @@ def select_contacts(
     lang: str = "fr",
     limit: int = MAX_CONTACTS,
     facts: dict[str, str] | None = None,
+    condition: str | None = None,
 ) -> ContactSelection:
     """Contacts serving the territory (and, if given, the roles), the establishment's first.
 
-    A contact with ``only_when`` conditions is kept only if the person's answers meet one. The
+    A contact with ``only_when`` conditions is kept only if the person's answers meet one, and
+    one for given diseases (``conditions``) is not shown to a person who named another. The
     list is never empty when the territory has contacts: without one for these roles, it falls
     back to the nearest level, then to the territory's other contacts, and ``note`` says so.
     At least one contact of the person's own territory is always included when one exists."""
@@ -120,8 +122,10 @@ def select_contacts(
             continue
         if contact.only_when and not any(holds(c, known) for c in contact.only_when):
             continue
+        if condition and contact.conditions and condition not in contact.conditions:
+            continue
         first = 0 if context and contact.establishment == context else 1
-        specific = 0 if contact.only_when else 1
+        specific = 0 if condition in contact.conditions else 1 if contact.only_when else 2
         served = len(wanted.intersection(contact.roles))
         # The person's first role matters most, then the nearest level, then contacts for
         # their own condition (``only_when``), then how many of their roles it serves.
@@ -256,6 +260,7 @@ def recommend(
     context: str | None = None,
     lang: str = "fr",
     gender: str | None = None,
+    condition: str | None = None,
 ) -> Recommendation:
     facts = facts_of(kb, answers)
     scores: dict[str, int] = defaultdict(int)
@@ -315,7 +320,9 @@ def recommend(
             )
         )
     territory = facts.get(kb.flow.territory_fact)
-    selection = select_contacts(kb, territory, chosen, context, lang, facts=facts)
+    selection = select_contacts(
+        kb, territory, chosen, context, lang, facts=facts, condition=condition
+    )
     country = country_of(kb, facts)
     return Recommendation(
         roles=tuple(matches),

@@ -304,6 +304,18 @@ def check_contacts(kb: KnowledgeBase, today: dt.date, facts: dict[str, set[str]]
         for index, condition in enumerate(contact.only_when):
             file = kb.file("contacts.yaml", "contacts", contact_id)
             problems += _check_condition(kb, condition, facts, file, (*base, "only_when", index))
+        known = {c.id for c in kb.conditions.conditions} if kb.conditions else set()
+        for index, condition_id in enumerate(contact.conditions):
+            if condition_id not in known:
+                problems.append(
+                    _problem(
+                        kb,
+                        "contacts.yaml",
+                        (*base, "conditions", index),
+                        f"la maladie « {condition_id} » n'existe pas dans lexique/conditions.yaml",
+                        kind="contacts",
+                    )
+                )
         for index, territory in enumerate(contact.territories):
             if territory != "*" and territory not in kb.territories:
                 problems.append(

@@ -313,6 +313,9 @@ class Contact(Strict):
     #: Shown only to people whose answers meet one of these conditions (none: to everyone),
     #: e.g. a mental-health programme only to people with that experience.
     only_when: list[Condition] = []
+    #: Ids of ``lexique/conditions.yaml`` this contact is for (an association for one disease):
+    #: a person who named another condition is not shown it.
+    conditions: list[Identifier] = []
     #: « Pourquoi ce contact », one line shown to the person under the contact.
     why: Text | None = None
     checked: dt.date
