@@ -485,10 +485,11 @@ async def test_logs_carry_no_text_no_id_no_token(
     caplog.set_level(logging.DEBUG)
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         user = api.user(987654321)
-        shown = await begin(bot, user, engine)
-        await bot.send(user, user.text("je suis une phrase tres personnelle"))
+        await begin(bot, user, engine)
+        shown = await bot.send(user, user.text("je suis une phrase tres personnelle"))
         api.fail("sendMessage", 500)
-        await bot.send(user, press_choice(user, shown, "patient"))
+        keyboard = last_buttons(shown)  # whichever question that sentence led to
+        await bot.send(user, user.press(keyboard, keyboard.buttons[0][1]))
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("987654321", TOKEN, "tres personnelle", SECRET.decode(), WEBHOOK_SECRET):
         assert secret not in logged
@@ -617,3 +618,23 @@ async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
         assert shown.index(contacts) > shown.index(roles[-1])
         contact = engine.kb.contacts[script["expect"]["contacts_include"][0]]
         assert text(contact.name) in contacts.bold
+
+
+async def test_a_typed_answer_removes_the_buttons_it_answered(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    """One live keyboard at a time: answering by typing removes the question's buttons too."""
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(524)
+        shown = await begin(bot, user, engine)
+        question = last_buttons(shown)
+        shown = await bot.send(user, user.text("je suis patiente"))
+        assert question.buttons == []  # still reads the question, without its buttons
+        assert text(engine.kb.questions[engine.kb.flow.start].text) in question.text
+        assert last_buttons(shown).buttons
+        # Only the newest message has buttons, whatever was tapped or typed.
+        shown = await bot.send(user, press_choice(user, shown, "chronique"))
+        shown = await bot.send(user, user.text("/aide"))
+        with_buttons = [m for m in api.to_chat(user.id) if m.buttons]
+        assert with_buttons == [api.to_chat(user.id)[-1]]
+        assert [c for c in api.calls if c.status == 400] == []

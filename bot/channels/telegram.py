@@ -128,6 +128,8 @@ TWO_COLUMNS_WIDTH = 20
 GLOSSARY_PAGE = 8
 #: Our own glossary paging buttons: ``p:g:<page>``.
 PAGE_PREFIX = "p:g:"
+#: Chats whose latest keyboard message is remembered (to remove it once answered by text).
+LIVE_KEYBOARDS = 10_000
 #: ``reply_markup`` that removes a message's buttons.
 NO_KEYBOARD = '{"inline_keyboard": []}'
 
@@ -475,6 +477,8 @@ class TelegramChannel:
         self._backoff: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...], int], str] = OrderedDict()
+        #: Per chat, the message whose buttons are the live ones (see :meth:`_say`).
+        self._live_keyboards: OrderedDict[int, int] = OrderedDict()
         self._choice_ids = self._known_choice_ids()
         self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
@@ -893,6 +897,8 @@ class TelegramChannel:
         ``inlinekeyboard.py``); a stale one just loses its buttons."""
         if message is None:
             return
+        if self._live_keyboards.get(message.chat.id) == message.message_id:
+            del self._live_keyboards[message.chat.id]  # edited here: not again in _say
         if label is None or not message.text:
             await self._edit(message)
             return
@@ -923,8 +929,16 @@ class TelegramChannel:
         if _TURN.get() is None:  # outside an update (nothing to commit with): send right away
             await self._send(chat_id, messages, node)
             return
+        params: dict[str, Any]
+        live = self._live_keyboards.pop(chat_id, None)
+        if live is not None and any(m.choices for m in messages):
+            # New buttons: the older ones (answered by typing, say) go, one keyboard at a time.
+            params = {"chat_id": chat_id, "message_id": live, "reply_markup": NO_KEYBOARD}
+            self._record(chat_id, "editMessageReplyMarkup", params, None)
+        elif live is not None:
+            self._live_keyboards[chat_id] = live
         for message in messages:
-            params: dict[str, Any] = {"chat_id": chat_id, "parse_mode": ParseMode.HTML}
+            params = {"chat_id": chat_id, "parse_mode": ParseMode.HTML}
             if message.image is not None:
                 if message.text:
                     params["caption"] = message.text
@@ -953,7 +967,8 @@ class TelegramChannel:
                 await asyncio.sleep(self.pause)
             first = False
             try:
-                await self._call(self._post_reply, reply)
+                sent = await self._call(self._post_reply, reply)
+                self._remember_keyboard(chat_id, reply, sent)
             except Forbidden:
                 log.info("the person blocked the bot; reply dropped")
             except BadRequest as exc:
@@ -980,6 +995,16 @@ class TelegramChannel:
 
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
+
+    def _remember_keyboard(self, chat_id: int, reply: OutgoingReply, sent: Any) -> None:
+        """The chat's latest message with buttons (in memory: after a restart, none is known)."""
+        if not reply.method.startswith("send") or not isinstance(sent, dict):
+            return
+        if '"reply_markup"' in reply.params and isinstance(sent.get("message_id"), int):
+            self._live_keyboards[chat_id] = sent["message_id"]
+            self._live_keyboards.move_to_end(chat_id)
+            if len(self._live_keyboards) > LIVE_KEYBOARDS:
+                self._live_keyboards.popitem(last=False)
 
     async def _post_reply(self, reply: OutgoingReply) -> Any:
         """One recorded reply to the Bot API. The parameters are already serialised (cached
