@@ -623,7 +623,8 @@ async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
 async def test_a_typed_answer_removes_the_buttons_it_answered(
     api: FakeBotAPI, tmp_path: Path, engine: Engine
 ) -> None:
-    """One live keyboard at a time: answering by typing removes the question's buttons too."""
+    """Once the conversation moves on, answered by typing or tapping, no older message keeps
+    buttons; at the same question (« aide »), they stay, without an extra call."""
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         user = api.user(524)
         shown = await begin(bot, user, engine)
@@ -631,10 +632,13 @@ async def test_a_typed_answer_removes_the_buttons_it_answered(
         shown = await bot.send(user, user.text("je suis patiente"))
         assert question.buttons == []  # still reads the question, without its buttons
         assert text(engine.kb.questions[engine.kb.flow.start].text) in question.text
-        assert last_buttons(shown).buttons
-        # Only the newest message has buttons, whatever was tapped or typed.
-        shown = await bot.send(user, press_choice(user, shown, "chronique"))
+        current = last_buttons(shown)
+        edits = len(api.called("editMessageReplyMarkup"))
         shown = await bot.send(user, user.text("/aide"))
+        assert current.buttons and last_buttons(shown).buttons  # the same question twice
+        assert len(api.called("editMessageReplyMarkup")) == edits
+        keyboard = last_buttons(shown)
+        await bot.send(user, user.press(keyboard, keyboard.buttons[0][1]))
         with_buttons = [m for m in api.to_chat(user.id) if m.buttons]
         assert with_buttons == [api.to_chat(user.id)[-1]]
         assert [c for c in api.calls if c.status == 400] == []

@@ -130,6 +130,8 @@ GLOSSARY_PAGE = 8
 PAGE_PREFIX = "p:g:"
 #: Chats whose latest keyboard message is remembered (to remove it once answered by text).
 LIVE_KEYBOARDS = 10_000
+#: Messages with buttons remembered per chat (the latest ones).
+LIVE_PER_CHAT = 4
 #: ``reply_markup`` that removes a message's buttons.
 NO_KEYBOARD = '{"inline_keyboard": []}'
 
@@ -477,8 +479,9 @@ class TelegramChannel:
         self._backoff: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...], int], str] = OrderedDict()
-        #: Per chat, the message whose buttons are the live ones (see :meth:`_say`).
-        self._live_keyboards: OrderedDict[int, int] = OrderedDict()
+        #: Per chat, the latest message with buttons, and where the conversation stood then.
+        self._live_keyboards: OrderedDict[int, list[int]] = OrderedDict()
+        self._keyboard_nodes: OrderedDict[int, str] = OrderedDict()
         self._choice_ids = self._known_choice_ids()
         self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
@@ -897,8 +900,9 @@ class TelegramChannel:
         ``inlinekeyboard.py``); a stale one just loses its buttons."""
         if message is None:
             return
-        if self._live_keyboards.get(message.chat.id) == message.message_id:
-            del self._live_keyboards[message.chat.id]  # edited here: not again in _say
+        live = self._live_keyboards.get(message.chat.id, [])
+        if message.message_id in live:
+            live.remove(message.message_id)  # edited here: not again in _say
         if label is None or not message.text:
             await self._edit(message)
             return
@@ -930,13 +934,17 @@ class TelegramChannel:
             await self._send(chat_id, messages, node)
             return
         params: dict[str, Any]
-        live = self._live_keyboards.pop(chat_id, None)
-        if live is not None and any(m.choices for m in messages):
-            # New buttons: the older ones (answered by typing, say) go, one keyboard at a time.
-            params = {"chat_id": chat_id, "message_id": live, "reply_markup": NO_KEYBOARD}
-            self._record(chat_id, "editMessageReplyMarkup", params, None)
-        elif live is not None:
-            self._live_keyboards[chat_id] = live
+        if any(m.choices for m in messages):
+            if self._keyboard_nodes.get(chat_id) != node:
+                # The conversation moved on (an answer typed, say): the buttons of the question
+                # it left go. At the same question they stay: still good, and no extra call.
+                for live in self._live_keyboards.pop(chat_id, []):
+                    params = {"chat_id": chat_id, "message_id": live, "reply_markup": NO_KEYBOARD}
+                    self._record(chat_id, "editMessageReplyMarkup", params, None)
+            self._keyboard_nodes[chat_id] = node
+            self._keyboard_nodes.move_to_end(chat_id)
+            if len(self._keyboard_nodes) > LIVE_KEYBOARDS:
+                self._keyboard_nodes.popitem(last=False)
         for message in messages:
             params = {"chat_id": chat_id, "parse_mode": ParseMode.HTML}
             if message.image is not None:
@@ -997,11 +1005,13 @@ class TelegramChannel:
         self._timers.add(handle)
 
     def _remember_keyboard(self, chat_id: int, reply: OutgoingReply, sent: Any) -> None:
-        """The chat's latest message with buttons (in memory: after a restart, none is known)."""
+        """The chat's latest messages with buttons (in memory: after a restart, none is known)."""
         if not reply.method.startswith("send") or not isinstance(sent, dict):
             return
         if '"reply_markup"' in reply.params and isinstance(sent.get("message_id"), int):
-            self._live_keyboards[chat_id] = sent["message_id"]
+            live = self._live_keyboards.setdefault(chat_id, [])
+            live.append(sent["message_id"])
+            del live[:-LIVE_PER_CHAT]
             self._live_keyboards.move_to_end(chat_id)
             if len(self._live_keyboards) > LIVE_KEYBOARDS:
                 self._live_keyboards.popitem(last=False)
