@@ -146,6 +146,7 @@ def _settings_and_engine(need_telegram: bool) -> tuple[Settings, Engine]:
     from bot import config
 
     settings = config.load_or_exit(need_telegram=need_telegram)
+    settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
     config.configure_logging(settings)
     return settings, build_engine(load_or_exit(settings.contenus))
 
@@ -159,6 +160,7 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     from bot.integration import establishments_or_exit
 
     settings = config.load_or_exit(need_telegram=True)
+    settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
     config.configure_logging(settings)
     kb = load_or_exit(settings.contenus)
     # As cmd_serve: the hand-off is offered only towards establishments receiving webhooks.
@@ -179,6 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.storage.sqlite import SqliteStorage
 
     settings = config.load_or_exit(need_telegram=False)
+    settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
     config.configure_logging(settings)
     kb = load_or_exit(settings.contenus)
     # The establishments receiving webhooks: the engines offer a hand-off only towards them.

@@ -6,15 +6,20 @@ and how to fix it; :func:`load_or_exit` turns that into a clean exit (no traceba
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
+import logging.config
 import os
 import re
+import secrets
 import sys
+import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 TELEGRAM_API = "https://api.telegram.org/bot"
@@ -26,6 +31,14 @@ SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 MIN_SECRET_LENGTH = 16
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+#: Where ``PASSERELLE_SECRET`` is kept when it is not set: beside the database, mode 0600.
+SECRET_FILE_SUFFIX = ".secret"
+#: Seconds a client has to send a request's headers (from the connection or the end of the
+#: previous response), then its body, before the connection is closed or a 408 answered.
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
+#: Largest request head (request line and headers) accepted, in bytes.
+MAX_HEADER_BYTES = 16 * 1024
 
 
 class ConfigError(ValueError):
@@ -58,6 +71,11 @@ class Settings:
     # -- operations ------------------------------------------------------------------------
     admin_token: str | None = None
     log_format: str = "text"
+    #: Proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (IPs, networks,
+    #: or ``*``); empty: none, the peer's address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
 
     @property
     def webhook_path(self) -> str:
@@ -134,12 +152,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
             f"générez-en un avec {GENERATE}"
         )
 
+    # Unset: generated once and kept beside the database (see ensure_secret), never a constant.
     secret = get("PASSERELLE_SECRET")
-    if secret is None and token is not None:
-        raise ConfigError(
-            "PASSERELLE_SECRET manquant (clé de pseudonymisation des identifiants Telegram) : "
-            f"générez-en un avec {GENERATE} et gardez-le (le changer fait oublier les sessions)"
-        )
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         raise ConfigError(
             f"PASSERELLE_SECRET trop court (au moins {MIN_SECRET_LENGTH} caractères) : "
@@ -213,6 +227,28 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
             f"PASSERELLE_LOG_FORMAT = « {log_format} » invalide : text (défaut) ou json"
         )
 
+    proxies = tuple(
+        p.strip() for p in (get("PASSERELLE_TRUSTED_PROXIES") or "").split(",") if p.strip()
+    )
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"PASSERELLE_TRUSTED_PROXIES : « {proxy} » n'est ni une adresse IP ni un réseau : "
+                "indiquez les adresses du proxy inverse, séparées par des virgules (par exemple "
+                "127.0.0.1,10.0.0.0/8), ou * derrière une plateforme dont le proxy est le seul "
+                "accès au serveur"
+            ) from None
+    header_timeout = _number(
+        env, "PASSERELLE_HEADER_TIMEOUT", HEADER_TIMEOUT, 0.1, 300.0, "secondes, par exemple 10"
+    )
+    body_timeout = _number(
+        env, "PASSERELLE_BODY_TIMEOUT", BODY_TIMEOUT, 0.1, 600.0, "secondes, par exemple 30"
+    )
+
     port_given = get("PORT") is not None
     return Settings(
         telegram_token=token,
@@ -238,7 +274,64 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
         demo=demo in ("1", "true", "oui"),
         admin_token=admin_token,
         log_format=log_format,
+        trusted_proxies=proxies,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
     )
+
+
+def secret_file(db_path: Path) -> Path:
+    """The file holding the generated ``PASSERELLE_SECRET``, beside the database."""
+    return db_path.with_name(db_path.name + SECRET_FILE_SUFFIX)
+
+
+def ensure_secret(settings: Settings) -> Settings:
+    """``settings`` with its pseudonymisation key: ``PASSERELLE_SECRET`` if set, else the one
+    kept beside the database, generated (256 random bits, file mode 0600) the first time.
+
+    So ``make run`` and a bot token suffice, and the key never is a constant: two deployments
+    never share it, and restarting keeps it (changing it would make every stored pseudonym
+    unreachable). Two processes starting at once agree on one key (atomic creation)."""
+    if settings.secret is not None:
+        return settings
+    if str(settings.db_path) == ":memory:":
+        return replace(settings, secret=secrets.token_urlsafe(32).encode())
+    path = secret_file(settings.db_path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as file:
+                file.write(secrets.token_urlsafe(32) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: use its
+                os.link(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+    try:
+        value = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} illisible ({type(exc).__name__}) : c'est la clé de pseudonymisation "
+            "générée par Passerelle ; restaurez-la, ou définissez PASSERELLE_SECRET"
+        ) from None
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{path} ne contient pas une clé valide (au moins {MIN_SECRET_LENGTH} caractères) : "
+            "restaurez-la depuis une sauvegarde, ou définissez PASSERELLE_SECRET"
+        )
+    return replace(settings, secret=value.encode())
+
+
+def secret_or_exit(settings: Settings) -> Settings:
+    """:func:`ensure_secret`, or exit with status 2 and the one-line explanation."""
+    try:
+        return ensure_secret(settings)
+    except ConfigError as exc:
+        print(f"Configuration : {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_or_exit(env: Mapping[str, str] | None = None, *, need_telegram: bool = False) -> Settings:
@@ -289,7 +382,11 @@ def quiet_libraries() -> None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``event`` (the message, which
     our code keeps free of message text, ids and secrets) and, for errors, ``error`` (the
-    exception's type only: a traceback may quote personal data)."""
+    exception's type) and ``traceback`` (where it happened: file, line and function of each
+    frame, never the exception's message nor local values, which may quote personal data).
+
+    Every line is JSON, uvicorn's and the ASGI tracebacks included: uvicorn is configured with
+    :func:`logging_config` (its ``log_config``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -300,26 +397,60 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = record.exc_info[0].__name__
+            entry["traceback"] = [
+                f"{frame.filename}:{frame.lineno} in {frame.name}"
+                for frame in traceback.extract_tb(record.exc_info[2])
+            ]
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(settings: Settings) -> None:
-    """Logs at ``PASSERELLE_LOG_LEVEL`` (plain text, or JSON lines with
-    ``PASSERELLE_LOG_FORMAT=json``), libraries that log URLs kept quiet, and any secret that
-    still slips into a record redacted."""
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    quiet_libraries()
-    secrets = [
+def _secrets_of(settings: Settings) -> list[str]:
+    return [
         settings.telegram_token or "",
         settings.webhook_secret or "",
         settings.secret.decode() if settings.secret else "",
         settings.admin_token or "",
     ]
-    redact = _Redact(secrets)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
-        if settings.log_format == "json":
-            handler.setFormatter(JsonFormatter())
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of the process, also given to uvicorn as its
+    ``log_config``: one handler on standard error (text, or JSON lines with
+    ``PASSERELLE_LOG_FORMAT=json``) with the redaction filter, and uvicorn's loggers sending
+    their records to it instead of printing them their own way."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter}
+        if settings.log_format == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    through_root = {"handlers": [], "propagate": True}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": _Redact, "secrets": _secrets_of(settings)}},
+        "formatters": {"passerelle": formatter},
+        "handlers": {
+            "passerelle": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "passerelle",
+                "filters": ["redact"],
+            }
+        },
+        "root": {"level": settings.log_level, "handlers": ["passerelle"]},
+        "loggers": {
+            "uvicorn": {**through_root, "level": settings.log_level},
+            "uvicorn.error": {**through_root, "level": settings.log_level},
+            "uvicorn.asgi": {**through_root, "level": settings.log_level},
+            "uvicorn.access": {**through_root, "level": "WARNING"},
+        },
+    }
+
+
+def configure_logging(settings: Settings) -> None:
+    """Logs at ``PASSERELLE_LOG_LEVEL`` (plain text, or JSON lines with
+    ``PASSERELLE_LOG_FORMAT=json``), libraries that log URLs kept quiet, and any secret that
+    still slips into a record redacted. Warnings go through the same handler."""
+    logging.config.dictConfig(logging_config(settings))
+    logging.captureWarnings(True)
+    quiet_libraries()

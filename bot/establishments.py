@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -167,14 +170,9 @@ def load_establishments(
             except ValueError as exc:
                 problems.append(Problem(where, f"{est_id} : {exc}"))
                 continue
-            if url.startswith("http://") and not _is_loopback(url):
-                problems.append(
-                    Problem(
-                        where,
-                        f"{est_id} : l'adresse du webhook doit être en https:// "
-                        "(http:// n'est admis que vers 127.0.0.1 ou localhost)",
-                    )
-                )
+            problem = target_problem(url)
+            if problem is not None:
+                problems.append(Problem(where, f"{est_id} : adresse du webhook refusée, {problem}"))
         result[est_id] = Establishment(
             id=est_id,
             name=entry.name,
@@ -188,9 +186,61 @@ def load_establishments(
     return result
 
 
-def _is_loopback(url: str) -> bool:
-    host = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
-    return host in ("127.0.0.1", "localhost", "[::1]")
+#: Names of cloud metadata services and of private name spaces: never a webhook target.
+FORBIDDEN_NAMES = ("metadata", "metadata.google.internal", "instance-data")
+FORBIDDEN_SUFFIXES = (".internal", ".local", ".localdomain", ".localhost", ".home.arpa", ".lan")
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address if it is one, in any form a resolver accepts (``10.0.0.5``,
+    ``::1``, but also ``2852039166`` or ``0xa9fea9fe``, which mean 169.254.169.254)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a webhook must not be sent to ``address`` (loopback is allowed: a receiver on the
+    same host, or a test), or ``None``."""
+    if address.is_loopback:
+        return None
+    if not address.is_global or address.is_multicast:
+        return (
+            f"{address} est une adresse privée, locale, réservée ou de métadonnées "
+            "(169.254.169.254…) : indiquez l'adresse publique du récepteur"
+        )
+    return None
+
+
+def target_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook target, or ``None``: https (http only to loopback), no
+    user name or password in it, no private, link-local or metadata address or name."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        return "adresse mal formée"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "il faut une adresse https://hôte/chemin"
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return "pas d'identifiant ni de mot de passe dans l'adresse (« user@hôte »)"
+    host = parts.hostname.lower().rstrip(".")
+    address = literal_address(host)
+    loopback = host == "localhost" or (address is not None and address.is_loopback)
+    if parts.scheme == "http" and not loopback:
+        return "elle doit être en https:// (http:// n'est admis que vers 127.0.0.1 ou localhost)"
+    if address is not None:
+        return address_problem(address)
+    if host in FORBIDDEN_NAMES or host.endswith(FORBIDDEN_SUFFIXES):
+        return f"« {host} » est un nom local ou de service de métadonnées"
+    return None
 
 
 def plain(establishments: Mapping[str, Establishment]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 from bot.barometer_groups import BarometerGroups, BarometerService
 from bot.engine.flow import Engine, Turn
 from bot.followup import FollowUps, Scheduler
-from bot.stats import DEFAULT_K, StatsReader, StatsRecorder
+from bot.stats import DEFAULT_K, Scope, StatsReader, StatsRecorder
 from bot.storage.features import FeatureStore
 
 
@@ -51,27 +51,42 @@ class Features:
         channel: str,
         member: str | None = None,
         address: str | None = None,
+        establishment: str | None = None,
     ) -> Turn:
-        """Statistics first (gives the session its random statistics id), then the barometer
+        """Statistics first (gives the session its random statistics id, tagged with the
+        ``establishment`` whose API key created the conversation), then the barometer
         (charts, groups; ``member`` is the pseudonymous user key, ``None`` = no groups), then
         follow-ups (only when the channel can write first: ``address`` given)."""
-        turn = await self.stats.record(turn, channel)
+        turn = await self.stats.record(turn, channel, establishment=establishment)
         turn = await self.barometer.apply(member, turn)
         if member is not None and address is not None:
             turn = await self.followups.apply(member, address, turn, self.scheduler)
         return turn
 
     async def stats_json(
-        self, context: str, since: dt.date | None = None, k: int = DEFAULT_K
+        self,
+        establishment: str,
+        since: dt.date | None = None,
+        k: int = DEFAULT_K,
+        *,
+        contexts: tuple[str, ...] = (),
     ) -> dict[str, Any]:
-        """The body of ``GET /api/v1/stats``: figures of the caller's own context only."""
-        report = await StatsReader(self.store, self.engine.kb).report(since, context, k)
+        """The body of ``GET /api/v1/stats``: the caller's establishment only (conversations
+        its keys created, and Telegram ones with its id or ``contexts`` as deep link), with
+        its own conversations unable to lift a hidden count (see :mod:`bot.stats`)."""
+        scope = Scope(establishment, contexts)
+        report = await StatsReader(self.store, self.engine.kb).report(since, k=k, scope=scope)
         return report.to_dict()
 
     async def erase_user(self, member: str) -> None:
         """Call from the channel's « forget me » with the same pseudonymous key."""
         await self.followups.cancel(member)
         await self.store.erase_user(member)
+
+    async def erase_conversation(self, member: str, session: dict[str, Any] | None) -> None:
+        """An API conversation erased: its member's rows and its statistics rows."""
+        await self.erase_user(member)
+        await self.stats.forget(session)
 
     async def export_user(self, member: str) -> dict[str, Any]:
         return await self.store.export_user(member)

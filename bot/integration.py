@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from bot.channels.http import ConversationApi, RateLimiter
-from bot.config import Settings
+from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.live import EngineHolder
@@ -96,7 +96,8 @@ def build_integration(
         demo_key=demo_key,
         on_events=worker.wake,
         features=features,
-        secret=settings.secret or b"passerelle-api",
+        secret=ensure_secret(settings).secret,
+        body_timeout=settings.body_timeout,
     )
 
     async def retention() -> None:

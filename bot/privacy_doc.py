@@ -71,7 +71,15 @@ TABLES: dict[str, Table] = {
             "payload": "mise à jour brute (texte, identifiant Telegram) : vidée une fois appliquée",
             "received_at": "réception",
             "done_at": "application",
+            "attempts": "échecs d'application (au-delà de 3, la mise à jour est écartée)",
+            "failed_at": "mise à jour écartée (illisible ou en échec répété) : contenu vidé",
         },
+    ),
+    "health": Table(
+        "Vérification de santé (`/healthz`) : une écriture réelle dans la base",
+        "une seule ligne, réécrite à chaque vérification",
+        NOBODY,
+        {"id": "toujours 1", "checked_at": "dernière vérification réussie"},
     ),
     "replies": Table(
         "Réponses à envoyer sur Telegram, écrites avec l'état qui les produit",
@@ -110,15 +118,18 @@ TABLES: dict[str, Table] = {
     "api_conversations": Table(
         "Conversations de l'API et du chat web",
         "jusqu'à DELETE, ou 90 jours sans activité",
-        "l'établissement dont la clé l'a créée (GET) ; l'exploitant",
+        "l'établissement dont une clé l'a créée (GET avec sa clé secrète ; avec la clé "
+        "publique du chat web, seulement le navigateur qui détient le secret de la "
+        "conversation) ; l'exploitant",
         {
             "id": "identifiant aléatoire de la conversation",
-            "key_id": "clé qui l'a créée (seule à y avoir accès)",
-            "establishment": "établissement de cette clé",
+            "key_id": "clé qui l'a créée",
+            "establishment": "établissement propriétaire (seules ses clés y ont accès)",
             "session": SESSION_DATA,
             "offered": "choix proposés au dernier tour (pour refuser un choix périmé)",
             "created_at": "création",
             "updated_at": "dernière activité",
+            "secret_hash": "empreinte SHA-256 du secret propre à une conversation du chat web",
         },
     ),
     "api_messages": Table(
@@ -198,7 +209,7 @@ TABLES: dict[str, Table] = {
     "stats_conversations": Table(
         "Statistiques anonymes (aucun texte tapé, aucun lien avec la personne)",
         "sans limite (anonyme)",
-        "les établissements, pour leur contexte, au-dessus de 5 conversations",
+        "chaque établissement, pour les siennes, au-dessus de 5 conversations (voir stats.md)",
         {
             "id": "identifiant aléatoire, sans lien avec un identifiant de personne",
             "day": "jour",
@@ -207,6 +218,8 @@ TABLES: dict[str, Table] = {
             "last_node": "dernière question atteinte",
             "completed": "parcours terminé",
             "territory": "territoire choisi",
+            "establishment": "établissement dont une clé d'API a créé la conversation (vide "
+            "sur Telegram) ; la ligne est effacée avec la conversation (DELETE)",
         },
     ),
     "stats_nodes": Table(

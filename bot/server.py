@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
@@ -23,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.config import Settings
+from bot.config import MAX_HEADER_BYTES, Settings, logging_config
 from bot.engine.flow import Engine
 from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
@@ -36,16 +38,27 @@ log = logging.getLogger(__name__)
 
 #: A start-up/shutdown hook: entered before the server accepts requests, left after it stops.
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+#: A health check: returns normally if that part works, raises (with a reason) if not.
+Check = Callable[[], Awaitable[None]]
+#: Seconds one health check may take before it counts as failed.
+CHECK_TIMEOUT = 3.0
+#: Free space below which the database's disk is reported full (a write would soon fail).
+MIN_FREE_BYTES = 1024 * 1024
 
 
 def build_app(
     *,
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
+    checks: Sequence[tuple[str, Check]] = (),
     debug: bool = False,
 ) -> Starlette:
     """A Starlette app with ``/healthz``, the given routes, and the lifespans entered in order
-    (and left in reverse order). ``app.state.ready`` turns true once they have all started."""
+    (and left in reverse order). ``app.state.ready`` turns true once they have all started.
+
+    ``/healthz`` answers 503 ``starting`` before that, then runs every named check: 200
+    ``{"status": "ok", "checks": {name: "ok"}}``, or 503 with ``"status": "error"`` and, for
+    the part that failed, what went wrong (``"database": "error: OperationalError"``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,8 +72,14 @@ def build_app(
                 app.state.ready = False
 
     async def healthz(request: Request) -> JSONResponse:
-        ready = bool(getattr(request.app.state, "ready", False))
-        return JSONResponse({"status": "ok" if ready else "starting"}, 200 if ready else 503)
+        if not bool(getattr(request.app.state, "ready", False)):
+            return JSONResponse({"status": "starting"}, 503)
+        results = dict(await asyncio.gather(*(_run_check(name, check) for name, check in checks)))
+        healthy = all(result == "ok" for result in results.values())
+        body: dict[str, Any] = {"status": "ok" if healthy else "error"}
+        if results:
+            body["checks"] = results
+        return JSONResponse(body, 200 if healthy else 503)
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         # Paths no route or mount can match (e.g. with a newline) still get the API's JSON shape.
@@ -75,6 +94,32 @@ def build_app(
     )
     app.state.ready = False
     return app
+
+
+async def _run_check(name: str, check: Check) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await check()
+    except TimeoutError:
+        return name, f"error: no answer within {CHECK_TIMEOUT:g} s"
+    except Exception as exc:
+        log.warning("health check %s failed: %s", name, type(exc).__name__)
+        return name, f"error: {type(exc).__name__}: {str(exc)[:120]}"
+    return name, "ok"
+
+
+def storage_checks(storage: SqliteStorage) -> list[tuple[str, Check]]:
+    """``/healthz`` checks of the database: a real write is committed (a full disk, a locked
+    or read-only file fail it), and its disk keeps some free space."""
+
+    async def disk() -> None:
+        if storage.path == ":memory:":
+            return
+        free = (await asyncio.to_thread(shutil.disk_usage, Path(storage.path).parent)).free
+        if free < MIN_FREE_BYTES:
+            raise OSError(f"disk almost full ({free // 1024} KiB free)")
+
+    return [("database", storage.probe), ("disk", disk)]
 
 
 def telegram_parts(
@@ -145,6 +190,7 @@ def build_server_app(
     return build_app(
         routes=[*tg_routes, *routes],
         lifespans=[opened("storage", storage), *feature_lifespans, *tg_lifespans, *lifespans],
+        checks=storage_checks(storage),
     )
 
 
@@ -192,6 +238,36 @@ def telegram_mode(settings: Settings) -> str:
     return "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
 
 
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
+    """How uvicorn runs the app: the project's logging (``log_config``, so JSON means every
+    line), no access log, ``X-Forwarded-*`` believed only from ``PASSERELLE_TRUSTED_PROXIES``,
+    and read limits: request head within ``PASSERELLE_HEADER_TIMEOUT`` and
+    :data:`bot.config.MAX_HEADER_BYTES` (the body's own deadline is the routes')."""
+    import uvicorn
+
+    from bot.http_limits import HeaderTimeoutProtocol
+
+    class Protocol(HeaderTimeoutProtocol):
+        header_timeout = settings.header_timeout
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": logging_config(settings),
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # an access log would carry webhook paths and client addresses
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
+        "http": Protocol,
+        "ws": "none",
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "timeout_keep_alive": 5,
+        "lifespan": "on",
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
 def serve(
     settings: Settings,
     engine: Engine | EngineHolder,
@@ -219,7 +295,10 @@ def serve(
             address=settings.local_address,
             seconds=time.perf_counter() - started,
         )
-        print(line, file=sys.stderr, flush=True)
+        if settings.log_format == "json":
+            log.info("%s", line)  # JSON logs: every line on standard error is JSON
+        else:
+            print(line, file=sys.stderr, flush=True)
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []
@@ -233,15 +312,6 @@ def serve(
         features=features,
         **(telegram_options or {}),
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # an access log would carry webhook paths and client addresses
-        proxy_headers=True,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     server.run()
     return 0

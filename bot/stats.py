@@ -2,14 +2,21 @@
 
 What is recorded, per conversation (a random id kept in ``session.extra["stats_id"]``, never
 derived from a user id): the day it started, its context (deep link / API key's establishment),
-the channel, the questions it reached, where it stopped, whether it ended with a recommendation,
-the roles recommended and the territory, and outcomes (contact requested, barometer done,
-follow-up answered). Nothing a person typed is ever read here: only node ids from the knowledge
-base and event fields chosen below.
+the establishment whose API key created it (none on Telegram), the channel, the questions it
+reached, where it stopped, whether it ended with a recommendation, the roles recommended and the
+territory, and outcomes (contact requested, barometer done, follow-up answered). Nothing a person
+typed is ever read here: only node ids from the knowledge base and event fields chosen below.
 
 What is shown: counts below ``k`` (default 5) are hidden, so no one can be singled out; in a
 breakdown whose total is shown (where people left, territories), a second cell is hidden when
 only one would be, so the hidden one cannot be recomputed by subtraction.
+
+Against padding (an establishment creating conversations with its own keys to lift a hidden
+cell over ``k``, then subtracting them): the report of an establishment counts, in each cell,
+the conversations its own keys created apart. Those never lift a cell over the threshold: a
+cell is shown only if the conversations *not* created by the caller's keys are 0 or at least
+``k`` there (as well as the whole cell). A conversation erased through the API takes its
+statistics rows with it, so no padding is left behind either.
 """
 
 from __future__ import annotations
@@ -53,14 +60,40 @@ class StatsRecorder:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
 
-    async def record(self, turn: Turn, channel: str, day: dt.date | None = None) -> Turn:
+    async def record(
+        self,
+        turn: Turn,
+        channel: str,
+        day: dt.date | None = None,
+        *,
+        establishment: str | None = None,
+    ) -> Turn:
+        """``establishment``: whose API key created the conversation (kept with its row)."""
         try:
-            return await self._record(turn, channel, day or today())
+            return await self._record(turn, channel, day or today(), establishment)
         except Exception:
             log.exception("statistics not recorded")
             return turn
 
-    async def _record(self, turn: Turn, channel: str, day: dt.date) -> Turn:
+    async def forget(self, session: dict[str, Any] | None) -> None:
+        """Drop the statistics rows of the conversation whose session this is (API erasure:
+        nothing of it, not even an anonymous row, is left to pad a count)."""
+        extra = (session or {}).get("extra") or {}
+        sid = extra.get(STATS_ID) if isinstance(extra, dict) else None
+        if not isinstance(sid, str) or not sid:
+            return
+        await self.store.write(
+            [
+                ("DELETE FROM stats_nodes WHERE conversation = ?", (sid,)),
+                ("DELETE FROM stats_roles WHERE conversation = ?", (sid,)),
+                ("DELETE FROM stats_outcomes WHERE conversation = ?", (sid,)),
+                ("DELETE FROM stats_conversations WHERE id = ?", (sid,)),
+            ]
+        )
+
+    async def _record(
+        self, turn: Turn, channel: str, day: dt.date, establishment: str | None
+    ) -> Turn:
         session = turn.session
         sid = session.extra.get(STATS_ID)
         statements: list[tuple[str, Sequence[Any]]] = []
@@ -70,9 +103,9 @@ class StatsRecorder:
             turn = replace(turn, session=session)
             statements.append(
                 (
-                    "INSERT OR IGNORE INTO stats_conversations (id, day, context, channel) "
-                    "VALUES (?, ?, ?, ?)",
-                    (sid, day.isoformat(), session.context, channel[:32]),
+                    "INSERT OR IGNORE INTO stats_conversations "
+                    "(id, day, context, channel, establishment) VALUES (?, ?, ?, ?, ?)",
+                    (sid, day.isoformat(), session.context, channel[:32], establishment),
                 )
             )
         node = session.node
@@ -210,14 +243,22 @@ class Report:
         }
 
 
-def hide(count: int, k: int) -> Cell:
-    """Primary suppression: counts from 1 to k-1 are hidden; 0 and k or more are shown."""
-    return None if 0 < count < k else count
+def hide(count: int, k: int, own: int = 0) -> Cell:
+    """Primary suppression: counts from 1 to k-1 are hidden; 0 and k or more are shown.
+
+    ``own``: how many of them the caller's own keys created. The caller knows those, so the
+    others alone must be 0 or at least ``k`` too: its own conversations never lift a small
+    count of other people over the threshold."""
+    others = count - own
+    return None if 0 < count < k or 0 < others < k else count
 
 
-def hide_partition(counts: dict[str, int], k: int, total_shown: bool) -> dict[str, Cell]:
+def hide_partition(
+    counts: dict[str, int], k: int, total_shown: bool, own: dict[str, int] | None = None
+) -> dict[str, Cell]:
     """Suppression for a breakdown whose total is published: never exactly one hidden cell."""
-    cells: dict[str, Cell] = {key: hide(value, k) for key, value in counts.items()}
+    own = own or {}
+    cells: dict[str, Cell] = {key: hide(value, k, own.get(key, 0)) for key, value in counts.items()}
     hidden = [key for key, value in cells.items() if value is None]
     if total_shown and len(hidden) == 1:
         visible = sorted(
@@ -281,6 +322,16 @@ def _label(kb: KnowledgeBase, node: str) -> str:
     return f"{node} — {label[:70]}{'…' if len(label) > 70 else ''}"
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The conversations one establishment's report covers: those its API keys created, and
+    those from elsewhere (Telegram deep links) whose context is its id or one of its
+    ``contexts``. Conversations created by another establishment's keys are never in it."""
+
+    establishment: str
+    contexts: tuple[str, ...] = ()
+
+
 class StatsReader:
     """Computes :class:`Report` from the recorded rows."""
 
@@ -289,7 +340,11 @@ class StatsReader:
         self.kb = kb
 
     def _where(
-        self, since: dt.date | None, context: str | None, alias: str = "c"
+        self,
+        since: dt.date | None,
+        context: str | None,
+        scope: Scope | None = None,
+        alias: str = "c",
     ) -> tuple[str, list[Any]]:
         clauses, params = ["1 = 1"], []
         if since is not None:
@@ -298,67 +353,104 @@ class StatsReader:
         if context is not None:
             clauses.append(f"{alias}.context IS ?")
             params.append(context)
+        if scope is not None:
+            contexts = sorted({scope.establishment, *scope.contexts})
+            marks = ", ".join("?" for _ in contexts)
+            clauses.append(
+                f"({alias}.establishment = ? OR "
+                f"({alias}.establishment IS NULL AND {alias}.context IN ({marks})))"
+            )
+            params += [scope.establishment, *contexts]
         return " AND ".join(clauses), params
 
-    async def _counts(self, sql: str, params: Sequence[Any]) -> dict[str, int]:
-        return {str(key): int(count) for key, count in await self.store.read(sql, params)}
+    async def _counts(
+        self, sql: str, params: Sequence[Any]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """``sql`` selects (key, count, own count): both as dicts."""
+        counts: dict[str, int] = {}
+        own: dict[str, int] = {}
+        for key, count, mine in await self.store.read(sql, params):
+            counts[str(key)] = int(count)
+            own[str(key)] = int(mine or 0)
+        return counts, own
 
     async def report(
-        self, since: dt.date | None = None, context: str | None = None, k: int = DEFAULT_K
+        self,
+        since: dt.date | None = None,
+        context: str | None = None,
+        k: int = DEFAULT_K,
+        *,
+        scope: Scope | None = None,
     ) -> Report:
-        where, params = self._where(since, context)
-        [(started_raw, completed_raw)] = await self.store.read(
-            "SELECT COUNT(*), COALESCE(SUM(completed), 0) FROM stats_conversations c "
-            f"WHERE {where}",
-            params,
+        """The figures of ``context`` (all when ``None``), or of an establishment's ``scope``
+        (then its own conversations never lift a cell over ``k``: see :func:`hide`)."""
+        where, params = self._where(since, context, scope)
+        # How many of a count the caller's own keys created (0 for the operator's report).
+        own_sql, own_done_sql, own_params = "0", "0", []
+        if scope is not None:
+            own_sql = "SUM(c.establishment IS ?)"
+            own_done_sql = "SUM(c.completed AND c.establishment IS ?)"
+            own_params = [scope.establishment]
+        label = context if scope is None else scope.establishment
+        all_params = [*own_params, *params]
+        [(started_raw, completed_raw, started_own, completed_own)] = await self.store.read(
+            "SELECT COUNT(*), COALESCE(SUM(c.completed), 0), "
+            f"COALESCE({own_sql}, 0), COALESCE({own_done_sql}, 0) "
+            f"FROM stats_conversations c WHERE {where}",
+            [*own_params, *own_params, *params],
         )
         started_raw, completed_raw = int(started_raw), int(completed_raw)
         if started_raw < k:
             # Too few conversations: every figure could point at someone.
-            return Report(since, context, k, hide(started_raw, k), None, (), (), (), (), ())
-        started, completed = started_raw, hide(completed_raw, k)
+            return Report(since, label, k, hide(started_raw, k), None, (), (), (), (), ())
+        started = hide(started_raw, k, int(started_own))
+        completed = hide(completed_raw, k, int(completed_own))
 
-        reached = await self._counts(
-            "SELECT n.node, COUNT(*) FROM stats_nodes n JOIN stats_conversations c "
+        reached, reached_own = await self._counts(
+            f"SELECT n.node, COUNT(*), {own_sql} FROM stats_nodes n JOIN stats_conversations c "
             f"ON c.id = n.conversation WHERE {where} GROUP BY n.node",
-            params,
+            all_params,
         )
         nodes = [q for q in question_order(self.kb) if q in reached]
         nodes += sorted(n for n in reached if n not in nodes and n not in (RECOMMENDED, EXITED))
         funnel = [Row(STARTED, _label(self.kb, STARTED), started)]
-        funnel += [Row(n, _label(self.kb, n), hide(reached[n], k)) for n in nodes]
+        funnel += [Row(n, _label(self.kb, n), hide(reached[n], k, reached_own[n])) for n in nodes]
         funnel.append(Row(RECOMMENDED, _label(self.kb, RECOMMENDED), completed))
 
-        left = await self._counts(
-            "SELECT COALESCE(c.last_node, ''), COUNT(*) FROM stats_conversations c "
+        left, left_own = await self._counts(
+            f"SELECT COALESCE(c.last_node, ''), COUNT(*), {own_sql} FROM stats_conversations c "
             f"WHERE {where} AND c.completed = 0 GROUP BY c.last_node",
-            params,
+            all_params,
         )
-        left_cells = hide_partition(left, k, total_shown=completed is not None)
+        left_cells = hide_partition(left, k, total_shown=completed is not None, own=left_own)
         order = {node: index for index, node in enumerate([*nodes, EXITED, ""])}
         dropoff = [
             Row(node, _label(self.kb, node) if node else "Avant la première question", cell)
             for node, cell in sorted(left_cells.items(), key=lambda kv: order.get(kv[0], 999))
         ]
 
-        roles_raw = await self._counts(
-            "SELECT r.role, COUNT(*) FROM stats_roles r JOIN stats_conversations c "
+        roles_raw, roles_own = await self._counts(
+            f"SELECT r.role, COUNT(*), {own_sql} FROM stats_roles r JOIN stats_conversations c "
             f"ON c.id = r.conversation WHERE {where} GROUP BY r.role",
-            params,
+            all_params,
         )
         roles = [
             Row(
-                role, text(self.kb.roles[role].title) if role in self.kb.roles else role, hide(n, k)
+                role,
+                text(self.kb.roles[role].title) if role in self.kb.roles else role,
+                hide(n, k, roles_own[role]),
             )
             for role, n in sorted(roles_raw.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
 
-        territories_raw = await self._counts(
-            "SELECT COALESCE(c.territory, ''), COUNT(*) FROM stats_conversations c "
+        territories_raw, territories_own = await self._counts(
+            f"SELECT COALESCE(c.territory, ''), COUNT(*), {own_sql} FROM stats_conversations c "
             f"WHERE {where} AND c.completed = 1 GROUP BY c.territory",
-            params,
+            all_params,
         )
-        territory_cells = hide_partition(territories_raw, k, total_shown=completed is not None)
+        territory_cells = hide_partition(
+            territories_raw, k, total_shown=completed is not None, own=territories_own
+        )
         territories = [
             Row(
                 key,
@@ -370,37 +462,37 @@ class StatsReader:
             for key, cell in sorted(territory_cells.items())
         ]
 
-        outcomes_raw = await self._counts(
-            "SELECT o.kind || ':' || o.value, COUNT(*) FROM stats_outcomes o "
+        outcomes_raw, outcomes_own = await self._counts(
+            f"SELECT o.kind || ':' || o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
             f"JOIN stats_conversations c ON c.id = o.conversation WHERE {where} "
             "GROUP BY o.kind, o.value",
-            params,
+            all_params,
         )
         outcomes = [
-            Row(key, _OUTCOME_LABELS.get(key, key), hide(n, k))
+            Row(key, _OUTCOME_LABELS.get(key, key), hide(n, k, outcomes_own[key]))
             for key, n in sorted(outcomes_raw.items())
         ]
 
         by_role = await self._followups(
-            "SELECT r.role, o.value, COUNT(*) FROM stats_outcomes o "
+            f"SELECT r.role, o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
             "JOIN stats_conversations c ON c.id = o.conversation "
             "JOIN stats_roles r ON r.conversation = o.conversation "
             f"WHERE {where} AND o.kind = 'followup' GROUP BY r.role, o.value",
-            params,
+            all_params,
             k,
             lambda key: text(self.kb.roles[key].title) if key in self.kb.roles else key,
         )
         by_context = await self._followups(
-            "SELECT COALESCE(c.context, ''), o.value, COUNT(*) FROM stats_outcomes o "
+            f"SELECT COALESCE(c.context, ''), o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
             "JOIN stats_conversations c ON c.id = o.conversation "
             f"WHERE {where} AND o.kind = 'followup' GROUP BY c.context, o.value",
-            params,
+            all_params,
             k,
             lambda key: key or "Sans contexte",
         )
         return Report(
             since,
-            context,
+            label,
             k,
             started,
             completed,
@@ -417,20 +509,27 @@ class StatsReader:
         self, sql: str, params: Sequence[Any], k: int, label: Any
     ) -> tuple[FollowupRow, ...]:
         answered: dict[str, int] = {}
+        answered_own: dict[str, int] = {}
         reached: dict[str, int] = {}
-        for key, value, count in await self.store.read(sql, params):
-            answered[str(key)] = answered.get(str(key), 0) + int(count)
+        reached_own: dict[str, int] = {}
+        for key, value, count, mine in await self.store.read(sql, params):
+            key = str(key)
+            answered[key] = answered.get(key, 0) + int(count)
+            answered_own[key] = answered_own.get(key, 0) + int(mine or 0)
             if value == "reached":
-                reached[str(key)] = int(count)
+                reached[key] = int(count)
+                reached_own[key] = int(mine or 0)
         rows = []
         for key in sorted(answered):
-            shown = hide(answered[key], k)
+            shown = hide(answered[key], k, answered_own[key])
             rows.append(
                 FollowupRow(
                     key,
                     str(label(key)),
                     shown,
-                    hide(reached.get(key, 0), k) if shown is not None else None,
+                    hide(reached.get(key, 0), k, reached_own.get(key, 0))
+                    if shown is not None
+                    else None,
                 )
             )
         return tuple(rows)

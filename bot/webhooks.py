@@ -20,20 +20,56 @@ import json
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from bot.engine.replies import Event
-from bot.establishments import Establishment
+from bot.establishments import Establishment, address_problem, literal_address, target_problem
 from bot.storage.integration import IntegrationStore, OutboxEvent, OutboxItem, new_id
 
 log = logging.getLogger(__name__)
 
 #: Events an establishment can receive.
 EVENT_TYPES = ("contact.requested", "conversation.completed")
+#: How long a webhook host's resolved addresses are trusted (see :func:`check_target`).
+RESOLVE_TTL = 60.0
+_resolved: dict[str, tuple[float, str | None]] = {}
+
+
+async def check_target(url: str) -> str | None:
+    """Why ``url`` must not be posted to now, or ``None``: the checks of the configuration
+    (:func:`bot.establishments.target_problem`), and the addresses its host name resolves to
+    (none private, link-local or of a metadata service; cached for a minute). A name that
+    cannot be resolved is left to the HTTP client, which fails the attempt the usual way."""
+    problem = target_problem(url)
+    if problem is not None:
+        return problem
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if host == "localhost" or literal_address(host) is not None:
+        return None
+    now = time.monotonic()
+    cached = _resolved.get(host)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return None
+    problem = None
+    for info in infos:
+        address = literal_address(str(info[4][0]).split("%", 1)[0])
+        if address is not None and (address.is_loopback or address_problem(address)):
+            problem = f"{host} désigne {address}, une adresse qui n'est pas publique"
+            break
+    if len(_resolved) > 1000:
+        _resolved.clear()
+    _resolved[host] = (now + RESOLVE_TTL, problem)
+    return problem
 
 
 def sign(secret: bytes, event_id: str, timestamp: int, body: bytes) -> str:
@@ -58,6 +94,10 @@ def route(
     the conversation's context is one of its contexts, or when the person's territory (or a
     parent of it, given in ``territories``) is one it serves. ``subject`` (an API conversation
     id) is kept beside the entry so erasing the conversation also erases undelivered payloads.
+
+    Every event says which establishment's key created the conversation (``establishment``,
+    ``null`` for Telegram). Only the owner receives the ``conversation_id`` of a contact
+    request: another establishment gets nothing that could unlock the conversation.
     """
     if event.kind not in EVENT_TYPES:
         return []
@@ -66,9 +106,7 @@ def route(
     if event.data.get("territory"):
         places.add(str(event.data["territory"]))
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    data = dict(event.data)
-    if event.kind == "contact.requested" and subject is not None:
-        data["conversation_id"] = subject
+    data = {**event.data, "establishment": owner}
     entries = []
     consented = event.data.get("establishments") if event.kind == "contact.requested" else None
     for establishment in establishments.values():
@@ -80,7 +118,9 @@ def route(
             str(context) if context else None, places
         ):
             continue
-        body = {"type": event.kind, "timestamp": stamp, "data": data}
+        body: dict[str, Any] = {"type": event.kind, "timestamp": stamp, "data": data}
+        if event.kind == "contact.requested" and subject is not None and establishment.id == owner:
+            body["data"] = {**data, "conversation_id": subject}
         entries.append(
             OutboxEvent(
                 id=new_id("msg_"),
@@ -107,9 +147,29 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+class _Lane:
+    """One establishment's deliveries: its own queue and at most ``width`` attempts in flight,
+    so a slow or hanging receiver only ever delays itself."""
+
+    def __init__(self, width: int) -> None:
+        self.queue: asyncio.Queue[OutboxItem] = asyncio.Queue()
+        self.width = width
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.queue.qsize() >= self.width * 4
+
+
 class WebhookWorker:
-    """Drains the outbox: delivers due events concurrently, reschedules failures, and wakes
-    as soon as new events are enqueued (:meth:`wake`) or the next retry is due."""
+    """Drains the outbox, one lane per establishment: each lane delivers its due events with
+    at most ``per_receiver`` attempts in flight, each attempt bounded by a total deadline
+    (``policy.timeout``, connection to last byte), so a receiver that trickles or hangs holds
+    up no other establishment. The events of one conversation (same ``subject``) go out one at
+    a time, in the order they were created: a later one waits until the earlier one is
+    delivered or dead-lettered. Failures are rescheduled (logged at warning, never with the
+    payload); the worker wakes as soon as new events are enqueued (:meth:`wake`), an attempt
+    ends, or the next retry is due."""
 
     def __init__(
         self,
@@ -118,6 +178,7 @@ class WebhookWorker:
         *,
         policy: RetryPolicy | None = None,
         concurrency: int = 8,
+        per_receiver: int = 2,
         client: httpx.AsyncClient | None = None,
         idle_poll: float = 5.0,
     ) -> None:
@@ -125,11 +186,19 @@ class WebhookWorker:
         self.establishments = establishments
         self.policy = policy or RetryPolicy()
         self.concurrency = concurrency
+        self.per_receiver = max(1, per_receiver)
         self.idle_poll = idle_poll
         self._client = client
         self._own_client = client is None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[str, _Lane] = {}
+        #: Events handed to a lane and not finished yet, with what their end resolves.
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        #: When each recent event finished (a counter), so that a due list read before that
+        #: moment does not hand it out again.
+        self._finished: OrderedDict[str, int] = OrderedDict()
+        self._clock = 0
         self.delivered = 0
 
     def wake(self) -> None:
@@ -141,6 +210,7 @@ class WebhookWorker:
                 timeout=self.policy.timeout,
                 follow_redirects=False,
                 headers={"user-agent": "Passerelle-Webhooks/1"},
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             )
         self._task = asyncio.create_task(self.run(), name="webhook-worker")
 
@@ -150,6 +220,16 @@ class WebhookWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for lane in self._lanes.values():
+            for task in lane.tasks:
+                task.cancel()
+            for task in lane.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._lanes.clear()
+        for future in self._inflight.values():
+            future.cancel()
+        self._inflight.clear()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -157,14 +237,11 @@ class WebhookWorker:
     async def run(self) -> None:
         while True:
             try:
-                busy = await self.run_once()
+                await self.dispatch()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook worker: unexpected error, retrying shortly")
-                busy = False
-            if busy:
-                continue
             next_due = await self.store.outbox_next_due()
             wait = self.idle_poll
             if next_due is not None:
@@ -173,19 +250,66 @@ class WebhookWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
+    async def dispatch(self) -> list[asyncio.Future[bool]]:
+        """Hand every due event (the oldest pending one of each conversation) to its
+        establishment's lane; the futures resolve when those attempts end."""
+        busy = sorted(name for name, lane in self._lanes.items() if lane.full)
+        read_at = self._clock
+        due = await self.store.outbox_due(
+            time.time(), limit=max(50, self.concurrency * 16), skip_establishments=busy
+        )
+        futures = []
+        for item in due:
+            future = self._inflight.get(item.id)
+            if future is None and self._finished.get(item.id, -1) > read_at:
+                continue  # finished while the list was read: the list is stale for it
+            if future is None:
+                lane = self._lane(item.establishment)
+                if lane.full:
+                    continue
+                future = asyncio.get_running_loop().create_future()
+                self._inflight[item.id] = future
+                lane.queue.put_nowait(item)
+            futures.append(future)
+        return futures
+
     async def run_once(self) -> bool:
-        """Attempt every due event once; ``True`` if there were some."""
-        due = await self.store.outbox_due(time.time(), limit=self.concurrency * 4)
-        if not due:
-            return False
-        semaphore = asyncio.Semaphore(self.concurrency)
+        """Attempt every due event once (the head of each conversation); ``True`` if there
+        were some."""
+        futures = await self.dispatch()
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
+        return bool(futures)
 
-        async def one(item: OutboxItem) -> None:
-            async with semaphore:
-                await self.attempt(item)
+    def _lane(self, establishment: str) -> _Lane:
+        lane = self._lanes.get(establishment)
+        if lane is None:
+            lane = self._lanes[establishment] = _Lane(self.per_receiver)
+            lane.tasks = [
+                asyncio.create_task(self._drain(lane), name=f"webhooks-{establishment}-{n}")
+                for n in range(lane.width)
+            ]
+        return lane
 
-        await asyncio.gather(*(one(item) for item in due))
-        return True
+    async def _drain(self, lane: _Lane) -> None:
+        while True:
+            item = await lane.queue.get()
+            ok = False
+            try:
+                ok = await self.attempt(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook %s: attempt failed unexpectedly", item.id)
+            finally:
+                self._clock += 1
+                self._finished[item.id] = self._clock
+                while len(self._finished) > 10_000:
+                    self._finished.popitem(last=False)
+                future = self._inflight.pop(item.id, None)
+                if future is not None and not future.done():
+                    future.set_result(ok)
+                self._wake.set()  # the conversation's next event may now be due
 
     async def attempt(self, item: OutboxItem) -> bool:
         establishment = self.establishments.get(item.establishment)
@@ -203,14 +327,29 @@ class WebhookWorker:
         now = time.time()
         next_at = now + self.policy.delay(attempts)
         if next_at - item.created_at > self.policy.give_up_after:
-            log.warning("webhook %s dead-lettered after %d attempts", item.id, attempts)
+            log.warning(
+                "webhook %s to %s dead-lettered after %d attempts (%s)",
+                item.id,
+                item.establishment,
+                attempts,
+                error.split(":")[0],
+            )
             await self.store.outbox_dead(item.id, attempts, error)
         else:
+            log.warning(
+                "webhook %s to %s: attempt %d failed (%s), retried in %.0f s",
+                item.id,
+                item.establishment,
+                attempts,
+                error.split(":")[0],
+                next_at - now,
+            )
             await self.store.outbox_failed(item.id, attempts, next_at, error)
         return False
 
     async def post(self, establishment: Establishment, item: OutboxItem) -> str | None:
-        """One signed attempt; ``None`` on a 2xx answer, else what went wrong."""
+        """One signed attempt, within a total deadline; ``None`` on a 2xx answer, else what
+        went wrong."""
         assert self._client is not None and establishment.webhook_url and establishment.secret
         body = item.payload.encode()
         timestamp = int(time.time())
@@ -221,9 +360,15 @@ class WebhookWorker:
             "webhook-signature": sign(establishment.secret, item.id, timestamp, body),
         }
         try:
-            response = await self._client.post(
-                establishment.webhook_url, content=body, headers=headers
-            )
+            problem = await check_target(establishment.webhook_url)
+            if problem is not None:
+                return f"Refused: {problem}"
+            async with asyncio.timeout(self.policy.timeout):
+                response = await self._client.post(
+                    establishment.webhook_url, content=body, headers=headers
+                )
+        except TimeoutError:
+            return f"Timeout: no complete answer within {self.policy.timeout:g} s"
         except httpx.HTTPError as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
         if 200 <= response.status_code < 300:

@@ -259,3 +259,21 @@ def test_contacts_only_for_the_people_they_concern(engine: Engine) -> None:
     mental_contacts = {c.id for c in mental.recommendation.contacts}
     assert "ccoms_msp" not in rare_contacts and "psycom" not in rare_contacts
     assert {"ccoms_msp", "psycom"} <= mental_contacts
+
+
+def test_a_name_shared_by_two_places_gets_buttons_that_differ(engine: Engine) -> None:
+    """« Saint-Denis » asks which one, and each button says where it is."""
+    turn = engine.handle(engine.start().session, Input.text("j'habite à Saint-Denis"))
+    labels = [choice.label for reply in turn.replies for choice in reply.choices]
+    assert "Saint-Denis (La Réunion)" in labels
+    assert "Saint-Denis (Île-de-France)" in labels
+    reunion = next(c.id for r in turn.replies for c in r.choices if "Réunion" in c.label)
+    chosen = engine.handle(turn.session, Input.choice(reunion, turn.node))
+    assert chosen.understood.get("territory") == "fr-reunion"
+
+
+def test_a_named_condition_is_said_back_without_nested_brackets(engine: Engine) -> None:
+    turn = engine.handle(engine.start().session, Input.text("mon fils est schizophrène"))
+    said = turn.replies[0].text
+    assert "schizophrénie" in said
+    assert "((" not in said and "))" not in said

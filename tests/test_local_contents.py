@@ -3,6 +3,7 @@ validated like ``contenus/`` with file and line, and its contacts come first in 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import subprocess
 import sys
@@ -59,20 +60,27 @@ def local_engine(tmp_path: Path) -> Engine:
     return Engine(load(CONTENUS, write_extra(tmp_path / "chu")))
 
 
+async def chu_key(db: Path) -> str:
+    store = IntegrationStore(db)
+    await store.open()
+    key, _ = await store.create_key("chu-toulouse")
+    await store.close()
+    return key
+
+
 @pytest.fixture
-def url(local_engine: Engine, tmp_path: Path) -> Iterator[str]:
-    api = ConversationApi(
-        local_engine,
-        IntegrationStore(tmp_path / "db.sqlite"),
-        limiter=RateLimiter(1000, 1000),
-        demo_key="pwk_demo_local",
-    )
+def url(local_engine: Engine, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    db = tmp_path / "db.sqlite"
+    key = asyncio.run(chu_key(db))
+    api = ConversationApi(local_engine, IntegrationStore(db), limiter=RateLimiter(1000, 1000))
     with serve(create_app(api)) as base:
-        yield base
+        yield base, key
 
 
-def recommended_contacts(url: str, context: str | None) -> list[str]:
-    headers = {"authorization": "Bearer pwk_demo_local"}
+def recommended_contacts(server: tuple[str, str], context: str | None) -> list[str]:
+    """The establishment's own secret key: only it may use the chu-toulouse context."""
+    url, key = server
+    headers = {"authorization": f"Bearer {key}"}
     with httpx.Client(base_url=url + "/api/v1", headers=headers) as client:
         body = {"context": context} if context else {}
         cid = client.post("/conversations", json=body).json()["conversation_id"]
@@ -84,7 +92,7 @@ def recommended_contacts(url: str, context: str | None) -> list[str]:
     return [contact["id"] for contact in recommendation["contacts"]]
 
 
-def test_the_establishment_context_puts_its_own_contacts_first(url: str) -> None:
+def test_the_establishment_context_puts_its_own_contacts_first(url: tuple[str, str]) -> None:
     assert recommended_contacts(url, "chu-toulouse")[0] == "chu_toulouse_partenariat"
     others = recommended_contacts(url, None)
     assert others[0] != "chu_toulouse_partenariat"

@@ -216,9 +216,14 @@ def test_receiver_down_then_up_gets_every_event(
         assert event["data"]["contacts"]
         assert event["data"]["establishments"] == ["chu-a"], "only the one the person accepted"
     for event in completed:
-        assert set(event["data"]) == {"roles", "territory", "context", "kb_version"}, (
-            "anonymous: no conversation id, nothing typed"
-        )
+        assert set(event["data"]) == {
+            "roles",
+            "territory",
+            "context",
+            "kb_version",
+            "establishment",
+        }, "anonymous: no conversation id, nothing typed"
+        assert event["data"]["establishment"] == "chu-a", "tagged with the creating key's"
         assert event["data"]["roles"][0] == "patient_partenaire_formateur"
     # Retries kept the same webhook-id: the receiver saw duplicates of nothing it acknowledged.
     assert asyncio.run(outbox(db)) == [], "acknowledged events leave the outbox"

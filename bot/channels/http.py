@@ -2,7 +2,10 @@
 (``/widget.js``), as Starlette routes to add to the server's app.
 
 Every API answer is JSON; errors are ``{"error": {"code", "message"}}``. A conversation belongs
-to the key that created it: any other key gets 404, as if it did not exist. Conversations are
+to the establishment whose key created it: a key of any other establishment gets 404, as if it
+did not exist. One created with a public widget key also needs its own secret, returned once at
+creation (``conversation_secret``) and sent back in the ``X-Conversation-Secret`` header: the
+widget key, visible in every host page, never unlocks a transcript by itself. Conversations are
 stored (state and transcript): the establishment's integration holds the consent relationship
 with the person.
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import hmac
 import html
 import json
 import math
+import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -32,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, MAX_TEXT_LENGTH, Engine, Turn
 from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Reply
@@ -44,6 +50,7 @@ from bot.storage.integration import (
     Conversation,
     IntegrationStore,
     TranscriptLine,
+    hash_key,
     new_id,
 )
 from bot.webhooks import EVENT_TYPES, WebhookWorker, route
@@ -58,6 +65,9 @@ CONTEXT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 DEMO_KEY_ID = "key_demo"
 DEMO_ESTABLISHMENT = "demo"
+#: The header carrying a widget conversation's own secret (``conversation_secret``).
+SECRET_HEADER = "x-conversation-secret"
+SECRET_PREFIX = "pcs_"
 
 
 # -- request and response models (they also generate the OpenAPI document) ------------------
@@ -146,6 +156,11 @@ class TurnOut(BaseModel):
 
 class ConversationCreated(TurnOut):
     conversation_id: str
+    conversation_secret: str | None = Field(
+        description="With a widget key only: the conversation's own secret, to send back in "
+        "the X-Conversation-Secret header of every later call about it (shown once); null "
+        "with a secret key."
+    )
 
 
 class Answer(BaseModel):
@@ -234,7 +249,7 @@ class ApiError(Exception):
 CORS_HEADERS = {
     "access-control-allow-origin": "*",
     "access-control-allow-methods": "GET, POST, DELETE, OPTIONS",
-    "access-control-allow-headers": "authorization, content-type",
+    "access-control-allow-headers": "authorization, content-type, x-conversation-secret",
     "access-control-expose-headers": "retry-after, location",
     "access-control-max-age": "600",
 }
@@ -317,11 +332,14 @@ class ConversationApi:
         on_events: Callable[[], None] | None = None,
         key_cache_seconds: float = 5.0,
         features: Features | None = None,
-        secret: bytes = b"passerelle-api",
+        secret: bytes | None = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self.holder = holder_of(engine)
         self.features = features
-        self.secret = secret
+        # The deployment passes its PASSERELLE_SECRET; never a constant otherwise.
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self.body_timeout = body_timeout
         self.store = store
         self.establishments = dict(establishments or {})
         self.limiter = limiter or RateLimiter()
@@ -340,11 +358,14 @@ class ConversationApi:
         """The pseudonymous key of an API conversation for the barometer and its erasure."""
         return pseudonym(self.secret, "api", conversation_id)
 
-    async def _features(self, turn: Turn, conversation_id: str) -> Turn:
+    async def _features(self, turn: Turn, conversation_id: str, establishment: str) -> Turn:
         if self.features is None:
             return turn
         return await self.features.after_turn(
-            turn, channel="api", member=self.member(conversation_id)
+            turn,
+            channel="api",
+            member=self.member(conversation_id),
+            establishment=establishment,
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -425,11 +446,20 @@ class ConversationApi:
             raise _too_large()
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _too_large()
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.body_timeout):  # a body trickled in never ends
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_BODY_BYTES:
+                        raise _too_large()
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"Corps de requête reçu trop lentement ({self.body_timeout:g} s au plus).",
+                {"connection": "close"},
+            ) from None
         raw = b"".join(chunks)
         if not raw.strip() and empty_ok:
             data: Any = {}
@@ -468,6 +498,36 @@ class ConversationApi:
         name = choice[len(CMD) :] if choice.startswith(CMD) else None
         return name is not None and (name in COMMANDS or name in self.engine.modes)
 
+    def _context(self, key: ApiKey, context: str | None) -> str | None:
+        """``context`` if the key's establishment may use it (its id or one of its declared
+        contexts), else a 403: no key speaks for another establishment."""
+        if context is None:
+            return None
+        establishment = self.establishments.get(key.establishment)
+        allowed = {key.establishment, *(establishment.contexts if establishment else ())}
+        if context not in allowed:
+            raise ApiError(
+                403,
+                "forbidden_context",
+                f"Le contexte « {context} » n'appartient pas à l'établissement de cette clé "
+                f"(permis : {', '.join(sorted(allowed))}).",
+            )
+        return context
+
+    async def _owned(self, request: Request, key: ApiKey, conversation_id: str) -> Conversation:
+        """The conversation if the key's establishment owns it and, for a widget key, the
+        request carries the conversation's own secret; else 404 (as if it did not exist)."""
+        conversation = await self.store.load_conversation(conversation_id, key.establishment)
+        if conversation is None:
+            raise _not_found()
+        if key.kind == "widget":
+            given = request.headers.get(SECRET_HEADER, "").strip()
+            expected = conversation.secret_hash or ""
+            # Compared in constant time, and a conversation without a secret never matches.
+            if not hmac.compare_digest(hash_key(given), expected) or not expected:
+                raise _not_found()
+        return conversation
+
     def _route_events(self, turn: Turn, conversation: Conversation) -> list[Any]:
         entries = []
         for event in turn.events:
@@ -488,10 +548,12 @@ class ConversationApi:
         async def work() -> Response:
             key = await self._authenticate(request)
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
+            context = self._context(key, body.context)
             conversation_id = new_id("conv_")
-            start = self.engine.start(body.context, owner=key.establishment)
-            turn = await self._features(start, conversation_id)
+            start = self.engine.start(context, owner=key.establishment)
+            turn = await self._features(start, conversation_id, key.establishment)
             now = time.time()
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32) if key.kind == "widget" else None
             conversation = Conversation(
                 id=conversation_id,
                 key_id=key.id,
@@ -500,6 +562,7 @@ class ConversationApi:
                 offered=_offered(turn),
                 created_at=now,
                 updated_at=now,
+                secret_hash=hash_key(secret) if secret is not None else None,
             )
             events = self._route_events(turn, conversation)
             await self.store.save_turn(
@@ -507,7 +570,11 @@ class ConversationApi:
             )
             if events and self.on_events:
                 self.on_events()
-            data = {"conversation_id": conversation.id, **_turn_out(turn)}
+            data = {
+                "conversation_id": conversation.id,
+                "conversation_secret": secret,
+                **_turn_out(turn),
+            }
             location = f"{API_PREFIX}/conversations/{conversation.id}"
             return _json(data, 201, {"location": location})
 
@@ -519,9 +586,7 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
             async with self._lock(conversation_id):
-                conversation = await self.store.load_conversation(conversation_id, key.id)
-                if conversation is None:
-                    raise _not_found()
+                conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
                 person: dict[str, Any]
@@ -540,14 +605,13 @@ class ConversationApi:
                 else:
                     event = Input.text(body.text or "")
                     person = {"text": body.text or ""}
-                turn = await self._features(self.engine.handle(session, event), conversation.id)
-                updated = Conversation(
-                    id=conversation.id,
-                    key_id=conversation.key_id,
-                    establishment=conversation.establishment,
+                turn = await self._features(
+                    self.engine.handle(session, event), conversation.id, conversation.establishment
+                )
+                updated = dataclasses.replace(
+                    conversation,
                     session=turn.session.to_dict(),
                     offered=_offered(turn),
-                    created_at=conversation.created_at,
                     updated_at=now,
                 )
                 events = self._route_events(turn, updated)
@@ -565,15 +629,17 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             if request.method == "DELETE":
                 async with self._lock(conversation_id):
-                    deleted = await self.store.delete_conversation(conversation_id, key.id)
-                    if deleted and self.features is not None:
-                        await self.features.erase_user(self.member(conversation_id))
-                if not deleted:
-                    raise _not_found()
+                    conversation = await self._owned(request, key, conversation_id)
+                    if self.features is not None:
+                        # First the features' rows (statistics included: no padding is left
+                        # behind), then the conversation, whose erasure also scrubs the disk.
+                        await self.features.erase_conversation(
+                            self.member(conversation_id), conversation.session
+                        )
+                    if not await self.store.delete_conversation(conversation_id, key.establishment):
+                        raise _not_found()
                 return Response(status_code=204, headers=CORS_HEADERS)
-            conversation = await self.store.load_conversation(conversation_id, key.id)
-            if conversation is None:
-                raise _not_found()
+            conversation = await self._owned(request, key, conversation_id)
             lines = await self.store.transcript(conversation_id)
             session = Session.from_dict(conversation.session)
             return _json(
@@ -606,6 +672,13 @@ class ConversationApi:
 
         async def work() -> Response:
             key = await self._authenticate(request)
+            if key.kind != "api":
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "Les statistiques ne se lisent qu'avec une clé secrète (psk_…), jamais avec "
+                    "la clé publique du chat web.",
+                )
             raw = request.query_params.get("since")
             since = None
             if raw:
@@ -617,7 +690,11 @@ class ConversationApi:
                     ) from None
             if self.features is None:
                 raise ApiError(404, "not_found", "Statistiques non disponibles sur ce serveur.")
-            return _json(await self.features.stats_json(key.establishment, since))
+            establishment = self.establishments.get(key.establishment)
+            contexts = establishment.contexts if establishment is not None else ()
+            return _json(
+                await self.features.stats_json(key.establishment, since, contexts=contexts)
+            )
 
         return await self._handle(request, work)
 
@@ -832,6 +909,14 @@ def openapi_document() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string"},
     }
+    conversation_secret = {
+        "name": "X-Conversation-Secret",
+        "in": "header",
+        "required": False,
+        "description": "With a widget key: the conversation_secret returned at creation "
+        "(without it, or with another one, the conversation is not found).",
+        "schema": {"type": "string"},
+    }
     bad_body = {
         "400": error("Corps qui n'est pas du JSON valide."),
         "413": error("Corps de plus de 16 Kio."),
@@ -840,7 +925,12 @@ def openapi_document() -> dict[str, Any]:
             "(text_too_long), choix non proposé (unknown_choice) ou requête invalide."
         ),
     }
-    not_found = {"404": error("Conversation inconnue, effacée ou créée par une autre clé.")}
+    not_found = {
+        "404": error(
+            "Conversation inconnue, effacée, d'un autre établissement, ou (clé de chat web) "
+            "sans son secret."
+        )
+    }
     _OPENAPI = {
         "openapi": "3.1.0",
         "info": {
@@ -874,6 +964,7 @@ def openapi_document() -> dict[str, Any]:
                             "description": "Les chiffres du contexte de l'appelant seulement.",
                             "content": {"application/json": {"schema": ref("StatsOut")}},
                         },
+                        "403": error("Clé de chat web (publique) : statistiques refusées."),
                         "404": error("Statistiques non disponibles sur ce serveur."),
                         "422": error("Date « since » invalide."),
                         **common,
@@ -904,6 +995,10 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         },
+                        "403": error(
+                            "Contexte d'un autre établissement que celui de la clé "
+                            "(forbidden_context)."
+                        ),
                         **bad_body,
                         **common,
                     },
@@ -913,7 +1008,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "sendMessage",
                     "summary": "Envoyer un texte ou un choix",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "requestBody": body("NewMessage"),
                     "responses": {
                         "200": {
@@ -930,7 +1025,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getConversation",
                     "summary": "L'état et la transcription conservés",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "responses": {
                         "200": {
                             "description": "La conversation.",
@@ -943,7 +1038,7 @@ def openapi_document() -> dict[str, Any]:
                 "delete": {
                     "operationId": "deleteConversation",
                     "summary": "Effacer la conversation (état, transcription, webhooks en attente)",
-                    "parameters": [conversation_id],
+                    "parameters": [conversation_id, conversation_secret],
                     "responses": {
                         "204": {"description": "Effacée."},
                         **not_found,

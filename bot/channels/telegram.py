@@ -134,6 +134,17 @@ LIVE_KEYBOARDS = 10_000
 LIVE_PER_CHAT = 4
 #: ``reply_markup`` that removes a message's buttons.
 NO_KEYBOARD = '{"inline_keyboard": []}'
+#: Intake checks (:func:`update_problem`): Telegram's ids fit in 52 bits, callback data in 64
+#: bytes; updates are a few levels deep. Texts (4096 characters on Telegram) are allowed up to
+#: 32 Kio, so that a too long one still gets the engine's kind « too long » answer.
+MAX_ID = 2**53
+MAX_INT = 2**63
+MAX_DEPTH = 24
+TEXT_LIMITS = {"text": 32_768, "caption": 32_768, "data": 64, "query": 4096}
+#: Objects whose ``id`` identifies a person or a chat, and must be an integer.
+ID_OBJECTS = ("chat", "from", "sender_chat", "user", "forward_from", "forward_from_chat")
+#: An update whose application failed this many times is dead-lettered (payload dropped).
+MAX_APPLY_ATTEMPTS = 3
 
 
 # -- callback data --------------------------------------------------------------------------
@@ -420,6 +431,13 @@ class ChatQueues:
                 await task
 
 
+def _json_object(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ValueError("not JSON") from None
+
+
 def _chat_key(update: Update) -> Hashable:
     if update.effective_chat is not None:
         return ("chat", update.effective_chat.id)
@@ -430,6 +448,42 @@ def _chat_key(update: Update) -> Hashable:
 
 def _seconds(value: int | float | dt.timedelta) -> float:
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+def update_problem(data: Any) -> str | None:
+    """Why ``data`` is not an update we can safely record and apply, or ``None``.
+
+    Checked before anything is recorded: ``update_id`` and every integer in range (SQLite
+    stores 64 bits), the ids of chats and people integers of at most 53 bits, texts within
+    Telegram's limits, a shallow structure, and PTB able to read it."""
+    if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        return "not a Telegram update"
+    if not 0 <= data["update_id"] < MAX_INT:
+        return "update_id out of range"
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return "too deeply nested"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ID_OBJECTS:
+                    if not isinstance(item, dict):
+                        return f"{key} is not an object"
+                    ident = item.get("id")
+                    if type(ident) is not int or not -MAX_ID < ident < MAX_ID:
+                        return f"{key}.id is not a Telegram id"
+                limit = TEXT_LIMITS.get(key)
+                if limit is not None and isinstance(item, str):
+                    size = len(item.encode("utf-8", "replace")) if key == "data" else len(item)
+                    if size > limit:
+                        return f"{key} too long"
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif type(value) is int and not -MAX_INT <= value < MAX_INT:
+            return "integer out of range"
+    return None
 
 
 # -- the channel ----------------------------------------------------------------------------
@@ -536,15 +590,29 @@ class TelegramChannel:
 
     async def resume_inbox(self) -> int:
         """Send the replies recorded but not sent before a crash, then apply every recorded
-        update not yet applied, in update order (per chat: old replies first)."""
+        update not yet applied, in update order (per chat: old replies first).
+
+        A row that cannot be read (recorded by an older version, or damaged) never stops the
+        start: a reply is dropped, an update dead-lettered (its payload nulled), with a log
+        line each; so is an update that already failed :data:`MAX_APPLY_ATTEMPTS` times."""
         for reply in await self.storage.replies_pending():
             self._undelivered.setdefault(reply.chat_id, deque()).append(reply)
         for chat_id in self._undelivered:
             self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         pending = await self.storage.inbox_pending(limit=100_000)
+        resumed = 0
         for item in pending:
-            self._submit(item.update_id, json.loads(item.payload))
-        return len(pending)
+            update = None
+            if item.attempts < MAX_APPLY_ATTEMPTS:
+                with contextlib.suppress(ValueError):
+                    update = self._parse(_json_object(item.payload))
+            if update is None:
+                log.warning("recorded update dead-lettered at start-up (unreadable or failing)")
+                await self.storage.inbox_dead(item.update_id)
+                continue
+            self._queues.submit(_chat_key(update), update)
+            resumed += 1
+        return resumed
 
     async def drain(self) -> None:
         """Wait until every update received so far has been applied (tests, shutdown)."""
@@ -575,36 +643,43 @@ class TelegramChannel:
 
     # -- intake ----------------------------------------------------------------------------
     async def receive(self, payload: bytes) -> bool:
-        """Durably record a raw update, then schedule it. ``False`` for a duplicate.
+        """Check a raw update, durably record it, then schedule it. ``False`` for a duplicate
+        or for an update that fails the checks (:func:`update_problem`): that one is dropped
+        with a log line and never recorded (the webhook still answers 200, so Telegram does
+        not send it again).
 
-        Raises :class:`ValueError` if ``payload`` is not an update (nothing is recorded)."""
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise ValueError("not JSON") from None
+        Raises :class:`ValueError` if ``payload`` is not an update at all (not JSON, no
+        ``update_id``): nothing is recorded."""
+        data = _json_object(payload)
         if not isinstance(data, dict) or type(data.get("update_id")) is not int:
             raise ValueError("not a Telegram update")
         update_id: int = data["update_id"]
-        if not 0 <= update_id < 2**63:
+        if not 0 <= update_id < MAX_INT:
             raise ValueError("update_id out of range")
+        try:
+            update = self._parse(data)
+        except ValueError as exc:
+            log.warning("invalid update dropped before recording: %s", exc)
+            return False
         added = await self.storage.inbox_add(update_id, payload)
         if added:
-            self._submit(update_id, data)
+            self._queues.submit(_chat_key(update), update)
         return added
 
-    def _submit(self, update_id: int, data: dict[str, Any]) -> None:
+    def _parse(self, data: Any) -> Update:
+        """The PTB update of checked ``data``; :class:`ValueError` if it fails a check."""
+        problem = update_problem(data)
+        if problem is not None:
+            raise ValueError(problem)
         try:
             update = Update.de_json(data, self.bot)
-        except Exception as exc:  # malformed content: record it as applied, do nothing
-            log.warning("unreadable update skipped: %s", type(exc).__name__)
-            self._queues.submit(("update", update_id), update_id)
-            return
-        self._queues.submit(_chat_key(update), update)
+        except Exception as exc:
+            raise ValueError(f"unreadable by PTB ({type(exc).__name__})") from None
+        if update is None:
+            raise ValueError("unreadable by PTB")
+        return update
 
-    async def _apply(self, job: Update | int | Redeliver | FollowUpDue) -> None:
-        if isinstance(job, int):
-            await self.storage.inbox_done(job)
-            return
+    async def _apply(self, job: Update | Redeliver | FollowUpDue) -> None:
         if isinstance(job, Redeliver):
             await self._deliver(job.chat_id, ())
             return
@@ -620,7 +695,17 @@ class TelegramChannel:
             _TURN.reset(token)
             # State, inbox mark and replies in one transaction (the reply outbox).
             change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
-            await self.storage.commit_update(job.update_id, turn.user, change)
+            try:
+                await self.storage.commit_update(job.update_id, turn.user, change)
+            except Exception as exc:
+                # Left pending for the next start, up to MAX_APPLY_ATTEMPTS times.
+                dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
+                log.warning(
+                    "update not applied (%s)%s",
+                    type(exc).__name__,
+                    ": dead-lettered" if dead else "; retried at the next start",
+                )
+                raise
         if turn.events and self.on_events is not None:
             self.on_events()
         chats: dict[int, list[OutgoingReply]] = {}
@@ -756,10 +841,14 @@ class TelegramChannel:
             if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
                 return Response(status_code=413)  # refused before reading any of it
             body = bytearray()
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    return Response(status_code=413)
+            try:
+                async with asyncio.timeout(self.settings.body_timeout):
+                    async for chunk in request.stream():
+                        body += chunk
+                        if len(body) > MAX_BODY:
+                            return Response(status_code=413)
+            except TimeoutError:
+                return Response(status_code=408, headers={"connection": "close"})
             try:
                 await self.receive(bytes(body))
             except ValueError:
@@ -1655,7 +1744,10 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
                 kb_version=engine.kb.version,
                 establishments=establishments,
             )
-            print(f"{line} Ctrl+C pour arrêter.", flush=True)
+            if settings.log_format == "json":
+                log.info("%s", line)  # JSON logs: every line is JSON
+            else:
+                print(f"{line} Ctrl+C pour arrêter.", flush=True)
             await stop.wait()
     finally:
         await asyncio.to_thread(charts.shutdown)

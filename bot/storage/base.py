@@ -31,6 +31,8 @@ class InboxItem:
 
     update_id: int
     payload: bytes
+    #: How many times applying it failed already.
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,17 @@ class Storage(ABC):
     async def inbox_done(self, update_id: int) -> None:
         """Mark an update applied without any other change (its payload is dropped)."""
         await self.commit_update(update_id, "", UserChange())
+
+    async def inbox_dead(self, update_id: int) -> None:
+        """Dead-letter an update that cannot be applied: its payload is dropped and it is
+        never tried again (durable stores also record when)."""
+        await self.inbox_done(update_id)
+
+    async def inbox_failed(self, update_id: int, max_attempts: int) -> bool:
+        """Count one failed application; dead-letter the update (and return ``True``) once it
+        failed ``max_attempts`` times. Stores that keep no count dead-letter it at once."""
+        await self.inbox_dead(update_id)
+        return True
 
     # -- reply outbox: replies recorded with the state change, sent afterwards -------------
     async def replies_pending(self) -> list[OutgoingReply]:

@@ -100,6 +100,17 @@ FEATURE_MIGRATIONS: list[Migration] = [
             WHERE sent_at IS NULL AND cancelled_at IS NULL
         """,
     ),
+    (
+        203,
+        # Statistics are tagged with the establishment whose API key created the conversation
+        # (NULL on Telegram): an establishment's report never counts another's conversations,
+        # and its own never lift a hidden count over the threshold (bot/stats.py).
+        """
+        ALTER TABLE stats_conversations ADD COLUMN establishment TEXT;
+        CREATE INDEX IF NOT EXISTS stats_conversations_establishment
+            ON stats_conversations (establishment)
+        """,
+    ),
 ]
 
 
@@ -125,6 +136,9 @@ class FeatureStore:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("PRAGMA foreign_keys=ON")
+        # Erased ratings and follow-ups are overwritten with zeros; the WAL they went through
+        # is truncated by the core store's scrub (same file), which erasures run afterwards.
+        await self._db.execute("PRAGMA secure_delete=ON")
         await migrate(self._db, FEATURE_MIGRATIONS)
 
     async def close(self) -> None:

@@ -77,6 +77,14 @@ INTEGRATION_MIGRATIONS: list[Migration] = [
         CREATE INDEX IF NOT EXISTS webhook_outbox_subject ON webhook_outbox (subject);
         """,
     ),
+    (
+        102,
+        # Ownership: a conversation belongs to an establishment; one created with a public
+        # widget key also needs its own secret (only its hash is kept), handed to that browser.
+        """
+        ALTER TABLE api_conversations ADD COLUMN secret_hash TEXT;
+        """,
+    ),
 ]
 
 
@@ -136,6 +144,8 @@ class Conversation:
     offered: tuple[str, ...]
     created_at: float
     updated_at: float
+    #: SHA-256 of the conversation's own secret (widget conversations), else ``None``.
+    secret_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,11 +247,15 @@ class IntegrationStore:
         return count > 0
 
     # -- conversations ---------------------------------------------------------------------
-    async def load_conversation(self, conversation_id: str, key_id: str) -> Conversation | None:
+    async def load_conversation(
+        self, conversation_id: str, establishment: str
+    ) -> Conversation | None:
+        """The conversation if it belongs to ``establishment`` (whatever key of it created
+        it); the caller still checks a widget conversation's own secret."""
         rows = await self.core._lookup(  # primary key: a point read
-            "SELECT id, key_id, establishment, session, offered, created_at, updated_at "
-            "FROM api_conversations WHERE id = ? AND key_id = ?",
-            (conversation_id, key_id),
+            "SELECT id, key_id, establishment, session, offered, created_at, updated_at, "
+            "secret_hash FROM api_conversations WHERE id = ? AND establishment = ?",
+            (conversation_id, establishment),
         )
         if not rows:
             return None
@@ -254,6 +268,7 @@ class IntegrationStore:
             offered=tuple(json.loads(row[4])),
             created_at=row[5],
             updated_at=row[6],
+            secret_hash=row[7],
         )
 
     async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
@@ -281,7 +296,7 @@ class IntegrationStore:
             statements.append(
                 (
                     "INSERT INTO api_conversations (id, key_id, establishment, session, offered, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, updated_at, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conversation.id,
                         conversation.key_id,
@@ -290,6 +305,7 @@ class IntegrationStore:
                         offered,
                         conversation.created_at,
                         now,
+                        conversation.secret_hash,
                     ),
                 )
             )
@@ -319,13 +335,14 @@ class IntegrationStore:
         statements += [_outbox_insert(event, now) for event in events]
         await self._write(statements)
 
-    async def delete_conversation(self, conversation_id: str, key_id: str) -> bool:
-        """Erase a conversation, its transcript and its undelivered webhook payloads."""
+    async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
+        """Erase a conversation of ``establishment``, its transcript and its undelivered
+        webhook payloads."""
         counts = await self._write(
             [
                 (
-                    "DELETE FROM api_conversations WHERE id = ? AND key_id = ?",
-                    (conversation_id, key_id),
+                    "DELETE FROM api_conversations WHERE id = ? AND establishment = ?",
+                    (conversation_id, establishment),
                 ),
                 (
                     "DELETE FROM api_messages WHERE conversation_id = ? AND NOT EXISTS "
@@ -339,6 +356,8 @@ class IntegrationStore:
                 ),
             ]
         )
+        if counts[0] > 0:
+            await self.core.scrub()  # gone from the WAL too, before the 204
         return counts[0] > 0
 
     async def purge_idle_conversations(self, idle_days: int) -> int:
@@ -353,6 +372,8 @@ class IntegrationStore:
                 ("DELETE FROM api_conversations WHERE updated_at < ?", (cutoff,)),
             ]
         )
+        if counts[1]:
+            await self.core.scrub()
         return counts[1]
 
     # -- webhook outbox --------------------------------------------------------------------
@@ -361,11 +382,25 @@ class IntegrationStore:
         now = time.time()
         await self._write([_outbox_insert(event, now) for event in events])
 
-    async def outbox_due(self, now: float, limit: int = 50) -> list[OutboxItem]:
+    async def outbox_due(
+        self, now: float, limit: int = 50, skip_establishments: Sequence[str] = ()
+    ) -> list[OutboxItem]:
+        """Pending events due by ``now``, but only the oldest pending one of each subject and
+        establishment (a conversation's events go out in the order they were created), and
+        none for ``skip_establishments`` (whose lanes are full)."""
+        skip = ""
+        if skip_establishments:
+            skip = f" AND o.establishment NOT IN ({', '.join('?' for _ in skip_establishments)})"
         rows = await self._read(
-            _OUTBOX_SELECT + " WHERE status = 'pending' AND next_attempt_at <= ? "
-            "ORDER BY next_attempt_at, created_at LIMIT ?",
-            (now, limit),
+            _OUTBOX_SELECT.replace(" FROM webhook_outbox", " FROM webhook_outbox o")
+            + " WHERE o.status = 'pending' AND o.next_attempt_at <= ?"
+            + skip
+            + " AND (o.subject IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_outbox p "
+            "WHERE p.subject = o.subject AND p.establishment = o.establishment "
+            "AND p.status = 'pending' AND (p.created_at < o.created_at "
+            "OR (p.created_at = o.created_at AND p.rowid < o.rowid)))) "
+            "ORDER BY o.next_attempt_at, o.created_at, o.rowid LIMIT ?",
+            (now, *skip_establishments, limit),
         )
         return [_item(row) for row in rows]
 

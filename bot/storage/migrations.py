@@ -57,6 +57,25 @@ CORE_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        3,
+        # Poison updates: how many times applying one failed; past a few it is dead-lettered
+        # (payload dropped, ``failed_at`` set) instead of failing again at every start.
+        """
+        ALTER TABLE inbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE inbox ADD COLUMN failed_at REAL;
+        """,
+    ),
+    (
+        4,
+        # /healthz commits a write here: a full disk or a read-only database shows at once.
+        """
+        CREATE TABLE IF NOT EXISTS health (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            checked_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 SCHEMA_VERSION_TABLE = (

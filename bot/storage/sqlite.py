@@ -10,6 +10,13 @@ Durability: ``synchronous=FULL`` by default, so a commit (and the 200 answered a
 a power loss, not only a process crash; group commit keeps the cost at one fsync per batch.
 A writer blocked by another process (``busy_timeout``) waits, then retries the batch.
 The database file is created readable by its owner only (mode 0600).
+
+Erasure reaches the disk: ``secure_delete`` overwrites deleted content with zeros, and the
+write-ahead log (which still holds every page as it was written) is checkpointed into the
+database and truncated to zero bytes (:meth:`SqliteStorage.scrub`) right after an erasure, and
+within :data:`SCRUB_DELAY` of any other write (an inbox payload nulled once applied, a reply
+deleted once sent). So what a person erased, or sent before consenting, does not outlive on disk
+the turn that needed it.
 """
 
 from __future__ import annotations
@@ -47,6 +54,23 @@ INLINE_BUSY_TIMEOUT_MS = 1_000
 #: How many times a batch that failed on a lock held elsewhere is retried (after the busy
 #: timeout above, so a lock held for minutes is survived).
 LOCKED_RETRIES = 5
+#: Seconds after a write before the write-ahead log is checkpointed and truncated (at most one
+#: such scrub per delay under load; erasures scrub at once).
+SCRUB_DELAY = 0.5
+
+
+class _Scrub:
+    """A queued checkpoint-and-truncate of the WAL (run by the writer between transactions)."""
+
+    def __init__(self, future: asyncio.Future[None] | None) -> None:
+        self.future = future
+
+
+def checkpoint(db: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database and truncate it to zero bytes; ``False`` if a reader
+    kept it from finishing (it is then tried again later)."""
+    row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return row is None or int(row[0]) == 0
 
 
 def create_private_file(path: str | Path) -> None:
@@ -69,6 +93,7 @@ class SqliteStorage(Storage):
         migrations: Sequence[Migration] = CORE_MIGRATIONS,
         clock: Callable[[], float] = time.time,
         max_batch: int = 512,
+        scrub_delay: float = SCRUB_DELAY,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
@@ -81,8 +106,12 @@ class SqliteStorage(Storage):
         self._reader: aiosqlite.Connection | None = None
         #: For point lookups by primary key, run inline in the event loop (see _lookup).
         self._inline: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Job | _Scrub | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.scrub_delay = scrub_delay
+        self._scrub_timer: asyncio.TimerHandle | None = None
+        #: Checkpoints that truncated the WAL (tests, health).
+        self.scrubs = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -95,6 +124,7 @@ class SqliteStorage(Storage):
             raise RuntimeError(f"SQLite refused WAL mode (got {mode!r})")
         await self._pragma(self._db, f"synchronous={self.synchronous}")
         await self._pragma(self._db, f"busy_timeout={BUSY_TIMEOUT_MS}")
+        await self._pragma(self._db, "secure_delete=ON")
         await migrate(self._db, self.migrations)
         if memory:
             self._reader = self._db
@@ -109,7 +139,12 @@ class SqliteStorage(Storage):
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
 
     async def close(self) -> None:
+        if self._scrub_timer is not None:
+            self._scrub_timer.cancel()
+            self._scrub_timer = None
         if self._writer is not None:
+            if not self._writer.done():
+                await self.scrub()
             self._queue.put_nowait(None)
             await self._writer
             self._writer = None
@@ -156,34 +191,83 @@ class SqliteStorage(Storage):
         """Queue ``operation`` without waiting: it joins the next transaction."""
         self._enqueue(operation, True, False)
 
+    async def scrub(self) -> None:
+        """Checkpoint the write-ahead log into the database and truncate it, after every write
+        queued so far: what was erased is then gone from the files on disk (the database's
+        freed space was already zeroed by ``secure_delete``)."""
+        if self.path == ":memory:" or self._writer is None or self._writer.done():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Scrub(future))
+        await future
+
+    def _scrub_soon(self) -> None:
+        if self._scrub_timer is not None or self.path == ":memory:":
+            return
+        self._scrub_timer = asyncio.get_running_loop().call_later(self.scrub_delay, self._scrub_due)
+
+    def _scrub_due(self) -> None:
+        self._scrub_timer = None
+        if self._writer is not None and not self._writer.done():
+            self._queue.put_nowait(_Scrub(None))
+
+    async def _run_scrub(self, scrub: _Scrub) -> None:
+        db = self._db
+        assert db is not None
+        try:
+            done = await _in_thread(db, checkpoint)
+        except Exception as exc:
+            log.warning("WAL checkpoint failed: %s", type(exc).__name__)
+            done = False
+        if done:
+            self.scrubs += 1
+        else:
+            self._scrub_soon()  # a long reader held it: try again shortly
+        if scrub.future is not None and not scrub.future.done():
+            scrub.future.set_result(None)
+
     async def _write_loop(self) -> None:
         stopping = False
         while not stopping:
             first = await self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            if isinstance(first, _Scrub):
+                await self._run_scrub(first)
+                continue
+            batch: list[Job] = [first]
+            scrub: _Scrub | None = None
             while len(batch) < self._max_batch and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is None:
                     stopping = True
                     break
+                if isinstance(item, _Scrub):  # after this batch, before anything queued later
+                    scrub = item
+                    break
                 batch.append(item)
-            for attempt in range(LOCKED_RETRIES + 1):
-                try:
-                    outcomes = await self._run_batch(batch)
-                except sqlite3.OperationalError as exc:
-                    locked = "locked" in str(exc) or "busy" in str(exc)
-                    if locked and attempt < LOCKED_RETRIES:
-                        log.warning("database locked by another process, retrying")
-                        continue
-                    self._settle_failed(batch, exc)
-                    break
-                except Exception as exc:
-                    self._settle_failed(batch, exc)
-                    break
-                self._settle(outcomes)
+            await self._commit_batch(batch)
+            if scrub is not None:
+                await self._run_scrub(scrub)
+            else:
+                self._scrub_soon()
+
+    async def _commit_batch(self, batch: list[Job]) -> None:
+        for attempt in range(LOCKED_RETRIES + 1):
+            try:
+                outcomes = await self._run_batch(batch)
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if locked and attempt < LOCKED_RETRIES:
+                    log.warning("database locked by another process, retrying")
+                    continue
+                self._settle_failed(batch, exc)
                 break
+            except Exception as exc:
+                self._settle_failed(batch, exc)
+                break
+            self._settle(outcomes)
+            break
 
     @staticmethod
     def _settle_failed(batch: list[Job], exc: BaseException) -> None:
@@ -337,6 +421,8 @@ class SqliteStorage(Storage):
                 )
 
         await self._write_sync(operation)
+        if user and (change.erase or change.consent is False):
+            await self.scrub()  # the erased rows leave the WAL too, before the confirmation
 
     async def export_user(self, user: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -366,6 +452,8 @@ class SqliteStorage(Storage):
             return len(users)
 
         count: int = await self._write(operation)
+        if count:
+            await self.scrub()
         return count
 
     # -- inbox -----------------------------------------------------------------------------
@@ -384,20 +472,74 @@ class SqliteStorage(Storage):
 
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:
         rows = await self._rows(
-            "SELECT update_id, payload FROM inbox WHERE done_at IS NULL ORDER BY update_id LIMIT ?",
+            "SELECT update_id, payload, attempts FROM inbox WHERE done_at IS NULL "
+            "ORDER BY update_id LIMIT ?",
             (limit,),
         )
-        return [InboxItem(int(row[0]), bytes(row[1])) for row in rows]
+        items = []
+        for update_id, payload, attempts in rows:
+            if isinstance(payload, str):
+                payload = payload.encode("utf-8", "replace")
+            items.append(InboxItem(int(update_id), bytes(payload or b""), int(attempts or 0)))
+        return items
+
+    async def inbox_dead(self, update_id: int) -> None:
+        now = self._clock()
+
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE inbox SET done_at = ?, failed_at = ?, payload = NULL "
+                "WHERE update_id = ? AND done_at IS NULL",
+                (now, now, update_id),
+            )
+
+        await self._write_sync(operation)
+
+    async def inbox_failed(self, update_id: int, max_attempts: int) -> bool:
+        def operation(db: sqlite3.Connection) -> int:
+            db.execute(
+                "UPDATE inbox SET attempts = attempts + 1 WHERE update_id = ? AND done_at IS NULL",
+                (update_id,),
+            )
+            row = db.execute("SELECT attempts FROM inbox WHERE update_id = ?", (update_id,))
+            found = row.fetchone()
+            return int(found[0]) if found else 0
+
+        attempts: int = await self._write_sync(operation)
+        if attempts >= max_attempts:
+            await self.inbox_dead(update_id)
+            return True
+        return False
 
     # -- reply outbox ----------------------------------------------------------------------
     async def replies_pending(self) -> list[OutgoingReply]:
+        """Recorded replies, in order; a row that cannot be a Bot API call (written by an older
+        version from a malformed update) is deleted with a log line instead of stopping the
+        start-up."""
         rows = await self._rows(
             "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
             "ORDER BY created_at, update_id, seq"
         )
-        return [
-            OutgoingReply(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]), r[5]) for r in rows
-        ]
+        replies, bad = [], []
+        for row in rows:
+            update_id, seq, chat_id, method, params, photo = row
+            if (
+                type(chat_id) is not int
+                or method not in ("sendMessage", "sendPhoto")
+                or not isinstance(params, str)
+                or not (photo is None or isinstance(photo, bytes))
+            ):
+                bad.append((update_id, seq))
+                continue
+            replies.append(OutgoingReply(int(update_id), int(seq), chat_id, method, params, photo))
+        if bad:
+            log.warning("%d unreadable recorded reply(ies) dropped", len(bad))
+
+            def operation(db: sqlite3.Connection) -> None:
+                db.executemany("DELETE FROM replies WHERE update_id = ? AND seq = ?", bad)
+
+            await self._write_sync(operation)
+        return replies
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
         def operation(db: sqlite3.Connection) -> None:
@@ -429,6 +571,20 @@ class SqliteStorage(Storage):
         return count
 
     # -- introspection (health, benchmarks, tests) -----------------------------------------
+    async def probe(self) -> None:
+        """Commit one small write (``/healthz``): raises if the database cannot be written
+        (disk full, file read-only or locked for too long)."""
+        now = self._clock()
+
+        def operation(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                (now,),
+            )
+
+        await self._write_sync(operation)
+
     async def counts(self) -> dict[str, int]:
         """Rows per core table."""
         result: dict[str, int] = {}

@@ -94,21 +94,36 @@
 
   // -- state --------------------------------------------------------------------------------
   var conversationId = null;
+  // The conversation's own secret, given at creation: the public key alone never reads it.
+  var conversationSecret = null;
   var busy = false;
 
-  function remember(id) {
+  function remember(id, secret) {
     conversationId = id;
+    conversationSecret = id ? (secret || null) : null;
     try {
-      if (id) { window.sessionStorage.setItem(storageKey, id); } else { window.sessionStorage.removeItem(storageKey); }
+      if (id) {
+        window.sessionStorage.setItem(storageKey, id);
+        window.sessionStorage.setItem(storageKey + ":secret", conversationSecret || "");
+      } else {
+        window.sessionStorage.removeItem(storageKey);
+        window.sessionStorage.removeItem(storageKey + ":secret");
+      }
     } catch (e) { /* storage may be disabled: the conversation simply won't survive a reload */ }
   }
 
   function recalled() {
-    try { return window.sessionStorage.getItem(storageKey); } catch (e) { return null; }
+    try {
+      conversationSecret = window.sessionStorage.getItem(storageKey + ":secret") || null;
+      return window.sessionStorage.getItem(storageKey);
+    } catch (e) { return null; }
   }
 
   function call(method, path, body) {
     var options = { method: method, headers: { "Authorization": "Bearer " + key } };
+    if (conversationSecret && path !== "/conversations") {
+      options.headers["X-Conversation-Secret"] = conversationSecret;
+    }
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
@@ -200,7 +215,7 @@
     return call("POST", "/conversations", context ? { context: context } : {}).then(function (result) {
       setBusy(false);
       if (result.status !== 201) { addError(explain(result)); return; }
-      remember(result.body.conversation_id);
+      remember(result.body.conversation_id, result.body.conversation_secret);
       showTurn(result.body, focus);
     }, function () { setBusy(false); addError(TEXT.network); });
   }
