@@ -13,9 +13,9 @@ process. Two phases per variant:
 Latency is from the POST to the reply reaching the fake Telegram. Variants:
 
 * ``echo``: a bare PTB 22 echo bot behind the same server (the issue's reference). It replies
-  with the few bytes it was sent, while Passerelle's replies are 0.9–3.4 KB with up to 20
-  buttons, and the fake Bot API that parses them runs in the measured process.
-* ``echo-sized``: the same bare PTB bot replying, through PTB's ordinary ``reply_text``, the
+  with the few bytes it was sent, while Passerelle's replies are about 0.8–0.9 KB with 3 to
+  10 buttons (HTML), and the fake Bot API that parses them runs in the measured process.
+* ``echo-sized``: the same bare PTB bot replying, through PTB's ordinary ``reply_text`` (HTML), the
   same text and inline keyboard that Passerelle sends for that input (computed once before the
   run): the same bytes on the wire, no state. Shown so the comparison can be read both ways.
 * ``passerelle``: the real channel with durable SQLite state (WAL, synchronous=FULL), 10 000
@@ -210,7 +210,7 @@ async def run_passerelle(
 def passerelle_replies() -> dict[str, tuple[str, Any]]:
     """What Passerelle sends for the bench's two inputs: (text, inline keyboard)."""
     from bot.app import build_engine
-    from bot.channels.telegram import encode_choice, render
+    from bot.channels.telegram import encode_choice, keyboard_rows, render
     from bot.engine.session import Input
     from bot.knowledge.loader import load
 
@@ -220,9 +220,18 @@ def passerelle_replies() -> dict[str, tuple[str, Any]]:
     for body in ("aide", "glossaire"):
         turn = engine.handle(session, Input.text(body))
         message = render(turn.replies)[0]
+        pager = (engine.msg("telegram_prev", session), engine.msg("telegram_next", session))
         buttons = [
-            [{"text": c.label, "callback_data": encode_choice(turn.node, c.id)}]
-            for c in message.choices
+            [
+                {
+                    "text": c.short or c.label,
+                    "callback_data": c.id
+                    if c.id.startswith("p:")
+                    else encode_choice(turn.node, c.id),
+                }
+                for c in row
+            ]
+            for row in keyboard_rows(message.choices, 0, pager)
         ]
         replies[body] = (message.text, {"inline_keyboard": buttons} if buttons else None)
     return replies
@@ -260,7 +269,7 @@ async def run_echo(
                 return
             body, keyboard = sized_replies[message.text or "aide"]
             markup = InlineKeyboardMarkup.de_json(keyboard, None) if keyboard else None
-            await message.reply_text(body, reply_markup=markup)
+            await message.reply_text(body, reply_markup=markup, parse_mode="HTML")
 
         application.add_handler(MessageHandler(filters.TEXT, echo))
         tasks: set[asyncio.Task[None]] = set()

@@ -3,7 +3,8 @@
 The engine's barometer mode (:mod:`bot.engine.barometer`) is pure; channels pass every turn
 through :meth:`BarometerService.apply`, which
 
-* draws the person's radar chart after ``barometer.completed`` (in a worker thread);
+* draws the person's radar chart after ``barometer.completed`` (in the chart worker process,
+  see :func:`bot.charts.render`);
 * keeps a rating in a group after ``barometer.keep`` (the person pressed « create a group » or
   typed a code: that is the consent), then shows the comparison once two or more have rated;
 * answers ``barometer.compare`` for members only.
@@ -16,7 +17,6 @@ the previous round faded.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.charts import PALETTE, RadarSeries, Spoke, radar_png
+from bot.charts import PALETTE, RadarSeries, Spoke, radar_png, render
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply
@@ -39,7 +39,7 @@ GAP_THRESHOLD = 1.0
 SIDE_COLOURS = {"professionnel": PALETTE[0], "usager": PALETTE[1]}
 
 
-# -- charts (sync: call them with asyncio.to_thread) --------------------------------------------
+# -- charts (drawn off the event loop: the data is built here, the drawing in the worker) -------
 def _spokes(kb: KnowledgeBase, lang: str) -> tuple[list[str], list[Spoke]]:
     barometer = mode.barometer_of(kb)
     ids: list[str] = []
@@ -51,7 +51,7 @@ def _spokes(kb: KnowledgeBase, lang: str) -> tuple[list[str], list[Spoke]]:
     return ids, spokes
 
 
-def rating_chart(
+async def rating_chart(
     kb: KnowledgeBase, rater: str, scores: dict[str, int], alt: str, lang: str
 ) -> Image:
     """One person's radar chart."""
@@ -63,7 +63,7 @@ def rating_chart(
         [float(scores[i]) if i in scores else None for i in ids],
         SIDE_COLOURS.get(rater, PALETTE[0]),
     )
-    png = radar_png(spokes, [series], text(barometer.title, lang), subtitle=who)
+    png = await render(radar_png, spokes, [series], text(barometer.title, lang), subtitle=who)
     return Image(png, alt, "barometre.png")
 
 
@@ -89,7 +89,7 @@ class Comparison:
         return sum(side.count for side in self.sides.values())
 
 
-def comparison_chart(
+async def comparison_chart(
     kb: KnowledgeBase, comparison: Comparison, alt: str, labels: dict[str, str], lang: str
 ) -> Image:
     """Both sides overlaid; the previous round faded behind. ``labels`` come from messages."""
@@ -111,7 +111,8 @@ def comparison_chart(
                 labels[rater], [side.means.get(i) for i in ids], SIDE_COLOURS.get(rater, PALETTE[2])
             )
         )
-    png = radar_png(spokes, series, text(barometer.title, lang), subtitle=labels["subtitle"])
+    title = text(barometer.title, lang)
+    png = await render(radar_png, spokes, series, title, subtitle=labels["subtitle"])
     return Image(png, alt, "barometre-groupe.png")
 
 
@@ -289,9 +290,7 @@ class BarometerService:
         scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
         alt = self.mode.result_text(self.engine, session, rater, scores)
         try:
-            image = await asyncio.to_thread(
-                rating_chart, self.engine.kb, rater, scores, alt, session.lang
-            )
+            image = await rating_chart(self.engine.kb, rater, scores, alt, session.lang)
         except Exception:
             log.exception("barometer chart failed")
             return _before_prompt(turn, Reply(self.msg("barometer_chart_failed", session)))
@@ -336,9 +335,7 @@ class BarometerService:
         alt = self.comparison_text(session, comparison)
         labels = self._labels(session, comparison)
         try:
-            image = await asyncio.to_thread(
-                comparison_chart, self.engine.kb, comparison, alt, labels, session.lang
-            )
+            image = await comparison_chart(self.engine.kb, comparison, alt, labels, session.lang)
         except Exception:
             log.exception("barometer comparison chart failed")
             return _before_prompt(

@@ -199,11 +199,15 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 
     from bot import config
     from bot.channels.telegram import run_polling
+    from bot.integration import establishments_or_exit
 
     settings = config.load_or_exit(need_telegram=True)
     settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
     config.configure_logging(settings)
-    engine = build_engine(load_or_exit(settings.contenus), followup=True)
+    kb = load_or_exit(settings.contenus)
+    # As cmd_serve: the hand-off is offered only towards establishments receiving webhooks.
+    receivers = tuple(establishments_or_exit(settings, build_engine(kb)).values())
+    engine = build_engine(kb, followup=True, receivers=receivers)
     return asyncio.run(run_polling(settings, engine))
 
 

@@ -51,11 +51,20 @@ async def keys_create(
     store: IntegrationStore, settings: config.Settings, args: argparse.Namespace
 ) -> int:
     establishments = establishments_or_exit(settings)
-    if establishments and args.establishment not in establishments:
+    if args.establishment not in establishments:
+        if not establishments:
+            print(
+                f"Aucun établissement n'est déclaré : « {args.establishment} » ne peut pas "
+                "recevoir de clé. Déclarez-le d'abord dans le fichier des établissements "
+                "(PASSERELLE_ETABLISSEMENTS, voir docs/integration.md).",
+                file=sys.stderr,
+            )
+            return 2
         known = ", ".join(sorted(establishments))
         print(
-            f"Établissement « {args.establishment} » absent de {settings.establishments} "
-            f"(connus : {known}).",
+            f"Aucun établissement « {args.establishment} » dans {settings.establishments} "
+            f"(identifiants déclarés : {known}). Vérifiez l'orthographe, ou ajoutez-le au "
+            "fichier.",
             file=sys.stderr,
         )
         return 2
@@ -149,15 +158,34 @@ def _policy(settings: config.Settings) -> RetryPolicy:
 async def webhooks_run(
     store: IntegrationStore, settings: config.Settings, args: argparse.Namespace
 ) -> int:
-    """Deliver the outbox until interrupted (the server also does this by itself)."""
+    """Deliver the outbox until interrupted (the server also does this by itself). Says what
+    it delivers to; with no establishment having a webhook, says so and stops."""
     establishments = establishments_or_exit(settings)
+    hooked = sorted(e.id for e in establishments.values() if e.webhook_url)
+    if not hooked:
+        where = (
+            f"dans {settings.establishments}"
+            if settings.establishments is not None
+            else "(PASSERELLE_ETABLISSEMENTS n'est pas défini)"
+        )
+        print(
+            f"Aucun établissement n'a de webhook {where} : il n'y a rien à livrer. Ajoutez "
+            "une section webhook à un établissement (voir docs/integration.md).",
+            file=sys.stderr,
+        )
+        return 1
+    pending = sum(1 for item in await store.outbox_list() if item.status == "pending")
     worker = WebhookWorker(store, establishments, policy=_policy(settings), idle_poll=1.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await worker.start()
-    print("Livraison des webhooks en cours (Ctrl+C pour arrêter).", flush=True)
+    print(
+        f"Livraison des webhooks en cours vers {len(hooked)} établissement(s) "
+        f"({', '.join(hooked)}), {pending} événement(s) en attente. Ctrl+C pour arrêter.",
+        flush=True,
+    )
     await stop.wait()
     await worker.stop()
     return 0

@@ -17,7 +17,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,6 +33,7 @@ from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    from bot.establishments import Establishment
     from bot.features import Features
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,50 @@ def build_server_app(
     )
 
 
+def startup_line(
+    settings: Settings,
+    *,
+    mode: str,
+    kb_version: str,
+    establishments: Mapping[str, Establishment],
+    address: str | None = None,
+    seconds: float | None = None,
+) -> str:
+    """What an operator needs to see at start-up, all of it as it actually is: how Telegram is
+    reached, the address, the database file, the contents version and the establishments
+    loaded (with those that receive webhooks)."""
+    names = ", ".join(sorted(establishments)) or "aucun"
+    hooked = sorted(e.id for e in establishments.values() if e.webhook_url)
+    if hooked:
+        names += f" (webhook : {', '.join(hooked)})"
+    where = f" sur {address}" if address else ""
+    took = f" ; démarrage en {seconds:.1f} s" if seconds is not None else ""
+    return (
+        f"Passerelle est prête{where} — {mode} ; base de données {settings.db_path.resolve()} ; "
+        f"contenus version {kb_version} ; établissements : {names}{took}."
+    )
+
+
+@contextlib.asynccontextmanager
+async def chart_worker(app: Starlette) -> AsyncIterator[None]:
+    """The chart worker started with the server (warm before the first barometer ends) and
+    stopped with it, in order: uvicorn ends the process by re-raising SIGTERM, after which
+    nothing registered with ``atexit`` runs."""
+    from bot import charts
+
+    charts.prestart()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(charts.shutdown)
+
+
+def telegram_mode(settings: Settings) -> str:
+    if not settings.telegram_token:
+        return "sans Telegram"
+    return "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
+
+
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything else starts (so a busy port is known
     before any banner, and the address printed is the one really bound)."""
@@ -284,19 +329,22 @@ def serve(
     @contextlib.asynccontextmanager
     async def announce(app: Starlette) -> AsyncIterator[None]:
         freeze_startup_objects()
-        mode = "sans Telegram"
-        if settings.telegram_token:
-            mode = "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
-        ready = (
-            f"Passerelle est prête sur {address} ({mode}, {time.perf_counter() - started:.1f} s)."
+        line = startup_line(
+            settings,
+            mode=telegram_mode(settings),
+            kb_version=engine.kb.version,
+            establishments=(telegram_options or {}).get("establishments") or {},
+            address=address,
+            seconds=time.perf_counter() - started,
         )
         if settings.log_format == "json":
-            log.info("%s", ready)  # JSON logs: every line on standard error is JSON
+            log.info("%s", line)  # JSON logs: every line on standard error is JSON
         else:
-            print(ready, file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []
+    extra.append(chart_worker)
     app = build_server_app(
         settings,
         engine,

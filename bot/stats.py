@@ -33,7 +33,7 @@ from typing import Any
 from bot.charts import FunnelStep, funnel_png
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
-from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, text
+from bot.knowledge.model import KnowledgeBase, text
 from bot.storage.features import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -270,18 +270,40 @@ def hide_partition(
 
 
 def question_order(kb: KnowledgeBase) -> list[str]:
-    """Questions in the order people meet them (breadth-first from the start)."""
-    order: list[str] = []
+    """Questions in the order people meet them: each after every question that leads to it,
+    and one branch followed to its end before the next (the first choice's branch first), so
+    a funnel reads down one path instead of mixing the steps of several."""
+    successors: dict[str, list[str]] = {}
+    reachable: list[str] = []
     queue = [kb.flow.start]
     while queue:
         node = queue.pop(0)
-        if node in order or node not in kb.questions:
+        if node in successors or node not in kb.questions:
             continue
-        order.append(node)
         question = kb.questions[node]
-        for target in [*(c.next for c in question.choices), question.next]:
-            if target and target not in (RECOMMENDATION, EXIT) and target not in order:
-                queue.append(target)
+        targets = [*(c.next or question.next for c in question.choices), question.next]
+        targets += [branch.next for branch in question.next_when]
+        successors[node] = [
+            t for t in dict.fromkeys(targets) if t and t in kb.questions and t != node
+        ]
+        reachable.append(node)
+        queue += successors[node]
+    waiting = {node: 0 for node in reachable}
+    for node in reachable:
+        for target in successors[node]:
+            waiting[target] += 1
+    order: list[str] = []
+    stack = [kb.flow.start] if kb.flow.start in waiting else []
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        ready = []
+        for target in successors[node]:
+            waiting[target] -= 1
+            if waiting[target] == 0:
+                ready.append(target)
+        stack += reversed(ready)
+    order += [q for q in reachable if q not in order]  # in a loop: where first reached
     order += [q for q in kb.questions if q not in order]
     return order
 

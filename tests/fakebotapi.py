@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import socket
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as email_policy
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -41,7 +43,65 @@ BOT_USER = {
     "can_read_all_group_messages": False,
     "supports_inline_queries": False,
 }
-MESSAGE_METHODS = ("sendMessage", "sendPhoto")
+MESSAGE_METHODS = ("sendMessage", "sendPhoto", "sendDocument")
+#: Tags Telegram's HTML parse mode accepts (https://core.telegram.org/bots/api#html-style).
+HTML_TAGS = ("b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre",
+             "tg-spoiler", "span", "blockquote")  # fmt: skip
+_TAG = re.compile(r"</?([a-z-]+)(?:\s[^<>]*)?>")
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
+BOLD = ("b", "strong")
+
+
+class EntityError(ValueError):
+    """What Telegram answers with 400 « can't parse entities »."""
+
+
+class _Reader(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+        self.stack: list[tuple[str, int]] = []
+        self.entities: list[dict[str, Any]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.stack.append((tag, _utf16(self.text)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1][0] != tag:
+            raise EntityError(f"unexpected end tag {tag}")
+        _, start = self.stack.pop()
+        if tag in BOLD and _utf16(self.text) > start:
+            length = _utf16(self.text) - start
+            self.entities.append({"type": "bold", "offset": start, "length": length})
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def parse_html(body: str) -> tuple[str, list[dict[str, Any]]]:
+    """What a person sees for an HTML message, and its bold entities, as Telegram parses it:
+    an unknown tag, an unbalanced one, or a bare ``<`` or ``&`` is refused."""
+    for match in re.finditer(r"<", body):
+        tag = _TAG.match(body, match.start())
+        if tag is None or tag.group(1) not in HTML_TAGS:
+            raise EntityError(f"unsupported start tag at {match.start()}")
+    for match in re.finditer(r"&", body):
+        if not _ENTITY.match(body, match.start()):
+            raise EntityError(f"bare & at {match.start()}")
+    if ">" in _TAG.sub("", body):
+        raise EntityError("bare >")
+    reader = _Reader()
+    reader.feed(body)
+    reader.close()
+    if reader.stack:
+        raise EntityError("unclosed tag")
+    return reader.text, reader.entities
+
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -71,6 +131,21 @@ class Sent:
     text: str
     buttons: list[tuple[str, str]] = field(default_factory=list)  # (label, callback_data)
     params: dict[str, Any] = field(default_factory=dict)
+    #: The keyboard as sent (rows of buttons), for the callback queries Telegram builds.
+    markup: dict[str, Any] | None = None
+    #: Spans shown in bold (``parse_mode`` HTML), as the person sees them.
+    bold: list[str] = field(default_factory=list)
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    #: Earlier versions of the text, oldest first, when the bot edited the message.
+    edits: list[str] = field(default_factory=list)
+    document: bytes | None = None
+    filename: str = ""
+
+    @property
+    def rows(self) -> list[list[str]]:
+        """Button labels row by row, as laid out on the screen."""
+        rows = (self.markup or {}).get("inline_keyboard", [])
+        return [[button["text"] for button in row] for row in rows]
 
     def data_of(self, label: str) -> str:
         for shown, data in self.buttons:
@@ -100,6 +175,7 @@ class FakeBotAPI:
         self.offsets: list[int | None] = []
         self.webhook: dict[str, Any] | None = None
         self.commands: list[dict[str, Any]] = []
+        self._filenames: list[str] = []
         self.faults: dict[str, deque[Fault]] = {}
         self.port = 0
         self._closing = False
@@ -167,6 +243,8 @@ class FakeBotAPI:
                 name = str(part.get_param("name", header="content-disposition"))
                 payload = part.get_payload(decode=True)
                 is_file = part.get_filename() is not None
+                if is_file:
+                    self._filenames.append(str(part.get_filename()))
                 data = bytes(payload or b"")  # type: ignore[arg-type]
                 # Files (photos, documents) keep their bytes, so tests can check them.
                 raw.append((name, data if is_file else data.decode()))
@@ -205,9 +283,19 @@ class FakeBotAPI:
                 {"ok": False, "error_code": 404, "description": "Not Found: method not found"},
                 404,
             )
-        result = await handler(params)
+        try:
+            result = await handler(params)
+        except EntityError as exc:
+            return await self._bad_request(method, params, f"can't parse entities: {exc}")
+        except LookupError as exc:
+            return await self._bad_request(method, params, str(exc))
         await self._record(Call(method, params))
         return JSONResponse({"ok": True, "result": result})
+
+    async def _bad_request(self, method: str, params: dict[str, Any], why: str) -> JSONResponse:
+        await self._record(Call(method, params, 400))
+        body = {"ok": False, "error_code": 400, "description": f"Bad Request: {why}"}
+        return JSONResponse(body, 400)
 
     async def _record(self, call: Call) -> None:
         self.calls.append(call)
@@ -234,20 +322,49 @@ class FakeBotAPI:
             **extra,
         }
 
-    async def _deliver(self, method: str, params: dict[str, Any], body: str) -> dict[str, Any]:
-        chat_id = int(params["chat_id"])
-        message = self._message(chat_id, text=body)
-        markup = params.get("reply_markup")
+    @staticmethod
+    def _shown(params: dict[str, Any], body: str) -> tuple[str, list[dict[str, Any]]]:
+        if str(params.get("parse_mode", "")).upper() == "HTML":
+            return parse_html(body)
+        return body, []
+
+    @staticmethod
+    def _buttons(markup: Any) -> list[tuple[str, str]]:
         buttons: list[tuple[str, str]] = []
         if isinstance(markup, dict):
-            message["reply_markup"] = markup
             for row in markup.get("inline_keyboard", []):
                 buttons += [(b["text"], b.get("callback_data", "")) for b in row]
-        sent = Sent(message["message_id"], chat_id, method, body, buttons, params)
+        return buttons
+
+    async def _deliver(self, method: str, params: dict[str, Any], body: str) -> dict[str, Any]:
+        chat_id = int(params["chat_id"])
+        shown, entities = self._shown(params, body)
+        message = self._message(chat_id, text=shown)
+        markup = params.get("reply_markup")
+        if isinstance(markup, dict):
+            message["reply_markup"] = markup
+        sent = Sent(
+            message["message_id"],
+            chat_id,
+            method,
+            shown,
+            self._buttons(markup),
+            params,
+            markup if isinstance(markup, dict) else None,
+            _bold(shown, entities),
+            entities,
+        )
         self.sent.append(sent)
         self._by_chat.setdefault(chat_id, []).append(sent)
         self._notify()
         return message
+
+    def _find(self, params: dict[str, Any]) -> Sent:
+        chat_id, message_id = int(params.get("chat_id", 0)), int(params.get("message_id", 0))
+        for sent in self._by_chat.get(chat_id, ()):
+            if sent.message_id == message_id:
+                return sent
+        raise LookupError("message to edit not found")
 
     async def _m_getMe(self, params: dict[str, Any]) -> Any:
         return BOT_USER
@@ -278,11 +395,34 @@ class FakeBotAPI:
         self.webhook = None
         return True
 
+    async def _m_sendDocument(self, params: dict[str, Any]) -> Any:
+        message = await self._deliver("sendDocument", params, str(params.get("caption", "")))
+        sent = self.sent[-1]
+        document = params.get("document")
+        sent.document = document if isinstance(document, bytes) else None
+        sent.filename = self._filenames.pop() if self._filenames else ""
+        message["document"] = {"file_id": "d", "file_unique_id": "d", "file_name": sent.filename}
+        return message
+
+    def _edited(self, sent: Sent, text: str, entities: list[dict[str, Any]], markup: Any) -> Any:
+        buttons = self._buttons(markup)
+        if (text, entities, buttons) == (sent.text, sent.entities, sent.buttons):
+            raise LookupError("message is not modified")
+        if text != sent.text:
+            sent.edits.append(sent.text)
+        sent.text, sent.entities, sent.bold = text, entities, _bold(text, entities)
+        sent.buttons, sent.markup = buttons, markup if isinstance(markup, dict) else None
+        self._notify()
+        return self._message(sent.chat_id, message_id=sent.message_id, text=text)
+
     async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
-        return self._message(int(params.get("chat_id", 0)), text="")
+        sent = self._find(params)
+        return self._edited(sent, sent.text, sent.entities, params.get("reply_markup"))
 
     async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
-        return self._message(int(params.get("chat_id", 0)), text=str(params.get("text", "")))
+        sent = self._find(params)
+        shown, entities = self._shown(params, str(params.get("text", "")))
+        return self._edited(sent, shown, entities, params.get("reply_markup"))
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
         offset = params.get("offset")
@@ -365,7 +505,19 @@ class FakeUser:
         return {"update_id": self.api.next_update_id(), "edited_message": message}
 
     def press(self, sent: Sent, data: str) -> dict[str, Any]:
-        """Tapping the button with callback ``data`` under the bot's message ``sent``."""
+        """Tapping the button with callback ``data`` under the bot's message ``sent`` (the
+        message as it is now, with its text, bold parts and keyboard, as Telegram sends it)."""
+        message: dict[str, Any] = {
+            "message_id": sent.message_id,
+            "date": int(time.time()),
+            "chat": {"id": self.id, "type": "private"},
+            "from": BOT_USER,
+            "text": sent.text,
+        }
+        if sent.entities:
+            message["entities"] = sent.entities
+        if sent.markup is not None:
+            message["reply_markup"] = sent.markup
         return {
             "update_id": self.api.next_update_id(),
             "callback_query": {
@@ -373,15 +525,18 @@ class FakeUser:
                 "from": self._from(),
                 "chat_instance": f"ci{self.id}",
                 "data": data,
-                "message": {
-                    "message_id": sent.message_id,
-                    "date": int(time.time()),
-                    "chat": {"id": self.id, "type": "private"},
-                    "from": BOT_USER,
-                    "text": sent.text,
-                },
+                "message": message,
             },
         }
+
+
+def _bold(text: str, entities: list[dict[str, Any]]) -> list[str]:
+    units = text.encode("utf-16-le")
+    return [
+        units[2 * e["offset"] : 2 * (e["offset"] + e["length"])].decode("utf-16-le")
+        for e in entities
+        if e["type"] == "bold"
+    ]
 
 
 # -- no network -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from bot.channels.telegram import TelegramChannel, encode_choice, node_tag, rend
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
-from bot.knowledge.model import text
+from bot.knowledge.model import COMMANDS, text
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
 from bot.storage.sqlite import SqliteStorage
@@ -94,6 +94,16 @@ class Bot:
             await self.channel.drain()
         return self.api.to_chat(user.id)[before:]
 
+    async def edit(self, update: dict[str, Any]) -> None:
+        """Deliver a tap that only edits a message already shown; wait for the edit."""
+        edits = ("editMessageText", "editMessageReplyMarkup")
+        before = sum(1 for c in self.api.calls if c.method in edits)
+        await self.deliver(update)
+        await self.api.wait_for(
+            lambda: sum(1 for c in self.api.calls if c.method in edits) > before, timeout=30
+        )
+        await self.channel.drain()
+
 
 @contextlib.asynccontextmanager
 async def running_bot(
@@ -124,6 +134,11 @@ def press_choice(user: FakeUser, messages: list[Sent], choice_id: str) -> dict[s
 
 def msg(engine: Engine, key: str, **values: str) -> str:
     return engine.msg(key, engine.new_session(), **values)
+
+
+def patient_label(engine: Engine) -> str:
+    first = engine.kb.questions[engine.kb.flow.start]
+    return text(next(c for c in first.choices if c.id == "patient").label)
 
 
 async def begin(bot: Bot, user: FakeUser, engine: Engine, consent: bool = True) -> list[Sent]:
@@ -163,10 +178,12 @@ async def test_persona_by_buttons(
         role = engine.kb.roles[script["expect"]["roles_first"]]
         assert text(role.title) in everything
         assert api.called("sendChatAction"), "typing indicator before a long answer"
-        # Every tap was answered (no spinning button), and nothing used a parse mode.
+        # Every tap was answered (no spinning button); every message is HTML that Telegram
+        # could parse (the fake refuses an unknown tag, a bare « < » or « & » with a 400).
         taps = len(script["steps"]) + 1
         assert len(api.called("answerCallbackQuery")) == taps
-        assert all("parse_mode" not in c.params for c in api.called("sendMessage"))
+        assert all(c.params.get("parse_mode") == "HTML" for c in api.called("sendMessage"))
+        assert [c for c in api.calls if c.status == 400] == []
         assert all(len(m.text) <= 4096 for m in api.sent)
 
 
@@ -292,14 +309,14 @@ async def test_non_text_messages_get_a_kind_reply(
             "document": {"document": file},
             "location": {"location": {"latitude": 48.8, "longitude": 2.3}},
         }
-        question = text(engine.kb.questions[engine.kb.flow.start].text)
         for kind, content in cases.items():
             shown = await bot.send(user, user.message(**content))
+            # One short line, no second copy of the question and its keyboard.
             expected = msg(engine, "non_text", kind=msg(engine, f"kind_{kind}"))
-            assert shown[0].text.startswith(expected), kind
-            assert question in shown[-1].text  # and where we stand
+            assert [(m.text, m.buttons) for m in shown] == [(expected, [])], kind
+            assert "\n" not in shown[0].text and len(shown[0].text) < 120
         shown = await bot.send(user, user.edited("patient"))
-        assert shown[0].text.startswith(msg(engine, "edited_message"))
+        assert [(m.text, m.buttons) for m in shown] == [(msg(engine, "edited_message"), [])]
         shown = await bot.send(user, user.text("x" * 10_000))
         assert shown[0].text.startswith(msg(engine, "too_long")[:40])
 
@@ -385,17 +402,24 @@ async def test_old_buttons_are_answered_gracefully(
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         user = api.user(511)
         first = await begin(bot, user, engine)
+        old_tap = press_choice(user, first, "proche")  # kept before its keyboard goes
         await bot.send(user, press_choice(user, first, "patient"))
-        # The first keyboard again, a button from an older knowledge base, and garbage.
+        # The first keyboard again, a button from an older knowledge base, and garbage: the
+        # current question is simply asked again, with its buttons (no « old button » note).
+        experience = text(engine.kb.questions["experience"].text)
         for update in (
-            press_choice(user, first, "proche"),
+            old_tap,
             user.press(first[-1], encode_choice("ancienne_question", "ancien_choix")),
             user.press(first[-1], "n'importe quoi"),
         ):
             shown = await bot.send(user, update)
-            assert shown[0].text.startswith(msg(engine, "stale_button")[:30])
-            assert text(engine.kb.questions["experience"].text) in shown[-1].text
+            assert [m.text for m in shown] == [experience]
+            assert shown[0].buttons
+        assert all(msg(engine, "stale_button")[:20] not in m.text for m in api.to_chat(user.id))
         assert len(api.called("answerCallbackQuery")) == 5
+        # The first question still shows the answer given, not the stale tap.
+        question = first[-1]
+        assert question.text.endswith(msg(engine, "telegram_answered", label=patient_label(engine)))
 
 
 async def test_deep_link_payload_is_validated(
@@ -411,12 +435,20 @@ async def test_deep_link_payload_is_validated(
             assert last_buttons(shown).buttons  # the consent question follows either way
 
 
-async def test_commands_are_registered(api: FakeBotAPI, tmp_path: Path, engine: Engine) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=False):
+async def test_every_command_is_in_the_menu(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
         names = [c["command"] for c in api.commands]
-        menu = ["aide", "retour", "recommencer", "contacts", "glossaire", "barometre"]
-        menu += ["mesdonnees", "oubli"]
-        assert names == menu
+        assert names[:6] == ["aide", "retour", "recommencer", "contacts", "glossaire", "stop"]
+        typed = {*COMMANDS, *bot.channel.engine.modes, "mesdonnees", "oubli"}
+        assert set(names) == typed
+        assert all(c["description"] for c in api.commands)
+        # /stop, typed from the menu, stops the conversation.
+        user = api.user(515)
+        await begin(bot, user, engine)
+        shown = await bot.send(user, user.text("/stop"))
+        assert msg(engine, "stopped") in shown[-1].text
 
 
 async def test_telegram_429_then_200_delivers_once(
@@ -453,10 +485,11 @@ async def test_logs_carry_no_text_no_id_no_token(
     caplog.set_level(logging.DEBUG)
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         user = api.user(987654321)
-        shown = await begin(bot, user, engine)
-        await bot.send(user, user.text("je suis une phrase tres personnelle"))
+        await begin(bot, user, engine)
+        shown = await bot.send(user, user.text("je suis une phrase tres personnelle"))
         api.fail("sendMessage", 500)
-        await bot.send(user, press_choice(user, shown, "patient"))
+        keyboard = last_buttons(shown)  # whichever question that sentence led to
+        await bot.send(user, user.press(keyboard, keyboard.buttons[0][1]))
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("987654321", TOKEN, "tres personnelle", SECRET.decode(), WEBHOOK_SECRET):
         assert secret not in logged
@@ -481,3 +514,131 @@ def test_callback_data_fits_telegram_limit() -> None:
     assert len(data.encode()) <= 64
     assert data.startswith(node_tag("question"))
     assert encode_choice("profil", "patient") == f"{node_tag('profil')}|patient"
+
+
+# -- how a person sees it on a phone ---------------------------------------------------------
+async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(520)
+        shown = await begin(bot, user, engine)
+        question = shown[-1]
+        before = question.text
+        label = patient_label(engine)
+        shown = await bot.send(user, press_choice(user, shown, "patient"))
+        # The question message now reads « … qui êtes-vous ? » then the chosen answer, in full
+        # (the button showed its short form), in bold; its keyboard is gone.
+        answered = msg(engine, "telegram_answered", label=label)
+        assert question.text == f"{before}\n\n{answered}"
+        assert question.bold == [answered] and question.buttons == []
+        assert question.edits == [before]
+        assert text(engine.kb.questions["experience"].text) in shown[-1].text
+
+
+async def test_keyboards_are_compact_and_labels_fit_a_phone(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    script = persona("01_patiente_chronique_formatrice.yaml")
+    back = text(engine.kb.flow.commands["retour"].label)
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(521)
+        shown = await begin(bot, user, engine)
+        keyboards = [last_buttons(shown).rows]
+        for step in script["steps"]:
+            shown = await bot.send(user, press_choice(user, shown, step["choice"]))
+            keyboards.append(last_buttons(shown).rows)
+        for rows in keyboards:
+            for row in rows:
+                # Two or three side by side when short, one per row when long.
+                assert len(row) == 1 or all(len(label) <= 20 for label in row), row
+                assert all(len(label) <= 32 for label in row), row
+        experience = next(rows for rows in keyboards if any("Cancer" in row for row in rows))
+        assert [len(row) for row in experience] == [2, 2, 2, 1, 1]  # was 8 rows of one
+        assert experience[-1] == [back]  # « back » alone on the last row
+        assert max(len(rows) for rows in keyboards) <= 11  # the 19 regions: 10 rows + back
+
+
+async def test_the_glossary_is_paged_in_place(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(522)
+        await begin(bot, user, engine)
+        [glossary] = await bot.send(user, user.text("/glossaire"))
+        resume = msg(engine, "back_to_question")
+        seen: list[str] = []
+        pages = 0
+        while True:
+            pages += 1
+            labels = [label for label, _ in glossary.buttons]
+            terms = [
+                label
+                for label, data in glossary.buttons
+                if not data.startswith("p:") and label != resume
+            ]
+            assert 1 <= len(terms) <= 8 and resume in labels
+            seen += terms
+            if msg(engine, "telegram_next") not in labels:
+                break
+            # « Suivants » edits the same message: nothing new in the chat.
+            count = api.count_to(user.id)
+            await bot.edit(user.press(glossary, glossary.data_of(msg(engine, "telegram_next"))))
+            assert api.count_to(user.id) == count
+        assert pages == 5 and len(seen) == len(engine.kb.glossary) == len(set(seen))
+        # A term from the last page: its definition, and the glossary message shows the choice.
+        term = engine.kb.glossary[next(reversed(engine.kb.glossary))]
+        shown = await bot.send(user, user.press(glossary, glossary.data_of(seen[-1])))
+        assert shown[0].text.startswith(text(term.term))
+        assert glossary.buttons == []
+
+
+async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    script = persona("01_patiente_chronique_formatrice.yaml")
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(523)
+        shown = await begin(bot, user, engine)
+        for step in script["steps"]:
+            shown = await bot.send(user, press_choice(user, shown, step["choice"]))
+        titles = [text(role.title) for role in engine.kb.roles.values()]
+        roles = [m for m in shown if re.sub(r"^\d\. ", "", m.text.split("\n")[0]) in titles]
+        assert 1 <= len(roles) <= 3
+        for rank, message in enumerate(roles, start=1):
+            first_line = message.text.split("\n")[0]
+            assert first_line.startswith(f"{rank}. ")
+            assert first_line in message.bold  # « 1. Patient partenaire formateur »
+            others = [t for t in titles if f"\n{rank + 1}. {t}\n" in message.text]
+            assert others == []  # one role per message
+            assert msg(engine, "reasons") in message.bold
+            assert len(message.text) < 2500
+        # Then the contacts, with each organisation's name in bold, after the last role.
+        contacts = next(m for m in shown if m.text.startswith(msg(engine, "contacts_intro")[:20]))
+        assert shown.index(contacts) > shown.index(roles[-1])
+        contact = engine.kb.contacts[script["expect"]["contacts_include"][0]]
+        assert text(contact.name) in contacts.bold
+
+
+async def test_a_typed_answer_removes_the_buttons_it_answered(
+    api: FakeBotAPI, tmp_path: Path, engine: Engine
+) -> None:
+    """Once the conversation moves on, answered by typing or tapping, no older message keeps
+    buttons; at the same question (« aide »), they stay, without an extra call."""
+    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+        user = api.user(524)
+        shown = await begin(bot, user, engine)
+        question = last_buttons(shown)
+        shown = await bot.send(user, user.text("je suis patiente"))
+        assert question.buttons == []  # still reads the question, without its buttons
+        assert text(engine.kb.questions[engine.kb.flow.start].text) in question.text
+        current = last_buttons(shown)
+        edits = len(api.called("editMessageReplyMarkup"))
+        shown = await bot.send(user, user.text("/aide"))
+        assert current.buttons and last_buttons(shown).buttons  # the same question twice
+        assert len(api.called("editMessageReplyMarkup")) == edits
+        keyboard = last_buttons(shown)
+        await bot.send(user, user.press(keyboard, keyboard.buttons[0][1]))
+        with_buttons = [m for m in api.to_chat(user.id) if m.buttons]
+        assert with_buttons == [api.to_chat(user.id)[-1]]
+        assert [c for c in api.calls if c.status == 400] == []

@@ -305,15 +305,15 @@ def test_web_chat_group_comparison_shows_the_chart(
 
         # The professional sees the same comparison from the barometer's first screen.
         press(pro, "Baromètre")
-        press(pro, "Voir la comparaison de mon groupe")
+        press(pro, "Voir la comparaison du groupe")
         assert_comparison_chart(pro, code)
 
         # A conversation that joined no group is offered no comparison and is shown none.
         press(outsider, "Baromètre")
         expect(outsider.get_by_role("button", name="Je suis professionnel(le)")).to_be_enabled()
-        expect(
-            outsider.get_by_role("button", name="Voir la comparaison de mon groupe")
-        ).to_have_count(0)
+        expect(outsider.get_by_role("button", name="Voir la comparaison du groupe")).to_have_count(
+            0
+        )
         say(outsider, "voir la comparaison")
         expect(outsider.locator(".passerelle-bot").last).to_contain_text(
             "Je suis professionnel(le)"

@@ -50,6 +50,7 @@ PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 HOW = "Par courriel : camille@example.org, plutôt le soir"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CRITERIA = [c.id for _, c in mode.barometer_of(load(CONTENUS)).criteria()]
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +116,18 @@ async def full_bot(
         yield Bot(api, app.state.telegram, storage, url, False, client)
 
 
+def keyboards_sent(api: FakeBotAPI) -> list[list[list[str]]]:
+    """Every keyboard the bot sent, row by row, as it was sent (later edits aside)."""
+    return [
+        [
+            [button["text"] for button in row]
+            for row in call.params["reply_markup"]["inline_keyboard"]
+        ]
+        for call in api.calls
+        if call.method.startswith("send") and isinstance(call.params.get("reply_markup"), dict)
+    ]
+
+
 def photos(messages: list[Sent]) -> list[Sent]:
     return [m for m in messages if m.method == "sendPhoto"]
 
@@ -176,7 +189,20 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
         shown = await rate(bot, pro, "professionnel", PRO_SCORES)
         [own_chart] = photos(shown)
         assert_png(own_chart)
-        assert own_chart.text  # the caption; the full text alternative came before it
+        # The summary once, with the chart (its caption, or the message just before it).
+        summary = mode.BarometerMode().result_text(
+            fengine,
+            fengine.new_session(),
+            "professionnel",
+            dict(zip(CRITERIA, PRO_SCORES, strict=True)),
+        )
+        chat = api.to_chat(pro.id)
+        assert [m.text for m in chat].count(summary) == 1
+        assert own_chart.text == summary or chat[chat.index(own_chart) - 1].text == summary
+        assert not any("message précédent" in m.text for m in chat)
+        # The 0–4 scale on one row, « back » below it (as sent: typed scores removed them since).
+        scale = [rows for rows in keyboards_sent(api) if rows[0] == ["0", "1", "2", "3", "4"]]
+        assert len(scale) == len(CRITERIA) and all(len(rows) == 2 for rows in scale)
         shown = await bot.send(pro, press_choice(pro, shown, mode.CREATE))
         line = next(m.text for m in shown if "Son code : " in m.text)
         code = line.split("Son code : ")[1][:9]
@@ -199,6 +225,11 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
         assert_png(photos(shown)[0])
         commands = [c["command"] for c in api.commands]
         assert "barometre" in commands
+        # Every button of these conversations fits a phone; short ones side by side.
+        for rows in keyboards_sent(api):
+            for row in rows:
+                assert all(len(label) <= 32 for label in row), row
+                assert len(row) == 1 or all(len(label) <= 20 for label in row), row
 
 
 async def test_contact_request_on_telegram_reaches_the_hospital_signed(
@@ -250,10 +281,28 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         await bot.send(patient, patient.text(code))
 
         shown = await bot.send(patient, patient.text("/mesdonnees"))
-        exported = shown[-1].text
-        data = json.loads(exported[exported.index("{") :])
+        summary, document = shown[-2:]
+        # A summary a person can read: no internal name, no Unix time; then the file.
+        assert "recommendation" not in summary.text and "barometre" not in summary.text
+        assert not re.search(r"\d{9,}", summary.text)
+        assert "Évaluations du baromètre gardées : 1" in summary.text
+        assert "pas encore transmises" in summary.text
+        assert document.method == "sendDocument" and document.filename.endswith(".json")
+        assert document.document is not None
+        data = json.loads(document.document)
+        assert not re.search(r"\b1[6-9]\d{8}(\.\d+)?\b", document.document.decode())
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["conversation"]["consent"]["at"]
+        )
         assert data["conversation"]["consent"]["granted"] is True
-        assert data["conversation"]["session"]["answers"]
+        session = data["conversation"]["session"]
+        assert "node" not in session and session["where"] == "les rôles vous ont été proposés"
+        assert session["answers"][0] == {
+            "question": "Pour commencer, qui êtes-vous ?",
+            "answer": "Je vis avec une maladie ou un handicap",
+            "question_id": "profil",
+            "answer_id": "patient",
+        }
         assert len(data["barometer_ratings"]) == 1
         assert any(e["type"] == "contact.requested" for e in data["webhooks_pending"])
 
@@ -265,7 +314,7 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         keyboard = last_buttons(shown)
         await bot.send(patient, patient.press(keyboard, keyboard.buttons[0][1]))
         shown = await bot.send(patient, patient.text("/mesdonnees"))
-        assert "{" not in shown[-1].text
+        assert [m.method for m in shown] == ["sendMessage"]  # nothing kept: no file
 
     tables = every_cell(db)
     assert {"sessions", "consents", "barometer_ratings", "followups", "webhook_outbox"} <= set(
@@ -392,3 +441,42 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
 
 def failed(api: FakeBotAPI) -> list[Any]:
     return [c for c in api.called("sendMessage") if c.status == 500]
+
+
+async def test_markup_typed_by_a_person_is_shown_never_interpreted(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages go out in HTML: what a person typed is escaped, so Telegram shows their « <b> »
+    as typed, and a stray « < » or « & » cannot make Telegram refuse the message."""
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    typed = "<b>le soir</b> & <i>pas avant 18 h</i> <script>"
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port()) as bot:
+        user = api.user(4343)
+        shown = await begin(bot, user, fengine)
+        for choice in PATIENT_TRAINER:
+            shown = await bot.send(user, press_choice(user, shown, choice))
+        shown = await bot.send(user, user.text("/relation"))
+        shown = await bot.send(user, press_choice(user, shown, "cmd:confirmer"))
+        shown = await bot.send(user, user.text(typed))
+        [confirm] = shown
+        assert typed in confirm.text
+        assert confirm.bold == [] and confirm.params["parse_mode"] == "HTML"
+        assert [c for c in api.calls if c.status == 400] == []
+
+
+async def test_a_tapped_score_reads_in_words_on_the_criterion(
+    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port()) as bot:
+        user = api.user(4545)
+        await begin(bot, user, fengine)
+        shown = await bot.send(user, user.text("/barometre"))
+        who = last_buttons(shown)
+        shown = await bot.send(user, press_choice(user, shown, mode.RATER + "usager"))
+        assert who.text.endswith("Votre réponse : Je suis patient(e), proche-aidant(e) ou RU")
+        criterion = last_buttons(shown)
+        assert criterion.rows == [["0", "1", "2", "3", "4"], ["Retour"]]
+        await bot.send(user, user.press(criterion, criterion.data_of("3")))
+        assert criterion.text.endswith("Votre réponse : 3 — Souvent")
+        assert criterion.buttons == []

@@ -183,3 +183,39 @@ def test_contact_condition_on_an_unknown_answer(base_copy: Path) -> None:
     found = errors(base_copy)
     line = line_of(contacts, "experiance")
     assert any(f"contacts.yaml:{line}:" in e and "experiance" in e for e in found), found
+
+
+def test_a_button_label_too_long_for_a_phone_is_a_warning(base_copy: Path) -> None:
+    flow = base_copy / "flow.yaml"
+    text = flow.read_text(encoding="utf-8")
+    long = "Une maladie chronique, au long cours, depuis des années"
+    flow.write_text(
+        text.replace("label: Une maladie chronique\n", f"label: {long}\n", 1).replace(
+            '        short: "Maladie chronique"\n', "", 1
+        ),
+        "utf-8",
+    )
+    kb, problems = load_with_problems(base_copy)
+    assert kb is not None
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    assert any(f"« {long} »" in w and "short" in w and "flow.yaml:" in w for w in warnings)
+    # A short label over the limit is refused outright.
+    flow.write_text(text.replace('short: "Maladie chronique"', f'short: "{long}"', 1), "utf-8")
+    kb, problems = load_with_problems(base_copy)
+    assert kb is None
+    assert any("libellé court" in str(p) for p in problems if p.severity == "error")
+
+
+def test_a_button_message_too_long_for_a_phone_is_a_warning(base_copy: Path) -> None:
+    messages = base_copy / "messages.yaml"
+    text = messages.read_text(encoding="utf-8")
+    long = "Être mis en relation avec une personne de l'établissement"
+    messages.write_text(
+        text.replace("relation_button: Être mis en relation\n", f"relation_button: {long}\n", 1),
+        "utf-8",
+    )
+    kb, problems = load_with_problems(base_copy)
+    assert kb is not None
+    warnings = [str(p) for p in problems if p.severity == "warning"]
+    line = line_of(messages, long)
+    assert any(f"« {long} »" in w and f"messages.yaml:{line}" in w for w in warnings), warnings

@@ -203,10 +203,13 @@ async def test_hostile_text_is_answered_and_never_interpreted(
             sent = await bot.send(user, user.text(body))
             assert sent and all(m.text for m in sent)
         calls = [c for c in api.calls if c.method in ("sendMessage", "sendPhoto")]
-        # No parse mode anywhere: Telegram shows every character as text, so markup typed by
-        # a person (or quoted back) can never be interpreted.
-        assert calls and all("parse_mode" not in c.params for c in calls)
+        # HTML parse mode, every dynamic value escaped: Telegram parsed every message (the fake
+        # refuses an unknown tag or a bare « < » / « & » with a 400, as Telegram does), and
+        # nothing a person typed came out in bold.
+        assert calls and all(c.params.get("parse_mode") == "HTML" for c in calls)
+        assert [c for c in api.calls if c.status == 400] == []
         assert all("entities" not in c.params for c in calls)
+        assert all(not m.bold for m in api.to_chat(user.id)[2:])
         # SQL-looking text changed nothing: the person's rows are still there, once.
         with sqlite3.connect(tmp_path / "passerelle.db") as db:
             assert db.execute("SELECT COUNT(*) FROM consents").fetchone()[0] == 1

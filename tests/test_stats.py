@@ -18,7 +18,15 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
 from bot.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
-from bot.stats import Report, StatsReader, StatsRecorder, funnel_chart, hide_partition, render_csv
+from bot.stats import (
+    Report,
+    StatsReader,
+    StatsRecorder,
+    funnel_chart,
+    hide_partition,
+    question_order,
+    render_csv,
+)
 from bot.storage.features import FeatureStore
 
 DAY = dt.date(2026, 11, 20)
@@ -109,7 +117,19 @@ async def test_figures_match_hand_computed_counts(
     assert funnel["pays"] == 8
     assert funnel["region"] == 6  # only the French path asks the region
     assert funnel["recommendation"] == 8
-    assert list(funnel)[:3] == ["_started", "profil", "experience"]
+    # In the order people meet the questions: the patients' path, then the professionals'
+    # question, then the questions both paths share; never bars going 13 → 7 → 5 → 7 because
+    # two branches are interleaved.
+    assert list(funnel) == [
+        "_started",
+        *("profil", "experience", "recul", "envie", "pays", "region", "association"),
+        *("formation", "disponibilite", "recommendation"),
+    ]
+    # Down one path (no professional among these), the region being France's branch only.
+    path = [
+        c for k, c in funnel.items() if isinstance(c, int) and k not in ("region", "recommendation")
+    ]
+    assert path == sorted(path, reverse=True)
     # Where people left: C at "experience" (3), D at "profil" (1), E at "exit" (1); k=2.
     assert counts(report.dropoff) == {"experience": 3, "profil": None, "exit": None}
     assert counts(report.roles) == {
@@ -260,3 +280,19 @@ async def test_features_after_turn_records_and_draws(kb: KnowledgeBase) -> None:
         assert (await features.stats_json("other", k=1))["conversations"] == 0
     finally:
         await features.close()
+
+
+def test_every_question_comes_after_those_that_lead_to_it(kb: KnowledgeBase) -> None:
+    order = question_order(kb)
+    assert sorted(order) == sorted(kb.questions)
+    for question_id, question in kb.questions.items():
+        targets = {c.next or question.next for c in question.choices}
+        targets |= {branch.next for branch in question.next_when}
+        for target in targets:
+            if target in kb.questions:
+                assert order.index(question_id) < order.index(target), (question_id, target)
+    # One branch to its end before the next: the professionals' question is not wedged
+    # between the patients' own questions.
+    patients = order[order.index("experience") : order.index("envie") + 1]
+    assert patients == ["experience", "recul", "envie"]
+    assert order.index("pro_projet") < order.index("pays")

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import html
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ChatAction
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -61,14 +62,14 @@ from telegram.ext import (
 
 from bot.config import Settings, quiet_libraries
 from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine, Turn
+from bot.engine.flow import CANCEL, CMD, CONFIRM, NOT_THAT, RESUME, SKIP, TERM, Engine, Turn
 from bot.engine.followup import NO as FOLLOWUP_NO
 from bot.engine.followup import YES as FOLLOWUP_YES
 from bot.engine.followup import asking
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import territory_chain
-from bot.engine.replies import Choice, Event, Image, Reply
-from bot.engine.session import Input, Session
+from bot.engine.replies import CONTACTS, GUIDE, ROLE, STALE, Choice, Event, Image, Reply
+from bot.engine.session import EXITED, RECOMMENDED, Input, Session
 from bot.knowledge.model import COMMANDS, text
 from bot.live import EngineHolder, holder_of
 from bot.storage.base import FollowUpTaken, OutgoingReply, Storage, UserChange, pseudonym
@@ -93,17 +94,10 @@ MESSAGE_LIMIT = 4000
 CAPTION_LIMIT = 1000
 CALLBACK_LIMIT = 64
 DEEP_LINK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: The command menu registered with setMyCommands, in this order.
-MENU = (
-    "aide",
-    "retour",
-    "recommencer",
-    "contacts",
-    "glossaire",
-    "barometre",
-    "mesdonnees",
-    "oubli",
-)
+#: Commands of the channel itself, after the engine's and its modes' in the menu.
+OWN_COMMANDS = ("mesdonnees", "oubli")
+#: The file name of the ``/mesdonnees`` export.
+EXPORT_NAME = "passerelle-mes-donnees.json"
 #: Our own buttons (not the engine's): consent and erasure confirmations.
 CONSENT_YES, CONSENT_NO = "p:c1", "p:c0"
 FORGET_YES, FORGET_NO = "p:f1", "p:f0"
@@ -124,6 +118,22 @@ REDELIVER_FIRST_DELAY = 0.5
 REDELIVER_MAX_DELAY = 30.0
 #: Serialised inline keyboards kept (one per question and language, in practice).
 KEYBOARD_CACHE = 512
+#: Buttons that go on last rows of their own (back, resume, « not that », « skip »).
+NAVIGATION = frozenset({CMD + "retour", RESUME, NOT_THAT, SKIP})
+#: A scale (0–4) fits on one row: labels this short, this many buttons at most.
+SCALE_WIDTH, SCALE_MAX = 3, 6
+#: Labels up to this many characters go two per row on a phone.
+TWO_COLUMNS_WIDTH = 20
+#: Glossary terms shown per page (the rest behind « Suivant »).
+GLOSSARY_PAGE = 8
+#: Our own glossary paging buttons: ``p:g:<page>``.
+PAGE_PREFIX = "p:g:"
+#: Chats whose latest keyboard message is remembered (to remove it once answered by text).
+LIVE_KEYBOARDS = 10_000
+#: Messages with buttons remembered per chat (the latest ones).
+LIVE_PER_CHAT = 4
+#: ``reply_markup`` that removes a message's buttons.
+NO_KEYBOARD = '{"inline_keyboard": []}'
 #: Intake checks (:func:`update_problem`): Telegram's ids fit in 52 bits, callback data in 64
 #: bytes; updates are a few levels deep. Texts (4096 characters on Telegram) are allowed up to
 #: 32 Kio, so that a too long one still gets the engine's kind « too long » answer.
@@ -157,11 +167,17 @@ def encode_choice(node: str, choice_id: str) -> str:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One Telegram message: text (or a photo with its caption) and its buttons."""
+    """One Telegram message: HTML text (or a photo with its caption) and its buttons."""
 
     text: str
     choices: tuple[Choice, ...] = ()
     image: Image | None = None
+
+
+def esc(value: str) -> str:
+    """Text for Telegram's HTML parse mode: whatever a person or a content file holds is shown
+    as typed, never read as markup."""
+    return html.escape(value, quote=False)
 
 
 def split_text(body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -181,28 +197,81 @@ def split_text(body: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
-def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoing]:
-    """The engine's replies as few Telegram messages as possible: consecutive texts are joined,
-    buttons go on the last piece, pictures are sent with their text alternative as caption."""
+def _is_heading(line: str) -> bool:
+    stripped = line.strip()
+    return stripped.endswith(":") and not stripped.startswith(("•", "⚠", "-"))
+
+
+def format_text(body: str, kind: str, *, first: bool = True, headings: Collection[str] = ()) -> str:
+    """One reply's plain text as HTML: escaped everywhere; for roles, contacts and the guide,
+    the title, the section headings and the contacts' names in bold."""
+    if kind not in (ROLE, CONTACTS, GUIDE):
+        return esc(body)
+    out: list[str] = []
+    previous = ""
+    for index, line in enumerate(body.split("\n")):
+        indent = line[: len(line) - len(line.lstrip())]
+        prefix = next((h for h in headings if h and line.lstrip().startswith(h + " ")), None)
+        if line and (
+            (first and index == 0)
+            or _is_heading(line)
+            or (kind == GUIDE and not previous and not line.startswith(("•", "⚠")))
+        ):
+            out.append(f"<b>{esc(line)}</b>")
+        elif kind == CONTACTS and line.startswith("• ") and " — " in line:
+            name, rest = line[2:].split(" — ", 1)
+            out.append(f"• <b>{esc(name)}</b> — {esc(rest)}")
+        elif prefix is not None:
+            rest = line.lstrip()[len(prefix) + 1 :]
+            out.append(f"{indent}<b>{esc(prefix)}</b> {esc(rest)}")
+        else:
+            out.append(esc(line))
+        previous = line
+    return "\n".join(out)
+
+
+def render(
+    replies: Sequence[Reply], limit: int = MESSAGE_LIMIT, headings: Collection[str] = ()
+) -> list[Outgoing]:
+    """The engine's replies as Telegram messages (HTML). Plain consecutive texts are joined;
+    each role, the contacts and the guide get a message of their own with bold headings;
+    buttons go on the last piece. A picture is shown with its text alternative once: as its
+    caption when it fits, otherwise as the message just before it (the reply announcing the
+    picture is then redundant). Stale-button notes are dropped: the question is asked again."""
     messages: list[Outgoing] = []
-    buffer: list[str] = []
+    buffer: list[str] = []  # plain texts waiting to be joined
 
     def flush(choices: tuple[Choice, ...] = ()) -> None:
         if not buffer and not choices:
             return
         pieces = split_text("\n\n".join(buffer) or "…", limit)
-        messages.extend(Outgoing(piece) for piece in pieces[:-1])
-        messages.append(Outgoing(pieces[-1], choices))
+        messages.extend(Outgoing(esc(piece)) for piece in pieces[:-1])
+        messages.append(Outgoing(esc(pieces[-1]), choices))
         buffer.clear()
 
     for reply in replies:
+        if reply.kind == STALE:
+            continue
         if reply.image is not None:
+            alt = reply.image.alt
+            said = bool(buffer) and buffer[-1] == alt
+            caption = ""
+            if len(alt) <= CAPTION_LIMIT:
+                caption = esc(alt)
+                if said:
+                    buffer.pop()
+            elif not said:
+                buffer.append(alt)
             flush()
-            messages.append(Outgoing(reply.image.alt[:CAPTION_LIMIT], (), reply.image))
-            if reply.text:
-                buffer.append(reply.text)
-            if reply.choices:
-                flush(reply.choices)
+            messages.append(Outgoing(caption, reply.choices, reply.image))
+            continue
+        if reply.kind in (ROLE, CONTACTS, GUIDE):
+            flush()
+            pieces = split_text(reply.text, limit - 200)  # room for the markup
+            for index, piece in enumerate(pieces):
+                body = format_text(piece, reply.kind, first=index == 0, headings=headings)
+                last = index == len(pieces) - 1
+                messages.append(Outgoing(body, reply.choices if last else ()))
             continue
         if buffer and len("\n\n".join([*buffer, reply.text])) > limit:
             flush()
@@ -211,6 +280,71 @@ def render(replies: Sequence[Reply], limit: int = MESSAGE_LIMIT) -> list[Outgoin
             flush(reply.choices)
     flush()
     return messages
+
+
+def _label(choice: Choice) -> str:
+    return choice.short or choice.label
+
+
+def _columns(widest: int) -> int:
+    return 3 if widest <= 12 else 2 if widest <= TWO_COLUMNS_WIDTH else 1
+
+
+def layout(
+    choices: Sequence[Choice], navigation: Collection[str] = NAVIGATION
+) -> list[list[Choice]]:
+    """Rows of buttons as good bots lay them out: a 0–4 scale on one row, short labels in three
+    or two columns, long ones alone; « back », « resume », « skip » and « not that » last."""
+    main = [c for c in choices if c.id not in navigation]
+    nav = [c for c in choices if c.id in navigation]
+    rows: list[list[Choice]] = []
+    if main:
+        widest = max(len(_label(c)) for c in main)
+        if widest <= SCALE_WIDTH and len(main) <= SCALE_MAX:
+            rows = [main]
+        elif widest <= TWO_COLUMNS_WIDTH:  # even columns, as a question reads best
+            columns = _columns(widest)
+            rows = [main[i : i + columns] for i in range(0, len(main), columns)]
+        else:  # some labels are long: those alone, the short ones side by side, in order
+            rows = _packed(main)
+    return [*rows, *_packed(nav)]
+
+
+def _packed(choices: Sequence[Choice]) -> list[list[Choice]]:
+    """Rows in order: a long label alone, short ones side by side (two, or three if tiny)."""
+    rows: list[list[Choice]] = []
+    row: list[Choice] = []
+    for choice in choices:
+        trial = [*row, choice]
+        if row and len(trial) <= _columns(max(len(_label(c)) for c in trial)):
+            row = trial
+            continue
+        if row:
+            rows.append(row)
+        row = [choice]
+    if row:
+        rows.append(row)
+    return rows
+
+
+def keyboard_rows(
+    choices: Sequence[Choice], page: int = 0, pager: tuple[str, str] = ("◀", "▶")
+) -> list[list[Choice]]:
+    """The rows of a keyboard (see :func:`layout`); a long glossary is paged: ``page`` of it,
+    with « previous » / « next » buttons (labels ``pager``) that edit the keyboard in place."""
+    terms = [c for c in choices if c.id.startswith(TERM)]
+    if len(terms) <= GLOSSARY_PAGE:
+        return layout(choices)
+    pages = -(-len(terms) // GLOSSARY_PAGE)
+    page = min(max(page, 0), pages - 1)
+    turns = []
+    if page > 0:
+        turns.append(Choice(f"{PAGE_PREFIX}{page - 1}", pager[0]))
+    if page < pages - 1:
+        turns.append(Choice(f"{PAGE_PREFIX}{page + 1}", pager[1]))
+    shown = terms[page * GLOSSARY_PAGE : (page + 1) * GLOSSARY_PAGE]
+    others = [c for c in choices if not c.id.startswith(TERM)]
+    return [*layout(shown), *([turns] if turns else []), *layout(others)]
 
 
 # -- what one update produces ----------------------------------------------------------------
@@ -398,7 +532,10 @@ class TelegramChannel:
         self._undelivered: dict[int, deque[OutgoingReply]] = {}
         self._backoff: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...]], str] = OrderedDict()
+        self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...], int], str] = OrderedDict()
+        #: Per chat, the latest message with buttons, and where the conversation stood then.
+        self._live_keyboards: OrderedDict[int, list[int]] = OrderedDict()
+        self._keyboard_nodes: OrderedDict[int, str] = OrderedDict()
         self._choice_ids = self._known_choice_ids()
         self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
@@ -481,9 +618,17 @@ class TelegramChannel:
         """Wait until every update received so far has been applied (tests, shutdown)."""
         await self._queues.join()
 
+    def menu(self) -> list[str]:
+        """Every command a person can type, in the menu's order: the engine's, its modes' (the
+        barometer, follow-ups), then the channel's own."""
+        names = [*COMMANDS, *self.engine.modes, *OWN_COMMANDS]
+        return [name for name in names if f"telegram_cmd_{name}" in self.engine.kb.messages]
+
     def _menu(self) -> list[BotCommand]:
         session = self.engine.new_session()
-        return [BotCommand(name, self._msg(f"telegram_cmd_{name}", session)) for name in MENU]
+        return [
+            BotCommand(name, self._msg(f"telegram_cmd_{name}", session)) for name in self.menu()
+        ]
 
     async def _retention_job(self, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self.purge()
@@ -748,10 +893,15 @@ class TelegramChannel:
                         message.image.png,
                         caption=message.text,
                         reply_markup=markup,
+                        parse_mode=ParseMode.HTML,
                     )
                 else:
                     await self._call(
-                        self.bot.send_message, chat_id, message.text, reply_markup=markup
+                        self.bot.send_message,
+                        chat_id,
+                        message.text,
+                        reply_markup=markup,
+                        parse_mode=ParseMode.HTML,
                     )
             except Forbidden:
                 log.info("the person blocked the bot; reply dropped")
@@ -760,48 +910,141 @@ class TelegramChannel:
                 log.error("reply not delivered: %s", type(exc).__name__)
                 return
 
-    def _keyboard(self, choices: Sequence[Choice], node: str) -> InlineKeyboardMarkup:
-        rows = []
-        for choice in choices:
-            data = choice.id if choice.id.startswith("p:") else encode_choice(node, choice.id)
-            rows.append([InlineKeyboardButton(choice.label, callback_data=data)])
-        return InlineKeyboardMarkup(rows)
+    def _keyboard(
+        self, choices: Sequence[Choice], node: str, page: int = 0
+    ) -> InlineKeyboardMarkup:
+        """Compact rows (see :func:`keyboard_rows`), as Telegram buttons."""
+        probe = self.engine.new_session()
+        pager = (self._msg("telegram_prev", probe), self._msg("telegram_next", probe))
+        rows = keyboard_rows(choices, page, pager)
+        return InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton(
+                        _label(choice),
+                        callback_data=choice.id
+                        if choice.id.startswith("p:")
+                        else encode_choice(node, choice.id),
+                    )
+                    for choice in row
+                ]
+                for row in rows
+            ]
+        )
 
-    def _keyboard_json(self, choices: tuple[Choice, ...], node: str) -> str:
+    def _keyboard_json(self, choices: tuple[Choice, ...], node: str, page: int = 0) -> str:
         """The ``reply_markup`` parameter, serialised once per question (the same keyboard is
         sent to every person at that question)."""
-        key = (node, choices)
+        key = (node, choices, page)
         cached = self._keyboards.get(key)
         if cached is None:
-            cached = json.dumps(self._keyboard(choices, node).to_dict(), ensure_ascii=False)
+            cached = json.dumps(self._keyboard(choices, node, page).to_dict(), ensure_ascii=False)
             self._keyboards[key] = cached
             if len(self._keyboards) > KEYBOARD_CACHE:
                 self._keyboards.popitem(last=False)
         return cached
 
-    async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
+    def _headings(self, session: Session) -> tuple[str, ...]:
+        """Section labels a line of a role or a contact may start with (shown in bold)."""
+        keys = ("reasons", "to_start", "not_yet", "first_steps", "caution", "contact_why")
+        messages = self.engine.kb.messages
+        return tuple(self._msg(key, session) for key in keys if key in messages)
+
+    def _record(
+        self, chat_id: int, method: str, params: dict[str, Any], file: bytes | None
+    ) -> None:
         turn = _TURN.get()
-        if turn is None:  # outside an update (nothing to commit with): send right away
-            await self._send(chat_id, render(replies), node)
+        assert turn is not None
+        turn.replies.append(
+            OutgoingReply(
+                update_id=turn.update_id,
+                seq=len(turn.replies),
+                chat_id=chat_id,
+                method=method,
+                params=json.dumps(params, ensure_ascii=False),
+                photo=file,
+            )
+        )
+
+    async def _edit(
+        self, message: Message, text: str | None = None, markup: str = NO_KEYBOARD
+    ) -> None:
+        """Change a message already shown (the reply outbox keeps it in order with the rest):
+        its text (HTML) and buttons, or its buttons only."""
+        params: dict[str, Any] = {
+            "chat_id": message.chat.id,
+            "message_id": message.message_id,
+            "reply_markup": markup,
+        }
+        if _TURN.get() is None:
             return
-        for message in render(replies):
-            params: dict[str, Any] = {"chat_id": chat_id}
+        if text is None:
+            self._record(message.chat.id, "editMessageReplyMarkup", params, None)
+            return
+        params |= {"text": text, "parse_mode": ParseMode.HTML}
+        self._record(message.chat.id, "editMessageText", params, None)
+
+    async def _answered(self, message: Message | None, label: str | None) -> None:
+        """The tapped message shows the answer chosen, and its buttons go (PTB's
+        ``inlinekeyboard.py``); a stale one just loses its buttons."""
+        if message is None:
+            return
+        live = self._live_keyboards.get(message.chat.id, [])
+        if message.message_id in live:
+            live.remove(message.message_id)  # edited here: not again in _say
+        if label is None or not message.text:
+            await self._edit(message)
+            return
+        line = self._msg("telegram_answered", self.engine.new_session(), label=label)
+        body = f"{message.text_html}\n\n<b>{esc(line)}</b>"
+        if len(body) > MESSAGE_LIMIT:
+            await self._edit(message)
+            return
+        await self._edit(message, body)
+
+    async def _document(self, chat_id: int, body: bytes, caption: str) -> None:
+        params = {"chat_id": chat_id, "caption": esc(caption), "parse_mode": ParseMode.HTML}
+        if _TURN.get() is None:
+            await self._call(
+                self.bot.send_document,
+                chat_id,
+                body,
+                filename=EXPORT_NAME,
+                caption=params["caption"],
+                parse_mode=ParseMode.HTML,
+            )
+            return
+        self._record(chat_id, "sendDocument", params, body)
+
+    async def _say(self, chat_id: int, replies: Sequence[Reply], node: str = "") -> None:
+        headings = self._headings(self.engine.new_session())
+        messages = render(replies, headings=headings)
+        if _TURN.get() is None:  # outside an update (nothing to commit with): send right away
+            await self._send(chat_id, messages, node)
+            return
+        params: dict[str, Any]
+        if any(m.choices for m in messages):
+            if self._keyboard_nodes.get(chat_id) != node:
+                # The conversation moved on (an answer typed, say): the buttons of the question
+                # it left go. At the same question they stay: still good, and no extra call.
+                for live in self._live_keyboards.pop(chat_id, []):
+                    params = {"chat_id": chat_id, "message_id": live, "reply_markup": NO_KEYBOARD}
+                    self._record(chat_id, "editMessageReplyMarkup", params, None)
+            self._keyboard_nodes[chat_id] = node
+            self._keyboard_nodes.move_to_end(chat_id)
+            if len(self._keyboard_nodes) > LIVE_KEYBOARDS:
+                self._keyboard_nodes.popitem(last=False)
+        for message in messages:
+            params = {"chat_id": chat_id, "parse_mode": ParseMode.HTML}
             if message.image is not None:
-                params["caption"] = message.text
+                if message.text:
+                    params["caption"] = message.text
             else:
                 params["text"] = message.text
             if message.choices:
                 params["reply_markup"] = self._keyboard_json(message.choices, node)
-            turn.replies.append(
-                OutgoingReply(
-                    update_id=turn.update_id,
-                    seq=len(turn.replies),
-                    chat_id=chat_id,
-                    method="sendPhoto" if message.image is not None else "sendMessage",
-                    params=json.dumps(params, ensure_ascii=False),
-                    photo=message.image.png if message.image is not None else None,
-                )
-            )
+            method = "sendPhoto" if message.image is not None else "sendMessage"
+            self._record(chat_id, method, params, message.image.png if message.image else None)
 
     async def _deliver(self, chat_id: int, replies: Sequence[OutgoingReply]) -> None:
         """Send a chat's recorded replies in order, each deleted from the outbox once Telegram
@@ -821,11 +1064,14 @@ class TelegramChannel:
                 await asyncio.sleep(self.pause)
             first = False
             try:
-                await self._call(self._post_reply, reply)
+                sent = await self._call(self._post_reply, reply)
+                self._remember_keyboard(chat_id, reply, sent)
             except Forbidden:
                 log.info("the person blocked the bot; reply dropped")
             except BadRequest as exc:
-                log.error("reply refused by Telegram: %s", type(exc).__name__)
+                # An edit of a message already as asked (a double tap) is refused: expected.
+                level = logging.DEBUG if reply.method.startswith("edit") else logging.ERROR
+                log.log(level, "reply refused by Telegram: %s", type(exc).__name__)
             except TelegramError as exc:  # still failing after the bounded retries
                 log.warning("reply not delivered yet (%s); will retry", type(exc).__name__)
                 self._retry_later(chat_id)
@@ -847,12 +1093,26 @@ class TelegramChannel:
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
 
+    def _remember_keyboard(self, chat_id: int, reply: OutgoingReply, sent: Any) -> None:
+        """The chat's latest messages with buttons (in memory: after a restart, none is known)."""
+        if not reply.method.startswith("send") or not isinstance(sent, dict):
+            return
+        if '"reply_markup"' in reply.params and isinstance(sent.get("message_id"), int):
+            live = self._live_keyboards.setdefault(chat_id, [])
+            live.append(sent["message_id"])
+            del live[:-LIVE_PER_CHAT]
+            self._live_keyboards.move_to_end(chat_id)
+            if len(self._live_keyboards) > LIVE_KEYBOARDS:
+                self._live_keyboards.popitem(last=False)
+
     async def _post_reply(self, reply: OutgoingReply) -> Any:
         """One recorded reply to the Bot API. The parameters are already serialised (cached
         keyboards), so this goes straight to PTB's request layer (rate limiter included)
         without building or parsing Telegram objects."""
         params: dict[str, Any] = json.loads(reply.params)
-        if reply.photo is not None:
+        if reply.photo is not None and reply.method == "sendDocument":
+            params["document"] = InputFile(reply.photo, filename=EXPORT_NAME)
+        elif reply.photo is not None:
             params["photo"] = InputFile(reply.photo, filename="image.png")
         return await self.bot._post(reply.method, params)
 
@@ -972,8 +1232,11 @@ class TelegramChannel:
         assert message is not None and message.text is not None
         await self._converse(update, Input.text(message.text))
 
-    async def _converse(self, update: Update, event: Input) -> None:
-        """Hand one input to the engine, save the new state, then send the replies."""
+    async def _converse(
+        self, update: Update, event: Input, tapped: tuple[Message | None, str] | None = None
+    ) -> None:
+        """Hand one input to the engine, save the new state, then send the replies. ``tapped``:
+        the message whose button was tapped and the button's text, edited to show the answer."""
         chat = update.effective_chat
         assert chat is not None
         user = self._user(update)
@@ -1006,7 +1269,31 @@ class TelegramChannel:
         )
         turn = await self._features(update, user, turn)
         await self._save(update, user, consent, turn.session, turn.events)
+        if tapped is not None:
+            message, label = tapped
+            stale = session is None or any(r.kind == STALE for r in turn.replies)
+            chosen = None if stale else self._full_label(session, event.value, label)
+            await self._answered(message, chosen)
         await self._say(chat.id, turn.replies, turn.node)
+
+    def _full_label(self, session: Session | None, choice_id: str, shown: str) -> str:
+        """The whole label of the answer chosen (the button may show its short form; a score
+        of the barometer reads « 3 — Souvent »)."""
+        if session is None:
+            return shown
+        mode = self.engine.modes.get(str(session.extra.get("mode", "")))
+        prompt = getattr(mode, "prompt", None) if mode is not None else None
+        asked = self.engine.prompt(session) if mode is None else None
+        if callable(prompt):
+            asked = prompt(self.engine, session)
+        for choice in asked.choices if isinstance(asked, Reply) else ():
+            if choice.id == choice_id:
+                label = choice.label
+                levels = self.engine.kb.barometer.levels if self.engine.kb.barometer else {}
+                if mode is not None and label in levels:
+                    label = f"{label} — {text(levels[label], session.lang).split(' : ')[0]}"
+                return label
+        return shown
 
     async def _consent(self, update: Update, user: str, session: Session, yes: bool) -> None:
         chat = update.effective_chat
@@ -1031,8 +1318,13 @@ class TelegramChannel:
         data = query.data or ""
         user = self._user(update)
         chat = update.effective_chat
+        message = query.message if isinstance(query.message, Message) else None
+        shown = _button_text(message, data)
+        if data.startswith(PAGE_PREFIX):
+            await self._page(update, user, message, data)
+            return
         if data in (CONSENT_YES, CONSENT_NO, FORGET_YES, FORGET_NO):
-            await self._drop_keyboard(query.message)
+            await self._answered(message, shown)
         if data in (FORGET_YES, FORGET_NO):
             await self._forget_answer(update, user, data == FORGET_YES)
             return
@@ -1042,13 +1334,33 @@ class TelegramChannel:
                 session = session or self.engine.start(None).session
                 await self._consent(update, user, session, data == CONSENT_YES)
                 return
-            # Already answered (an old consent message): say where we are.
+            # Already answered (an old consent message): ask the current question again.
             assert chat is not None
-            reply = Reply(self._msg("button_old", session))
             await self._save(update, user, consent, session)
-            await self._say(chat.id, [reply, self.engine.prompt(session)], session.node)
+            await self._say(chat.id, [self.engine.prompt(session)], session.node)
             return
-        await self._converse(update, self._decode(data, await self._state(user)))
+        event = self._decode(data, await self._state(user))
+        await self._converse(update, event, (message, shown))
+
+    async def _page(self, update: Update, user: str, message: Message | None, data: str) -> None:
+        """« Précédents » / « Suivants » under the glossary: the same message, another page."""
+        await self._save(update, user, None, None)
+        _, session = await self._state(user)
+        page = data[len(PAGE_PREFIX) :]
+        if message is None or session is None or not page.isdigit():
+            return
+        lang = session.lang
+        choices = [
+            Choice(
+                TERM + term_id,
+                text(term.term, lang),
+                text(term.short, lang) if term.short else None,
+            )
+            for term_id, term in self.engine.kb.glossary.items()
+        ]
+        choices.append(Choice(RESUME, self._msg("back_to_question", session)))
+        markup = self._keyboard_json(tuple(choices), session.node, int(page))
+        await self._edit(message, None, markup)
 
     def _decode(self, data: str, state: tuple[bool | None, Session | None]) -> Input:
         """A button's input; an unreadable or foreign one becomes a stale choice, which the
@@ -1065,12 +1377,8 @@ class TelegramChannel:
             return Input.choice(value or "~", node)
         return Input.choice("~", "~")
 
-    async def _drop_keyboard(self, message: Any) -> None:
-        if isinstance(message, Message):
-            with contextlib.suppress(TelegramError):
-                await self._call(message.edit_reply_markup, None)
-
     async def on_my_data(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A summary in plain French, then everything kept as a JSON file (dates readable)."""
         chat = update.effective_chat
         assert chat is not None
         user = self._user(update)
@@ -1078,29 +1386,28 @@ class TelegramChannel:
         _, session = await self._state(user)
         probe = session or self.engine.new_session()
         await self._save(update, user, None, None)
-        if not stored:
-            lines = [self._msg("mydata_none", probe)]
-        else:
-            lines = [self._msg("mydata_intro", probe)]
-            if "consent" in stored:
-                lines.append(
-                    self._msg("mydata_consent", probe, date=_date(stored["consent"]["at"]))
-                )
-            if "session" in stored:
-                lines += self._describe(Session.from_dict(stored["session"]))
-                lines.append(
-                    self._msg(
-                        "mydata_retention",
-                        probe,
-                        date=_date(stored.get("updated_at", time.time())),
-                        days=str(self.settings.retention_days),
-                    )
-                )
-        await self._say(chat.id, [Reply("\n".join(lines))])
         export = await self.export(user)
-        if any(export.values()):
-            body = json.dumps(export, ensure_ascii=False, indent=1, sort_keys=True)
-            await self._say(chat.id, [Reply(f"{self._msg('mydata_json', probe)}\n{body}")])
+        if not any(export.values()):
+            await self._say(chat.id, [Reply(self._msg("mydata_none", probe))])
+            return
+        lines = [self._msg("mydata_intro", probe)]
+        if "consent" in stored:
+            lines.append(self._msg("mydata_consent", probe, date=_date(stored["consent"]["at"])))
+        if "session" in stored:
+            lines += self._describe(Session.from_dict(stored["session"]))
+        lines += self._describe_features(probe, export)
+        if "session" in stored:
+            lines.append(
+                self._msg(
+                    "mydata_retention",
+                    probe,
+                    date=_date(stored.get("updated_at", time.time())),
+                    days=str(self.settings.retention_days),
+                )
+            )
+        await self._say(chat.id, [Reply("\n".join(lines))])
+        body = json.dumps(self._readable(export), ensure_ascii=False, indent=2, sort_keys=True)
+        await self._document(chat.id, body.encode(), self._msg("mydata_json", probe))
 
     async def export(self, user: str) -> dict[str, Any]:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
@@ -1111,25 +1418,89 @@ class TelegramChannel:
             export["webhooks_pending"] = await self.integration.outbox_about(user)
         return export
 
+    def _readable(self, export: dict[str, Any]) -> Any:
+        """The export file: all of it, with the conversation's place and answers in words
+        (question and answer as the person read them, beside their ids) and readable dates."""
+        conversation = dict(export.get("conversation") or {})
+        data = conversation.get("session")
+        if isinstance(data, dict):
+            session = Session.from_dict(data)
+            kb = self.engine.kb
+            answers = []
+            for question_id, choice_id in session.answers:
+                asked = kb.questions.get(question_id)
+                chosen = (
+                    next((c for c in asked.choices if c.id == choice_id), None) if asked else None
+                )
+                answers.append(
+                    {
+                        "question": text(asked.text, session.lang) if asked else None,
+                        "answer": text(chosen.label, session.lang) if chosen else None,
+                        "question_id": question_id,
+                        "answer_id": choice_id,
+                    }
+                )
+            readable_session = {k: v for k, v in data.items() if k not in ("node", "answers")}
+            readable_session |= {"where": self._where(session), "answers": answers}
+            stopped = kb.questions.get(session.stopped_at or "")
+            if stopped is not None:
+                readable_session["stopped_at"] = text(stopped.text, session.lang)
+            conversation["session"] = readable_session
+        return readable({**export, "conversation": conversation})
+
+    def _where(self, session: Session) -> str:
+        kb = self.engine.kb
+        if session.extra.get("mode"):
+            return self._msg("mydata_node_mode", session)
+        question = kb.questions.get(session.node)
+        if question is not None:
+            return self._msg(
+                "mydata_node_question", session, question=text(question.text, session.lang)
+            )
+        if session.node == RECOMMENDED:
+            return self._msg("mydata_node_recommended", session)
+        if session.node == EXITED:
+            return self._msg("mydata_node_exited", session)
+        return self._msg("mydata_node_start", session)
+
     def _describe(self, session: Session) -> list[str]:
         kb = self.engine.kb
-        question = kb.questions.get(session.node)
-        where = text(question.text, session.lang) if question else session.node
-        lines = [self._msg("mydata_where", session, node=where)]
+        lines = [self._msg("mydata_where", session, node=self._where(session))]
         if session.answers:
             lines.append(self._msg("mydata_answers", session))
         for question_id, choice_id in session.answers:
             asked = kb.questions.get(question_id)
             if asked is None:
-                lines.append(f"• {question_id} : {choice_id}")
-                continue
+                continue  # from an older version of the questions: in the file only
             label = next(
                 (text(c.label, session.lang) for c in asked.choices if c.id == choice_id),
                 choice_id,
             )
             lines.append(f"• {text(asked.text, session.lang)} → {label}")
         if session.context:
-            lines.append(f"• contexte : {session.context}")
+            name = session.context
+            if session.context in self.establishments:
+                name = self.establishments[session.context].name
+            lines.append(self._msg("mydata_context", session, name=name))
+        return lines
+
+    def _describe_features(self, session: Session, export: Mapping[str, Any]) -> list[str]:
+        lines: list[str] = []
+        ratings = export.get("barometer_ratings") or []
+        if ratings:
+            groups = ", ".join(sorted({str(r.get("group")) for r in ratings if r.get("group")}))
+            lines.append(
+                self._msg("mydata_barometer", session, count=str(len(ratings)), groups=groups)
+            )
+        for followup in export.get("followups") or []:
+            if followup.get("sent_at"):
+                continue
+            due = followup.get("due_at")
+            if isinstance(due, int | float):
+                lines.append(self._msg("mydata_followup", session, date=_date(due)))
+        pending = [e for e in export.get("webhooks_pending") or [] if e.get("type")]
+        if pending:
+            lines.append(self._msg("mydata_pending", session, count=str(len(pending))))
         return lines
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -1199,14 +1570,43 @@ class TelegramChannel:
         probe = session or self.engine.new_session()
         await self._save(update, user, None, None)
         values = {"kind": self._msg(f"kind_{kind}", probe)} if kind else {}
-        replies = [Reply(self._msg(key, probe, **values))]
-        if session is not None and session.node:
-            replies.append(self.engine.prompt(session))
-        await self._say(chat.id, replies, probe.node)
+        # One line: the question and its buttons are just above, no need to show them again.
+        await self._say(chat.id, [Reply(self._msg(key, probe, **values))], probe.node)
 
 
 def _date(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%d/%m/%Y")
+
+
+def _is_time_key(key: str) -> bool:
+    return key == "at" or key.endswith("_at")
+
+
+def readable(value: Any, key: str = "") -> Any:
+    """The export as a person can read it: dates in ISO 8601 (UTC) instead of Unix seconds,
+    JSON held as text (scores, roles) unfolded."""
+    if isinstance(value, dict):
+        return {k: readable(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool) and _is_time_key(key):
+        moment = dt.datetime.fromtimestamp(value, dt.UTC).replace(microsecond=0)
+        return moment.isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and value[:1] in "[{":
+        with contextlib.suppress(ValueError):
+            return readable(json.loads(value), key)
+    return value
+
+
+def _button_text(message: Message | None, data: str) -> str:
+    """The text of the button with callback ``data`` under ``message`` (what was tapped)."""
+    markup = message.reply_markup if message is not None else None
+    if markup is not None:
+        for row in markup.inline_keyboard:
+            for button in row:
+                if button.callback_data == data:
+                    return button.text
+    return ""
 
 
 # -- construction ---------------------------------------------------------------------------
@@ -1295,29 +1695,63 @@ async def running(channel: TelegramChannel, *, webhook: bool | None = None) -> A
 
 
 async def run_polling(settings: Settings, engine: Engine) -> int:
-    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM."""
+    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM.
+
+    Composed as ``passerelle serve`` composes Telegram, minus the web server: same store,
+    features, establishments, webhook outbox and worker, so a conversation's events reach the
+    same establishments whichever command runs the bot."""
     import signal
 
+    from bot import charts
     from bot.features import Features
+    from bot.integration import establishments_or_exit
+    from bot.server import startup_line
     from bot.storage.features import FeatureStore
-    from bot.storage.integration import ALL_MIGRATIONS
+    from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
     from bot.storage.sqlite import SqliteStorage
+    from bot.webhooks import RetryPolicy, WebhookWorker
 
+    establishments = establishments_or_exit(settings, engine)
     storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
     await storage.open()
     features = Features(engine, FeatureStore(settings.db_path))
     await features.open()
+    integration = IntegrationStore(storage)
+    worker = WebhookWorker(
+        integration, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        channel = build(engine, storage, settings, features=features)
+        await worker.start()
+        charts.prestart()
+        channel = build(
+            engine,
+            storage,
+            settings,
+            features=features,
+            establishments=establishments,
+            integration=integration,
+            on_events=worker.wake,
+        )
         async with running(channel, webhook=False):
-            print("Passerelle écoute Telegram (long polling). Ctrl+C pour arrêter.", flush=True)
+            line = startup_line(
+                settings,
+                mode="Telegram par long polling, sans serveur web",
+                kb_version=engine.kb.version,
+                establishments=establishments,
+            )
+            if settings.log_format == "json":
+                log.info("%s", line)  # JSON logs: every line is JSON
+            else:
+                print(f"{line} Ctrl+C pour arrêter.", flush=True)
             await stop.wait()
     finally:
+        await asyncio.to_thread(charts.shutdown)
+        await worker.stop()
         await features.close()
         await storage.close()
     return 0

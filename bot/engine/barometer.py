@@ -234,7 +234,11 @@ class BarometerMode:
                 (Choice(DISCARD, engine.msg("barometer_discard", session)),),
             )
         choices = [
-            Choice(RATER + rater_id, text(rater.label, lang))
+            Choice(
+                RATER + rater_id,
+                text(rater.label, lang),
+                text(rater.short, lang) if rater.short else None,
+            )
             for rater_id, rater in barometer.raters.items()
         ]
         if session.extra.get(GROUPS):

@@ -28,7 +28,18 @@ from bot.engine.places import (
     territory_chain,
 )
 from bot.engine.recommendation import facts_of, recommend, select_contacts
-from bot.engine.replies import Choice, ContactInfo, Event, Recommendation, Reply, RoleMatch
+from bot.engine.replies import (
+    CONTACTS,
+    GUIDE,
+    ROLE,
+    STALE,
+    Choice,
+    ContactInfo,
+    Event,
+    Recommendation,
+    Reply,
+    RoleMatch,
+)
 from bot.engine.safety import Safety, screen
 from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, UNKNOWN, Input, Session
 from bot.engine.understanding import Reading, Understanding
@@ -127,9 +138,10 @@ class Engine:
         question = self.kb.questions[question_id]
         country = country_of(self.kb, facts_of(self.kb, session.answers))
         choices = [
-            Choice(c.id, text(c.label_in.get(country or "") or c.label, session.lang))
+            Choice(c.id, text(c.label_in.get(country or "") or c.label, session.lang), short)
             for c in question.choices
             if offered(c, country)
+            for short in [self._short(c, country, session.lang)]
         ]
         if session.extra.get("offer_skip") == question_id:
             choices.append(Choice(SKIP, self.msg("skip_button", session)))
@@ -138,6 +150,14 @@ class Engine:
         if session.answers:
             choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
         return Reply(text(question.text, session.lang), tuple(choices))
+
+    @staticmethod
+    def _short(choice: Option, country: str | None, lang: str) -> str | None:
+        """The short form of the label shown: a country's own label has its own (``short_in``)."""
+        if country and country in choice.label_in:
+            short = choice.short_in.get(country)
+            return text(short, lang) if short else None
+        return text(choice.short, lang) if choice.short else None
 
     def _actions(self, session: Session) -> tuple[Choice, ...]:
         actions = []
@@ -371,7 +391,8 @@ class Engine:
         return self._stale(session)
 
     def _stale(self, session: Session) -> Turn:
-        return self.turn(session, Reply(self.msg("stale_button", session)), self.prompt(session))
+        stale = Reply(self.msg("stale_button", session), kind=STALE)
+        return self.turn(session, stale, self.prompt(session))
 
     def _text(self, session: Session, raw: str, carried: dict[str, object] | None = None) -> Turn:
         carried = carried or {}
@@ -993,7 +1014,7 @@ class Engine:
         if result.roles:
             replies.append(Reply(self._intro(session)))
             for rank, role in enumerate(result.roles, start=1):
-                replies.append(Reply(self._render_role(session, rank, role)))
+                replies.append(Reply(self._render_role(session, rank, role), kind=ROLE))
         else:
             replies.append(Reply(self.msg("recommendation_none", session)))
         replies.append(
@@ -1002,7 +1023,7 @@ class Engine:
             )
         )
         if result.guide:
-            replies.append(Reply(self._render_guide(session)))
+            replies.append(Reply(self._render_guide(session), kind=GUIDE))
         replies.append(self.prompt(session))
         event = Event(
             "conversation.completed",
@@ -1082,7 +1103,7 @@ class Engine:
                 lines.append(f"  ☎ {contact.phone}")
             if contact.email:
                 lines.append(f"  ✉ {contact.email}")
-        return Reply("\n".join(lines))
+        return Reply("\n".join(lines), kind=CONTACTS)
 
     # -- commands ------------------------------------------------------------------------
     def _command(self, session: Session, name: str) -> Turn:
@@ -1182,7 +1203,11 @@ class Engine:
         lines.append(self.msg("glossary_intro", session))
         country = country_of(self.kb, facts_of(self.kb, session.answers))
         choices = [
-            Choice(TERM + term_id, text(term.term, session.lang))
+            Choice(
+                TERM + term_id,
+                text(term.term, session.lang),
+                text(term.short, session.lang) if term.short else None,
+            )
             for term_id, term in self.kb.glossary.items()
             if country is None or holds_in(term.countries, country)  # not another country's
         ]

@@ -12,6 +12,8 @@ class Choice:
 
     id: str
     label: str
+    #: A shorter label for narrow buttons (a phone's keyboard); ``label`` everywhere else.
+    short: str | None = None
 
 
 @dataclass(frozen=True)
@@ -23,11 +25,17 @@ class Image:
     name: str = "image.png"
 
 
+#: What a reply is, for channels that lay some out differently (Telegram: one message per role,
+#: bold headings). Plain text is always complete on its own.
+PLAIN, ROLE, CONTACTS, GUIDE, STALE = "", "role", "contacts", "guide", "stale"
+
+
 @dataclass(frozen=True)
 class Reply:
     text: str
     choices: tuple[Choice, ...] = ()
     image: Image | None = None
+    kind: str = PLAIN
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ from bot.knowledge.model import (
     BAROMETER_MIN_CRITERIA,
     FOLLOWUP_MESSAGES,
     RECOMMENDATION,
+    SHORT_LIMIT,
     SPECIAL_TARGETS,
     UNDERSTANDING_MESSAGES,
     Choice,
@@ -42,6 +43,14 @@ PLACE_MESSAGES = (
 COUNTRY_FACT = "country"
 
 STALE_AFTER = dt.timedelta(days=365)
+#: Messages shown as button labels.
+BUTTON_MESSAGES = (
+    *("yes", "no", "back_to_question", "relation_button", "relation_accept", "relation_refuse"),
+    *("relation_send", "barometre_button", "suivi_button", "barometer_back", "barometer_create"),
+    *("barometer_join", "barometer_discard", "barometer_compare", "barometer_quit"),
+    *("consent_yes", "consent_no", "forget_yes", "forget_no", "followup_yes", "followup_no"),
+    *("followup_reached", "followup_not_reached", "telegram_prev", "telegram_next"),
+)
 
 
 def _at(kb: KnowledgeBase, name: str, path: tuple[str | int, ...], kind: str = "") -> str:
@@ -402,6 +411,87 @@ def check_glossary(kb: KnowledgeBase) -> list[Problem]:
     return problems
 
 
+def check_button_labels(kb: KnowledgeBase) -> list[Problem]:
+    """Warns of a button label too long for a phone (Telegram cuts it) with no ``short``."""
+    problems = []
+    for qid, question in kb.questions.items():
+        for index, choice in enumerate(question.choices):
+            path: tuple[str | int, ...] = ("questions", qid, "choices", index)
+            labels = [("", (*path, "label"), choice.label, choice.short)]
+            labels += [
+                (country, (*path, "label_in", country), label, choice.short_in.get(country))
+                for country, label in choice.label_in.items()
+            ]
+            for country in choice.short_in:
+                if country not in choice.label_in:
+                    problems.append(
+                        _problem(
+                            kb,
+                            "flow.yaml",
+                            (*path, "short_in", country),
+                            f"« short_in » a un libellé court pour « {country} », mais "
+                            f"« label_in » n'a pas de libellé pour ce pays",
+                        )
+                    )
+            for country, where, label, short in labels:
+                long = [value for value in label.values() if len(value) > SHORT_LIMIT]
+                if long and short is None:
+                    field = f"short_in: {{{country}: …}}" if country else "short:"
+                    problems.append(
+                        _problem(
+                            kb,
+                            "flow.yaml",
+                            where,
+                            f"« {long[0]} » a {len(long[0])} caractères : trop long pour un "
+                            f"bouton de téléphone ; ajoutez un libellé court « {field} » "
+                            f"({SHORT_LIMIT} au plus, l'id du choix ne change pas)",
+                            severity="warning",
+                        )
+                    )
+    barometer = kb.barometer
+    for rater_id, rater in (barometer.raters if barometer is not None else {}).items():
+        long = [label for label in rater.label.values() if len(label) > SHORT_LIMIT]
+        if long and rater.short is None:
+            problems.append(
+                _problem(
+                    kb,
+                    "barometer.yaml",
+                    ("raters", rater_id, "label"),
+                    f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton de "
+                    f"téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au plus)",
+                    severity="warning",
+                )
+            )
+    for key in BUTTON_MESSAGES:
+        long = [label for label in kb.messages.get(key, {}).values() if len(label) > SHORT_LIMIT]
+        if long:
+            problems.append(
+                _problem(
+                    kb,
+                    "messages.yaml",
+                    ("messages", key),
+                    f"« {long[0]} » ({key}) est le texte d'un bouton : {len(long[0])} "
+                    f"caractères, {SHORT_LIMIT} au plus pour tenir sur un téléphone",
+                    severity="warning",
+                )
+            )
+    for term_id, term in kb.glossary.items():
+        long = [name for name in term.term.values() if len(name) > SHORT_LIMIT]
+        if long and term.short is None:
+            problems.append(
+                _problem(
+                    kb,
+                    "glossary.yaml",
+                    ("terms", term_id, "term"),
+                    f"« {long[0]} » a {len(long[0])} caractères : trop long pour un bouton de "
+                    f"téléphone ; ajoutez un libellé court « short: » ({SHORT_LIMIT} au plus)",
+                    kind="terms",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
 def check_barometer(kb: KnowledgeBase) -> list[Problem]:
     """Criteria ids unique, enough spokes for a chart, empty dimensions explained, messages."""
     barometer = kb.barometer
@@ -463,6 +553,7 @@ def check(kb: KnowledgeBase, today: dt.date | None = None) -> list[Problem]:
         *check_contacts(kb, today or dt.date.today(), facts),
         *check_territories(kb),
         *check_glossary(kb),
+        *check_button_labels(kb),
         *check_barometer(kb),
         *check_feature_messages(kb, FOLLOWUP_MESSAGES, "de la relance"),
         *check_lexicon(kb),

@@ -54,6 +54,23 @@ def _check_text(value: dict[str, str]) -> dict[str, str]:
 Text = Annotated[dict[str, str], BeforeValidator(_as_text), AfterValidator(_check_text)]
 """A user-facing string by language. ``"Bonjour"`` is read as ``{"fr": "Bonjour"}``."""
 
+#: Longest short label of a button (``short``): one full-width button on a phone.
+SHORT_LIMIT = 32
+
+
+def _check_short(value: dict[str, str]) -> dict[str, str]:
+    for lang, label in value.items():
+        if len(label) > SHORT_LIMIT:
+            raise ValueError(
+                f"le libellé court « {label} » ({lang}) a {len(label)} caractères : "
+                f"{SHORT_LIMIT} au plus, pour tenir sur un bouton de téléphone"
+            )
+    return value
+
+
+ShortText = Annotated[Text, AfterValidator(_check_short)]
+"""A button's short label (``short:``), at most :data:`SHORT_LIMIT` characters."""
+
 Words = Annotated[dict[str, list[str]], BeforeValidator(_as_words)]
 """Free-text synonyms by language. A plain list is read as French."""
 
@@ -172,6 +189,8 @@ class ConditionalScores(Strict):
 class Choice(Strict):
     id: Identifier
     label: Text
+    #: Shown on narrow buttons (Telegram) instead of ``label``; the id stays the same.
+    short: ShortText | None = None
     synonyms: Words = {}
     next: str | None = None
     sets: dict[Identifier, str] = {}
@@ -183,6 +202,8 @@ class Choice(Strict):
     countries: Countries = []
     #: The label in one country (``fr: "Oui (non agréée…)"``), instead of ``label``.
     label_in: dict[Identifier, Text] = {}
+    #: The short form of a country's own label (``label_in``), as ``short`` is of ``label``.
+    short_in: dict[Identifier, ShortText] = {}
     scores_when: list[ConditionalScores] = []
 
 
@@ -254,6 +275,8 @@ class FlowFile(Strict):
 
 class Term(Strict):
     term: Text
+    #: Shown on the glossary's buttons (Telegram) instead of ``term``.
+    short: ShortText | None = None
     aliases: list[str] = []
     definition: Text
     #: Where the definition holds (``[fr]``: French institutions); labelled elsewhere.
@@ -433,6 +456,8 @@ class BarometerDimension(Strict):
 
 class BarometerRater(Strict):
     label: Text
+    #: Shown on narrow buttons (Telegram) instead of ``label``.
+    short: ShortText | None = None
     who: Text
     synonyms: Words = {}
     instruction: Text
@@ -692,7 +717,6 @@ REQUIRED_MESSAGES = (
     "forget_no",
     "forget_done",
     "forget_cancelled",
-    "button_old",
     "telegram_cmd_aide",
     "telegram_cmd_retour",
     "telegram_cmd_recommencer",
@@ -700,6 +724,19 @@ REQUIRED_MESSAGES = (
     "telegram_cmd_glossaire",
     "telegram_cmd_mesdonnees",
     "telegram_cmd_oubli",
+    "telegram_cmd_stop",
+    "telegram_answered",
+    "telegram_prev",
+    "telegram_next",
+    "mydata_node_question",
+    "mydata_node_recommended",
+    "mydata_node_exited",
+    "mydata_node_start",
+    "mydata_node_mode",
+    "mydata_context",
+    "mydata_barometer",
+    "mydata_followup",
+    "mydata_pending",
 )
 
 
