@@ -144,7 +144,7 @@ async def webhooks_retry(
 
 
 async def _once(worker: WebhookWorker) -> None:
-    await worker.start()
+    await worker.open()
     try:
         await worker.run_once()
     finally:

@@ -278,7 +278,9 @@ class WebhookWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def start(self) -> None:
+    async def open(self) -> None:
+        """Ready to deliver, without the background loop: for :meth:`run_once` alone (a
+        second dispatcher running beside it would race it for the same events)."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self.policy.timeout,
@@ -286,6 +288,10 @@ class WebhookWorker:
                 headers={"user-agent": "Passerelle-Webhooks/1"},
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             )
+
+    async def start(self) -> None:
+        """Deliver in the background until :meth:`stop`."""
+        await self.open()
         self._task = asyncio.create_task(self.run(), name="webhook-worker")
 
     async def stop(self) -> None:

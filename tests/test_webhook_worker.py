@@ -140,7 +140,7 @@ async def test_an_attempt_has_a_total_deadline(
         {"slow": establishment("slow", trickler.port)},
         policy=RetryPolicy(base=60, timeout=1.0),
     )
-    await worker.start()
+    await worker.open()
     try:
         started = time.monotonic()
         await asyncio.wait_for(worker.run_once(), timeout=5)

@@ -246,8 +246,8 @@ def test_tampered_body_or_timestamp_fails_verification(
             [OutboxEvent("msg_1", "chu-a", "conversation.completed", '{"type":"x","data":{}}')]
         )
         worker = WebhookWorker(store, establishments)
-        await worker.start()
-        await worker.run_once()
+        await worker.open()
+        await asyncio.wait_for(worker.run_once(), timeout=60)
         await worker.stop()
         await store.close()
 
