@@ -362,3 +362,18 @@ def test_every_button_shown_is_listed_for_channels(bengine: Engine, kb: Knowledg
     turn = bengine.handle(turn.session, Input.choice(mode.RATER + "professionnel"))
     shown |= {c.id for c in turn.replies[-1].choices}
     assert shown - {mode.COMPARE} <= known and len(known) == 5 + 2 + 11 * 5 + 1
+
+
+def test_a_second_miss_in_a_row_is_never_the_same_sentence(bengine: Engine) -> None:
+    """Two unclear scores in a row: the second reply says it differently (issue 9, repair)."""
+    turn = bengine.start()
+    turn = bengine.handle(turn.session, Input.choice("cmd:barometre"))
+    rater = next(c.id for c in turn.replies[-1].choices if c.id.startswith(mode.RATER))
+    turn = bengine.handle(turn.session, Input.choice(rater))
+    said = []
+    for typed in ("bof bof", "hmm pas sur", "euh la la"):
+        turn = bengine.handle(turn.session, Input.text(typed))
+        said.append(turn.replies[0].text)
+    assert said[0] != said[1] and said[1] != said[2]
+    scored = bengine.handle(turn.session, Input.text("3"))
+    assert "Critère 2" in "\n".join(r.text for r in scored.replies)

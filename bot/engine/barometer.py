@@ -439,8 +439,16 @@ class BarometerMode:
         return engine.turn(left, Reply(engine.msg("barometer_left", session)), engine.prompt(left))
 
     def _again(self, engine: Engine, session: Session, key: str | None) -> Turn:
-        replies = [Reply(engine.msg(key, session))] if key else []
-        return engine.turn(session, *replies, self.prompt(engine, session))
+        """Ask again, never with the same sentence as the turn before: a second miss in a
+        row gets ``barometer_again_other`` instead (and a third the first one again)."""
+        if not key:
+            return engine.turn(session, self.prompt(engine, session))
+        state = dict(session.extra.get(STATE) or {})
+        repeated = state.get("missed") == [key, session.turns - 1]
+        body = engine.msg("barometer_again_other" if repeated else key, session)
+        state["missed"] = None if repeated else [key, session.turns]
+        session = replace(session, extra={**session.extra, STATE: state})
+        return engine.turn(session, Reply(body), self.prompt(engine, session))
 
     # -- result ----------------------------------------------------------------------------
     def result_text(
