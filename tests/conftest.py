@@ -1,9 +1,11 @@
-"""Shared fixtures: the shipped knowledge base, an engine over it, and copies to break."""
+"""Shared fixtures: the shipped knowledge base, an engine over it, copies to break, the network
+guard and the fake Bot API."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
+from tests.fakebotapi import FakeBotAPI, offline
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENUS = ROOT / "contenus"
@@ -36,3 +39,17 @@ def base_copy(tmp_path: Path) -> Path:
     target = tmp_path / "contenus"
     shutil.copytree(CONTENUS, target)
     return target
+
+
+@pytest.fixture
+def no_network() -> Iterator[None]:
+    """Refuse every connection but loopback (modules opt in with ``pytestmark``)."""
+    with offline():
+        yield
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotAPI]:
+    """A fake Telegram Bot API on 127.0.0.1."""
+    async with FakeBotAPI() as fake:
+        yield fake

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,23 +26,15 @@ from bot.knowledge.model import COMMANDS, text
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, offline, serving
+from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
 
 CONVERSATIONS = Path(__file__).resolve().parent / "conversations"
 SECRET = b"test-pseudonym-secret-0123456789"
 WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI() as fake:
-        yield fake
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def settings_for(api: FakeBotAPI, tmp_path: Path, webhook: bool) -> Settings:

@@ -21,7 +21,7 @@ from bot.knowledge.model import KnowledgeBase
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.fakebotapi import FakeBotAPI, FakeUser, offline
+from tests.fakebotapi import FakeBotAPI, FakeUser
 from tests.live import serve
 from tests.test_channels_telegram import SECRET, last_buttons, press_choice
 from tests.test_features_telegram import HOW, PATIENT_TRAINER, full_bot
@@ -36,10 +36,8 @@ API_TEXT = "Je suis Philomène Ardouin-Kerbrat, suivie pour une mucoviscidose"
 API_EMAIL = "philomene.ardouin@example.org"
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def raw_files(db: Path) -> dict[str, bytes]:

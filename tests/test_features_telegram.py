@@ -15,7 +15,7 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, offline, serving
+from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
 from tests.test_channels_telegram import SECRET, Bot, begin, last_buttons, press_choice
 from tests.test_features_api import CONTENUS, version_b
 from tests.test_webhooks import SECRET as HOOK_SECRET
@@ -53,10 +53,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CRITERIA = [c.id for _, c in mode.barometer_of(load(CONTENUS)).criteria()]
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +17,14 @@ from bot.channels.telegram import MAX_APPLY_ATTEMPTS, update_problem
 from bot.engine.flow import Engine
 from bot.storage.base import UserChange
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import FakeBotAPI, offline
+from tests.fakebotapi import FakeBotAPI
 from tests.test_channels_telegram import WEBHOOK_SECRET, msg, running_bot
 
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI() as fake:
-        yield fake
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def with_chat_id(update: dict[str, Any], chat_id: Any) -> dict[str, Any]:

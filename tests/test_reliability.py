@@ -9,7 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ import pytest
 from bot.engine.flow import Engine
 from bot.server import build_server_app
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import FakeBotAPI, FakeUser, offline, serving
+from tests.fakebotapi import FakeBotAPI, FakeUser, serving
 from tests.test_api import Api, run_api
 from tests.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for
 
@@ -36,16 +36,8 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI() as fake:
-        yield fake
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 async def consented(bot: Bot, user: FakeUser) -> None:

@@ -14,10 +14,11 @@ from bot.channels.terminal import run_json
 from bot.engine.flow import Engine
 from tests.fakebotapi import FakeBotAPI
 from tests.test_api import Api, run_api, start
-from tests.test_channels_telegram import api, begin, last_buttons, msg, no_network, running_bot
-
-__all__ = ["api", "no_network"]  # the Telegram fixtures: the fake Bot API, no real network
+from tests.test_channels_telegram import begin, last_buttons, msg, running_bot
 from tests.test_safety import DISTRESS, NEAR_MISSES
+
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 #: A sample on the slower channels (the whole lists run against the engine in test_safety).
 SAMPLE = ["jveux mourir", "chui a bout", "je me scarifie", "envie d'en finir", "au secours"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -16,13 +16,10 @@ from starlette.routing import Route
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.server import build_app, build_server_app
-from tests.fakebotapi import offline, serving
+from tests.fakebotapi import serving
 
-
-@pytest.fixture(autouse=True)
-def no_network() -> Iterator[None]:
-    with offline():
-        yield
+#: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 async def test_routes_and_lifespans_plug_in_in_order() -> None:
