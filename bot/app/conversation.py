@@ -1,0 +1,240 @@
+"""The conversation service: one turn of any channel, in one place.
+
+``turn(identity, input)``: the person's state (durable or in memory, :mod:`bot.app.consent`)
+→ the consent gate → the engine → the features (statistics, barometer, follow-ups) → event
+routing to establishments (:mod:`bot.app.outbox`) → ONE commit of everything the turn changes
+→ the replies, for the channel to translate. Channels only translate platform input into an
+:class:`~bot.app.identity.Identity` and an :class:`~bot.engine.session.Input`, and the
+:class:`Result` back into platform output.
+
+The commit goes through a :class:`Transaction` the channel hands in: Telegram stages it and
+commits it with the update's inbox mark and its rendered replies (the reply outbox), others
+commit it at once (:class:`DirectTransaction`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from bot.app.consent import Consent, State
+from bot.app.identity import Identity
+from bot.app.outbox import EventRouter
+from bot.app.reload import EngineHolder, holder_of
+from bot.engine.flow import Engine, Turn
+from bot.engine.normalize import normalize
+from bot.engine.replies import STALE, Event, Reply
+from bot.engine.session import Input, Session
+from bot.storage.base import Storage, UserChange
+
+if TYPE_CHECKING:
+    from bot.app.features import Features
+
+
+class Transaction(Protocol):
+    """Where a turn's one change goes (``user`` is ``""`` for a change about nobody durable)."""
+
+    async def commit(self, user: str, change: UserChange) -> None: ...
+
+
+class DirectTransaction:
+    """Commits each change at once (with ``update_id``'s inbox mark when given)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        update_id: int | None = None,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.update_id = update_id
+        self.on_events = on_events
+
+    async def commit(self, user: str, change: UserChange) -> None:
+        await self.storage.commit_update(self.update_id, user, change)
+        if change.outbox and self.on_events is not None:
+            self.on_events()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Replies said together (one rendering), and the question they were shown at."""
+
+    replies: tuple[Reply, ...]
+    node: str = ""
+
+
+@dataclass
+class Result:
+    """What a turn says, in order, and where the conversation stands."""
+
+    batches: list[Batch] = field(default_factory=list)
+    #: The session before the turn (``None``: there was none) and after it.
+    previous: Session | None = None
+    session: Session | None = None
+    #: The engine's turn when the engine ran (after the features).
+    turn: Turn | None = None
+
+    def say(self, replies: Sequence[Reply], node: str = "") -> None:
+        self.batches.append(Batch(tuple(replies), node))
+
+    @property
+    def replies(self) -> list[Reply]:
+        return [reply for batch in self.batches for reply in batch.replies]
+
+    @property
+    def stale(self) -> bool:
+        """The input answered a question no longer asked (or there was no conversation)."""
+        return self.previous is None or any(r.kind == STALE for r in self.replies)
+
+
+@dataclass(frozen=True)
+class Step:
+    """The engine's turn after the features, and its events routed to the outbox."""
+
+    turn: Turn
+    outbox: tuple[object, ...]
+
+
+class ConversationService:
+    """Consent, engine, features, routing and the commit of one turn, for every channel."""
+
+    def __init__(
+        self,
+        engine: Engine | EngineHolder,
+        storage: Storage,
+        *,
+        consent: Consent | None = None,
+        features: Features | None = None,
+        router: EventRouter | None = None,
+    ) -> None:
+        self.holder = holder_of(engine)
+        self.storage = storage
+        self.consent = consent or Consent(storage)
+        self.features = features
+        self.router = router
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the current knowledge base (swapped on reload): read it per turn."""
+        return self.holder.engine
+
+    async def state(self, user: str) -> State:
+        return await self.consent.state(user)
+
+    # -- the shared core: engine → features → routing (no commit) --------------------------
+    async def advance(self, identity: Identity, turn: Turn) -> Step:
+        """Features then routing for an engine ``turn``; the caller commits :class:`Step`."""
+        if self.features is not None:
+            turn = await self.features.after_turn(
+                turn,
+                channel=identity.channel,
+                member=identity.user,
+                address=identity.address,
+                establishment=identity.owner,
+            )
+        return Step(turn, self.route(identity, turn.events))
+
+    def route(self, identity: Identity, events: Sequence[Event]) -> tuple[object, ...]:
+        if self.router is None:
+            return ()
+        return self.router.route(
+            events,
+            owner=identity.owner,
+            subject=identity.erasure_key,
+            conversation=identity.subject,
+        )
+
+    async def _keep(
+        self, identity: Identity, tx: Transaction, consent: bool | None, step: Step | None
+    ) -> None:
+        session = step.turn.session if step is not None else None
+        outbox = step.outbox if step is not None else ()
+        user, change = await self.consent.keep(identity.user, consent, session, outbox)
+        await tx.commit(user, change)
+
+    async def touch(self, tx: Transaction) -> None:
+        """An input that changes nothing (a notice, a menu): still marked done."""
+        await tx.commit("", UserChange())
+
+    # -- turns -----------------------------------------------------------------------------
+    async def start(
+        self,
+        identity: Identity,
+        tx: Transaction,
+        *,
+        context: str | None = None,
+        notes: Sequence[Reply] = (),
+    ) -> Result:
+        """A new conversation (at ``context``); ``notes`` are said before the first question.
+        Asked for consent first if the person never answered: the session stays in memory."""
+        state = await self.state(identity.user)
+        step = await self.advance(identity, self.engine.start(context))
+        turn = step.turn
+        result = Result(previous=state.session, session=turn.session, turn=turn)
+        if state.consent is None and self.consent.required:
+            await self.consent.remember_unconsented(identity.user, turn.session)
+            await self._keep(identity, tx, None, Step(turn, step.outbox))
+            question = self.consent.question(self.engine, turn.session)
+            result.say([*turn.replies[:-1], *notes, question])
+            return result
+        await self._keep(identity, tx, state.consent, step)
+        result.say([*notes, *turn.replies], turn.node)
+        return result
+
+    async def turn(self, identity: Identity, event: Input, tx: Transaction) -> Result:
+        """One input. Before consent, distress is answered first (before the consent
+        question); a typed yes/no answers the question; anything else asks it again."""
+        engine = self.engine
+        state = await self.state(identity.user)
+        consent, session = state.consent, state.session
+        if consent is None and self.consent.required:
+            if event.kind == "text" and engine.is_distress(event.value):
+                crisis = Result(previous=session, session=session)
+                crisis.say([engine.crisis_reply(session or engine.new_session())])
+                if session is None:
+                    started = await self.start(identity, tx)
+                    crisis.batches += started.batches
+                    crisis.session, crisis.turn = started.session, started.turn
+                    return crisis
+                await self.touch(tx)
+                crisis.say([self.consent.question(engine, session, reminder=True)])
+                return crisis
+            if session is None:
+                return await self.start(identity, tx)
+            answer = None
+            if event.kind == "text":
+                answer = engine.matcher.confirmation(normalize(event.value))
+            if answer is None:
+                await self.touch(tx)
+                reminder = Result(previous=session, session=session)
+                reminder.say([self.consent.question(engine, session, reminder=True)])
+                return reminder
+            return await self.answer_consent(identity, tx, answer, state)
+        raw = engine.start(None) if session is None else engine.handle(session, event)
+        step = await self.advance(identity, raw)
+        await self._keep(identity, tx, consent, step)
+        result = Result(previous=session, session=step.turn.session, turn=step.turn)
+        result.say(step.turn.replies, step.turn.node)
+        return result
+
+    async def answer_consent(
+        self, identity: Identity, tx: Transaction, yes: bool, state: State | None = None
+    ) -> Result:
+        """The consent question answered (a button or a typed yes/no). Answered already (an
+        old consent message): the current question is asked again, nothing changes."""
+        engine = self.engine
+        state = state or await self.state(identity.user)
+        session = state.session
+        if state.consent is not None and session is not None:
+            await self.touch(tx)
+            result = Result(previous=session, session=session)
+            result.say([engine.prompt(session)], session.node)
+            return result
+        session = session or engine.start(None).session
+        await tx.commit(identity.user, await self.consent.answer(identity.user, session, yes))
+        note = Reply(engine.msg("consent_given" if yes else "consent_refused", session))
+        result = Result(previous=state.session, session=session)
+        result.say([note, engine.prompt(session)], session.node)
+        return result
