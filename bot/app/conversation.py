@@ -75,6 +75,8 @@ class Result:
     session: Session | None = None
     #: The engine's turn when the engine ran (after the features).
     turn: Turn | None = None
+    #: The consent gate answered instead of the engine (the input was not for it).
+    gated: bool = False
 
     def say(self, replies: Sequence[Reply], node: str = "") -> None:
         self.batches.append(Batch(tuple(replies), node))
@@ -147,10 +149,15 @@ class ConversationService:
         )
 
     async def _keep(
-        self, identity: Identity, tx: Transaction, consent: bool | None, step: Step | None
+        self,
+        identity: Identity,
+        tx: Transaction,
+        consent: bool | None,
+        session: Session | None,
+        outbox: tuple[object, ...] = (),
     ) -> None:
-        session = step.turn.session if step is not None else None
-        outbox = step.outbox if step is not None else ()
+        """The turn's one commit: the session durable with consent (else in memory), and
+        its events for the establishments in the same transaction."""
         user, change = await self.consent.keep(identity.user, consent, session, outbox)
         await tx.commit(user, change)
 
@@ -165,22 +172,25 @@ class ConversationService:
         tx: Transaction,
         *,
         context: str | None = None,
-        notes: Sequence[Reply] = (),
+        notes: Sequence[str] = (),
     ) -> Result:
-        """A new conversation (at ``context``); ``notes`` are said before the first question.
-        Asked for consent first if the person never answered: the session stays in memory."""
+        """A new conversation (at ``context``); ``notes`` (message keys) are said before the
+        first question. Asked for consent first if the person never answered: the session
+        stays in memory."""
         state = await self.state(identity.user)
         step = await self.advance(identity, self.engine.start(context))
         turn = step.turn
+        said = [Reply(self.engine.msg(key, turn.session)) for key in notes]
         result = Result(previous=state.session, session=turn.session, turn=turn)
         if state.consent is None and self.consent.required:
             await self.consent.remember_unconsented(identity.user, turn.session)
-            await self._keep(identity, tx, None, Step(turn, step.outbox))
+            await self._keep(identity, tx, None, None, step.outbox)
             question = self.consent.question(self.engine, turn.session)
-            result.say([*turn.replies[:-1], *notes, question])
+            result.gated = True
+            result.say([*turn.replies[:-1], *said, question])
             return result
-        await self._keep(identity, tx, state.consent, step)
-        result.say([*notes, *turn.replies], turn.node)
+        await self._keep(identity, tx, state.consent, turn.session, step.outbox)
+        result.say([*said, *turn.replies], turn.node)
         return result
 
     async def turn(self, identity: Identity, event: Input, tx: Transaction) -> Result:
@@ -191,7 +201,7 @@ class ConversationService:
         consent, session = state.consent, state.session
         if consent is None and self.consent.required:
             if event.kind == "text" and engine.is_distress(event.value):
-                crisis = Result(previous=session, session=session)
+                crisis = Result(previous=session, session=session, gated=True)
                 crisis.say([engine.crisis_reply(session or engine.new_session())])
                 if session is None:
                     started = await self.start(identity, tx)
@@ -202,19 +212,23 @@ class ConversationService:
                 crisis.say([self.consent.question(engine, session, reminder=True)])
                 return crisis
             if session is None:
-                return await self.start(identity, tx)
+                started = await self.start(identity, tx)
+                started.gated = True
+                return started
             answer = None
             if event.kind == "text":
                 answer = engine.matcher.confirmation(normalize(event.value))
             if answer is None:
                 await self.touch(tx)
-                reminder = Result(previous=session, session=session)
+                reminder = Result(previous=session, session=session, gated=True)
                 reminder.say([self.consent.question(engine, session, reminder=True)])
                 return reminder
-            return await self.answer_consent(identity, tx, answer, state)
+            answered = await self.answer_consent(identity, tx, answer, state)
+            answered.gated = True
+            return answered
         raw = engine.start(None) if session is None else engine.handle(session, event)
         step = await self.advance(identity, raw)
-        await self._keep(identity, tx, consent, step)
+        await self._keep(identity, tx, consent, step.turn.session, step.outbox)
         result = Result(previous=session, session=step.turn.session, turn=step.turn)
         result.say(step.turn.replies, step.turn.node)
         return result
@@ -228,7 +242,7 @@ class ConversationService:
         state = state or await self.state(identity.user)
         session = state.session
         if state.consent is not None and session is not None:
-            await self.touch(tx)
+            await self._keep(identity, tx, state.consent, session)  # saved as it is
             result = Result(previous=session, session=session)
             result.say([engine.prompt(session)], session.node)
             return result
