@@ -75,6 +75,7 @@ def build(
         .base_url(base)
         .base_file_url(base[: -len("bot")] + "file/bot")
         .updater(None)
+        .job_queue(None)  # timed jobs run on bot.app.scheduler
         .rate_limiter(
             AIORateLimiter(
                 overall_max_rate=settings.telegram_rate,
