@@ -33,7 +33,9 @@ from bot.engine.flow import Engine
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    from bot.adapters.webhooks import WebhookWorker
     from bot.app.features import Features
+    from bot.channels.http import ConversationApi
     from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,34 @@ def build_app(
     )
     app.state.ready = False
     return app
+
+
+def create_app(
+    api: ConversationApi,
+    *,
+    worker: WebhookWorker | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """A standalone app serving the API and the web chat: opens the store and the features
+    (and starts the webhook worker) at start-up, closes them at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await api.store.open()
+        if api.features is not None:
+            await api.features.open()
+        if worker is not None:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            if api.features is not None:
+                await api.features.close()
+            await api.store.close()
+
+    return build_app(routes=[*extra_routes, *api.routes()], lifespans=[lifespan])
 
 
 async def _run_check(name: str, check: Check) -> tuple[str, str]:
