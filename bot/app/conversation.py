@@ -27,6 +27,7 @@ from bot.engine.normalize import normalize
 from bot.engine.replies import STALE, Event, Reply
 from bot.engine.session import Input, Session
 from bot.storage.base import Storage, UserChange
+from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -105,15 +106,16 @@ class ConversationService:
     def __init__(
         self,
         engine: Engine | EngineHolder,
-        storage: Storage,
+        storage: Storage | None = None,
         *,
         consent: Consent | None = None,
         features: Features | None = None,
         router: EventRouter | None = None,
     ) -> None:
         self.holder = holder_of(engine)
-        self.storage = storage
-        self.consent = consent or Consent(storage)
+        # No store: a channel that keeps its own state (the API's conversation rows).
+        self.storage: Storage = storage if storage is not None else MemoryStorage()
+        self.consent = consent or Consent(self.storage)
         self.features = features
         self.router = router
 
@@ -137,6 +139,15 @@ class ConversationService:
                 establishment=identity.owner,
             )
         return Step(turn, self.route(identity, turn.events))
+
+    async def begin(self, identity: Identity, context: str | None = None) -> Step:
+        """A new conversation at ``context``, owned by ``identity.owner`` (no commit)."""
+        return await self.advance(identity, self.engine.start(context, owner=identity.owner))
+
+    async def step(self, identity: Identity, session: Session, event: Input) -> Step:
+        """One input to a conversation whose state the channel holds itself (no commit: the
+        HTTP API saves its conversation row, transcript and ``Step.outbox`` in one)."""
+        return await self.advance(identity, self.engine.handle(session, event))
 
     def route(self, identity: Identity, events: Sequence[Event]) -> tuple[object, ...]:
         if self.router is None:
@@ -178,7 +189,7 @@ class ConversationService:
         first question. Asked for consent first if the person never answered: the session
         stays in memory."""
         state = await self.state(identity.user)
-        step = await self.advance(identity, self.engine.start(context))
+        step = await self.begin(identity, context)
         turn = step.turn
         said = [Reply(self.engine.msg(key, turn.session)) for key in notes]
         result = Result(previous=state.session, session=turn.session, turn=turn)

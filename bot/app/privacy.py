@@ -119,6 +119,22 @@ class Privacy:
         return Summary(["\n".join(lines)], body.encode())
 
 
+async def erase_conversation(
+    features: Features | None, member: str, session: dict[str, Any] | None
+) -> None:
+    """An API conversation erased: first the features' rows (statistics included: no padding
+    is left behind), before the caller deletes the conversation (which scrubs the disk)."""
+    if features is not None:
+        await features.erase_conversation(member, session)
+
+
+async def features_export(features: Features | None, member: str) -> dict[str, Any]:
+    """The features' rows about ``member`` (empty lists without features)."""
+    if features is None:
+        return {"barometer_ratings": [], "followups": []}
+    return await features.export_user(member)
+
+
 class _View:
     """The export in words: the conversation's place and answers as the person read them."""
 
