@@ -1,7 +1,9 @@
 """The storage contracts, as Protocols: what the application layer and the channels type
-against. The engine never imports this: channels load a session, hand it to the engine, and
-save what comes back. Implementations: :mod:`bot.storage.memory`, :mod:`bot.storage.sqlite`
-(and PostgreSQL); everything here is dialect-neutral.
+against. (Longer than 400 lines on purpose: the three stores' contracts and the records they
+exchange, in one file an implementer reads top to bottom.) The engine never imports this:
+channels load a session, hand it to the engine, and save what comes back. Implementations:
+:mod:`bot.storage.memory`, :mod:`bot.storage.sqlite` (and PostgreSQL); everything here is
+dialect-neutral.
 
 Users are known only by a pseudonymous key (see :func:`pseudonym`); nothing here ever receives
 a raw Telegram id or a username. Conversation state is kept durably only with consent: without
