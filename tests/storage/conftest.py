@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.storage.base import ConversationStore, FeatureStore, IntegrationStore
-from bot.storage.memory import MemoryStorage
+from bot.storage.memory import MemoryFeatureStore, MemoryIntegrationStore, MemoryStorage
 from bot.storage.sqlite import (
     CORE_MIGRATIONS,
     MIGRATIONS,
@@ -81,7 +81,12 @@ async def _memory(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
     store = MemoryStorage(clock=clock)
     await store.open()
     try:
-        yield Stores(store, Traits(durable=False, replies=False, attempts=False))
+        yield Stores(
+            store,
+            Traits(durable=False, replies=False, attempts=False),
+            MemoryIntegrationStore(),  # its clock is the wall clock, like SQLite's
+            MemoryFeatureStore(clock=clock),
+        )
     finally:
         await store.close()
 
@@ -122,7 +127,7 @@ async def _sqlite_apart(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
 
 
 BACKENDS: list[Backend] = [
-    Backend("memory", _memory, kinds=frozenset({"conversations"})),
+    Backend("memory", _memory),
     Backend("sqlite", _sqlite, together=True),
     Backend("sqlite-apart", _sqlite_apart),
 ]
