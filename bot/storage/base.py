@@ -16,11 +16,13 @@ applied in one transaction, so a crash at any point loses nothing and applies no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -249,8 +251,24 @@ class ConversationStore(Protocol):
 
     # -- inbox: durable, exactly-once processing of incoming updates -----------------------
     @abstractmethod
-    async def inbox_add(self, update_id: int, payload: bytes) -> bool:
-        """Durably record an update; ``False`` if this ``update_id`` was already seen."""
+    async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
+        """Durably record an update; ``False`` if this ``update_id`` was already seen.
+        ``chat`` names whose turn it is (shared stores apply a chat's updates in order)."""
+
+    # -- several instances on one store (PostgreSQL); no-ops for a store of one process ---
+    #: Whether several processes share this store (then the channels take the per-chat
+    #: turn below, and sweep what a dead instance left).
+    shared: bool = False
+
+    def chat_turn(self, chat: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``chat``'s turn across every process sharing the store (one process: its own
+        per-chat queue suffices)."""
+        return contextlib.nullcontext()
+
+    async def inbox_pending_of(self, chat: str, up_to: int) -> list[InboxItem] | None:
+        """Under :meth:`chat_turn`: ``chat``'s unapplied updates up to ``up_to``, oldest first
+        (``None``: this store is not shared, apply just the one in hand)."""
+        return None
 
     @abstractmethod
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:
@@ -400,6 +418,11 @@ class IntegrationStore(Protocol):
     async def revoke_key(self, key_id: str) -> bool:
         """``False`` if no such key or already revoked."""
         ...
+
+    def conversation_turn(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialise a conversation's turns across processes sharing the store (one process:
+        the API's own ordering suffices)."""
+        return contextlib.nullcontext()
 
     async def load_conversation(
         self, conversation_id: str, establishment: str

@@ -141,7 +141,7 @@ class SqliteStorage(ConversationStore):
         return count
 
     # -- inbox -----------------------------------------------------------------------------
-    async def inbox_add(self, update_id: int, payload: bytes) -> bool:
+    async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
         now = self._clock()
         return await self._writer.write(lambda db: inbox.add(db, update_id, payload, now))
 
