@@ -15,8 +15,8 @@ commit it at once (:class:`DirectTransaction`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.app.consent import Consent, State
 from bot.app.identity import Identity
@@ -26,7 +26,7 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.normalize import normalize
 from bot.engine.replies import STALE, Event, Reply
 from bot.engine.session import Input, Session
-from bot.storage.base import Storage, UserChange
+from bot.storage.base import FeatureWrite, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
@@ -47,15 +47,19 @@ class DirectTransaction:
         storage: Storage,
         update_id: int | None = None,
         on_events: Callable[[], None] | None = None,
+        features: Features | None = None,
     ) -> None:
         self.storage = storage
         self.update_id = update_id
         self.on_events = on_events
+        self.features = features
 
     async def commit(self, user: str, change: UserChange) -> None:
         await self.storage.commit_update(self.update_id, user, change)
         if change.outbox and self.on_events is not None:
             self.on_events()
+        if change.features and self.features is not None:
+            await self.features.committed(change.features)
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,12 @@ class Result:
 
 @dataclass(frozen=True)
 class Step:
-    """The engine's turn after the features, and its events routed to the outbox."""
+    """The engine's turn after the features, its events routed to the outbox, and the
+    feature rows to commit with it (empty when the features wrote them already)."""
 
     turn: Turn
     outbox: tuple[object, ...]
+    features: tuple[FeatureWrite, ...] = ()
 
 
 class ConversationService:
@@ -118,6 +124,7 @@ class ConversationService:
         self.consent = consent or Consent(self.storage)
         self.features = features
         self.router = router
+        self._holds_features: bool | None = None
 
     @property
     def engine(self) -> Engine:
@@ -129,16 +136,28 @@ class ConversationService:
 
     # -- the shared core: engine → features → routing (no commit) --------------------------
     async def advance(self, identity: Identity, turn: Turn) -> Step:
-        """Features then routing for an engine ``turn``; the caller commits :class:`Step`."""
+        """Features then routing for an engine ``turn``; the caller commits :class:`Step`.
+        Feature rows join the turn's commit when the store holds them (one transaction: a
+        crash before it leaves no statistics row of a turn that never happened); otherwise
+        the features write them themselves, before the commit."""
+        writes: tuple[FeatureWrite, ...] = ()
         if self.features is not None:
-            turn = await self.features.after_turn(
-                turn,
-                channel=identity.channel,
-                member=identity.user,
-                address=identity.address,
-                establishment=identity.owner,
-            )
-        return Step(turn, self.route(identity, turn.events))
+            options: dict[str, Any] = {
+                "channel": identity.channel,
+                "member": identity.user,
+                "address": identity.address,
+                "establishment": identity.owner,
+            }
+            if await self._joins_features():
+                turn, writes = await self.features.plan(turn, **options)
+            else:
+                turn = await self.features.after_turn(turn, **options)
+        return Step(turn, self.route(identity, turn.events), writes)
+
+    async def _joins_features(self) -> bool:
+        if self._holds_features is None:
+            self._holds_features = await self.storage.holds_features()
+        return self._holds_features
 
     async def begin(self, identity: Identity, context: str | None = None) -> Step:
         """A new conversation at ``context``, owned by ``identity.owner`` (no commit)."""
@@ -166,10 +185,13 @@ class ConversationService:
         consent: bool | None,
         session: Session | None,
         outbox: tuple[object, ...] = (),
+        features: tuple[FeatureWrite, ...] = (),
     ) -> None:
-        """The turn's one commit: the session durable with consent (else in memory), and
-        its events for the establishments in the same transaction."""
+        """The turn's one commit: the session durable with consent (else in memory), its
+        events for the establishments and its feature rows in the same transaction."""
         user, change = await self.consent.keep(identity.user, consent, session, outbox)
+        if features:
+            change = replace(change, features=features)
         await tx.commit(user, change)
 
     async def touch(self, tx: Transaction) -> None:
@@ -195,12 +217,12 @@ class ConversationService:
         result = Result(previous=state.session, session=turn.session, turn=turn)
         if state.consent is None and self.consent.required:
             await self.consent.remember_unconsented(identity.user, turn.session)
-            await self._keep(identity, tx, None, None, step.outbox)
+            await self._keep(identity, tx, None, None, step.outbox, step.features)
             question = self.consent.question(self.engine, turn.session)
             result.gated = True
             result.say([*turn.replies[:-1], *said, question])
             return result
-        await self._keep(identity, tx, state.consent, turn.session, step.outbox)
+        await self._keep(identity, tx, state.consent, turn.session, step.outbox, step.features)
         result.say([*said, *turn.replies], turn.node)
         return result
 
@@ -239,7 +261,7 @@ class ConversationService:
             return answered
         raw = engine.start(None) if session is None else engine.handle(session, event)
         step = await self.advance(identity, raw)
-        await self._keep(identity, tx, consent, step.turn.session, step.outbox)
+        await self._keep(identity, tx, consent, step.turn.session, step.outbox, step.features)
         result = Result(previous=session, session=step.turn.session, turn=step.turn)
         result.say(step.turn.replies, step.turn.node)
         return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.app.consent import Consent
 from bot.app.conversation import ConversationService, DirectTransaction
 from bot.app.features import Features
@@ -15,7 +17,7 @@ from bot.engine.session import Input
 from bot.storage.base import Storage, UserChange
 from bot.storage.features import FeatureStore
 from bot.storage.memory import MemoryStorage
-from bot.storage.sqlite import SqliteStorage
+from bot.storage.sqlite import ALL_MIGRATIONS, SqliteStorage
 
 PERSON = Identity("telegram", pseudonym(b"service-tests-secret-0123456789", "telegram", 7), "7")
 
@@ -111,6 +113,46 @@ async def test_erasure_reaches_every_store(engine: Engine, tmp_path: Path) -> No
         assert after == {"conversation": {}, "barometer_ratings": [], "followups": []}
         assert await memory.load_session(PERSON.user) is None
         assert (await service.state(PERSON.user)).session is None
+    finally:
+        await features.close()
+        await storage.close()
+
+
+class Crashing:
+    """A transaction that fails as a crash before the commit would."""
+
+    def __init__(self) -> None:
+        self.tried = 0
+
+    async def commit(self, user: str, change: UserChange) -> None:
+        self.tried += 1
+        raise OSError("disk gone")
+
+
+async def test_a_crash_before_the_commit_leaves_no_statistics_row(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.db"
+    storage = SqliteStorage(path, migrations=ALL_MIGRATIONS)
+    await storage.open()
+    features = Features(engine, FeatureStore(path))
+    await features.open()
+    service = ConversationService(
+        engine, storage, consent=Consent(storage, MemoryStorage()), features=features
+    )
+
+    async def conversations() -> int:
+        [(count,)] = await features.store.read("SELECT COUNT(*) FROM stats_conversations")
+        return int(count)
+
+    try:
+        crashing = Crashing()
+        with pytest.raises(OSError):
+            await service.start(PERSON, crashing)
+        assert crashing.tried == 1
+        assert await conversations() == 0  # the turn never happened: not counted either
+        await service.start(PERSON, Counting(storage))
+        assert await conversations() == 1
     finally:
         await features.close()
         await storage.close()

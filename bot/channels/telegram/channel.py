@@ -305,6 +305,8 @@ class TelegramChannel:
                 raise
         if turn.events and self.on_events is not None:
             self.on_events()
+        if change.features and self.features is not None:
+            await self.features.committed(change.features)
         chats: dict[int, list[OutgoingReply]] = {}
         for reply in turn.replies:
             chats.setdefault(reply.chat_id, []).append(reply)
