@@ -1,10 +1,10 @@
 """Follow-ups a set number of days after a recommendation, kept in the feature store (with
 consent).
 
-The scheduler (:mod:`bot.app.scheduler`) keeps jobs in memory only, so the stored rows are the truth:
-:meth:`FollowUps.rebuild` schedules every pending follow-up again at start-up (overdue ones at
-once), skipping those already scheduled. A due follow-up is claimed (``sent_at``) in the same
-transaction that saves its question in the reply outbox
+The scheduler (:mod:`bot.app.scheduler`) keeps jobs in memory only, so the stored rows are
+the truth: :meth:`FollowUps.rebuild` schedules every pending follow-up again at start-up
+(overdue ones at once), skipping those already scheduled. A due follow-up is claimed
+(``sent_at``) in the same transaction that saves its question in the reply outbox
 (:attr:`bot.storage.base.UserChange.followup`), so a follow-up scheduled twice (two restarts,
 two processes) is still asked once, and a crash before that commit leaves it pending for the
 next start-up. (:meth:`FollowUps.claim` and :meth:`FollowUps.release` are the fallback when the
