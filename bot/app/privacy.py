@@ -22,6 +22,7 @@ from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
+    from bot.app.scheduler import Scheduler
     from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,27 @@ log = logging.getLogger(__name__)
 PROCESSED_IDS_SECONDS = 2 * 86400
 #: Sessions of people who did not consent are dropped from memory after this much idleness.
 MEMORY_IDLE_DAYS = 1.0
+#: Idle API conversations are looked for this often (the first time at start-up).
+API_RETENTION_EVERY = 24 * 3600.0
+
+
+class IdleConversations(Protocol):
+    """What the API's retention needs of its conversation rows."""
+
+    async def purge_idle_conversations(self, idle_days: float) -> int: ...
+
+
+def schedule_api_retention(
+    scheduler: Scheduler, store: IdleConversations, retention_days: float
+) -> None:
+    """Erase API conversations idle past the retention period, at start-up then daily."""
+
+    async def purge() -> None:
+        erased = await store.purge_idle_conversations(retention_days)
+        if erased:
+            log.info("retention: %d idle API conversations erased", erased)
+
+    scheduler.every("retention:api", API_RETENTION_EVERY, purge)
 
 
 class OutboxAbout(Protocol):
