@@ -62,7 +62,7 @@ async def test_one_conversation_in_order_others_meanwhile() -> None:
     results = await asyncio.gather(
         queues.run("a", first), queues.run("a", second), queues.run("b", other)
     )
-    assert results == ["a1", "a2", "b"]
+    assert list(results) == ["a1", "a2", "b"]
     assert seen == ["b", "a1", "a2"]
 
 
