@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
+from bot.channels.http.errors import model_response
+from bot.channels.http.schemas import ErrorDetail, ErrorOut, HealthOut
 from bot.config import MAX_HEADER_BYTES, Settings, http_address, logging_config
 from bot.engine.flow import Engine
 from bot.storage.sqlite import SqliteStorage
@@ -75,20 +77,18 @@ def build_app(
             finally:
                 app.state.ready = False
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def healthz(request: Request) -> Response:
         if not bool(getattr(request.app.state, "ready", False)):
-            return JSONResponse({"status": "starting"}, 503)
+            return model_response(HealthOut(status="starting"), 503, exclude_none=True)
         results = dict(await asyncio.gather(*(_run_check(name, check) for name, check in checks)))
         healthy = all(result == "ok" for result in results.values())
-        body: dict[str, Any] = {"status": "ok" if healthy else "error"}
-        if results:
-            body["checks"] = results
-        return JSONResponse(body, 200 if healthy else 503)
+        body = HealthOut(status="ok" if healthy else "error", checks=results or None)
+        return model_response(body, 200 if healthy else 503, exclude_none=True)
 
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    async def not_found(request: Request, exc: Exception) -> Response:
         # Paths no route or mount can match (e.g. with a newline) still get the API's JSON shape.
-        error = {"code": "not_found", "message": "Cette adresse n'existe pas."}
-        return JSONResponse({"error": error}, 404)
+        error = ErrorDetail(code="not_found", message="Cette adresse n'existe pas.")
+        return model_response(ErrorOut(error=error), 404)
 
     app = Starlette(
         debug=debug,

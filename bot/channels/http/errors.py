@@ -17,7 +17,6 @@ from bot.channels.http.schemas import MAX_BODY_BYTES, ErrorCode, ErrorDetail, Er
 from bot.engine.flow import MAX_TEXT_LENGTH
 
 
-# -- errors ----------------------------------------------------------------------------------
 class ApiError(Exception):
     def __init__(
         self, status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
@@ -37,10 +36,15 @@ def json_response(
 
 
 def model_response(
-    model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
+    model: BaseModel,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    *,
+    exclude_none: bool = False,
 ) -> Response:
     """A response body made by the model the OpenAPI document describes it with."""
-    return json_response(model.model_dump(mode="json"), status, headers)
+    body = model.model_dump(mode="json", exclude_none=exclude_none)
+    return json_response(body, status, headers)
 
 
 def error_response(error: ApiError) -> Response:

@@ -207,6 +207,13 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
+class HealthOut(BaseModel):
+    """``/healthz``: ``checks`` (each part's ``ok`` or what went wrong) once the server is up."""
+
+    status: Literal["starting", "ok", "error"]
+    checks: dict[str, str] | None = None
+
+
 # -- engine turn and stored transcript → response models -----------------------------------
 def iso(stamp: float) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).isoformat(timespec="milliseconds")
