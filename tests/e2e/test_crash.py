@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser
 
 WEBHOOK_SECRET = "crash-webhook-secret-0123456789"
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
@@ -101,7 +101,7 @@ class Server:
 def cwd_root() -> Iterator[None]:
     # ``python -m bot.cli`` must find the package and ``contenus/`` from the repository root.
     here = os.getcwd()
-    os.chdir(Path(__file__).resolve().parent.parent)
+    os.chdir(Path(__file__).resolve().parents[2])
     try:
         yield
     finally:

@@ -22,12 +22,12 @@ from bot.server import create_app
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.fakebotapi import FakeBotAPI, FakeUser
-from tests.live import serve
-from tests.test_channels_telegram import SECRET, last_buttons, press_choice
-from tests.test_features_telegram import HOW, PATIENT_TRAINER, full_bot
-from tests.test_webhooks import SECRET as HOOK_SECRET
-from tests.test_webhooks import free_port
+from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
+from tests.adapters.test_webhooks import free_port
+from tests.channels.test_channels_telegram import SECRET, last_buttons, press_choice
+from tests.channels.test_features_telegram import HOW, PATIENT_TRAINER, full_bot
+from tests.harness.fakebotapi import FakeBotAPI, FakeUser
+from tests.harness.live import serve
 
 TELEGRAM_ID = 7345678912
 NAME = "Zéphyrine"

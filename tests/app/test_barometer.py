@@ -82,7 +82,7 @@ def test_barometer_file_follows_the_seed(kb: KnowledgeBase) -> None:
         assert "aucun critère" in barometer.dimensions[empty].notes
     assert "Regroupement ambigu" in barometer.notes
     assert barometer.sources == ["seed:003_ea1328a97fb98a54.txt"]
-    seed = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "003_ea1328a97fb98a54.txt"
+    seed = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "003_ea1328a97fb98a54.txt"
     if seed.is_file():  # every criterion is written exactly as in the seed
         source = seed.read_text(encoding="utf-8")
         for _, criterion in barometer.criteria():

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.server import build_app, build_server_app
-from tests.fakebotapi import serving
+from tests.harness.fakebotapi import serving
 
 #: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_network")

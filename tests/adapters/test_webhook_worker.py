@@ -28,7 +28,7 @@ from bot.knowledge.establishments import (
     target_problem,
 )
 from bot.storage.integration import IntegrationStore, OutboxEvent
-from tests.test_webhooks import SECRET, Receiver
+from tests.adapters.test_webhooks import SECRET, Receiver
 
 
 class Trickler:

@@ -25,8 +25,8 @@ from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
-from tests.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for
+from tests.adapters.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for
+from tests.harness.live import serve
 
 DEMO_KEY = "pwk_demo_for_isolation_tests"
 

@@ -38,11 +38,11 @@ from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
-from tests.test_channels_telegram import SECRET, Bot, begin, last_buttons, press_choice
-from tests.test_features_api import CONTENUS, version_b
-from tests.test_webhooks import SECRET as HOOK_SECRET
-from tests.test_webhooks import Receiver, free_port
+from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
+from tests.adapters.test_webhooks import Receiver, free_port
+from tests.channels.test_channels_telegram import SECRET, Bot, begin, last_buttons, press_choice
+from tests.channels.test_features_api import CONTENUS, version_b
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
 
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel")  # fmt: skip

@@ -18,11 +18,11 @@ import pytest
 from bot.engine.flow import Engine
 from bot.server import build_server_app
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import FakeBotAPI, FakeUser, serving
-from tests.test_api import Api, run_api
-from tests.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for
+from tests.channels.test_api import Api, run_api
+from tests.channels.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for
+from tests.harness.fakebotapi import FakeBotAPI, FakeUser, serving
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 HOSTILE = [

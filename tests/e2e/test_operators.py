@@ -15,13 +15,13 @@ import pytest
 
 from bot.cli import main
 from bot.knowledge.loader import load
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
-from tests.test_channels_telegram import SECRET, press_choice
-from tests.test_features_telegram import HOW, PATIENT_TRAINER, write_establishments
-from tests.test_webhooks import SECRET as HOOK_SECRET
-from tests.test_webhooks import Receiver
+from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
+from tests.adapters.test_webhooks import Receiver
+from tests.channels.test_channels_telegram import SECRET, press_choice
+from tests.channels.test_features_telegram import HOW, PATIENT_TRAINER, write_establishments
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTENUS = ROOT / "contenus"
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from bot.adapters import charts
 from bot.adapters.charts import PALETTE, RADAR_SIZE, RadarSeries, Spoke, radar_png, render
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPOKES = [Spoke(f"Critère {i}", "Co-expression" if i < 4 else "Co-construction") for i in range(8)]
 FIRST = [RadarSeries("Professionnels", [float(i % 5) for i in range(8)], PALETTE[0])]
 SECOND = [
@@ -53,7 +53,7 @@ def test_charts_are_drawn_in_a_worker_process_not_in_the_server() -> None:
     script = (
         "import asyncio, json, os, sys\n"
         "from bot.adapters import charts\n"
-        "from tests.test_charts import FIRST, SPOKES\n"
+        "from tests.adapters.test_charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    png = await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
         "    pid = await asyncio.get_running_loop().run_in_executor(charts._pool(), charts._pid)\n"
@@ -90,7 +90,7 @@ def test_the_worker_does_not_outlive_a_killed_server() -> None:
     script = (
         "import asyncio, os, signal\n"
         "from bot.adapters import charts\n"
-        "from tests.test_charts import FIRST, SPOKES\n"
+        "from tests.adapters.test_charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
         "    pid = await asyncio.get_running_loop().run_in_executor(charts._pool(), charts._pid)\n"

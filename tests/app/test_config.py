@@ -86,7 +86,7 @@ def test_cli_stops_with_one_line_and_no_traceback(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         check=False,
     )
     assert result.returncode == 2

@@ -36,10 +36,10 @@ from bot.server import create_app
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
-from tests.test_webchat import browser, page  # noqa: F401  (fixtures)
+from tests.channels.test_webchat import browser, page  # noqa: F401  (fixtures)
+from tests.harness.live import serve
 
-CONTENUS = Path(__file__).resolve().parent.parent / "contenus"
+CONTENUS = Path(__file__).resolve().parents[2] / "contenus"
 API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",

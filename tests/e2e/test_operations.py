@@ -29,10 +29,10 @@ from bot.engine.flow import Engine
 from bot.server import build_server_app
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
-from tests.live import serve
-from tests.test_webhooks import free_port
+from tests.adapters.test_webhooks import free_port
+from tests.harness.live import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

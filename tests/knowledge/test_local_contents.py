@@ -19,9 +19,9 @@ from bot.engine.flow import Engine
 from bot.knowledge.loader import KnowledgeBaseError, load
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
+from tests.harness.live import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTENUS = ROOT / "contenus"
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel")  # fmt: skip

@@ -16,7 +16,7 @@ from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
+from tests.harness.live import serve
 
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel")  # fmt: skip

@@ -26,7 +26,7 @@ from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
+from tests.harness.live import serve
 
 CHECKS = [
     not_a_server_error,

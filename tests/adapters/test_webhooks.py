@@ -32,9 +32,9 @@ from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore, OutboxEvent
-from tests.live import serve
+from tests.harness.live import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel")  # fmt: skip

@@ -13,7 +13,7 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.session import UNKNOWN, Input
 from bot.knowledge.model import KnowledgeBase
 
-CORPUS = Path(__file__).resolve().parent / "understanding"
+CORPUS = Path(__file__).resolve().parents[1] / "understanding"
 FILES = sorted(CORPUS.glob("*.yaml"))
 
 

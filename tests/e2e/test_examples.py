@@ -23,10 +23,15 @@ from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
-from tests.test_webhooks import SECRET, free_port, run_to_contact_request, write_establishments
+from tests.adapters.test_webhooks import (
+    SECRET,
+    free_port,
+    run_to_contact_request,
+    write_establishments,
+)
+from tests.harness.live import serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PATIENT_TRAINER = ["patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel"]  # fmt: skip
 

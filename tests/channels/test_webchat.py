@@ -27,7 +27,7 @@ from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.live import serve
+from tests.harness.live import serve
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

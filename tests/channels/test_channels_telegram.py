@@ -26,9 +26,9 @@ from bot.knowledge.model import COMMANDS, text
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
 from bot.storage.sqlite import SqliteStorage
-from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
 
-CONVERSATIONS = Path(__file__).resolve().parent / "conversations"
+CONVERSATIONS = Path(__file__).resolve().parents[1] / "conversations"
 SECRET = b"test-pseudonym-secret-0123456789"
 WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
 
