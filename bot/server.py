@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.channels.http.errors import model_response
@@ -35,6 +36,8 @@ from bot.engine.flow import Engine
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from bot.adapters.webhooks import WebhookWorker
     from bot.app.features import Features
     from bot.channels.http import ConversationApi
@@ -304,7 +307,7 @@ def listening(sock: socket.socket) -> str:
     return http_address(host, port)
 
 
-def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
+def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How uvicorn runs the app: the project's logging (``log_config``, so JSON means every
     line), no access log, ``X-Forwarded-*`` believed only from ``PASSERELLE_TRUSTED_PROXIES``,
     and read limits: request head within ``PASSERELLE_HEADER_TIMEOUT`` and

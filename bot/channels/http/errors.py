@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -29,7 +28,7 @@ class ApiError(Exception):
 
 
 def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+    data: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, status, headers=dict(headers or {}), media_type="application/json")
