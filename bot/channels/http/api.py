@@ -81,7 +81,6 @@ COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", 
 SECRET_PREFIX = "pcs_"
 
 
-# -- the API ---------------------------------------------------------------------------------
 class ConversationApi:
     """Handlers of ``/api/v1``; :meth:`routes` gives the routes to mount in the server's app."""
 
@@ -328,8 +327,6 @@ class ConversationApi:
             return model_response(StatsOut.model_validate(figures))
 
         return await self._handle(request, work)
-
-    # -- web chat ------------------------------------------------------------------------
 
 
 def _offered(turn: Turn) -> tuple[str, ...]:
