@@ -39,13 +39,13 @@ class Consent:
     def __init__(
         self,
         storage: Storage,
-        memory: MemoryStorage | None = None,
+        memory: Storage | None = None,
         *,
         required: bool = True,
         retention_days: int = 180,
     ) -> None:
         self.storage = storage
-        self.memory = memory or MemoryStorage()
+        self.memory: Storage = memory if memory is not None else MemoryStorage()
         self.required = required
         self.retention_days = retention_days
 

@@ -126,6 +126,13 @@ class ConversationService:
         self.router = router
         self._holds_features: bool | None = None
 
+    @classmethod
+    def in_memory(cls, engine: Engine | EngineHolder) -> ConversationService:
+        """A service whose state lives in this process only, and asks nobody for consent
+        since nothing outlives the process (the terminal)."""
+        store = MemoryStorage()
+        return cls(engine, store, consent=Consent(store, required=False))
+
     @property
     def engine(self) -> Engine:
         """The engine of the current knowledge base (swapped on reload): read it per turn."""

@@ -18,7 +18,6 @@ from bot.engine.flow import Engine
 from bot.engine.session import EXITED, RECOMMENDED, Session
 from bot.knowledge.model import text
 from bot.storage.base import Storage, UserChange
-from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -76,7 +75,7 @@ class Privacy:
     def __init__(
         self,
         storage: Storage,
-        memory: MemoryStorage,
+        memory: Storage,
         *,
         features: Features | None = None,
         integration: OutboxAbout | None = None,

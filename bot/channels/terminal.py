@@ -12,13 +12,11 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from bot.app.consent import Consent
 from bot.app.conversation import ConversationService, DirectTransaction, Result
 from bot.app.identity import Identity
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Choice
 from bot.engine.session import Input
-from bot.storage.memory import MemoryStorage
 
 QUIT_WORDS = frozenset({"/quit", "/exit", ":q"})
 #: The one person at this terminal.
@@ -30,10 +28,8 @@ class Terminal:
     reads its lines); nobody is asked for consent since nothing outlives the process."""
 
     def __init__(self, engine: Engine) -> None:
-        store = MemoryStorage()
-        consent = Consent(store, required=False)
-        self.service = ConversationService(engine, store, consent=consent)
-        self.tx = DirectTransaction(store)
+        self.service = ConversationService.in_memory(engine)
+        self.tx = DirectTransaction(self.service.storage)
         self.loop = asyncio.new_event_loop()
 
     def start(self, context: str | None) -> Turn:

@@ -36,7 +36,7 @@ from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
 from bot.app.ordering import KeyedQueues
 from bot.app.outbox import EventRouter
-from bot.app.privacy import Privacy
+from bot.app.privacy import OutboxAbout, Privacy
 from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
@@ -58,13 +58,11 @@ from bot.engine.followup import NO as FOLLOWUP_NO
 from bot.engine.followup import YES as FOLLOWUP_YES
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import OutgoingReply, Storage, UserChange
-from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
     from bot.app.followups import FollowUp
     from bot.knowledge.establishments import Establishment
-    from bot.storage.integration import IntegrationStore
 
 # Opt in to PTB's coming behaviour (durations as ``timedelta``): without it, PTB 22 warns on
 # every RetryAfter, and ``retry_after`` would change type under our feet in PTB 23.
@@ -89,14 +87,14 @@ class TelegramChannel:
         storage: Storage,
         settings: Settings,
         *,
-        memory: MemoryStorage | None = None,
+        memory: Storage | None = None,
         contexts: Collection[str] | None = None,
         pause: float = 0.3,
         poll_timeout: int = 25,
         retry_delay: float = RETRY_BASE_DELAY,
         features: Features | None = None,
         establishments: Mapping[str, Establishment] | None = None,
-        integration: IntegrationStore | None = None,
+        integration: OutboxAbout | None = None,
         on_events: Callable[[], None] | None = None,
         router: EventRouter | None = None,
         scheduler: Scheduler | None = None,
@@ -110,7 +108,6 @@ class TelegramChannel:
         self.integration = integration
         self.on_events = on_events
         self.storage = storage
-        self.memory = memory or MemoryStorage()
         self.settings = settings
         self.contexts = frozenset(
             contexts
@@ -120,7 +117,9 @@ class TelegramChannel:
         self.poll_timeout = poll_timeout
         self.scheduler = scheduler or Scheduler()
         self._queues = KeyedQueues(self.apply, max_concurrency=64)
-        consent = Consent(storage, self.memory, retention_days=settings.retention_days)
+        consent = Consent(storage, memory, retention_days=settings.retention_days)
+        #: Sessions of people who did not consent (in this process only).
+        self.memory = consent.memory
         self.service = ConversationService(
             self.holder, storage, consent=consent, features=features, router=router
         )

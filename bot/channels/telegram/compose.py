@@ -14,18 +14,17 @@ from typing import TYPE_CHECKING
 from telegram.ext import AIORateLimiter, Application
 
 from bot.app.outbox import EventRouter
+from bot.app.privacy import OutboxAbout
 from bot.app.reload import EngineHolder, holder_of
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY
 from bot.config import Settings, quiet_libraries
 from bot.engine.flow import Engine
 from bot.storage.base import Storage
-from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
     from bot.knowledge.establishments import Establishment
-    from bot.storage.integration import IntegrationStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def build(
     storage: Storage,
     settings: Settings,
     *,
-    memory: MemoryStorage | None = None,
+    memory: Storage | None = None,
     contexts: Collection[str] | None = None,
     pause: float = 0.3,
     poll_timeout: int = 25,
@@ -57,7 +56,7 @@ def build(
     read_timeout: float = READ_TIMEOUT,
     features: Features | None = None,
     establishments: Mapping[str, Establishment] | None = None,
-    integration: IntegrationStore | None = None,
+    integration: OutboxAbout | None = None,
     on_events: Callable[[], None] | None = None,
 ) -> TelegramChannel:
     """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
