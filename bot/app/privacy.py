@@ -38,11 +38,11 @@ API_RETENTION_EVERY = 24 * 3600.0
 class IdleConversations(Protocol):
     """What the API's retention needs of its conversation rows."""
 
-    async def purge_idle_conversations(self, idle_days: float) -> int: ...
+    async def purge_idle_conversations(self, idle_days: int) -> int: ...
 
 
 def schedule_api_retention(
-    scheduler: Scheduler, store: IdleConversations, retention_days: float
+    scheduler: Scheduler, store: IdleConversations, retention_days: int
 ) -> None:
     """Erase API conversations idle past the retention period, at start-up then daily."""
 

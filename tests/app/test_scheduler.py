@@ -5,11 +5,15 @@ one conversation never interleave while other conversations go on."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from bot.app.ordering import KeyedQueues
+from bot.app.privacy import schedule_api_retention
 from bot.app.scheduler import Scheduler
+from bot.storage.base import Conversation
+from bot.storage.memory import MemoryIntegrationStore
 
 
 async def test_an_overdue_job_runs_at_once_and_a_failure_does_not_stop_the_next_run() -> None:
@@ -78,3 +82,32 @@ async def test_an_error_reaches_its_caller_and_the_next_request_still_runs() -> 
     with pytest.raises(ValueError):
         await queues.run("a", failing)
     assert await queues.run("a", fine) == "ok"
+
+
+class Watched(MemoryIntegrationStore):
+    """The memory store, saying when a purge has run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.purged = asyncio.Event()
+
+    async def purge_idle_conversations(self, idle_days: int) -> int:
+        erased = await super().purge_idle_conversations(idle_days)
+        self.purged.set()
+        return erased
+
+
+async def test_idle_api_conversations_are_erased_at_start_up() -> None:
+    store = Watched()
+    now = time.time()
+    for cid, at in (("conv_old", now - 400 * 86400), ("conv_new", now)):
+        row = Conversation(cid, "key_1", "chu-a", {"node": "start"}, (), at, at)
+        await store.save_turn(row, created=True, lines=[])
+    scheduler = Scheduler()
+    schedule_api_retention(scheduler, store, retention_days=180)
+    try:
+        await store.purged.wait()
+    finally:
+        await scheduler.stop()
+    assert await store.load_conversation("conv_old", "chu-a") is None
+    assert await store.load_conversation("conv_new", "chu-a") is not None
