@@ -106,7 +106,8 @@ async def test_idle_api_conversations_are_erased_at_start_up() -> None:
     scheduler = Scheduler()
     schedule_api_retention(scheduler, store, retention_days=180)
     try:
-        await store.purged.wait()
+        async with asyncio.timeout(30):  # at start-up: at once, whatever the load
+            await store.purged.wait()
     finally:
         await scheduler.stop()
     assert await store.load_conversation("conv_old", "chu-a") is None
