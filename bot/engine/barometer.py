@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bot.engine import events
 from bot.engine.normalize import normalize
 from bot.engine.replies import Choice, Event, Reply
 from bot.engine.session import Input, Session
@@ -40,9 +41,10 @@ COMPARE = PREFIX + "compare"
 QUIT = PREFIX + "quit"
 BACK = "cmd:retour"
 
-COMPLETED = "barometer.completed"
-KEEP = "barometer.keep"
-COMPARE_EVENT = "barometer.compare"
+#: Kept as the mode's names for its events (see :mod:`bot.engine.events`).
+COMPLETED = events.BAROMETER_COMPLETED
+KEEP = events.BAROMETER_KEEP
+COMPARE_EVENT = events.BAROMETER_COMPARE
 
 #: Group codes: 8 characters without look-alikes (no O/0, I/1), shown as ``ABCD-2345``.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"

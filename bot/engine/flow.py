@@ -13,6 +13,7 @@ from typing import Protocol
 
 from rapidfuzz import fuzz
 
+from bot.engine import events
 from bot.engine.matching import Matcher
 from bot.engine.normalize import normalize
 from bot.engine.places import (
@@ -1026,7 +1027,7 @@ class Engine:
             replies.append(Reply(self._render_guide(session), kind=GUIDE))
         replies.append(self.prompt(session))
         event = Event(
-            "conversation.completed",
+            events.CONVERSATION_COMPLETED,
             {
                 "roles": [role.id for role in result.roles],
                 "territory": result.territory,
@@ -1300,7 +1301,7 @@ class Engine:
             return self.turn(done, Reply(self.msg("relation_gone", session)), self.prompt(done))
         result = recommend(self.kb, session.answers, session.context, session.lang)
         event = Event(
-            "contact.requested",
+            events.CONTACT_REQUESTED,
             {
                 "establishments": [r.id for r in receivers],
                 "contacts": [c.id for c in result.contacts],

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from bot.engine import events
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import recommend
 from bot.engine.replies import Choice, Event, Reply
@@ -25,8 +26,8 @@ YES = "suivi:oui"
 NO = "suivi:non"
 DEFAULT_DAYS = 14
 
-REQUESTED = "followup.requested"
-ANSWERED = "followup.answered"
+REQUESTED = events.FOLLOWUP_REQUESTED
+ANSWERED = events.FOLLOWUP_ANSWERED
 
 
 def asking(engine: Engine, session: Session, followup_id: int) -> tuple[Session, Reply]:
