@@ -237,3 +237,50 @@ def test_never_the_same_not_understood_twice_after_the_recommendation(
     second = say(engine, first, "zorglub")
     third = say(engine, second, "zorglub")
     assert first.replies[0].text != second.replies[0].text != third.replies[0].text
+
+
+def test_a_later_profile_on_another_path_is_followed_and_can_be_undone(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "association"
+    changed = say(engine, turn, "en fait je suis infirmière")
+    assert changed.node == "pro_projet", "the professional path is followed"
+    assert changed.understood["profile"] == "professionnel"
+    assert "experience" not in changed.understood, "a patient's answers no longer apply"
+    assert changed.understood["territory"] == "fr-bretagne", "the place still applies"
+    assert "Je remplace votre réponse" in body(changed)
+    undone = engine.handle(changed.session, Input.choice("cmd:pas_ca", changed.node))
+    assert undone.node == "association"
+    assert undone.session.answers == turn.session.answers
+
+
+def test_a_later_place_in_another_country_updates_country_and_territory(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    moved = say(engine, turn, "je vis à Genève")
+    assert moved.understood["country"] == "ch" and moved.understood["territory"] == "ch"
+    assert "region" not in moved.understood, "the French region is dropped"
+    assert "vous vivez à Genève" in body(moved)
+    assert moved.node == "association"
+
+
+def test_a_new_place_after_the_recommendation_gives_it_again(lexicon_engine: Engine) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    for choice in ("aucune", "aucune", "ponctuel"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.recommendation is not None and turn.recommendation.territory == "fr-bretagne"
+    again = say(engine, turn, "en fait j'habite à Liège")
+    assert again.recommendation is not None
+    assert again.recommendation.territory == "be-wallonie-bruxelles"
+    assert "vous vivez à Liège" in body(again)

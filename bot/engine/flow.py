@@ -449,6 +449,10 @@ class Engine:
         if reading.wrong and isinstance(undo, dict):
             return self._not_that(session, undo)
         if session.node == RECOMMENDED:
+            late = self._late(session, reading)
+            if late is not None:
+                return late
+        if session.node == RECOMMENDED:
             action = self.matcher.term(norm)
             if action is not None:
                 return self._define(session, action)
@@ -539,14 +543,7 @@ class Engine:
         """Keep what ``reading`` says (answer the question, remember the rest), say it back."""
         question_id = session.node
         question = self.kb.questions[question_id]
-        before = {
-            "node": session.node,
-            "answers": [list(pair) for pair in session.answers],
-            "prefill": dict(session.extra.get("prefill") or {}),
-            "condition": session.extra.get("condition"),
-            "place": session.extra.get("place"),
-            "relative": session.extra.get("relative"),
-        }
+        before = self._snapshot(session)
         if reading.place is not None:
             for qid, choice_id in self._place_answers(reading.place).items():
                 reading.answers[qid] = [choice_id]
@@ -555,7 +552,7 @@ class Engine:
             choices = self._place_choices(
                 [pid for pid in entry.places if pid in self.understanding.places], session
             )
-            session = self._keep(session, reading, exclude=())
+            session, _ = self._keep(session, reading, exclude=())
             return self.turn(session, Reply(text(entry.question, session.lang), choices))
         country = country_of(self.kb, facts_of(self.kb, session.answers))
         mine = [
@@ -569,11 +566,13 @@ class Engine:
             ahead = next_target(question, _choice(question, mine[0]), facts) or question_id
         answered = {q for q, _ in session.answers}
         reachable = self._reachable(ahead) | answered | {question_id}
+        if reading.place is not None:
+            reachable |= set(self._place_answers(reading.place))  # it may change the path
         for qid in [q for q in reading.answers if q not in reachable]:
             del reading.answers[qid]
         if len(mine) > 1 and not question.multiple:
             first, second = (_choice(question, c) for c in mine[:2])
-            session = self._keep(session, reading, exclude=(question_id,))
+            session, _ = self._keep(session, reading, exclude=(question_id,))
             body = self.msg(
                 "ambiguous",
                 session,
@@ -585,7 +584,7 @@ class Engine:
                 Choice(second.id, self._label(second, session)),
             )
             return self.turn(session, Reply(body, choices))
-        kept = self._keep(session, reading, exclude=(question_id,))
+        kept, rerouted = self._keep(session, reading, exclude=(question_id,))
         for qid in list(reading.answers):
             # Say back only what was kept (not a fact already answered and left as it was).
             if qid == question_id:
@@ -595,6 +594,17 @@ class Engine:
                 session.answers
             ):
                 del reading.answers[qid]
+        if rerouted:
+            # A clearer answer on another path (« en fait je suis infirmière », « j'habite à
+            # Liège » on the France path): the flow follows it, and the say-back tells it.
+            said = self._said(kept, reading, question_id)
+            line = " ".join(x for x in (said, self.msg("said_changed", session)) if x)
+            extra = {**kept.extra, "undo": before}
+            if mine:
+                prefill = dict(extra.get("prefill") or {})
+                extra["prefill"] = {**prefill, question_id: mine}
+            moved = replace(kept, extra=extra, stopped_at=None)
+            return self._advance(self._settled(moved), moved.node, [Reply(line)])
         if reading.place is not None:
             wanted = self._place_answers(reading.place)
             held = {
@@ -627,8 +637,43 @@ class Engine:
         )
         return self._advance(self._settled(session), target, replies)
 
-    def _keep(self, session: Session, reading: Reading, exclude: tuple[str, ...]) -> Session:
-        """Remember facts for later questions; replace an earlier answer a clearer one changes."""
+    @staticmethod
+    def _snapshot(session: Session) -> dict[str, object]:
+        """What « Ce n'est pas ça » restores."""
+        return {
+            "node": session.node,
+            "answers": [list(pair) for pair in session.answers],
+            "prefill": dict(session.extra.get("prefill") or {}),
+            "condition": session.extra.get("condition"),
+            "place": session.extra.get("place"),
+            "relative": session.extra.get("relative"),
+        }
+
+    def _late(self, session: Session, reading: Reading) -> Turn | None:
+        """After the recommendation, a clearer place or profile (« en fait j'habite à Genève »)
+        is applied and the recommendation given again; None when the message changes nothing."""
+        if reading.place is None and not reading.profile_said:
+            return None
+        if reading.place is not None:
+            for qid, choice_id in self._place_answers(reading.place).items():
+                reading.answers[qid] = [choice_id]
+        before = self._snapshot(session)
+        kept, rerouted = self._keep(session, reading, exclude=())
+        if kept.answers == session.answers:
+            return None
+        said = self._said(kept, reading, "")
+        line = " ".join(x for x in (said, self.msg("said_changed", session)) if x)
+        moved = replace(kept, extra={**kept.extra, "undo": before})
+        target = moved.node if rerouted else RECOMMENDATION
+        return self._advance(self._settled(moved), target, [Reply(line)])
+
+    def _keep(
+        self, session: Session, reading: Reading, exclude: tuple[str, ...]
+    ) -> tuple[Session, bool]:
+        """Remember facts for later questions; replace an earlier answer a clearer one changes.
+        True when such a change puts the person on another path (the node is then the first
+        question left to ask on it)."""
+        rerouted = False
         prefill = {k: list(v) for k, v in dict(session.extra.get("prefill") or {}).items()}
         answers = list(session.answers)
         answered = {q for q, _ in answers}
@@ -641,12 +686,14 @@ class Engine:
                 continue
             if qid in answered:
                 old = [c for q, c in answers if q == qid]
-                if old == valid[:1] or old[0] == UNKNOWN or not self._named(reading, qid):
+                if old == valid[:1] or not self._named(reading, qid):
                     continue
-                before, after = _choice(question, old[0]), _choice(question, valid[0])
                 facts = facts_of(self.kb, session.answers)
-                if next_target(question, before, facts) != next_target(question, after, facts):
-                    continue  # a different path: only « retour » may change it
+                after = next_target(question, _choice(question, valid[0]), facts)
+                if old[0] == UNKNOWN or after != next_target(
+                    question, _choice(question, old[0]), facts
+                ):
+                    rerouted = True  # another path: the flow follows it (see :meth:`_walk`)
                 answers = [(q, valid[0] if q == qid else c) for q, c in answers]
                 answers = [pair for i, pair in enumerate(answers) if pair not in answers[:i]]
                 continue
@@ -660,7 +707,44 @@ class Engine:
             extra["relative"] = reading.relative
         if not prefill:
             extra.pop("prefill")
-        return replace(session, answers=tuple(answers), extra=extra)
+        kept = replace(session, answers=tuple(answers), extra=extra)
+        if not rerouted:
+            return kept, False
+        walked, node = self._walk(kept.answers)
+        ahead = self._reachable(node)
+        later = {q: [c for q2, c in kept.answers if q2 == q] for q, _ in kept.answers}
+        prefill.update({q: cs for q, cs in later.items() if q in ahead and q not in dict(walked)})
+        extra = {**kept.extra, "prefill": prefill} if prefill else kept.extra
+        return replace(kept, answers=walked, node=str(node or EXITED), extra=extra), True
+
+    def _walk(
+        self, answers: Sequence[tuple[str, str]]
+    ) -> tuple[tuple[tuple[str, str], ...], str | None]:
+        """Follow the flow from its start with ``answers``: the answers on the path (in flow
+        order) and the first question left to ask (or ``recommendation``). Answers off the path
+        (the patient's experience once the person says she is a nurse) are dropped."""
+        given: dict[str, list[str]] = {}
+        for qid, choice_id in answers:
+            if choice_id not in given.setdefault(qid, []):
+                given[qid].append(choice_id)
+        kept: list[tuple[str, str]] = []
+        node: str | None = self.kb.flow.start
+        for _ in range(len(self.kb.questions) + 1):
+            question = self.kb.questions.get(node or "")
+            if question is None or node not in given:
+                break
+            choices = given.pop(node)
+            kept += [(node, c) for c in choices]
+            facts = facts_of(self.kb, kept)
+            if choices[0] == UNKNOWN:
+                node = next(
+                    (b.next for b in question.next_when if holds(b.when, facts)), question.next
+                )
+            elif _has(question, choices[0]):
+                node = next_target(question, _choice(question, choices[0]), facts)
+            else:
+                break
+        return tuple(kept), node
 
     def _place_choices(self, place_ids: list[str], session: Session) -> tuple[Choice, ...]:
         """One button per place; places of the same name say their territory (« Saint-Denis
@@ -684,6 +768,8 @@ class Engine:
         """Is the fact for ``question_id`` backed by a named condition or place? Only those may
         replace an answer already given (« en fait c'est une sclérose en plaques »)."""
         if reading.condition and question_id == self.understanding.experience_question:
+            return True
+        if reading.profile_said and question_id == self.understanding.profile_question:
             return True
         return reading.place is not None and question_id in self._place_answers(reading.place)
 

@@ -97,6 +97,9 @@ class Reading:
     ambiguous_place: int | None = None
     relative: str | None = None
     profile_conflict: tuple[str, str] | None = None
+    #: The profile was stated by the person about themselves (« je suis infirmière », « j'ai un
+    #: cancer », « je suis la maman de… »): clear enough to replace an earlier answer.
+    profile_said: bool = False
     unknown: bool = False
     why: bool = False
     wrong: bool = False
@@ -480,6 +483,7 @@ class Understanding:
         self, parts: list[tuple[list[str], list[Span]]], reading: Reading, asked: str | None
     ) -> None:
         profiles: list[str] = []
+        said: set[str] = set()
         weak: list[str] = []
         experience_self: list[bool] = []
         experience_spans = 0
@@ -530,6 +534,8 @@ class Understanding:
                                 reading.relative = relative
                         if target.key not in profiles:
                             profiles.append(target.key)
+                        if self._is_self(words, span):
+                            said.add(target.key)
         if conditions:
             reading.condition = conditions[0]
             if experience_q:
@@ -543,8 +549,10 @@ class Understanding:
         if question is None:
             return
         patient = self._patient_choice()
-        if any(experience_self) and patient and patient not in profiles:
-            profiles.append(patient)
+        if any(experience_self) and patient:
+            said.add(patient)
+            if patient not in profiles:
+                profiles.append(patient)
         if experience_spans and not profiles and not weak and asked == question and patient:
             profiles.append(patient)
         if not profiles:
@@ -557,6 +565,7 @@ class Understanding:
             reading.answers[question] = own
         if len(own) > 1:
             reading.profile_conflict = (own[0], own[1])
+        reading.profile_said = len(own) == 1 and own[0] in said
 
     def _patient_choice(self) -> str | None:
         if self.kb.profiles is None:
