@@ -284,3 +284,28 @@ def test_a_new_place_after_the_recommendation_gives_it_again(lexicon_engine: Eng
     assert again.recommendation is not None
     assert again.recommendation.territory == "be-wallonie-bruxelles"
     assert "vous vivez à Liège" in body(again)
+
+
+def test_a_four_digit_code_of_several_countries_is_asked_never_guessed(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    asked = say(engine, turn, "1000")
+    assert "1000" in asked.replies[0].text
+    labels = {c.label for c in asked.replies[0].choices}
+    assert labels == {"Belgique", "Suisse", "Luxembourg"}
+    assert "country" not in asked.understood, "nothing is taken before the person says which"
+    belgium = next(c.id for c in asked.replies[0].choices if c.label == "Belgique")
+    chosen = engine.handle(asked.session, Input.choice(belgium, asked.node))
+    assert chosen.understood["territory"] == "be-wallonie-bruxelles"
+    assert chosen.node == "association"
+
+
+def test_a_year_is_not_a_postal_code(lexicon_engine: Engine) -> None:
+    engine = lexicon_engine
+    turn = say(engine, engine.start(), "j'ai un cancer depuis 2010")
+    assert "country" not in turn.understood and "territory" not in turn.understood
+    assert turn.node == "recul"

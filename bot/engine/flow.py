@@ -445,7 +445,7 @@ class Engine:
         undo = carried.get("undo")
         if session.node in self.kb.questions:
             return self._understand(session, raw, plain, undo)
-        reading = self.understanding.read(raw, None)
+        reading = self.understanding.read(raw, None, self._country(session))
         if reading.wrong and isinstance(undo, dict):
             return self._not_that(session, undo)
         if session.node == RECOMMENDED:
@@ -487,7 +487,7 @@ class Engine:
     ) -> Turn:
         """A typed message at a question: read it whole, answer what it answers, keep the rest."""
         question = self.kb.questions[session.node]
-        reading = self.understanding.read(raw, session.node)
+        reading = self.understanding.read(raw, session.node, self._country(session))
         if reading.wrong:
             return self._not_that(session, undo if isinstance(undo, dict) else None)
         if reading.why:
@@ -554,6 +554,8 @@ class Engine:
             )
             session, _ = self._keep(session, reading, exclude=())
             return self.turn(session, Reply(text(entry.question, session.lang), choices))
+        elif reading.postal is not None and self.kb.places is not None:
+            return self._which_country(session, reading)
         country = country_of(self.kb, facts_of(self.kb, session.answers))
         mine = [
             c
@@ -627,6 +629,9 @@ class Engine:
             session = replace(session, extra={**session.extra, "undo": before})
         replies = [Reply(said)] if said else []
         if not mine:
+            if question_id in dict(session.extra.get("prefill") or {}):
+                # Answered by an earlier message (kept while a place was asked): go on.
+                return self._advance(self._settled(session), question_id, replies)
             # Something else was understood, not the answer to this question: ask it again.
             return self.turn(session, *replies, self.prompt(session))
         session = replace(session.answered(question_id, mine[0]), stopped_at=None)
@@ -745,6 +750,25 @@ class Engine:
             else:
                 break
         return tuple(kept), node
+
+    def _country(self, session: Session) -> str | None:
+        return country_of(self.kb, facts_of(self.kb, session.answers))
+
+    def _which_country(self, session: Session, reading: Reading) -> Turn:
+        """A four-digit postal code of several countries: ask which, never guess. Each button
+        is the place the code means there, labelled with the country's name."""
+        postal = self.kb.places.postal_codes if self.kb.places is not None else None
+        assert reading.postal is not None and postal is not None
+        code, place_ids = reading.postal
+        choices = []
+        for place_id in place_ids:
+            place = self.understanding.places[place_id]
+            country = self.kb.territories[place.territory].country
+            named = self.understanding.places.get(country, place)
+            choices.append(Choice(PLACE + place_id, text(named.name, session.lang)))
+        session, _ = self._keep(session, reading, exclude=())
+        body = text(postal.question, session.lang).format(code=code)
+        return self.turn(session, Reply(body, tuple(choices)))
 
     def _place_choices(self, place_ids: list[str], session: Session) -> tuple[Choice, ...]:
         """One button per place; places of the same name say their territory (« Saint-Denis

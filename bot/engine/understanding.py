@@ -30,7 +30,7 @@ from rapidfuzz import fuzz, process
 
 from bot.engine.matching import STOPWORDS
 from bot.engine.normalize import normalize
-from bot.knowledge.model import KnowledgeBase, LanguageFile, Place, text
+from bot.knowledge.model import KnowledgeBase, LanguageFile, Place, PostalRule, text
 
 #: Segments are cut at these characters before normalisation (normalisation drops them).
 _SEGMENT = re.compile(r"[,.;:!?()\[\]\n\r/]+|\s-\s|…")
@@ -40,6 +40,12 @@ _ARTICLES = frozenset("un une le la les l des du de d mon ma mes son sa ses deux
 _NUMBER_CUES = frozenset({"departement", "departements", "dept", "dep", "du", "le"})
 _DEPARTEMENT = re.compile(r"^(?:0?[1-9]|[1-8]\d|9[0-5]|2a|2b|97[1-6])$")
 _POSTAL = re.compile(r"^\d{5}$")
+_FOUR = re.compile(r"^\d{4}$")
+#: A Canadian postal code, whole (« h2x1y4 ») or in its two halves (« h2x », « 1y4 »).
+_CANADA = re.compile(r"^([a-z])\d[a-z](\d[a-z]\d)?$")
+_CANADA_END = re.compile(r"^\d[a-z]\d$")
+#: Words allowed between a postal cue and the code (« code postal : c'est le 1000 »).
+_POSTAL_GAP = frozenset({"c", "est", "le", "mon", "notre", "a", "en", "de"})
 #: A stem must be this long to be matched on: « aid » (aidante, aide) is too vague.
 MIN_STEM = 5
 #: Shortest typed word matched by spelling closeness, and the closeness it needs.
@@ -95,6 +101,8 @@ class Reading:
     condition: str | None = None
     place: str | None = None
     ambiguous_place: int | None = None
+    #: A four-digit postal code found in several countries: (code, one place id per country).
+    postal: tuple[str, tuple[str, ...]] | None = None
     relative: str | None = None
     profile_conflict: tuple[str, str] | None = None
     #: The profile was stated by the person about themselves (« je suis infirmière », « j'ai un
@@ -113,7 +121,11 @@ class Reading:
     @property
     def empty(self) -> bool:
         return not (
-            self.answers or self.condition or self.place or self.ambiguous_place is not None
+            self.answers
+            or self.condition
+            or self.place
+            or self.ambiguous_place is not None
+            or self.postal is not None
         )
 
     def add(self, question_id: str, choice_id: str) -> None:
@@ -241,6 +253,8 @@ class Understanding:
         self.places: dict[str, Place] = {}
         self.by_number: dict[str, str] = {}
         self.by_postal: dict[str, str] = {}
+        self.postal_rules: tuple[PostalRule, ...] = ()
+        self.postal_cues: list[tuple[str, ...]] = []
         self.conditions = {c.id: c for c in (kb.conditions.conditions if kb.conditions else [])}
         for condition in self.conditions.values():
             for phrase in condition.words:  # words only: editors keep banal words out
@@ -254,6 +268,10 @@ class Understanding:
                     self.by_number.setdefault(place.number.lower().lstrip("0"), place.id)
                 for prefix in place.postal:
                     self.by_postal.setdefault(prefix.lower(), place.id)
+            postal = kb.places.postal_codes
+            if postal is not None:
+                self.postal_rules = tuple(postal.rules)
+                self.postal_cues = [tuple(c.split()) for c in _phrases(postal.cues, language)]
             for number, entry in enumerate(kb.places.ambiguous):
                 for phrase in entry.words:
                     self.index.add(phrase, Target("ambiguous", str(number)), language)
@@ -344,7 +362,8 @@ class Understanding:
         return norm
 
     # -- reading ------------------------------------------------------------------------
-    def read(self, raw: str, asked: str | None = None) -> Reading:
+    def read(self, raw: str, asked: str | None = None, country: str | None = None) -> Reading:
+        """``country``: the person's country when known, to read a four-digit postal code."""
         reading = Reading()
         whole = self.plain(raw)
         core = self.strip_fillers(whole)
@@ -371,7 +390,7 @@ class Understanding:
         if talk is not None:
             reading.smalltalk = talk
             return reading
-        spans = self._spans(raw, asked)
+        spans = self._spans(raw, asked, country)
         self._resolve(spans, reading, asked)
         if reading.empty and not reading.unknown:
             for phrase in self.unknown:
@@ -398,7 +417,9 @@ class Understanding:
                 return None
         return first
 
-    def _spans(self, raw: str, asked: str | None) -> list[tuple[list[str], list[Span]]]:
+    def _spans(
+        self, raw: str, asked: str | None, country: str | None = None
+    ) -> list[tuple[list[str], list[Span]]]:
         own = self.asked.get(asked) if asked else None
         if asked is not None and asked == self.profile_question:
             # Who the person is comes from profils.yaml (family cues, professions, « je »);
@@ -422,6 +443,9 @@ class Understanding:
                     place = self._number(words, i, place_expected)
                     if place is not None:
                         size, targets, how = 1, [Target("place", place)], "number"
+                if not size:
+                    size, targets = self._foreign_postal(words, i, place_expected, country)
+                    how = "number"
                 if not size:
                     close = self.index.close(words[i])
                     if not close and own is not None:
@@ -450,6 +474,46 @@ class Understanding:
         if not (cue or (place_expected and len(word) >= 2)):
             return None
         return self.by_number.get(word.lstrip("0"))
+
+    def _foreign_postal(
+        self, words: list[str], i: int, place_expected: bool, country: str | None
+    ) -> tuple[int, list[Target]]:
+        """A Belgian, Swiss, Luxembourg (four digits) or Québec (« H2X 1Y4 ») postal code at
+        ``i``: (words used, targets). A code of several countries, none known or named by a
+        prefix, gives a ``postal`` target (the engine asks which country)."""
+        word = words[i]
+        canada = _CANADA.match(word)
+        if canada is not None:
+            size = 1 if canada.group(2) else 2
+            if size == 2 and not (i + 1 < len(words) and _CANADA_END.match(words[i + 1])):
+                return 0, []
+            for rule in self.postal_rules:
+                place = rule.letters.get(canada.group(1))
+                if place is not None:
+                    return size, [Target("place", place)]
+            return 0, []
+        if not _FOUR.match(word):
+            return 0, []
+        before = words[i - 1] if i > 0 else ""
+        named = [r for r in self.postal_rules if before in r.prefixes]
+        cue = self._cue_before(words, i, self.postal_cues, _POSTAL_GAP) is not None
+        if not (named or cue or place_expected):
+            return 0, []
+        number = int(word)
+        found: list[tuple[str, str]] = []  # (country, place)
+        for rule in named or self.postal_rules:
+            for band in rule.ranges:
+                if band.first <= number <= band.last:
+                    found.append((rule.country, band.place))
+                    break
+        mine = [place for owner, place in found if owner == country]
+        if mine:
+            return 1, [Target("place", mine[0])]
+        if len(found) == 1:
+            return 1, [Target("place", found[0][1])]
+        if found:
+            return 1, [Target("postal", word, " ".join(place for _, place in found))]
+        return 0, []
 
     def _negate(self, words: list[str], span: Span) -> Span:
         start = span.start
@@ -490,6 +554,7 @@ class Understanding:
         conditions: list[str] = []
         places: list[str] = []
         ambiguous: list[int] = []
+        postal: tuple[str, tuple[str, ...]] | None = None
         experience_q = self.experience_question
         for words, spans in parts:
             for span in spans:
@@ -525,6 +590,8 @@ class Understanding:
                             places.append(target.key)
                     elif target.kind == "ambiguous":
                         ambiguous.append(int(target.key))
+                    elif target.kind == "postal" and postal is None:
+                        postal = (target.key, tuple(target.value.split()))
                     elif target.kind == "profile":
                         if target.value == "family":
                             relative = self._relative(words, span)
@@ -545,6 +612,8 @@ class Understanding:
             reading.place = places[0]
         elif ambiguous:
             reading.ambiguous_place = ambiguous[0]
+        elif postal is not None:
+            reading.postal = postal
         question = self.profile_question
         if question is None:
             return
