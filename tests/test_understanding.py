@@ -309,3 +309,48 @@ def test_a_year_is_not_a_postal_code(lexicon_engine: Engine) -> None:
     turn = say(engine, engine.start(), "j'ai un cancer depuis 2010")
     assert "country" not in turn.understood and "territory" not in turn.understood
     assert turn.node == "recul"
+
+
+def _to_the_end(engine: Engine, wishes: str) -> Turn:
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    turn = say(engine, turn, wishes)
+    for choice in ("fr", "bretagne", "aucune", "aucune", "ponctuel"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    return turn
+
+
+def test_several_wishes_are_all_kept_and_weigh_the_same(lexicon_engine: Engine) -> None:
+    turn = say(lexicon_engine, lexicon_engine.start(), "je veux témoigner et aider les autres")
+    assert turn.understood["wishes"] == "partager,soutenir_pairs"
+    end = _to_the_end(lexicon_engine, "je veux témoigner et aider les autres")
+    assert end.session.pending is None, "the order changes nothing: never asked"
+    assert end.recommendation is not None
+    reasons = [r for role in end.recommendation.roles for r in role.reasons]
+    assert any("témoign" in r or "histoire" in r for r in reasons)
+    assert any("soutenir des personnes" in r for r in reasons), reasons
+
+
+def test_which_wish_comes_first_is_asked_only_when_it_changes_the_first_role(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    asked = _to_the_end(engine, "je veux témoigner et former les soignants")
+    assert asked.recommendation is None and asked.session.pending == "wish_lead"
+    assert ids(asked) == ["lead:partager", "lead:former", "lead:"]
+    first = {}
+    for button in ("lead:partager", "lead:former"):
+        chosen = engine.handle(asked.session, Input.choice(button, asked.node))
+        assert chosen.recommendation is not None and chosen.node == "recommendation"
+        first[button] = chosen.recommendation.roles[0].id
+    assert first["lead:partager"] != first["lead:former"]
+    typed = say(engine, asked, "plutôt former")
+    assert typed.recommendation is not None
+    assert typed.recommendation.roles[0].id == first["lead:former"]
+    assert typed.understood["wish"] == "former"
+    same = say(engine, asked, "les deux")
+    assert same.recommendation is not None, "« les deux »: they weigh the same"
+    yes = say(engine, asked, "oui")
+    assert yes.session.answers == asked.session.answers, "« oui » never restarts here"
+    assert yes.session.pending == "wish_lead"

@@ -28,7 +28,7 @@ from bot.engine.places import (
     offered,
     territory_chain,
 )
-from bot.engine.recommendation import facts_of, recommend, select_contacts
+from bot.engine.recommendation import facts_of, leads_that_matter, recommend, select_contacts
 from bot.engine.replies import (
     CONTACTS,
     GUIDE,
@@ -42,7 +42,15 @@ from bot.engine.replies import (
     RoleMatch,
 )
 from bot.engine.safety import Safety, screen
-from bot.engine.session import EXITED, NOT_STARTED, RECOMMENDED, UNKNOWN, Input, Session
+from bot.engine.session import (
+    EXITED,
+    NOT_STARTED,
+    RECOMMENDED,
+    UNKNOWN,
+    Input,
+    Pending,
+    Session,
+)
 from bot.engine.understanding import Reading, Understanding
 from bot.knowledge.model import EXIT, RECOMMENDATION, KnowledgeBase, Question, text
 from bot.knowledge.model import Choice as Option
@@ -59,6 +67,8 @@ RELATION = "relation"
 PLACE = "place:"
 NOT_THAT = "cmd:pas_ca"
 SKIP = "cmd:passer"
+#: « which comes first? » buttons: ``lead:<choice id>``, ``lead:`` for « they weigh the same ».
+LEAD = "lead:"
 #: How close (rapidfuzz WRatio) a choice must be to be offered as « Vouliez-vous dire … ? ».
 CLOSEST_CUTOFF = 60.0
 #: Keys of ``session.extra`` that live for one turn only (the next input reads them, then
@@ -176,9 +186,11 @@ class Engine:
             Choice(CONFIRM, self.msg("yes", session)),
             Choice(CANCEL, self.msg("no", session)),
         )
-        if session.pending == "restart":
+        if session.pending == Pending.RESTART:
             return Reply(self.msg("restart_confirm", session), yes_no)
-        if session.pending == "contact_consent":
+        if session.pending == Pending.WISH_LEAD:
+            return self._lead_reply(session)
+        if session.pending == Pending.CONTACT_CONSENT:
             names = ", ".join(str(name) for name in session.extra.get("handoff_names", []))
             return Reply(
                 self.msg("relation_consent", session, establishments=names),
@@ -187,12 +199,12 @@ class Engine:
                     Choice(CANCEL, self.msg("relation_refuse", session)),
                 ),
             )
-        if session.pending == "contact_how":
+        if session.pending == Pending.CONTACT_HOW:
             return Reply(
                 self.msg("relation_how", session),
                 (Choice(CANCEL, self.msg("relation_refuse", session)),),
             )
-        if session.pending == "contact_confirm":
+        if session.pending == Pending.CONTACT_CONFIRM:
             how = str(session.extra.get("contact_how", ""))
             return Reply(
                 self.msg("relation_confirm", session, how=how),
@@ -240,6 +252,14 @@ class Engine:
             question = self.kb.questions.get(question_id)
             if question is not None and question.multiple and choice_id != UNKNOWN:
                 facts[question.fact] = choice_id
+        for question_id, question in self.kb.questions.items():
+            given = [c for q, c in session.answers if q == question_id and c != UNKNOWN]
+            if question.multiple and len(given) > 1:
+                # All of them, in the order given (``wishes: partager,former``).
+                facts[_all_key(question.fact)] = ",".join(dict.fromkeys(given))
+        lead = self.lead(session)
+        if lead is not None:
+            facts[self.kb.questions[lead[0]].fact] = lead[1]  # the one that comes first
         ahead: dict[str, str] = {}
         for question_id, choices in dict(session.extra.get("prefill") or {}).items():
             # In flow order, so the more precise territory (a community after a country) wins.
@@ -247,6 +267,8 @@ class Engine:
             if question is None or not choices:
                 continue
             ahead[question.fact] = str(choices[0])
+            if question.multiple and len(choices) > 1:
+                ahead[_all_key(question.fact)] = ",".join(str(c) for c in choices)
             for choice in question.choices:
                 if choice.id == choices[0]:
                     ahead.update(choice.sets)
@@ -364,6 +386,8 @@ class Engine:
             return self._stale(session)
         if value == RESUME:
             return self.turn(session, self.prompt(session))
+        if value.startswith(LEAD) and session.pending == Pending.WISH_LEAD:
+            return self._set_lead(session, value[len(LEAD) :])
         if value == SKIP:
             question = self.kb.questions.get(session.node)
             if question is None or session.pending:
@@ -404,11 +428,15 @@ class Engine:
         if not norm:
             return self._not_understood(session)
         core = self.understanding.strip_fillers(plain)
-        if session.pending:
+        if session.pending == Pending.WISH_LEAD:
+            lead = self._typed_lead(session, raw, core or plain)
+            if lead is not None:
+                return self._set_lead(session, lead)
+        elif session.pending:
             answer = self.matcher.confirmation(plain)
             if answer is None:
                 answer = self.matcher.confirmation(core)
-            if answer is not None and session.pending != "contact_how":
+            if answer is not None and session.pending != Pending.CONTACT_HOW:
                 return self._confirm(session, answer)
             if answer is False:
                 return self._confirm(session, False)
@@ -417,10 +445,12 @@ class Engine:
             command = self.matcher.command(plain) if plain != norm else None
         if command is None and core and core != plain and " " in plain:
             command = self.matcher.command(core)
-        if command is None and session.pending == "contact_how":
+        if command is None and session.pending == Pending.CONTACT_HOW:
             how = " ".join(raw.split())[:MAX_CONTACT_HOW]
             ready = replace(
-                session, pending="contact_confirm", extra={**session.extra, "contact_how": how}
+                session,
+                pending=Pending.CONTACT_CONFIRM,
+                extra={**session.extra, "contact_how": how},
             )
             return self.turn(ready, self.prompt(ready))
         for mode in self.modes.values():
@@ -1111,17 +1141,74 @@ class Engine:
         target = next_target(question, choice, facts_of(self.kb, session.answers))
         return self._advance(self._settled(session), target, replies)
 
-    def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
-        session = replace(session, node=RECOMMENDED)
+    def lead(self, session: Session) -> tuple[str, str] | None:
+        """The answer the person said comes first among several (several wishes), while it
+        still holds for their answers; None: they all weigh the same."""
+        held = session.extra.get("lead")
+        if not isinstance(held, dict):
+            return None
+        question_id, options = leads_that_matter(self.kb, session.answers)
+        if list(options) != list(held.get("among") or []) or not held.get("choice"):
+            return None
+        return question_id, str(held["choice"])
+
+    def _lead_asked(self, session: Session) -> bool:
+        """Was « which comes first? » answered for these very wishes (even « autant »)?"""
+        held = session.extra.get("lead")
+        _, options = leads_that_matter(self.kb, session.answers)
+        return isinstance(held, dict) and list(options) == list(held.get("among") or [])
+
+    def _lead_reply(self, session: Session) -> Reply:
+        question_id, options = leads_that_matter(self.kb, session.answers)
+        question = self.kb.questions[question_id]
+        choices = [Choice(LEAD + c, self._label(_choice(question, c), session)) for c in options]
+        choices.append(Choice(LEAD, self.msg("wish_lead_equal", session)))
+        return Reply(self.msg("wish_lead", session), tuple(choices))
+
+    def _set_lead(self, session: Session, choice_id: str) -> Turn:
+        _, options = leads_that_matter(self.kb, session.answers)
+        if choice_id and choice_id not in options:
+            return self._stale(session)
+        lead = {"choice": choice_id, "among": list(options)}
+        chosen = replace(session, pending=None, extra={**session.extra, "lead": lead})
+        return self._recommend(chosen, [])
+
+    def _typed_lead(self, session: Session, raw: str, plain: str) -> str | None:
+        """The wish named in answer to « which comes first? » ("" for « les deux »)."""
+        question_id, options = leads_that_matter(self.kb, session.answers)
+        if plain in self.understanding.equal:
+            return ""
+        if plain.isdigit() and 1 <= int(plain) <= len(options):
+            return options[int(plain) - 1]
+        reading = self.understanding.read(raw, question_id, self._country(session))
+        named = [c for c in reading.answers.get(question_id, []) if c in options]
+        if len(named) == 1 and not reading.negated:
+            return named[0]
+        found = self.matcher.choice(question_id, plain)
+        if found is not None and self.kb.questions[question_id].choices[found.index].id in options:
+            return self.kb.questions[question_id].choices[found.index].id
+        return None
+
+    def result(self, session: Session) -> Recommendation:
+        """The recommendation for the session's answers, as the person is shown it."""
         gender = session.extra.get("gender")
-        result = recommend(
+        return recommend(
             self.kb,
             session.answers,
             session.context,
             session.lang,
             str(gender or "") or None,
             condition=_named_condition(session),
+            lead=self.lead(session),
         )
+
+    def _recommend(self, session: Session, replies: list[Reply]) -> Turn:
+        if not self._lead_asked(session) and leads_that_matter(self.kb, session.answers)[1]:
+            # Which wish comes first changes the first role: ask, once, before recommending.
+            asking = replace(session, pending=Pending.WISH_LEAD)
+            return self.turn(asking, *replies, self.prompt(asking))
+        session = replace(session, node=RECOMMENDED)
+        result = self.result(session)
         if result.roles:
             replies.append(Reply(self._intro(session)))
             for rank, role in enumerate(result.roles, start=1):
@@ -1233,7 +1320,7 @@ class Engine:
             if not session.answers:
                 fresh = replace(session, node=self.kb.flow.start, pending=None, stopped_at=None)
                 return self.turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
-            pending = replace(session, pending="restart")
+            pending = replace(session, pending=Pending.RESTART)
             return self.turn(pending, self.prompt(pending))
         if name == "contacts":
             return self._contacts(session)
@@ -1256,7 +1343,13 @@ class Engine:
         return self._not_understood(session)
 
     def _confirm(self, session: Session, yes: bool) -> Turn:
-        if session.pending in ("contact_consent", "contact_how", "contact_confirm"):
+        if session.pending == Pending.WISH_LEAD:
+            return self.turn(session, self.prompt(session))
+        if session.pending in (
+            Pending.CONTACT_CONSENT,
+            Pending.CONTACT_HOW,
+            Pending.CONTACT_CONFIRM,
+        ):
             return self._relation_answer(session, yes)
         if not yes:
             cleared = replace(session, pending=None)
@@ -1379,7 +1472,7 @@ class Engine:
             return self.turn(session, Reply("\n".join(lines)), contacts, self.prompt(session))
         asking = replace(
             session,
-            pending="contact_consent",
+            pending=Pending.CONTACT_CONSENT,
             extra={
                 **session.extra,
                 "handoff_ids": [r.id for r in receivers],
@@ -1399,10 +1492,10 @@ class Engine:
             return self.turn(
                 cleared, Reply(self.msg("relation_cancelled", session)), self.prompt(cleared)
             )
-        if session.pending == "contact_consent":
-            asking = replace(session, pending="contact_how")
+        if session.pending == Pending.CONTACT_CONSENT:
+            asking = replace(session, pending=Pending.CONTACT_HOW)
             return self.turn(asking, self.prompt(asking))
-        if session.pending == "contact_how":
+        if session.pending == Pending.CONTACT_HOW:
             return self.turn(session, self.prompt(session))
         consented = [str(i) for i in session.extra.get("handoff_ids", [])]
         receivers = [r for r in self.handoff(session) if r.id in consented]
@@ -1455,3 +1548,8 @@ def _named_condition(session: Session) -> str | None:
     """The condition the person named (an id of ``lexique/conditions.yaml``), if any."""
     value = session.extra.get("condition")
     return str(value) if value else None
+
+
+def _all_key(fact: str) -> str:
+    """The ``understood`` key listing every answer of a multiple-answer fact."""
+    return "wishes" if fact == "wish" else f"{fact}_all"

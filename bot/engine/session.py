@@ -7,6 +7,7 @@ serialises to JSON-safe data so any storage can keep it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 NOT_STARTED = ""
@@ -17,6 +18,27 @@ EXITED = "exit"
 UNKNOWN = "inconnu"
 
 
+class Pending(StrEnum):
+    """A yes/no or short question the next input answers before the flow goes on. Stored as
+    its value (« restart »…), the form older sessions already have."""
+
+    RESTART = "restart"
+    CONTACT_CONSENT = "contact_consent"
+    CONTACT_HOW = "contact_how"
+    CONTACT_CONFIRM = "contact_confirm"
+    #: Several wishes whose order changes the first role: « which comes first? ».
+    WISH_LEAD = "wish_lead"
+
+    @classmethod
+    def parse(cls, value: object) -> Pending | None:
+        """The pending question of stored data; an unknown one (a newer or older version)
+        is dropped, so the person is simply asked where they stand."""
+        try:
+            return cls(str(value)) if value else None
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
 class Session:
     kb_version: str
@@ -24,7 +46,7 @@ class Session:
     answers: tuple[tuple[str, str], ...] = ()
     context: str | None = None
     lang: str = "fr"
-    pending: str | None = None
+    pending: Pending | None = None
     stopped_at: str | None = None
     turns: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -39,7 +61,7 @@ class Session:
             "answers": [list(pair) for pair in self.answers],
             "context": self.context,
             "lang": self.lang,
-            "pending": self.pending,
+            "pending": str(self.pending) if self.pending else None,
             "stopped_at": self.stopped_at,
             "turns": self.turns,
             "extra": self.extra,
@@ -57,7 +79,7 @@ class Session:
             ),
             context=data.get("context"),
             lang=str(data.get("lang", "fr")),
-            pending=data.get("pending"),
+            pending=Pending.parse(data.get("pending")),
             stopped_at=data.get("stopped_at"),
             turns=int(data.get("turns", 0)),
             extra=dict(data.get("extra") or {}),

@@ -244,6 +244,7 @@ class Understanding:
         self.why = _phrases(language.why, language)
         self.wrong = _phrases(language.wrong, language)
         self.skip = _phrases(language.skip, language)
+        self.equal = _phrases(language.equal, language)
         self.fillers = sorted(_phrases(language.fillers, language), key=len, reverse=True)
         self.smalltalk: dict[str, str] = {}
         for index, talk in enumerate(language.smalltalk):
@@ -308,15 +309,31 @@ class Understanding:
         self.asked: dict[str, _Index] = {}
         for question_id, question in kb.questions.items():
             own = _Index()
+            phrases = {
+                choice.id: [
+                    normalize(p)
+                    for p in [
+                        *choice.label.values(),
+                        *(w for ws in choice.synonyms.values() for w in ws),
+                    ]
+                ]
+                for choice in question.choices
+            }
             for choice in question.choices:
                 target = Target("fact", question_id, choice.id)
-                for phrase in [
-                    *choice.label.values(),
-                    *(w for ws in choice.synonyms.values() for w in ws),
-                ]:
+                # A word that ends another choice's phrase (« soins » in « qualité des soins »)
+                # is too vague inside a sentence: only the whole message may be that word.
+                shared = {
+                    text_.split()[-1]
+                    for other, texts in phrases.items()
+                    if other != choice.id
+                    for text_ in texts
+                    if " " in text_
+                }
+                for phrase in phrases[choice.id]:
                     # « du », « pro », « oui » inside a sentence mean nothing: only the whole
                     # message (matched before reading) may be such a word.
-                    if all(w in STOPWORDS for w in normalize(phrase).split()):
+                    if all(w in STOPWORDS for w in phrase.split()) or phrase in shared:
                         continue
                     own.add(phrase, target, language)
             own.freeze()

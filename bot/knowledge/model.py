@@ -612,6 +612,8 @@ class LanguageFile(Strict):
     fillers: list[str] = []
     yes: list[str] = []
     no: list[str] = []
+    #: « les deux », « autant l'un que l'autre »: several answers count the same.
+    equal: list[str] = []
     smalltalk: list[SmallTalk] = []
 
 
