@@ -309,7 +309,7 @@ class Understanding:
         self.asked: dict[str, _Index] = {}
         for question_id, question in kb.questions.items():
             own = _Index()
-            phrases = {
+            by_choice = {
                 choice.id: [
                     normalize(p)
                     for p in [
@@ -325,12 +325,12 @@ class Understanding:
                 # is too vague inside a sentence: only the whole message may be that word.
                 shared = {
                     text_.split()[-1]
-                    for other, texts in phrases.items()
+                    for other, texts in by_choice.items()
                     if other != choice.id
                     for text_ in texts
                     if " " in text_
                 }
-                for phrase in phrases[choice.id]:
+                for phrase in by_choice[choice.id]:
                     # « du », « pro », « oui » inside a sentence mean nothing: only the whole
                     # message (matched before reading) may be such a word.
                     if all(w in STOPWORDS for w in phrase.split()) or phrase in shared:
