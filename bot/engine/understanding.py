@@ -240,6 +240,7 @@ class Understanding:
         self.language = language = kb.language
         self.breaks = _phrases(language.clause_breaks, language)
         self.negation = _phrases(language.negation, language)
+        self.not_negation = [tuple(p.split()) for p in _phrases(language.not_negation, language)]
         self.unknown = _phrases(language.unknown, language)
         self.why = _phrases(language.why, language)
         self.wrong = _phrases(language.wrong, language)
@@ -537,7 +538,13 @@ class Understanding:
         while start > 0 and words[start - 1] not in self.breaks:
             start -= 1
         before = words[start : span.start]
-        if any(w in self.negation for w in before):
+        masked = list(before)  # « pourquoi pas », « pas seulement » negate nothing
+        for phrase in self.not_negation:
+            size = len(phrase)
+            for k in range(len(before) - size + 1):
+                if tuple(before[k : k + size]) == phrase:
+                    masked[k : k + size] = [""] * size
+        if any(w in self.negation for w in masked):
             return Span(span.start, span.end, span.targets, span.segment, True, span.how)
         return span
 
@@ -626,7 +633,7 @@ class Understanding:
                 for condition_id in conditions:
                     reading.add(experience_q, self.conditions[condition_id].category)
         if places:
-            reading.place = places[0]
+            reading.place = self._most_precise(places)
         elif ambiguous:
             reading.ambiguous_place = ambiguous[0]
         elif postal is not None:
@@ -652,6 +659,19 @@ class Understanding:
         if len(own) > 1:
             reading.profile_conflict = (own[0], own[1])
         reading.profile_said = len(own) == 1 and own[0] in said
+
+    def _most_precise(self, places: list[str]) -> str:
+        """« en France, à Marseille »: the place inside all the others named; the first named
+        when they do not nest (two different regions)."""
+        for place_id in places:
+            chain: list[str] = []
+            territory: str | None = self.places[place_id].territory
+            while territory and territory in self.kb.territories and territory not in chain:
+                chain.append(territory)
+                territory = self.kb.territories[territory].parent
+            if all(self.places[other].territory in chain for other in places):
+                return place_id
+        return places[0]
 
     def _patient_choice(self) -> str | None:
         if self.kb.profiles is None:

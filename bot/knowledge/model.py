@@ -598,6 +598,8 @@ class LanguageFile(Strict):
     contractions: dict[str, str] = {}
     #: Words that negate what follows them in the same part of a sentence (« pas », « jamais »).
     negation: list[str] = []
+    #: Phrases with a negation word that do not negate (« pourquoi pas », « pas seulement »).
+    not_negation: list[str] = []
     #: Words that start a new part of a sentence (« mais », « plutôt »): a negation stops there.
     clause_breaks: list[str] = []
     #: « je ne sais pas »: an answer at every question (unknown), not a misunderstanding.
