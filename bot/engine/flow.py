@@ -190,29 +190,9 @@ class Engine:
             return Reply(self.msg("restart_confirm", session), yes_no)
         if session.pending == Pending.WISH_LEAD:
             return self._lead_reply(session)
-        if session.pending == Pending.CONTACT_CONSENT:
-            names = ", ".join(str(name) for name in session.extra.get("handoff_names", []))
-            return Reply(
-                self.msg("relation_consent", session, establishments=names),
-                (
-                    Choice(CONFIRM, self.msg("relation_accept", session)),
-                    Choice(CANCEL, self.msg("relation_refuse", session)),
-                ),
-            )
-        if session.pending == Pending.CONTACT_HOW:
-            return Reply(
-                self.msg("relation_how", session),
-                (Choice(CANCEL, self.msg("relation_refuse", session)),),
-            )
-        if session.pending == Pending.CONTACT_CONFIRM:
-            how = str(session.extra.get("contact_how", ""))
-            return Reply(
-                self.msg("relation_confirm", session, how=how),
-                (
-                    Choice(CONFIRM, self.msg("relation_send", session)),
-                    Choice(CANCEL, self.msg("relation_refuse", session)),
-                ),
-            )
+        asking = self._relation_prompt(session)
+        if asking is not None:
+            return asking
         if session.node in self.kb.questions:
             return self._question_reply(session, session.node)
         if session.node == RECOMMENDED:
@@ -446,13 +426,7 @@ class Engine:
         if command is None and core and core != plain and " " in plain:
             command = self.matcher.command(core)
         if command is None and session.pending == Pending.CONTACT_HOW:
-            how = " ".join(raw.split())[:MAX_CONTACT_HOW]
-            ready = replace(
-                session,
-                pending=Pending.CONTACT_CONFIRM,
-                extra={**session.extra, "contact_how": how},
-            )
-            return self.turn(ready, self.prompt(ready))
+            return self._relation_how(session, raw)
         for mode in self.modes.values():
             if norm in mode.words or plain in mode.words:
                 return mode.handle(self, session, Input.command(mode.name))
@@ -1445,6 +1419,41 @@ class Engine:
         return self.turn(session, Reply(body), self.prompt(session))
 
     # -- being put in touch ----------------------------------------------------------------
+    def _relation_prompt(self, session: Session) -> Reply | None:
+        """The step of a contact request the session waits on, if any."""
+        if session.pending == Pending.CONTACT_CONSENT:
+            names = ", ".join(str(name) for name in session.extra.get("handoff_names", []))
+            return Reply(
+                self.msg("relation_consent", session, establishments=names),
+                (
+                    Choice(CONFIRM, self.msg("relation_accept", session)),
+                    Choice(CANCEL, self.msg("relation_refuse", session)),
+                ),
+            )
+        if session.pending == Pending.CONTACT_HOW:
+            return Reply(
+                self.msg("relation_how", session),
+                (Choice(CANCEL, self.msg("relation_refuse", session)),),
+            )
+        if session.pending == Pending.CONTACT_CONFIRM:
+            how = str(session.extra.get("contact_how", ""))
+            return Reply(
+                self.msg("relation_confirm", session, how=how),
+                (
+                    Choice(CONFIRM, self.msg("relation_send", session)),
+                    Choice(CANCEL, self.msg("relation_refuse", session)),
+                ),
+            )
+        return None
+
+    def _relation_how(self, session: Session, raw: str) -> Turn:
+        """How the person wants to be reached, as typed (one line, bounded), then confirm."""
+        how = " ".join(raw.split())[:MAX_CONTACT_HOW]
+        ready = replace(
+            session, pending=Pending.CONTACT_CONFIRM, extra={**session.extra, "contact_how": how}
+        )
+        return self.turn(ready, self.prompt(ready))
+
     def _relation(self, session: Session) -> Turn:
         """Start a contact request, only if an establishment would receive it: say who, ask
         consent. Otherwise give the contacts' own details and first steps, and promise nothing."""
