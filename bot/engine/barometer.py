@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the barometer is one self-contained mode (steps, scores, groups).
 """The partnership barometer as an engine :class:`~bot.engine.flow.Mode` (seed 003).
 
 Pure like the rest of the engine: no IO, no plotting, no storage. The person says who is rating

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one reader (segmenting, indexes, negation, profile cues) kept whole.
 """Reading a whole message for every fact the flow may need, from the lexicons of ``contenus/``.
 
 The contract: :meth:`Understanding.read` takes the raw text and the question being asked and
