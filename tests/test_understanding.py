@@ -208,10 +208,10 @@ def test_a_question_about_a_word_is_not_a_barometer_score(kb_with_barometer: Eng
     turn = engine.handle(engine.start().session, Input.command("barometre"))
     rater = next(c.id for r in turn.replies for c in r.choices)
     turn = engine.handle(turn.session, Input.choice(rater, turn.node))
-    before = dict(turn.session.extra)
+    before = dict(turn.session.mode_state)
     asked = engine.handle(turn.session, Input.text("c koi un RU"))
     assert asked.replies[0].text.startswith("Représentant")
-    assert asked.session.extra == before, "no score was recorded"
+    assert asked.session.mode_state == before, "no score was recorded"
 
 
 @pytest.fixture

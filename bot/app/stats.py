@@ -109,7 +109,7 @@ class StatsRecorder:
                 )
             )
         node = session.node
-        if node and not session.extra.get("mode"):
+        if node and not session.mode:
             statements += [
                 (
                     "INSERT OR IGNORE INTO stats_nodes (conversation, node) VALUES (?, ?)",

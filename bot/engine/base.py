@@ -31,9 +31,6 @@ SKIP = "cmd:passer"
 LEAD = "lead:"
 #: How close (rapidfuzz WRatio) a choice must be to be offered as « Vouliez-vous dire … ? ».
 CLOSEST_CUTOFF = 60.0
-#: Keys of ``session.extra`` that live for one turn only (the next input reads them, then
-#: they are gone): what « Ce n'est pas ça » would undo, and an open glossary.
-TRANSIENT = ("undo", "glossary")
 #: Longest "how to reach me" text kept for a contact request.
 MAX_CONTACT_HOW = 500
 
@@ -63,15 +60,14 @@ class Turn:
 
 
 def owner_of(session: Session) -> str | None:
-    owner = session.extra.get("owner")
-    return str(owner) if owner else None
+    return session.owner
 
 
 class Mode(Protocol):
     """A side conversation with its own steps (e.g. the barometer), entered by a command.
 
-    While ``session.extra["mode"] == name`` every input goes to :meth:`handle`; the mode clears
-    it to hand the conversation back to the orientation flow.
+    While ``session.mode == name`` every input goes to :meth:`handle`; the mode clears it to
+    hand the conversation back to the orientation flow.
     """
 
     name: str
@@ -104,8 +100,7 @@ def lower_first(value: str) -> str:
 
 def named_condition(session: Session) -> str | None:
     """The condition the person named (an id of ``lexique/conditions.yaml``), if any."""
-    value = session.extra.get("condition")
-    return str(value) if value else None
+    return session.condition
 
 
 def all_key(fact: str) -> str:

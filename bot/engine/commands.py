@@ -93,11 +93,14 @@ def confirm(self: Engine, session: Session, yes: bool) -> Turn:
     if not yes:
         cleared = replace(session, pending=None)
         return self.turn(cleared, self.prompt(cleared))
+    # A fresh start keeps the rest of the session (owner, statistics id, modes' state).
     fresh = replace(
-        self.new_session(session.context, session.lang),
+        session,
+        kb_version=self.kb.version,
         node=self.kb.flow.start,
-        turns=session.turns,
-        extra=session.extra,
+        answers=(),
+        pending=None,
+        stopped_at=None,
     )
     return self.turn(fresh, Reply(self.msg("restarted", session)), self.prompt(fresh))
 
@@ -158,7 +161,7 @@ def glossary(self: Engine, session: Session, unknown: bool = False) -> Turn:
         if country is None or holds_in(term.countries, country)  # not another country's
     ]
     choices.append(Choice(RESUME, self.msg("back_to_question", session)))
-    session = replace(session, extra={**session.extra, "glossary": True})
+    session = replace(session, glossary=True)
     return self.turn(session, Reply("\n".join(lines), tuple(choices)))
 
 

@@ -13,49 +13,20 @@ from dataclasses import replace
 
 from bot.engine import commands, paths, reading, relation, render, repair, results
 from bot.engine.base import (
-    CANCEL as CANCEL,
-)
-from bot.engine.base import (
-    CMD as CMD,
-)
-from bot.engine.base import (
-    CONFIRM as CONFIRM,
-)
-from bot.engine.base import (
-    LEAD as LEAD,
-)
-from bot.engine.base import (
-    MAX_TEXT_LENGTH as MAX_TEXT_LENGTH,
-)
-from bot.engine.base import (
-    NOT_THAT as NOT_THAT,
-)
-from bot.engine.base import (
-    PLACE as PLACE,
-)
-from bot.engine.base import (
-    RESUME as RESUME,
-)
-from bot.engine.base import (
-    SKIP as SKIP,
-)
-from bot.engine.base import (
-    TERM as TERM,
-)
-from bot.engine.base import (
-    TRANSIENT as TRANSIENT,
-)
-from bot.engine.base import (
-    Mode as Mode,
-)
-from bot.engine.base import (
-    Turn as Turn,
-)
-from bot.engine.base import (
-    all_key as all_key,
-)
-from bot.engine.base import (
-    owner_of as owner_of,
+    CANCEL,
+    CMD,
+    CONFIRM,
+    LEAD,
+    MAX_TEXT_LENGTH,
+    NOT_THAT,
+    PLACE,
+    RESUME,
+    SKIP,
+    TERM,
+    Mode,
+    Turn,
+    all_key,
+    owner_of,
 )
 from bot.engine.matching import Matcher
 from bot.engine.normalize import normalize
@@ -79,9 +50,29 @@ from bot.engine.session import (
     Input,
     Pending,
     Session,
+    Undo,
 )
 from bot.engine.understanding import Reading, Understanding
 from bot.knowledge.model import KnowledgeBase, text
+
+#: What callers import from here (the engine, its turn, its mode contract, button ids).
+__all__ = [
+    "CANCEL",
+    "CMD",
+    "CONFIRM",
+    "LEAD",
+    "MAX_TEXT_LENGTH",
+    "NOT_THAT",
+    "PLACE",
+    "RESUME",
+    "SKIP",
+    "TERM",
+    "Engine",
+    "Mode",
+    "Turn",
+    "all_key",
+    "owner_of",
+]
 
 
 class Engine:
@@ -150,8 +141,9 @@ class Engine:
     def new_session(
         self, context: str | None = None, lang: str = "fr", owner: str | None = None
     ) -> Session:
-        extra = {"owner": owner} if owner else {}
-        return Session(kb_version=self.kb.version, context=context or None, lang=lang, extra=extra)
+        return Session(
+            kb_version=self.kb.version, context=context or None, lang=lang, owner=owner or None
+        )
 
     def start(self, context: str | None = None, lang: str = "fr", owner: str | None = None) -> Turn:
         """A new conversation; ``owner`` is the establishment whose API key created it."""
@@ -194,12 +186,15 @@ class Engine:
 
     # -- dispatch ------------------------------------------------------------------------
     def _dispatch(self, session: Session, event: Input) -> Turn:
-        carried = {key: session.extra[key] for key in TRANSIENT if key in session.extra}
+        # What « Ce n'est pas ça » would undo, and an open glossary, live for one turn only.
+        carried: dict[str, object] = {}
+        if session.undo is not None:
+            carried["undo"] = session.undo
+        if session.glossary:
+            carried["glossary"] = True
         if carried:
-            session = replace(
-                session, extra={k: v for k, v in session.extra.items() if k not in TRANSIENT}
-            )
-        mode = self.modes.get(str(session.extra.get("mode", "")))
+            session = replace(session, undo=None, glossary=False)
+        mode = self.modes.get(session.mode or "")
         if mode is not None:
             return mode.handle(self, session, event)
         if event.kind == "command":
@@ -298,7 +293,7 @@ class Engine:
         if session.node in self.kb.questions:
             return self._understand(session, raw, plain, undo)
         reading = self.understanding.read(raw, None, self._country(session))
-        if reading.wrong and isinstance(undo, dict):
+        if reading.wrong and isinstance(undo, Undo):
             return self._not_that(session, undo)
         if session.node == RECOMMENDED:
             late = self._late(session, reading)

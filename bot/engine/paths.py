@@ -144,7 +144,7 @@ def advance(self: Engine, session: Session, target: str | None, replies: list[Re
         if target == EXIT or target is None or target not in self.kb.questions:
             session = replace(session, node=EXITED)
             return self.turn(session, *replies, self.prompt(session))
-        prefill = dict(session.extra.get("prefill") or {})
+        prefill = dict(session.prefill)
         question = self.kb.questions[target]
         country = country_of(self.kb, facts_of(self.kb, session.answers))
         ready = [
@@ -154,10 +154,7 @@ def advance(self: Engine, session: Session, target: str | None, replies: list[Re
         ]
         if not ready:
             break
-        extra = {**session.extra, "prefill": prefill}
-        if not prefill:
-            extra.pop("prefill")
-        session = replace(session, extra=extra)
+        session = replace(session, prefill=prefill)
         for choice_id in ready:
             session = session.answered(target, choice_id)
         target = next_target(
@@ -169,10 +166,7 @@ def advance(self: Engine, session: Session, target: str | None, replies: list[Re
 
 def settled(self: Engine, session: Session) -> Session:
     """The question is answered: the repair ladder starts again from the first rung."""
-    extra = {
-        k: v for k, v in session.extra.items() if k not in ("misses", "offer_skip", "last_miss")
-    }
-    return replace(session, extra=extra)
+    return replace(session, misses=0, missed_at=None, last_miss=None, offer_skip=None)
 
 
 def answer(

@@ -31,6 +31,7 @@ from bot.engine.session import (
     EXITED,
     UNKNOWN,
     Session,
+    Undo,
 )
 from bot.engine.understanding import Reading
 from bot.knowledge.model import RECOMMENDATION, Question, text
@@ -46,7 +47,7 @@ def understand(
     question = self.kb.questions[session.node]
     reading = self.understanding.read(raw, session.node, self._country(session))
     if reading.wrong:
-        return self._not_that(session, undo if isinstance(undo, dict) else None)
+        return self._not_that(session, undo if isinstance(undo, Undo) else None)
     if reading.why:
         why = text(question.why, session.lang) if question.why else self.msg("why_default", session)
         return self.turn(session, Reply(why), self.prompt(session))
@@ -143,7 +144,7 @@ def apply(self: Engine, session: Session, reading: Reading, echo: bool) -> Turn:
         # Say back only what was kept (not a fact already answered and left as it was).
         if qid == question_id:
             continue
-        now = dict(kept.extra.get("prefill") or {}).get(qid)
+        now = kept.prefill.get(qid)
         if now is None and (qid, reading.answers[qid][0]) not in set(kept.answers) - set(
             session.answers
         ):
@@ -153,17 +154,14 @@ def apply(self: Engine, session: Session, reading: Reading, echo: bool) -> Turn:
         # Liège » on the France path): the flow follows it, and the say-back tells it.
         said = self._said(kept, reading, question_id)
         line = " ".join(x for x in (said, self.msg("said_changed", session)) if x)
-        extra = {**kept.extra, "undo": before}
-        if mine:
-            prefill = dict(extra.get("prefill") or {})
-            extra["prefill"] = {**prefill, question_id: mine}
-        moved = replace(kept, extra=extra, stopped_at=None)
+        prefill = {**kept.prefill, question_id: tuple(mine)} if mine else kept.prefill
+        moved = replace(kept, undo=before, prefill=prefill, stopped_at=None)
         return self._advance(self._settled(moved), moved.node, [Reply(line)])
     if reading.place is not None:
         wanted = self._place_answers(reading.place)
         held = {
             **{q: c for q, c in kept.answers},
-            **{q: str(c[0]) for q, c in dict(kept.extra.get("prefill") or {}).items() if c},
+            **{q: c[0] for q, c in kept.prefill.items() if c},
         }
         if question_id in wanted:
             held[question_id] = wanted[question_id] if mine[:1] == [wanted[question_id]] else ""
@@ -171,17 +169,14 @@ def apply(self: Engine, session: Session, reading: Reading, echo: bool) -> Turn:
             # A place on another path (« en Belgique » once France is answered): not kept,
             # not said back; « retour » changes the country.
             reading.place = None
-            extra = {k: v for k, v in kept.extra.items() if k != "place"}
-            if session.extra.get("place"):
-                extra["place"] = session.extra["place"]
-            kept = replace(kept, extra=extra)
+            kept = replace(kept, place=session.place)
     session = kept
     said = self._said(session, reading, question_id) if echo else ""
     if said:
-        session = replace(session, extra={**session.extra, "undo": before})
+        session = replace(session, undo=before)
     replies = [Reply(said)] if said else []
     if not mine:
-        if question_id in dict(session.extra.get("prefill") or {}):
+        if question_id in session.prefill:
             # Answered by an earlier message (kept while a place was asked): go on.
             return self._advance(self._settled(session), question_id, replies)
         # Something else was understood, not the answer to this question: ask it again.
@@ -193,16 +188,16 @@ def apply(self: Engine, session: Session, reading: Reading, echo: bool) -> Turn:
     return self._advance(self._settled(session), target, replies)
 
 
-def snapshot(session: Session) -> dict[str, object]:
+def snapshot(session: Session) -> Undo:
     """What « Ce n'est pas ça » restores."""
-    return {
-        "node": session.node,
-        "answers": [list(pair) for pair in session.answers],
-        "prefill": dict(session.extra.get("prefill") or {}),
-        "condition": session.extra.get("condition"),
-        "place": session.extra.get("place"),
-        "relative": session.extra.get("relative"),
-    }
+    return Undo(
+        session.node,
+        session.answers,
+        dict(session.prefill),
+        session.condition,
+        session.place,
+        session.relative,
+    )
 
 
 def late(self: Engine, session: Session, reading: Reading) -> Turn | None:
@@ -219,7 +214,7 @@ def late(self: Engine, session: Session, reading: Reading) -> Turn | None:
         return None
     said = self._said(kept, reading, "")
     line = " ".join(x for x in (said, self.msg("said_changed", session)) if x)
-    moved = replace(kept, extra={**kept.extra, "undo": before})
+    moved = replace(kept, undo=before)
     target = moved.node if rerouted else RECOMMENDATION
     return self._advance(self._settled(moved), target, [Reply(line)])
 
@@ -231,7 +226,7 @@ def keep(
     True when such a change puts the person on another path (the node is then the first
     question left to ask on it)."""
     rerouted = False
-    prefill = {k: list(v) for k, v in dict(session.extra.get("prefill") or {}).items()}
+    prefill = dict(session.prefill)
     answers = list(session.answers)
     answered = {q for q, _ in answers}
     for qid, choices in reading.answers.items():
@@ -254,25 +249,22 @@ def keep(
             answers = [(q, valid[0] if q == qid else c) for q, c in answers]
             answers = [pair for i, pair in enumerate(answers) if pair not in answers[:i]]
             continue
-        prefill[qid] = valid if question.multiple else valid[:1]
-    extra = {**session.extra, "prefill": prefill}
-    if reading.condition:
-        extra["condition"] = reading.condition
-    if reading.place:
-        extra["place"] = reading.place
-    if reading.relative:
-        extra["relative"] = reading.relative
-    if not prefill:
-        extra.pop("prefill")
-    kept = replace(session, answers=tuple(answers), extra=extra)
+        prefill[qid] = tuple(valid if question.multiple else valid[:1])
+    kept = replace(
+        session,
+        answers=tuple(answers),
+        prefill=prefill,
+        condition=reading.condition or session.condition,
+        place=reading.place or session.place,
+        relative=reading.relative or session.relative,
+    )
     if not rerouted:
         return kept, False
     walked, node = self._walk(kept.answers)
     ahead = self._reachable(node)
-    later = {q: [c for q2, c in kept.answers if q2 == q] for q, _ in kept.answers}
+    later = {q: tuple(c for q2, c in kept.answers if q2 == q) for q, _ in kept.answers}
     prefill.update({q: cs for q, cs in later.items() if q in ahead and q not in dict(walked)})
-    extra = {**kept.extra, "prefill": prefill} if prefill else kept.extra
-    return replace(kept, answers=walked, node=str(node or EXITED), extra=extra), True
+    return replace(kept, answers=walked, node=str(node or EXITED), prefill=prefill), True
 
 
 def which_country(self: Engine, session: Session, reading: Reading) -> Turn:
@@ -322,5 +314,5 @@ def note_gender(self: Engine, session: Session, norm: str) -> Session:
         if norm == word or any(
             f" suis {article}{word} " in padded for article in ("", "une ", "la ")
         ):
-            return replace(session, extra={**session.extra, "gender": "f"})
+            return replace(session, gender="f")
     return session

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 def relation_prompt(self: Engine, session: Session) -> Reply | None:
     """The step of a contact request the session waits on, if any."""
     if session.pending == Pending.CONTACT_CONSENT:
-        names = ", ".join(str(name) for name in session.extra.get("handoff_names", []))
+        names = ", ".join(name for _, name in session.handoff)
         return Reply(
             self.msg("relation_consent", session, establishments=names),
             (
@@ -51,7 +51,7 @@ def relation_prompt(self: Engine, session: Session) -> Reply | None:
             (Choice(CANCEL, self.msg("relation_refuse", session)),),
         )
     if session.pending == Pending.CONTACT_CONFIRM:
-        how = str(session.extra.get("contact_how", ""))
+        how = session.contact_how or ""
         return Reply(
             self.msg("relation_confirm", session, how=how),
             (
@@ -65,9 +65,7 @@ def relation_prompt(self: Engine, session: Session) -> Reply | None:
 def relation_how(self: Engine, session: Session, raw: str) -> Turn:
     """How the person wants to be reached, as typed (one line, bounded), then confirm."""
     how = " ".join(raw.split())[:MAX_CONTACT_HOW]
-    ready = replace(
-        session, pending=Pending.CONTACT_CONFIRM, extra={**session.extra, "contact_how": how}
-    )
+    ready = replace(session, pending=Pending.CONTACT_CONFIRM, contact_how=how)
     return self.turn(ready, self.prompt(ready))
 
 
@@ -99,23 +97,14 @@ def relation(self: Engine, session: Session) -> Turn:
     asking = replace(
         session,
         pending=Pending.CONTACT_CONSENT,
-        extra={
-            **session.extra,
-            "handoff_ids": [r.id for r in receivers],
-            "handoff_names": [r.name for r in receivers],
-        },
+        handoff=tuple((r.id, r.name) for r in receivers),
     )
     return self.turn(asking, self.prompt(asking))
 
 
 def relation_answer(self: Engine, session: Session, yes: bool) -> Turn:
-    extra = {
-        k: v
-        for k, v in session.extra.items()
-        if k not in ("handoff_ids", "handoff_names", "contact_how")
-    }
     if not yes:
-        cleared = replace(session, pending=None, extra=extra)
+        cleared = replace(session, pending=None, handoff=(), contact_how=None)
         return self.turn(
             cleared, Reply(self.msg("relation_cancelled", session)), self.prompt(cleared)
         )
@@ -124,10 +113,10 @@ def relation_answer(self: Engine, session: Session, yes: bool) -> Turn:
         return self.turn(asking, self.prompt(asking))
     if session.pending == Pending.CONTACT_HOW:
         return self.turn(session, self.prompt(session))
-    consented = [str(i) for i in session.extra.get("handoff_ids", [])]
+    consented = [i for i, _ in session.handoff]
     receivers = [r for r in self.handoff(session) if r.id in consented]
     if not receivers:  # the deployment changed since consent: send nothing, say so
-        done = replace(session, pending=None, extra=extra)
+        done = replace(session, pending=None, handoff=(), contact_how=None)
         return self.turn(done, Reply(self.msg("relation_gone", session)), self.prompt(done))
     result = recommend(self.kb, session.answers, session.context, session.lang)
     event = Event(
@@ -138,12 +127,12 @@ def relation_answer(self: Engine, session: Session, yes: bool) -> Turn:
             "roles": [role.id for role in result.roles],
             "territory": result.territory,
             "context": session.context,
-            "how_to_reach": str(session.extra.get("contact_how", "")),
+            "how_to_reach": session.contact_how or "",
             "consent": True,
             "kb_version": self.kb.version,
         },
     )
-    done = replace(session, pending=None, extra=extra)
+    done = replace(session, pending=None, handoff=(), contact_how=None)
     names = ", ".join(r.name for r in receivers)
     sent = Reply(self.msg("relation_sent", session, establishments=names))
     return self.turn(done, sent, self.prompt(done), events=(event,))

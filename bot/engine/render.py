@@ -53,9 +53,9 @@ def question_reply(self: Engine, session: Session, question_id: str) -> Reply:
         if offered(c, country)
         for short in [self._short(c, country, session.lang)]
     ]
-    if session.extra.get("offer_skip") == question_id:
+    if session.offer_skip == question_id:
         choices.append(Choice(SKIP, self.msg("skip_button", session)))
-    if session.extra.get("undo"):
+    if session.undo is not None:
         choices.append(Choice(NOT_THAT, self.msg("not_that", session)))
     if session.answers:
         choices.append(Choice(CMD + "retour", self._command_label("retour", session)))
@@ -174,13 +174,13 @@ def said(self: Engine, session: Session, reading: Reading, asked: str) -> str:
 
 def intro(self: Engine, session: Session) -> str:
     """The recommendation's first line, naming the condition the person named, if any."""
-    condition = str(session.extra.get("condition") or "")
+    condition = session.condition or ""
     profile = facts_of(self.kb, session.answers).get("profile")
     if condition not in self.understanding.conditions or profile not in ("patient", "proche"):
         return self.msg("recommendation_intro", session)
     phrase = self.understanding.condition_text(condition, session.lang)
     key = "said_patient_condition" if profile == "patient" else "said_proche_condition"
-    relative = str(session.extra.get("relative") or "")
+    relative = session.relative or ""
     if profile == "proche" and relative:
         key = "said_relative_condition"
     who = self.msg(key, session, condition=phrase, relative=relative)

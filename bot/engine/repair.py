@@ -32,6 +32,7 @@ from bot.engine.replies import (
 from bot.engine.session import (
     UNKNOWN,
     Session,
+    Undo,
 )
 from bot.knowledge.model import Choice as Option
 from bot.knowledge.model import Question, text
@@ -61,37 +62,29 @@ def smalltalk(self: Engine, session: Session, index: str) -> Turn:
 
 def not_that(self: Engine, session: Session, undo: object | None) -> Turn:
     """« Ce n'est pas ça »: forget what the last message brought and ask again."""
-    if not isinstance(undo, dict):
+    if not isinstance(undo, Undo):
         return self.turn(
             session, Reply(self.msg("not_that_nothing", session)), self.prompt(session)
         )
-    extra = {
-        k: v
-        for k, v in session.extra.items()
-        if k not in ("prefill", "condition", "place", "relative")
-    }
-    for key in ("prefill", "condition", "place", "relative"):
-        if undo.get(key):
-            extra[key] = undo[key]
     restored = replace(
         session,
-        node=str(undo.get("node") or session.node),
-        answers=tuple((str(q), str(c)) for q, c in undo.get("answers") or []),
-        extra=extra,
+        node=undo.node or session.node,
+        answers=undo.answers,
+        prefill=dict(undo.prefill),
+        condition=undo.condition,
+        place=undo.place,
+        relative=undo.relative,
     )
     return self.turn(restored, Reply(self.msg("not_that_done", session)), self.prompt(restored))
 
 
 def missed(self: Engine, session: Session, question: Question, plain: str) -> Turn:
     """Nothing understood at a question: climb the repair ladder, never the same line twice."""
-    misses = session.extra.get("misses")
-    count = 1
-    if isinstance(misses, dict) and misses.get("node") == session.node:
-        count = int(misses.get("count", 0)) + 1
-    last = session.extra.get("last_miss")
+    count = session.misses + 1 if session.missed_at == session.node else 1
+    last = session.last_miss
     lang = session.lang
     choices: tuple[Choice, ...] = ()
-    extra = {**session.extra, "misses": {"node": session.node, "count": count}}
+    offer_skip = session.offer_skip
     if count == 1:
         key = "repair_first" if question.example else "repair_first_plain"
         if key == last:
@@ -122,10 +115,11 @@ def missed(self: Engine, session: Session, question: Question, plain: str) -> Tu
             body = "\n".join([self.msg(key, session), *lines])
     else:
         key = "repair_third" if count % 2 else "repair_fourth"
-        extra["offer_skip"] = session.node
+        offer_skip = session.node
         body = self.msg(key, session)
-    extra["last_miss"] = key
-    session = replace(session, extra=extra)
+    session = replace(
+        session, misses=count, missed_at=session.node, last_miss=key, offer_skip=offer_skip
+    )
     if choices:
         full = (*choices, Choice(SKIP, self.msg("skip_button", session)))
         return self.turn(session, Reply(body, full))
@@ -155,7 +149,7 @@ def crisis_reply(self: Engine, session: Session) -> Reply:
 def crisis(self: Engine, session: Session) -> Turn:
     """Crisis numbers of the person's country first; then the conversation goes on."""
     body = self.crisis_reply(session).text
-    if session.extra.get("mode"):
+    if session.mode:
         resume = Choice(RESUME, self.msg("back_to_question", session))
         return self.turn(session, Reply(body, (resume,)))
     return self.turn(session, Reply(body), self.prompt(session))
@@ -164,7 +158,7 @@ def crisis(self: Engine, session: Session) -> Turn:
 def not_understood(self: Engine, session: Session) -> Turn:
     """Never the same « pas compris » sentence twice in a row."""
     key = "not_understood"
-    if session.extra.get("last_miss") == key:
+    if session.last_miss == key:
         key = "not_understood_again"
-    session = replace(session, extra={**session.extra, "last_miss": key})
+    session = replace(session, last_miss=key)
     return self.turn(session, Reply(self.msg(key, session)), self.prompt(session))

@@ -29,6 +29,7 @@ from bot.engine.replies import (
 from bot.engine.session import (
     RECOMMENDED,
     UNKNOWN,
+    Lead,
     Pending,
     Session,
 )
@@ -40,20 +41,19 @@ if TYPE_CHECKING:
 def lead(self: Engine, session: Session) -> tuple[str, str] | None:
     """The answer the person said comes first among several (several wishes), while it
     still holds for their answers; None: they all weigh the same."""
-    held = session.extra.get("lead")
-    if not isinstance(held, dict):
+    held = session.lead
+    if held is None or not held.choice:
         return None
     question_id, options = leads_that_matter(self.kb, session.answers)
-    if list(options) != list(held.get("among") or []) or not held.get("choice"):
+    if options != held.among:
         return None
-    return question_id, str(held["choice"])
+    return question_id, held.choice
 
 
 def lead_asked(self: Engine, session: Session) -> bool:
     """Was « which comes first? » answered for these very wishes (even « autant »)?"""
-    held = session.extra.get("lead")
     _, options = leads_that_matter(self.kb, session.answers)
-    return isinstance(held, dict) and list(options) == list(held.get("among") or [])
+    return session.lead is not None and session.lead.among == options
 
 
 def lead_reply(self: Engine, session: Session) -> Reply:
@@ -68,8 +68,7 @@ def set_lead(self: Engine, session: Session, choice_id: str) -> Turn:
     _, options = leads_that_matter(self.kb, session.answers)
     if choice_id and choice_id not in options:
         return self._stale(session)
-    lead = {"choice": choice_id, "among": list(options)}
-    chosen = replace(session, pending=None, extra={**session.extra, "lead": lead})
+    chosen = replace(session, pending=None, lead=Lead(choice_id, options))
     return self._recommend(chosen, [])
 
 
@@ -92,7 +91,7 @@ def typed_lead(self: Engine, session: Session, raw: str, plain: str) -> str | No
 
 def result(self: Engine, session: Session) -> Recommendation:
     """The recommendation for the session's answers, as the person is shown it."""
-    gender = session.extra.get("gender")
+    gender = session.gender
     return recommend(
         self.kb,
         session.answers,
@@ -156,7 +155,7 @@ def understood(self: Engine, session: Session) -> dict[str, str]:
     if lead is not None:
         facts[self.kb.questions[lead[0]].fact] = lead[1]  # the one that comes first
     ahead: dict[str, str] = {}
-    for question_id, choices in dict(session.extra.get("prefill") or {}).items():
+    for question_id, choices in session.prefill.items():
         # In flow order, so the more precise territory (a community after a country) wins.
         question = self.kb.questions.get(question_id)
         if question is None or not choices:
@@ -169,7 +168,8 @@ def understood(self: Engine, session: Session) -> dict[str, str]:
                 ahead.update(choice.sets)
     for fact, value in ahead.items():
         facts.setdefault(fact, value)
-    for key in ("condition", "place"):
-        if session.extra.get(key):
-            facts[key] = str(session.extra[key])
+    if session.condition:
+        facts["condition"] = session.condition
+    if session.place:
+        facts["place"] = session.place
     return facts
