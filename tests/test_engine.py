@@ -330,3 +330,34 @@ def test_an_unknown_pending_step_from_another_version_is_dropped() -> None:
     session = Session.from_dict({**OLD_SESSION, "pending": "something_new"})
     assert session.pending is None
     assert Session.from_dict({**OLD_SESSION, "pending": "restart"}).pending == "restart"
+
+
+def test_engine_modules_are_short_or_say_why() -> None:
+    """No engine module over about 400 lines without a one-line reason at its top."""
+    from pathlib import Path
+
+    import bot.engine
+
+    long = []
+    for path in sorted(Path(bot.engine.__file__).parent.glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if len(lines) > 400 and not lines[0].startswith("# Over 400 lines"):
+            long.append(f"{path.name}: {len(lines)}")
+    assert long == []
+
+
+def test_event_kinds_are_spelled_only_in_events() -> None:
+    """The engine names event kinds through ``bot.engine.events`` only."""
+    import re
+    from pathlib import Path
+
+    import bot.engine
+    from bot.engine import events
+
+    literal = re.compile("|".join(re.escape(f'"{kind}"') for kind in events.ALL))
+    found = [
+        path.name
+        for path in Path(bot.engine.__file__).parent.glob("*.py")
+        if path.name != "events.py" and literal.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []

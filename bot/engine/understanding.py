@@ -77,6 +77,7 @@ def _fuzzy_cutoff(word: str) -> float:
 class Target:
     """What a phrase means. ``kind`` is ``fact`` (key = question id, value = choice id),
     ``condition`` / ``place`` (key = id), ``ambiguous`` (key = index in ``lieux.yaml``),
+    ``postal`` (key = a four-digit code of several countries, value = their place ids),
     ``profile`` (key = choice id of the profile question, value = ``phrase`` or ``family``)."""
 
     kind: str
