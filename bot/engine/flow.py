@@ -25,7 +25,6 @@ from bot.engine.base import (
     TERM,
     Mode,
     Turn,
-    all_key,
     owner_of,
 )
 from bot.engine.matching import Matcher
@@ -70,8 +69,6 @@ __all__ = [
     "Engine",
     "Mode",
     "Turn",
-    "all_key",
-    "owner_of",
 ]
 
 
