@@ -574,6 +574,7 @@ class Understanding:
     ) -> None:
         profiles: list[str] = []
         said: set[str] = set()
+        kin: set[str] = set()
         weak: list[str] = []
         experience_self: list[bool] = []
         experience_spans = 0
@@ -619,15 +620,18 @@ class Understanding:
                     elif target.kind == "postal" and postal is None:
                         postal = (target.key, tuple(target.value.split()))
                     elif target.kind == "profile":
+                        stated = self._is_self(words, span)  # « je suis la maman »
                         if target.value == "family":
                             relative = self._relative(words, span)
-                            if relative is None:
+                            if relative is None and not stated:
                                 continue
                             if relative and reading.relative is None:
                                 reading.relative = relative
+                            if relative:  # « mon fils »: clear if someone is ill (below)
+                                kin.add(target.key)
                         if target.key not in profiles:
                             profiles.append(target.key)
-                        if self._is_self(words, span):
+                        if stated:
                             said.add(target.key)
         if conditions:
             reading.condition = conditions[0]
@@ -660,6 +664,8 @@ class Understanding:
             reading.answers[question] = own
         if len(own) > 1:
             reading.profile_conflict = (own[0], own[1])
+        if experience_spans or weak:
+            said |= kin  # « c'est mon fils qui est malade », « ma mère a un cancer »
         reading.profile_said = len(own) == 1 and own[0] in said
 
     def _most_precise(self, places: list[str]) -> str:
