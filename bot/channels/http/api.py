@@ -1,0 +1,367 @@
+"""The conversation API (``/api/v1``) as Starlette routes to add to the server's app, with the
+demo page (``/``) and the embeddable web chat (:mod:`bot.channels.http.webchat`).
+
+Every API answer is JSON; errors are ``{"error": {"code", "message"}}``. A conversation belongs
+to the establishment whose key created it: a key of any other establishment gets 404, as if it
+did not exist. One created with a public widget key also needs its own secret, returned once at
+creation (``conversation_secret``) and sent back in the ``X-Conversation-Secret`` header: the
+widget key, visible in every host page, never unlocks a transcript by itself. Conversations are
+stored (state and transcript): the establishment's integration holds the consent relationship
+with the person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from bot.adapters.webhooks import EVENT_TYPES, route
+from bot.app.reload import EngineHolder, holder_of
+from bot.channels.http.auth import KeyCheck, allowed_context, owned
+from bot.channels.http.body import Model, read_body
+from bot.channels.http.cors import CORS
+from bot.channels.http.errors import (
+    ApiError,
+    error_response,
+    http_exception,
+    json_response,
+    model_response,
+    not_found,
+    server_error,
+)
+from bot.channels.http.openapi import openapi_document
+from bot.channels.http.ratelimit import RateLimiter
+from bot.channels.http.schemas import (
+    API_PREFIX,
+    Answer,
+    ConversationCreated,
+    ConversationOut,
+    NewConversation,
+    NewMessage,
+    StatsOut,
+    iso,
+    transcript_entry,
+    turn_out,
+)
+from bot.channels.http.webchat import webchat_routes
+from bot.config import BODY_TIMEOUT
+from bot.engine.flow import CMD, Engine, Turn
+from bot.engine.recommendation import territory_chain
+from bot.engine.session import Input, Session
+from bot.knowledge.establishments import Establishment
+from bot.storage.base import pseudonym
+from bot.storage.integration import (
+    ApiKey,
+    Conversation,
+    IntegrationStore,
+    OutboxEvent,
+    TranscriptLine,
+    hash_key,
+    new_id,
+)
+
+if TYPE_CHECKING:
+    from bot.app.features import Features
+
+#: Engine commands a client may send as a choice at any time (``cmd:aide``…).
+COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
+SECRET_PREFIX = "pcs_"
+
+
+class ConversationApi:
+    """Handlers of ``/api/v1``; :meth:`routes` gives the routes to mount in the server's app."""
+
+    def __init__(
+        self,
+        engine: Engine | EngineHolder,
+        store: IntegrationStore,
+        establishments: Mapping[str, Establishment] | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        demo_key: str | None = None,
+        on_events: Callable[[], None] | None = None,
+        key_cache_seconds: float = 5.0,
+        features: Features | None = None,
+        secret: bytes | None = None,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
+        self.holder = holder_of(engine)
+        self.features = features
+        # The deployment passes its PASSERELLE_SECRET; never a constant otherwise.
+        self.secret = secret if secret is not None else secrets.token_bytes(32)
+        self.body_timeout = body_timeout
+        self.store = store
+        self.establishments = dict(establishments or {})
+        self.limiter = limiter or RateLimiter()
+        self.demo_key = demo_key
+        self.on_events = on_events
+        self.key_cache_seconds = key_cache_seconds
+        self._authenticate = KeyCheck(store, self.limiter, demo_key, key_cache_seconds)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the current knowledge base (swapped on reload): read it per request."""
+        return self.holder.engine
+
+    def member(self, conversation_id: str) -> str:
+        """The pseudonymous key of an API conversation for the barometer and its erasure."""
+        return pseudonym(self.secret, "api", conversation_id)
+
+    async def _features(self, turn: Turn, conversation_id: str, establishment: str) -> Turn:
+        if self.features is None:
+            return turn
+        return await self.features.after_turn(
+            turn,
+            channel="api",
+            member=self.member(conversation_id),
+            establishment=establishment,
+        )
+
+    # -- plumbing ------------------------------------------------------------------------
+    def routes(self) -> list[BaseRoute]:
+        """``/api/v1`` (its own JSON errors and CORS), ``/`` and ``/widget.js``."""
+        api = Starlette(
+            routes=[
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/stats", self.stats, methods=["GET"]),
+                Route("/conversations", self.create, methods=["POST"]),
+                Route("/conversations/{conversation_id}/messages", self.message, methods=["POST"]),
+                Route(
+                    "/conversations/{conversation_id}",
+                    self.conversation,
+                    methods=["GET", "DELETE"],
+                ),
+            ],
+            exception_handlers={HTTPException: http_exception, Exception: server_error},
+        )
+        # CORS outside the whole sub-app, so that even a 500 reaches the page readable.
+        cors = CORS.cls(api, *CORS.args, **CORS.kwargs)
+        return [Mount(API_PREFIX, app=cors), *webchat_routes(self.demo_key)]
+
+    async def _body(self, request: Request, model: type[Model], empty_ok: bool) -> Model:
+        return await read_body(request, model, empty_ok=empty_ok, deadline=self.body_timeout)
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[conversation_id] = lock
+        return lock
+
+    async def _handle(self, request: Request, work: Callable[[], Awaitable[Response]]) -> Response:
+        try:
+            response = await work()
+        except ApiError as exc:
+            return error_response(exc)
+        return response
+
+    def _is_command(self, choice: str) -> bool:
+        """Engine commands (and side modes such as the barometer) are accepted at any step."""
+        name = choice[len(CMD) :] if choice.startswith(CMD) else None
+        return name is not None and (name in COMMANDS or name in self.engine.modes)
+
+    def _context(self, key: ApiKey, context: str | None) -> str | None:
+        return allowed_context(self.establishments, key, context)
+
+    async def _owned(self, request: Request, key: ApiKey, conversation_id: str) -> Conversation:
+        return await owned(self.store, request, key, conversation_id)
+
+    def _route_events(self, turn: Turn, conversation: Conversation) -> list[OutboxEvent]:
+        entries: list[OutboxEvent] = []
+        for event in turn.events:
+            if event.kind not in EVENT_TYPES:  # barometer.*, followup.*: never sent out
+                continue
+            chain = territory_chain(self.engine.kb, event.data.get("territory"))
+            entries += route(
+                event,
+                self.establishments,
+                owner=conversation.establishment,
+                subject=conversation.id,
+                territories=chain,
+            )
+        return entries
+
+    # -- endpoints -----------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
+            context = self._context(key, body.context)
+            conversation_id = new_id("conv_")
+            start = self.engine.start(context, owner=key.establishment)
+            turn = await self._features(start, conversation_id, key.establishment)
+            now = time.time()
+            secret = SECRET_PREFIX + secrets.token_urlsafe(32) if key.kind == "widget" else None
+            conversation = Conversation(
+                id=conversation_id,
+                key_id=key.id,
+                establishment=key.establishment,
+                session=turn.session.to_dict(),
+                offered=_offered(turn),
+                created_at=now,
+                updated_at=now,
+                secret_hash=hash_key(secret) if secret is not None else None,
+            )
+            events = self._route_events(turn, conversation)
+            await self.store.save_turn(
+                conversation, created=True, lines=_bot_lines(turn, now), events=events
+            )
+            if events and self.on_events:
+                self.on_events()
+            created = ConversationCreated(
+                conversation_id=conversation.id, conversation_secret=secret, **dict(turn_out(turn))
+            )
+            location = f"{API_PREFIX}/conversations/{conversation.id}"
+            return model_response(created, 201, {"location": location})
+
+        return await self._handle(request, work)
+
+    async def message(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            conversation_id = request.path_params["conversation_id"]
+            body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
+            async with self._lock(conversation_id):
+                conversation = await self._owned(request, key, conversation_id)
+                session = Session.from_dict(conversation.session)
+                now = time.time()
+                person: dict[str, Any]
+                if body.choice is not None:
+                    if body.choice not in conversation.offered and not self._is_command(
+                        body.choice
+                    ):
+                        raise ApiError(
+                            422,
+                            "unknown_choice",
+                            "Ce choix n'est pas proposé à cette étape de la conversation : "
+                            "utilisez un « id » des derniers choix reçus.",
+                        )
+                    event = Input.choice(body.choice, session.node)
+                    person = {"choice": body.choice}
+                else:
+                    event = Input.text(body.text or "")
+                    person = {"text": body.text or ""}
+                turn = await self._features(
+                    self.engine.handle(session, event), conversation.id, conversation.establishment
+                )
+                updated = dataclasses.replace(
+                    conversation,
+                    session=turn.session.to_dict(),
+                    offered=_offered(turn),
+                    updated_at=now,
+                )
+                events = self._route_events(turn, updated)
+                lines = [TranscriptLine(now, "person", person), *_bot_lines(turn, now)]
+                await self.store.save_turn(updated, created=False, lines=lines, events=events)
+            if events and self.on_events:
+                self.on_events()
+            return model_response(turn_out(turn))
+
+        return await self._handle(request, work)
+
+    async def conversation(self, request: Request) -> Response:
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            conversation_id = request.path_params["conversation_id"]
+            if request.method == "DELETE":
+                async with self._lock(conversation_id):
+                    conversation = await self._owned(request, key, conversation_id)
+                    if self.features is not None:
+                        # First the features' rows (statistics included: no padding is left
+                        # behind), then the conversation, whose erasure also scrubs the disk.
+                        await self.features.erase_conversation(
+                            self.member(conversation_id), conversation.session
+                        )
+                    if not await self.store.delete_conversation(conversation_id, key.establishment):
+                        raise not_found()
+                return Response(status_code=204)
+            conversation = await self._owned(request, key, conversation_id)
+            lines = await self.store.transcript(conversation_id)
+            session = Session.from_dict(conversation.session)
+            exported = (
+                await self.features.export_user(self.member(conversation.id))
+                if self.features is not None
+                else {"barometer_ratings": [], "followups": []}
+            )
+            return model_response(
+                ConversationOut(
+                    conversation_id=conversation.id,
+                    context=session.context,
+                    node=session.node,
+                    kb_version=session.kb_version,
+                    created_at=iso(conversation.created_at),
+                    updated_at=iso(conversation.updated_at),
+                    answers=[Answer(question=q, choice=c) for q, c in session.answers],
+                    transcript=[transcript_entry(line) for line in lines],
+                    session=conversation.session,
+                    barometer_ratings=exported["barometer_ratings"],
+                    followups=exported["followups"],
+                    webhooks_pending=await self.store.outbox_about(conversation.id),
+                )
+            )
+
+        return await self._handle(request, work)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
+
+    async def stats(self, request: Request) -> Response:
+        """``GET /stats?since=YYYY-MM-DD``: figures of the caller's own context only."""
+
+        async def work() -> Response:
+            key = await self._authenticate(request)
+            if key.kind != "api":
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    "Les statistiques ne se lisent qu'avec une clé secrète (psk_…), jamais avec "
+                    "la clé publique du chat web.",
+                )
+            raw = request.query_params.get("since")
+            since = None
+            if raw:
+                try:
+                    since = dt.date.fromisoformat(raw)
+                except ValueError:
+                    raise ApiError(
+                        422, "invalid_request", "« since » doit être une date AAAA-MM-JJ."
+                    ) from None
+            if self.features is None:
+                raise ApiError(404, "not_found", "Statistiques non disponibles sur ce serveur.")
+            establishment = self.establishments.get(key.establishment)
+            contexts = establishment.contexts if establishment is not None else ()
+            figures = await self.features.stats_json(key.establishment, since, contexts=contexts)
+            return model_response(StatsOut.model_validate(figures))
+
+        return await self._handle(request, work)
+
+
+def _offered(turn: Turn) -> tuple[str, ...]:
+    return tuple(choice.id for reply in turn.replies for choice in reply.choices)
+
+
+def _bot_lines(turn: Turn, now: float) -> list[TranscriptLine]:
+    return [
+        TranscriptLine(
+            now,
+            "bot",
+            {
+                "text": reply.text,
+                "choices": [{"id": c.id, "label": c.label} for c in reply.choices],
+            },
+        )
+        for reply in turn.replies
+    ]
