@@ -12,8 +12,8 @@ import pytest
 
 from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
-from bot.storage.sqlite.migrations import CORE_MIGRATIONS, migrate
 from bot.storage.sqlite import SqliteStorage
+from bot.storage.sqlite.migrations import CORE_MIGRATIONS, migrate
 
 
 class Clock:
