@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.adapters.charts import FunnelStep, funnel_png
+from bot.engine import events
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
-from bot.engine import events
 from bot.knowledge.model import KnowledgeBase, text
 from bot.storage.base import (
     Counts,
