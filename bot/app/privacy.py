@@ -194,7 +194,7 @@ class _View:
 
     def where(self, session: Session) -> str:
         kb, msg = self.engine.kb, self.engine.msg
-        if session.extra.get("mode"):
+        if session.mode:
             return msg("mydata_node_mode", session)
         question = kb.questions.get(session.node)
         if question is not None:

@@ -151,7 +151,7 @@ class Handlers:
         if session is None:
             return shown
         engine = self.engine
-        mode = engine.modes.get(str(session.extra.get("mode", "")))
+        mode = engine.modes.get(session.mode or "")
         prompt = getattr(mode, "prompt", None) if mode is not None else None
         asked = engine.prompt(session) if mode is None else None
         if callable(prompt):
