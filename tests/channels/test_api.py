@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
+from bot.server import create_app
 from bot.storage.integration import IntegrationStore
 from tests.harness.api import Api, make_keys, run_api, start
 from tests.harness.personas import PATIENT_TRAINER

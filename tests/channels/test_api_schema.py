@@ -22,8 +22,9 @@ from schemathesis.core.result import Ok
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.knowledge.model import KnowledgeBase
+from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.servers import serve
