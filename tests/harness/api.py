@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
+from bot.server import create_app
 from bot.storage.integration import IntegrationStore
 from tests.harness.servers import serve
 
