@@ -158,7 +158,8 @@ async def run_passerelle(
     from bot.server import build_server_app, freeze_startup_objects
     from bot.storage.base import UserChange
     from bot.storage.sqlite import SqliteStorage
-    from tests.harness.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN
+    from tests.harness.servers import serve
 
     engine = build_engine(load(ROOT / "contenus"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +187,7 @@ async def run_passerelle(
             )
             ready_from = time.perf_counter()
             app = build_server_app(settings, engine, pause=0)
-            async with serving(app) as url:
+            async with serve(app) as url:
                 ready = time.perf_counter() - ready_from
                 freeze_startup_objects()  # as `passerelle serve` does once ready
                 users = [api.user(1_000_000 + i) for i in range(chats)]
@@ -247,7 +248,8 @@ async def run_echo(
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
     from bot.server import build_app
-    from tests.harness.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN
+    from tests.harness.servers import serve
 
     sized_replies = passerelle_replies() if sized else {}
     async with lean_fake_api() as api:
@@ -286,7 +288,7 @@ async def run_echo(
         await application.initialize()
         ready_from = time.perf_counter()
         app = build_app(routes=[Route("/telegram/webhook", webhook, methods=["POST"])])
-        async with serving(app) as url:
+        async with serve(app) as url:
             ready = time.perf_counter() - ready_from
             users = [api.user(2_000_000 + i) for i in range(chats)]
             api.lean = True

@@ -13,11 +13,9 @@ import pytest
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
-from tests.harness.fakebotapi import FakeBotAPI, offline
-
-ROOT = Path(__file__).resolve().parent.parent
-CONTENUS = ROOT / "contenus"
-CONVERSATIONS = Path(__file__).resolve().parent / "conversations"
+from tests.harness.fakebotapi import FakeBotAPI
+from tests.harness.network import offline
+from tests.harness.paths import CONTENUS
 
 # The commands the tests start read no .env (a developer's own would change their settings).
 os.environ["PASSERELLE_ENV_FILE"] = ""

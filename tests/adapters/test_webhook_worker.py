@@ -28,7 +28,8 @@ from bot.knowledge.establishments import (
     target_problem,
 )
 from bot.storage.integration import IntegrationStore, OutboxEvent
-from tests.adapters.test_webhooks import SECRET, Receiver
+from tests.harness.wait import eventually
+from tests.harness.webhooks import SECRET, Receiver
 
 
 class Trickler:
@@ -180,9 +181,7 @@ async def test_events_of_one_conversation_arrive_in_order(tmp_path: Path) -> Non
     )
     await worker.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(receiver.acked) < 32 and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(receiver.acked) >= 32, "the 32 events delivered")
     finally:
         await worker.stop()
         await store.close()

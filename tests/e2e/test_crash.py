@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import httpx
 import pytest
 
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser
+from tests.harness.ports import free_port
+from tests.harness.wait import DEADLINE, eventually
 
 WEBHOOK_SECRET = "crash-webhook-secret-0123456789"
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
@@ -33,16 +34,29 @@ CHATS = 50
 TURNS = 12
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def settled(api: FakeBotAPI, db: Path) -> None:
+    """Every update the server acknowledged is applied and every reply it recorded is sent
+    (its tables say so) and no call is being answered: nothing more can reach Telegram."""
+
+    def quiet() -> bool:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            (pending,) = connection.execute(
+                "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL"
+            ).fetchone()
+            (unsent,) = connection.execute("SELECT COUNT(*) FROM replies").fetchone()
+        finally:
+            connection.close()
+        return pending == 0 and unsent == 0 and api.busy == 0
+
+    await eventually(quiet, "the server applied every update and sent every reply")
 
 
 class Server:
     """``passerelle serve`` as a child process on loopback."""
 
     def __init__(self, api: FakeBotAPI, db: Path) -> None:
+        self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -69,7 +83,7 @@ class Server:
         self.process = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
             command, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + DEADLINE
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
                 assert self.process.poll() is None, "passerelle serve exited"
@@ -130,17 +144,15 @@ async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
                 # Everyone starts and consents (state is then durable).
                 for user in users:
                     assert await post(client, server.url, user.text("/start"))
-                await api.wait_for(lambda: all(api.count_to(u.id) >= 1 for u in users), 30)
-                await asyncio.sleep(0.3)  # let the last greetings land (not asserted)
+                await api.wait_for(lambda: all(api.count_to(u.id) >= 1 for u in users))
+                await settled(api, server.db)  # the second greeting message too
                 greeted = {u.id: api.count_to(u.id) for u in users}
                 for user in users:
                     consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
                     press = user.press(consent, consent.buttons[0][1])
                     assert await post(client, server.url, press)
-                await api.wait_for(
-                    lambda: all(api.count_to(u.id) > greeted[u.id] for u in users), 30
-                )
-                await asyncio.sleep(0.3)  # let the last consent replies land (not asserted)
+                await api.wait_for(lambda: all(api.count_to(u.id) > greeted[u.id] for u in users))
+                await settled(api, server.db)
                 baseline = {u.id: api.count_to(u.id) for u in users}
 
                 # 50 chats talk at once; the server is killed in the middle of it.
@@ -181,7 +193,7 @@ async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= expected(u) for u in users), timeout=60
                 )
-                await asyncio.sleep(0.5)  # any extra (duplicate) reply would land by now
+                await settled(api, server.db)  # any extra (duplicate) reply has landed
         finally:
             server.stop()
 
