@@ -6,8 +6,8 @@ channels load a session, hand it to the engine, and save what comes back. Implem
 dialect-neutral.
 
 Users are known only by a pseudonymous key (:func:`bot.app.identity.pseudonym`); nothing here
-ever receives a raw Telegram id or a username. Conversation state is kept durably only with consent: without
-it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
+ever receives a raw Telegram id or a username. Conversation state is kept durably only with
+consent: without it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
 
 Incoming updates go through an *inbox*: recorded (committed) before they are acknowledged, then
 applied; :meth:`ConversationStore.commit_update` saves the effect of an update and marks it
