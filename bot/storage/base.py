@@ -7,7 +7,7 @@ dialect-neutral.
 
 Users are known only by a pseudonymous key (:func:`bot.app.identity.pseudonym`); nothing here
 ever receives a raw Telegram id or a username. Conversation state is kept durably only with
-consent: without it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
+consent: without it, channels keep the session in memory (:mod:`bot.storage.memory`).
 
 Incoming updates go through an *inbox*: recorded (committed) before they are acknowledged, then
 applied; :meth:`ConversationStore.commit_update` saves the effect of an update and marks it
