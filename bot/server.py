@@ -28,8 +28,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
-from bot.config import MAX_HEADER_BYTES, Settings, http_address, logging_config
+from bot.config import MAX_HEADER_BYTES, Settings, http_address
 from bot.engine.flow import Engine
+from bot.logging_setup import logging_config
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:

@@ -28,9 +28,9 @@ from bot.app.engines import build_engine
 from bot.app.features import Features
 from bot.app.reload import EngineHolder, Reloader, admin_routes
 from bot.channels.http import ConversationApi, RateLimiter, create_app
-from bot.config import JsonFormatter
 from bot.engine import barometer as mode
 from bot.knowledge.loader import load
+from bot.logging_setup import JsonFormatter
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore

@@ -61,7 +61,7 @@ from telegram.ext import (
 )
 
 from bot.app.reload import EngineHolder, holder_of
-from bot.config import Settings, quiet_libraries
+from bot.config import Settings
 from bot.engine.barometer import choice_ids as barometer_choice_ids
 from bot.engine.flow import CANCEL, CMD, CONFIRM, NOT_THAT, RESUME, SKIP, TERM, Engine, Turn
 from bot.engine.followup import NO as FOLLOWUP_NO
@@ -72,6 +72,7 @@ from bot.engine.recommendation import territory_chain
 from bot.engine.replies import CONTACTS, GUIDE, ROLE, STALE, Choice, Event, Image, Reply
 from bot.engine.session import EXITED, RECOMMENDED, Input, Session
 from bot.knowledge.model import COMMANDS, text
+from bot.logging_setup import quiet_libraries
 from bot.storage.base import FollowUpTaken, OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
 
