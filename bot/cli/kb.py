@@ -16,12 +16,21 @@ from bot.cli.contents import (
     optional_path,
 )
 from bot.engine.flow import Engine
+from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.knowledge.loader import load_with_problems
 
 
 def cmd_kb_check(args: argparse.Namespace) -> int:
     directory = Path(args.directory) if args.directory else default_contenus()
     kb, problems = load_with_problems(directory, optional_path(args.extra))
+    establishments: dict[str, Establishment] = {}
+    if args.etablissements:
+        # Checked against the base's territories, with the same file:line messages.
+        territories = kb.territories if kb is not None else None
+        try:
+            establishments = load_establishments(args.etablissements, known_territories=territories)
+        except EstablishmentsError as exc:
+            problems = [*problems, *exc.problems]
     for problem in problems:
         print(problem, file=sys.stderr if problem.severity == "error" else sys.stdout)
     errors = sum(1 for p in problems if p.severity == "error")
@@ -34,6 +43,9 @@ def cmd_kb_check(args: argparse.Namespace) -> int:
         f"{len(kb.questions)} questions, {len(kb.glossary)} termes, {len(kb.contacts)} contacts"
         + (f", {warnings} avertissement(s)." if warnings else ".")
     )
+    if args.etablissements:
+        names = ", ".join(sorted(establishments)) or "aucun"
+        print(f"Établissements valides ({args.etablissements}) : {names}.")
     return 0
 
 
@@ -96,6 +108,11 @@ def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     check = kb_sub.add_parser("check", help="valider la base")
     check.add_argument("directory", nargs="?")
     check.add_argument("--extra", help="dossier de contenus locaux d'un établissement")
+    check.add_argument(
+        "--etablissements",
+        metavar="FICHIER",
+        help="valider aussi le fichier des établissements (PASSERELLE_ETABLISSEMENTS)",
+    )
     check.set_defaults(handler=cmd_kb_check)
     test = kb_sub.add_parser("test", help="jouer les conversations types")
     test.add_argument("directory", nargs="?")
