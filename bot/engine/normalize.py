@@ -1,6 +1,5 @@
-"""Text normalisation for matching: the knowledge base's own (:func:`bot.knowledge.model.
-normalize`), so that the validator compares words exactly as the engine will without
-importing the engine."""
+"""Text normalisation for matching, the knowledge base's own (``bot.knowledge.model``): the
+validator compares words exactly as the engine will, without importing the engine."""
 
 from __future__ import annotations
 
