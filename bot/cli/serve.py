@@ -37,7 +37,7 @@ def _world(*, need_telegram: bool) -> World:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
-    from bot.app.reload import admin_routes
+    from bot.channels.http.admin import admin_routes
     from bot.server import serve
 
     world = _world(need_telegram=False)
