@@ -4,6 +4,9 @@ Each YAML file maps to one ``*File`` model; :class:`KnowledgeBase` gathers them.
 user-facing string is a :data:`Text` (a mapping language -> text, French required) so that
 a translation can be added beside the French later without touching the structure; an
 editor may write a plain string, which is read as French.
+
+Over 400 lines on purpose: it is the schema of every file of ``contenus/``, in the order of the
+directory, and the one module the engine may import from the knowledge layer.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=48)]
 RECOMMENDATION = "recommendation"
 EXIT = "exit"
 SPECIAL_TARGETS = frozenset({RECOMMENDATION, EXIT})
+#: The fact holding the country chosen in the ``pays`` question (the engine's places and the
+#: validator's rules by country read it).
+COUNTRY_FACT = "country"
 
 _PUNCTUATION = re.compile(r"[^\w\s]|_", re.UNICODE)
 _SPACES = re.compile(r"\s+")

@@ -8,9 +8,6 @@ from collections import defaultdict
 from bot.knowledge.model import SHORT_LIMIT, Condition, KnowledgeBase, Text
 from bot.knowledge.problems import Problem
 
-#: The answer of the ``pays`` question (see ``bot.engine.places``).
-COUNTRY_FACT = "country"
-
 
 def _at(kb: KnowledgeBase, name: str, path: tuple[str | int, ...], kind: str = "") -> str:
     key = str(path[1]) if kind and len(path) > 1 else ""

@@ -7,14 +7,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from bot.knowledge.checks.common import (
-    COUNTRY_FACT,
-    all_countries,
-    problem,
-    unknown_role,
-)
+from bot.knowledge.checks.common import all_countries, problem, unknown_role
 from bot.knowledge.checks.texts import statements
-from bot.knowledge.model import RECOMMENDATION, Choice, KnowledgeBase, Question
+from bot.knowledge.model import COUNTRY_FACT, RECOMMENDATION, Choice, KnowledgeBase, Question
 from bot.knowledge.problems import Problem
 
 

@@ -3,8 +3,8 @@ rules by country)."""
 
 from __future__ import annotations
 
-from bot.knowledge.checks.common import COUNTRY_FACT, all_countries
-from bot.knowledge.model import KnowledgeBase
+from bot.knowledge.checks.common import all_countries
+from bot.knowledge.model import COUNTRY_FACT, KnowledgeBase
 
 
 def _is_text(value: object) -> bool:
