@@ -4,22 +4,26 @@ engines), so ``passerelle serve`` and ``passerelle telegram`` run the same world
 
 Nothing is opened here: ``serve`` opens the parts in the web server's lifespans,
 ``telegram`` around its polling loop. :func:`build_integration` adds the HTTP API and its
-lifespan (webhook worker, daily erasure of idle API conversations) for the web server.
+lifespan (webhook worker, daily erasure of idle API conversations) for the web server;
+:func:`with_store` opens the integration store for the one-shot ``keys`` and ``webhooks``
+commands. Which store implementation a deployment uses is decided here and nowhere else.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot import config
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.app.engines import build_engine
 from bot.app.features import Features
@@ -58,6 +62,28 @@ def establishments_or_exit(
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def with_store(
+    work: Callable[[IntegrationStore, Settings, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    """A command handler running ``work`` with the integration store of ``PASSERELLE_DB``
+    opened, and closed whatever happens (the ``keys`` and ``webhooks`` commands)."""
+
+    def handler(args: argparse.Namespace) -> int:
+        settings = config.load_or_exit()
+
+        async def run() -> int:
+            store = IntegrationStore(settings.db_path)
+            await store.open()
+            try:
+                return await work(store, settings, args)
+            finally:
+                await store.close()
+
+        return asyncio.run(run())
+
+    return handler
 
 
 def webhook_worker(

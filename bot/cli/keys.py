@@ -11,8 +11,7 @@ import datetime as dt
 import sys
 
 from bot import config
-from bot.cli.compose import establishments_or_exit
-from bot.cli.outbox import with_store
+from bot.cli.compose import establishments_or_exit, with_store
 from bot.storage.integration import IntegrationStore
 
 

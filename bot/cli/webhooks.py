@@ -13,8 +13,7 @@ import sys
 
 from bot import config
 from bot.adapters.webhooks import WebhookWorker, describe
-from bot.cli.compose import establishments_or_exit, webhook_worker
-from bot.cli.outbox import with_store
+from bot.cli.compose import establishments_or_exit, webhook_worker, with_store
 from bot.knowledge.establishments import new_secret
 from bot.storage.integration import IntegrationStore
 
