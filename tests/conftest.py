@@ -13,7 +13,7 @@ import pytest
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
-from tests.fakebotapi import FakeBotAPI, offline
+from tests.harness.fakebotapi import FakeBotAPI, offline
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENUS = ROOT / "contenus"
