@@ -32,7 +32,6 @@ PENDING: dict[tuple[str, str], str] = {
     ("bot.channels.telegram", "bot.cli.compose"): "app (run_polling removed)",
     ("bot.channels.telegram", "bot.server"): "app (run_polling removed)",
     ("bot.channels.http", "bot.storage.integration"): "http + storage (stores as Protocols)",
-    ("bot.channels.http", "bot.server"): "http (ASGI assembly in server.py, not the reverse)",
     ("bot.app.barometer", "sqlite3"): "storage (SQL behind FeatureStore)",
     ("bot.storage.features", "bot.config"): "storage",
     ("bot.storage.sqlite", "bot.storage.integration"): "storage (one migration list; a cycle)",

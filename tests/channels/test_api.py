@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
+from bot.server import create_app
 from bot.storage.integration import IntegrationStore
 from tests.harness.live import serve
 
