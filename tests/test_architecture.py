@@ -32,9 +32,6 @@ PENDING: dict[tuple[str, str], str] = {
     ("bot.channels.telegram", "bot.cli.compose"): "app (run_polling removed)",
     ("bot.channels.telegram", "bot.server"): "app (run_polling removed)",
     ("bot.channels.http", "bot.storage.integration"): "http + storage (stores as Protocols)",
-    ("bot.app.barometer", "sqlite3"): "storage (SQL behind FeatureStore)",
-    ("bot.storage.features", "bot.config"): "storage",
-    ("bot.storage.sqlite", "bot.storage.integration"): "storage (one migration list; a cycle)",
 }
 
 

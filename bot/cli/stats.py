@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from bot.app.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
 from bot.cli.contents import load_or_exit, optional_path
-from bot.storage.features import FeatureStore, default_db_path
+from bot.storage.sqlite import SqliteFeatureStore
+
+
+def default_db_path() -> Path:
+    """``$PASSERELLE_DB``, else the file ``passerelle serve`` uses by default."""
+    from bot.config import DEFAULT_DB
+
+    return Path(os.environ.get("PASSERELLE_DB") or DEFAULT_DB)
 
 
 def _date(value: str) -> dt.date:
@@ -38,7 +46,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 1
 
     async def compute() -> Any:
-        async with FeatureStore(path) as store:
+        async with SqliteFeatureStore(path) as store:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
 
     report = asyncio.run(compute())

@@ -141,7 +141,7 @@ def test_json_logs_are_json_lines_only_uvicorn_and_tracebacks_included(tmp_path:
     assert any("Invalid HTTP request" in entry["event"] for entry in entries)
     [failure] = [entry for entry in entries if entry.get("error")]
     assert failure["error"] == "JSONDecodeError" and failure["traceback"], failure
-    assert any("bot/storage/integration.py" in frame for frame in failure["traceback"])
+    assert any("bot/storage/sqlite/integration.py" in frame for frame in failure["traceback"])
     assert "oops" not in err, "never the exception's message (it may quote personal data)"
     assert any("prête" in entry["event"] for entry in entries)
 
