@@ -30,9 +30,9 @@ from bot.app.identity import pseudonym
 from bot.app.reload import EngineHolder, Reloader
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.channels.http.admin import admin_routes
-from bot.config import JsonFormatter
 from bot.engine import barometer as mode
 from bot.knowledge.loader import load
+from bot.logging_setup import JsonFormatter
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
