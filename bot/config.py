@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: every setting, its check and its French message in one place.
 """Settings from environment variables, checked once at start-up.
 
 A missing or malformed value raises :class:`ConfigError` with one line saying which variable

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: both charts and the warmed worker that draws them (one boundary).
 """Charts as PNG bytes: the barometer radar (with a group overlay) and the statistics funnel.
 
 matplotlib's object API with the Agg canvas only: no ``pyplot``, so no global figure state and

@@ -19,7 +19,8 @@ from typing import Any
 
 from bot.app.barometer import BarometerGroups, BarometerService
 from bot.app.followups import FollowUps, Scheduler
-from bot.app.stats import DEFAULT_K, Scope, StatsReader, StatsRecorder
+from bot.app.stats import StatsRecorder
+from bot.app.stats_report import DEFAULT_K, Scope, StatsReader
 from bot.engine.flow import Engine, Turn
 from bot.storage.base import FeatureWrite, FollowUpScheduled
 from bot.storage.features import FeatureStore
@@ -99,7 +100,7 @@ class Features:
     ) -> dict[str, Any]:
         """The body of ``GET /api/v1/stats``: the caller's establishment only (conversations
         its keys created, and Telegram ones with its id or ``contexts`` as deep link), with
-        its own conversations unable to lift a hidden count (see :mod:`bot.app.stats`)."""
+        its own conversations unable to lift a hidden count (see :mod:`bot.app.stats_report`)."""
         scope = Scope(establishment, contexts)
         report = await StatsReader(self.store, self.engine.kb).report(since, k=k, scope=scope)
         return report.to_dict()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.app.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+from bot.app.stats_report import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
 from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.sqlite import SqliteFeatureStore
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bot.app.engines import build_engine
 from bot.app.followups import FollowUp, FollowUps
-from bot.app.stats import StatsReader, StatsRecorder
+from bot.app.stats import StatsRecorder
+from bot.app.stats_report import StatsReader
 from bot.engine import followup as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input

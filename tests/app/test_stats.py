@@ -13,10 +13,10 @@ import pytest
 
 from bot.adapters.charts import FUNNEL_SIZE
 from bot.app.engines import build_engine
-from bot.app.stats import (
+from bot.app.stats import StatsRecorder
+from bot.app.stats_report import (
     Report,
     StatsReader,
-    StatsRecorder,
     funnel_chart,
     hide_partition,
     question_order,

@@ -223,7 +223,7 @@ FEATURE_MIGRATIONS: list[Migration] = [
         203,
         # Statistics are tagged with the establishment whose API key created the conversation
         # (NULL on Telegram): an establishment's report never counts another's conversations,
-        # and its own never lift a hidden count over the threshold (see bot/app/stats.py).
+        # and its own never lift a hidden count over the threshold (see bot/app/stats_report.py).
         """
         ALTER TABLE stats_conversations ADD COLUMN establishment TEXT;
         CREATE INDEX IF NOT EXISTS stats_conversations_establishment
