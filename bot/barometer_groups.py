@@ -176,9 +176,9 @@ class BarometerGroups:
         await self.store.write(
             [
                 (
-                    "UPDATE barometer_groups SET current_round = MAX(current_round, ?) "
-                    "WHERE code = ?",
-                    (target, code),
+                    "UPDATE barometer_groups SET current_round = ? "
+                    "WHERE code = ? AND current_round < ?",
+                    (target, code, target),
                 ),
                 (
                     "INSERT INTO barometer_ratings (code, round, member, rater, scores, "

@@ -218,9 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.integration import build_integration
     from bot.live import EngineHolder, Reloader, admin_routes
     from bot.server import serve
-    from bot.storage.features import FeatureStore
-    from bot.storage.integration import ALL_MIGRATIONS
-    from bot.storage.sqlite import SqliteStorage
+    from bot.storage.factory import build_stores
 
     settings = config.load_or_exit(need_telegram=False)
     settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
@@ -235,8 +233,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # One holder per engine variant; a reload swaps both at once (SIGHUP, POST /admin/reload).
     api_engine = EngineHolder(api_factory(kb), api_factory)
     telegram_engine = EngineHolder(telegram_factory(kb), telegram_factory)
-    storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
-    features = Features(telegram_engine.engine, FeatureStore(settings.db_path))
+    if settings.database_url is not None:
+        import asyncio
+
+        from bot.storage.postgres.schema import ensure_current
+
+        asyncio.run(ensure_current(settings.database_url))  # before anything is announced
+    stores = build_stores(settings.database_url or settings.db_path)
+    storage = stores.core
+    features = Features(telegram_engine.engine, stores.features)
     telegram_engine.on_swap(features.set_engine)
     parts = build_integration(settings, api_engine, storage, features=features)
     extra = settings.contenus_extra
@@ -259,6 +264,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "on_events": parts.worker.wake,
         },
     )
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    """Bring the database (``PASSERELLE_DB``) to this code's schema: PostgreSQL is never
+    migrated by ``serve`` (instances of two versions share it during a rolling restart)."""
+    import asyncio
+
+    from bot import config
+    from bot.storage.factory import build_stores
+    from bot.storage.postgres import DatabaseUnavailable, SchemaMismatch
+
+    settings = config.load_or_exit(need_telegram=False)
+    target = settings.database_url or settings.db_path
+
+    async def run() -> None:
+        stores = build_stores(target, migrate=True)
+        await stores.core.open()
+        try:
+            await stores.features.open()
+            await stores.features.close()
+        finally:
+            await stores.core.close()
+
+    try:
+        asyncio.run(run())
+    except (DatabaseUnavailable, SchemaMismatch) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"Base de données à jour : {settings.database_label}")
+    return 0
 
 
 def _followup_engine(kb: KnowledgeBase) -> Engine:
@@ -314,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=cmd_serve)
 
+    db = sub.add_parser("db", help="la base de données (SQLite ou PostgreSQL)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser(
+        "migrate", help="mettre le schéma à jour (à lancer avant de déployer sur PostgreSQL)"
+    )
+    migrate.set_defaults(handler=cmd_db_migrate)
+
     from bot.integration_cli import add_commands as add_integration_commands
 
     add_integration_commands(sub)  # keys …, webhooks …
@@ -335,6 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from bot.storage.postgres.schema import DatabaseUnavailable, SchemaMismatch
+
+        if isinstance(exc, (DatabaseUnavailable, SchemaMismatch)):
+            print(exc, file=sys.stderr)  # one French line: what is wrong and what to do
+            return 1
+        raise
     return result
 
 

@@ -75,8 +75,8 @@ class FollowUps:
         await self.store.write(
             [
                 (
-                    "INSERT OR IGNORE INTO followups (user, address, conversation, context, roles, "
-                    "due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    'INSERT INTO followups ("user", address, conversation, context, roles, '
+                    "due_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (
                         user,
                         address,
@@ -95,7 +95,7 @@ class FollowUps:
     async def pending(self) -> list[FollowUp]:
         """Follow-ups not yet sent nor cancelled, soonest first."""
         rows = await self.store.read(
-            "SELECT id, user, address, conversation, context, roles, due_at FROM followups "
+            'SELECT id, "user", address, conversation, context, roles, due_at FROM followups '
             "WHERE sent_at IS NULL AND cancelled_at IS NULL ORDER BY due_at, id"
         )
         return [
@@ -136,7 +136,7 @@ class FollowUps:
             [
                 (
                     "UPDATE followups SET cancelled_at = ?, address = '' "
-                    "WHERE user = ? AND sent_at IS NULL AND cancelled_at IS NULL",
+                    'WHERE "user" = ? AND sent_at IS NULL AND cancelled_at IS NULL',
                     (time.time(), user),
                 )
             ]

@@ -25,6 +25,7 @@ from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.live import EngineHolder
+from bot.storage.factory import integration_for
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
 from bot.webhooks import RetryPolicy, WebhookWorker
@@ -83,7 +84,7 @@ def build_integration(
 ) -> Integration:
     """Like :func:`integration_parts`, with the statistics, barometer and privacy features."""
     establishments = establishments_or_exit(settings, engine)
-    store = IntegrationStore(storage)
+    store = integration_for(storage)
     worker = WebhookWorker(
         store, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
     )

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from bot import config
 from bot.establishments import new_secret
 from bot.integration import establishments_or_exit
+from bot.storage.factory import integration_store
 from bot.storage.integration import IntegrationStore
 from bot.webhooks import RetryPolicy, WebhookWorker, describe
 
@@ -28,7 +29,7 @@ def _with_store(
         settings = config.load_or_exit()
 
         async def run() -> int:
-            store = IntegrationStore(settings.db_path)
+            store = integration_store(settings.database_url or settings.db_path)
             await store.open()
             try:
                 return await work(store, settings, args)

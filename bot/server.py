@@ -115,7 +115,7 @@ def storage_checks(storage: SqliteStorage) -> list[tuple[str, Check]]:
     or read-only file fail it), and its disk keeps some free space."""
 
     async def disk() -> None:
-        if storage.path == ":memory:":
+        if storage.path in (":memory:", ":postgresql:"):  # no local file to watch
             return
         free = (await asyncio.to_thread(shutil.disk_usage, Path(storage.path).parent)).free
         if free < MIN_FREE_BYTES:
@@ -215,7 +215,7 @@ def startup_line(
     where = f" sur {address}" if address else ""
     took = f" ; démarrage en {seconds:.1f} s" if seconds is not None else ""
     return (
-        f"Passerelle est prête{where} — {mode} ; base de données {settings.db_path.resolve()} ; "
+        f"Passerelle est prête{where} — {mode} ; base de données {settings.database_label} ; "
         f"contenus version {kb_version} ; établissements : {names}{took}."
     )
 

@@ -103,8 +103,9 @@ class StatsRecorder:
             turn = replace(turn, session=session)
             statements.append(
                 (
-                    "INSERT OR IGNORE INTO stats_conversations "
-                    "(id, day, context, channel, establishment) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO stats_conversations "
+                    "(id, day, context, channel, establishment) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (sid, day.isoformat(), session.context, channel[:32], establishment),
                 )
             )
@@ -112,7 +113,8 @@ class StatsRecorder:
         if node and not session.extra.get("mode"):
             statements += [
                 (
-                    "INSERT OR IGNORE INTO stats_nodes (conversation, node) VALUES (?, ?)",
+                    "INSERT INTO stats_nodes (conversation, node) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (sid, node),
                 ),
                 ("UPDATE stats_conversations SET last_node = ? WHERE id = ?", (node, sid)),
@@ -128,7 +130,8 @@ class StatsRecorder:
                 )
                 statements += [
                     (
-                        "INSERT OR IGNORE INTO stats_roles (conversation, role) VALUES (?, ?)",
+                        "INSERT INTO stats_roles (conversation, role) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING",
                         (sid, str(role)),
                     )
                     for role in data.get("roles", [])
@@ -138,8 +141,9 @@ class StatsRecorder:
                 value = str(data.get("rater", "1")) if event.kind == "barometer.completed" else "1"
                 statements.append(
                     (
-                        "INSERT OR REPLACE INTO stats_outcomes (conversation, kind, value) "
-                        "VALUES (?, ?, ?)",
+                        "INSERT INTO stats_outcomes (conversation, kind, value) "
+                        "VALUES (?, ?, ?) ON CONFLICT (conversation, kind) "
+                        "DO UPDATE SET value = excluded.value",
                         (sid, OUTCOMES[event.kind], value),
                     )
                 )
@@ -154,8 +158,9 @@ class StatsRecorder:
         await self.store.write(
             [
                 (
-                    "INSERT OR REPLACE INTO stats_outcomes (conversation, kind, value) "
-                    "VALUES (?, 'followup', ?)",
+                    "INSERT INTO stats_outcomes (conversation, kind, value) "
+                    "VALUES (?, 'followup', ?) ON CONFLICT (conversation, kind) "
+                    "DO UPDATE SET value = excluded.value",
                     (conversation, "reached" if reached else "not_reached"),
                 )
             ]
@@ -351,7 +356,7 @@ class StatsReader:
             clauses.append(f"{alias}.day >= ?")
             params.append(since.isoformat())
         if context is not None:
-            clauses.append(f"{alias}.context IS ?")
+            clauses.append(f"{alias}.context IS NOT DISTINCT FROM ?")
             params.append(context)
         if scope is not None:
             contexts = sorted({scope.establishment, *scope.contexts})
@@ -388,8 +393,12 @@ class StatsReader:
         # How many of a count the caller's own keys created (0 for the operator's report).
         own_sql, own_done_sql, own_params = "0", "0", []
         if scope is not None:
-            own_sql = "SUM(c.establishment IS ?)"
-            own_done_sql = "SUM(c.completed AND c.establishment IS ?)"
+            # Portable SQL (SQLite and PostgreSQL): no boolean arithmetic.
+            own_sql = "SUM(CASE WHEN c.establishment IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END)"
+            own_done_sql = (
+                "SUM(CASE WHEN c.completed = 1 AND c.establishment IS NOT DISTINCT FROM ? "
+                "THEN 1 ELSE 0 END)"
+            )
             own_params = [scope.establishment]
         label = context if scope is None else scope.establishment
         all_params = [*own_params, *params]

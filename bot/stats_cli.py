@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from bot.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
-from bot.storage.features import FeatureStore, default_db_path
+from bot.storage.factory import feature_store, is_postgres_url
+from bot.storage.features import default_db_path
 
 
 def _date(value: str) -> dt.date:
@@ -33,13 +35,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from bot.cli import load_or_exit
 
     kb = load_or_exit(Path(args.contenus) if args.contenus else None)
-    path = Path(args.db) if args.db else default_db_path()
-    if not path.is_file():
-        print(f"Base de données introuvable : {path}", file=sys.stderr)
+    target = args.db or os.environ.get("PASSERELLE_DB") or str(default_db_path())
+    if not is_postgres_url(target) and not Path(target).is_file():
+        print(f"Base de données introuvable : {target}", file=sys.stderr)
         return 1
 
     async def compute() -> Any:
-        async with FeatureStore(path) as store:
+        async with feature_store(target) as store:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
 
     report = asyncio.run(compute())

@@ -14,6 +14,7 @@ from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from tests.fakebotapi import FakeBotAPI, offline
+from tests.harness.postgres import Cluster, cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENUS = ROOT / "contenus"
@@ -53,3 +54,18 @@ async def api() -> AsyncIterator[FakeBotAPI]:
     """A fake Telegram Bot API on 127.0.0.1."""
     async with FakeBotAPI() as fake:
         yield fake
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the whole run (tests/harness/postgres.py). Missing
+    PostgreSQL is an error of every test that needs it, never a skip."""
+    with cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    with pg_cluster.database() as url:
+        yield url

@@ -1706,17 +1706,16 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
     from bot.features import Features
     from bot.integration import establishments_or_exit
     from bot.server import startup_line
-    from bot.storage.features import FeatureStore
-    from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
-    from bot.storage.sqlite import SqliteStorage
+    from bot.storage.factory import build_stores
     from bot.webhooks import RetryPolicy, WebhookWorker
 
     establishments = establishments_or_exit(settings, engine)
-    storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
+    stores = build_stores(settings.database_url or settings.db_path)
+    storage = stores.core
     await storage.open()
-    features = Features(engine, FeatureStore(settings.db_path))
+    features = Features(engine, stores.features)
     await features.open()
-    integration = IntegrationStore(storage)
+    integration = stores.integration
     worker = WebhookWorker(
         integration, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
     )

@@ -188,7 +188,7 @@ class FeatureStore:
             (user,),
         )
         followups = await self.read(
-            "SELECT roles, due_at, sent_at, answer FROM followups WHERE user = ? ORDER BY id",
+            'SELECT roles, due_at, sent_at, answer FROM followups WHERE "user" = ? ORDER BY id',
             (user,),
         )
         return {
@@ -211,6 +211,6 @@ class FeatureStore:
                     "(SELECT DISTINCT code FROM barometer_ratings)",
                     (),
                 ),
-                ("DELETE FROM followups WHERE user = ?", (user,)),
+                ('DELETE FROM followups WHERE "user" = ?', (user,)),
             ]
         )

@@ -1,0 +1,72 @@
+"""Which implementation of the three stores a deployment uses: SQLite for a file path (the
+zero-set-up default), PostgreSQL for a ``postgresql://`` URL (several instances).
+
+The consumers are typed against the SQLite classes until the contracts become Protocols
+(issue 12); the PostgreSQL classes have the same public methods and semantics (checked by
+tests/postgres/test_parity.py), hence the casts here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from bot.storage.features import FeatureStore
+from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
+from bot.storage.sqlite import SqliteStorage
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(value: str | Path) -> bool:
+    return str(value).startswith(POSTGRES_SCHEMES)
+
+
+@dataclass(frozen=True)
+class Stores:
+    core: SqliteStorage
+    features: FeatureStore
+
+    @property
+    def integration(self) -> IntegrationStore:
+        return integration_for(self.core)
+
+
+def build_stores(target: str | Path, *, migrate: bool = False) -> Stores:
+    """The core and feature stores on ``target`` (a SQLite file or a PostgreSQL URL), not yet
+    opened; open the core first (the feature store shares its database). ``migrate`` brings
+    a PostgreSQL schema up to date at open (SQLite always migrates itself)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
+
+        core = PostgresStorage(str(target), migrate=migrate)
+        return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
+    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
+
+
+def integration_for(core: SqliteStorage) -> IntegrationStore:
+    """The integration store sharing ``core``'s database (and writer or pool)."""
+    from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
+
+    if isinstance(core, PostgresStorage):
+        return cast(IntegrationStore, PostgresIntegrationStore(core))
+    return IntegrationStore(core)
+
+
+def integration_store(target: str | Path) -> IntegrationStore:
+    """An integration store owning its connection to ``target`` (the command-line tools)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresIntegrationStore
+
+        return cast(IntegrationStore, PostgresIntegrationStore(str(target)))
+    return IntegrationStore(target)
+
+
+def feature_store(target: str | Path) -> FeatureStore:
+    """A feature store owning its connection to ``target`` (``passerelle stats``)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresFeatureStore
+
+        return cast(FeatureStore, PostgresFeatureStore(str(target)))
+    return FeatureStore(target)

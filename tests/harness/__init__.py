@@ -1,0 +1,1 @@
+"""Test harness shared by the tests and the benchmarks (servers, fakes, throwaway databases)."""
