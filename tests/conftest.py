@@ -3,6 +3,7 @@ guard and the fake Bot API."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ import pytest
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
+from bot.storage.postgres.schema import ensure_current
 from tests.fakebotapi import FakeBotAPI, offline
 from tests.harness.postgres import Cluster, cluster
 
@@ -69,3 +71,14 @@ def pg_url(pg_cluster: Cluster) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
     with pg_cluster.database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ``PASSERELLE_DB`` value: a new SQLite file, or a new PostgreSQL database migrated
+    the way ``passerelle db migrate`` does. Suites using it run on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "passerelle.db")
+    url: str = request.getfixturevalue("pg_url")
+    asyncio.run(ensure_current(url, upgrade=True))
+    return url

@@ -1,5 +1,5 @@
 """The conversation API as an integrator sees it: a real HTTP client against a real uvicorn
-server on loopback, with a durable SQLite store."""
+server on loopback, with a durable store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from bot.channels.http import ConversationApi, RateLimiter, create_app
 from bot.engine.flow import Engine
-from bot.storage.integration import IntegrationStore
+from bot.storage.factory import integration_store
 from tests.live import serve
 
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
@@ -27,16 +27,16 @@ class Api:
     key: str
     other_key: str
     revoked_key: str
-    db: Path
+    db: str
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=10)
 
 
-async def make_keys(db: Path) -> tuple[str, str, str]:
+async def make_keys(db: str) -> tuple[str, str, str]:
     """Created the way `passerelle keys create` does, before the server starts."""
-    store = IntegrationStore(db)
+    store = integration_store(db)
     await store.open()
     key, _ = await store.create_key("chu-a")
     other, _ = await store.create_key("chu-b")
@@ -46,17 +46,16 @@ async def make_keys(db: Path) -> tuple[str, str, str]:
     return key, other, revoked
 
 
-def run_api(engine: Engine, tmp_path: Path, limiter: RateLimiter | None = None) -> Iterator[Api]:
-    db = tmp_path / "passerelle.db"
+def run_api(engine: Engine, db: str, limiter: RateLimiter | None = None) -> Iterator[Api]:
     key, other, revoked = asyncio.run(make_keys(db))
-    api = ConversationApi(engine, IntegrationStore(db), limiter=limiter or RateLimiter(1000, 1000))
+    api = ConversationApi(engine, integration_store(db), limiter=limiter or RateLimiter(1000, 1000))
     with serve(create_app(api)) as url:
         yield Api(url, key, other, revoked, db)
 
 
 @pytest.fixture
-def server(engine: Engine, tmp_path: Path) -> Iterator[Api]:
-    yield from run_api(engine, tmp_path)
+def server(engine: Engine, database: str) -> Iterator[Api]:
+    yield from run_api(engine, database)
 
 
 def choices(turn: dict[str, Any]) -> list[str]:
@@ -295,8 +294,8 @@ def test_openapi_document_describes_the_api(server: Api) -> None:
     assert "ConversationCreated" in doc["components"]["schemas"]
 
 
-def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, tmp_path: Path) -> None:
-    for api in run_api(engine, tmp_path, limiter=RateLimiter(rate=0.5, burst=3)):
+def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, database: str) -> None:
+    for api in run_api(engine, database, limiter=RateLimiter(rate=0.5, burst=3)):
         with api.client() as client, api.client(api.other_key) as other:
             statuses = [client.post("/conversations", json={}).status_code for _ in range(3)]
             assert statuses == [201, 201, 201]
@@ -307,11 +306,11 @@ def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, tmp_path:
             assert other.post("/conversations", json={}).status_code == 201
 
 
-def test_conversation_survives_a_server_restart(engine: Engine, tmp_path: Path) -> None:
-    db = tmp_path / "passerelle.db"
+def test_conversation_survives_a_server_restart(engine: Engine, database: str) -> None:
+    db = database
     key, _, _ = asyncio.run(make_keys(db))
     headers = {"authorization": f"Bearer {key}"}
-    with serve(create_app(ConversationApi(engine, IntegrationStore(db)))) as url:
+    with serve(create_app(ConversationApi(engine, integration_store(db)))) as url:
         cid = httpx.post(f"{url}/api/v1/conversations", json={}, headers=headers).json()[
             "conversation_id"
         ]
@@ -320,7 +319,7 @@ def test_conversation_survives_a_server_restart(engine: Engine, tmp_path: Path) 
             json={"choice": "patient"},
             headers=headers,
         )
-    with serve(create_app(ConversationApi(engine, IntegrationStore(db)))) as url:
+    with serve(create_app(ConversationApi(engine, integration_store(db)))) as url:
         response = httpx.post(
             f"{url}/api/v1/conversations/{cid}/messages",
             json={"choice": "chronique"},

@@ -25,6 +25,7 @@ from bot.engine.replies import Choice, Reply
 from bot.knowledge.model import COMMANDS, text
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
+from bot.storage.factory import build_stores, is_postgres_url
 from bot.storage.sqlite import SqliteStorage
 from tests.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
 
@@ -37,12 +38,17 @@ WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
 pytestmark = pytest.mark.usefixtures("no_network")
 
 
-def settings_for(api: FakeBotAPI, tmp_path: Path, webhook: bool) -> Settings:
+def settings_for(api: FakeBotAPI, db: str | Path, webhook: bool) -> Settings:
+    """Settings of a bot on ``db``: a SQLite file, a directory (its passerelle.db) or a
+    PostgreSQL URL."""
+    if not isinstance(db, str) or not is_postgres_url(db):
+        db = str(Path(db) / "passerelle.db") if Path(db).is_dir() else str(db)
     return Settings(
         telegram_token=TOKEN,
         telegram_api_base_url=api.base_url,
         secret=SECRET,
-        db_path=tmp_path / "passerelle.db",
+        db_path=Path(db) if not is_postgres_url(db) else Path("unused.db"),
+        database_url=db if is_postgres_url(db) else None,
         telegram_rate=0,
         webhook_url="https://passerelle.test/telegram/webhook" if webhook else None,
         webhook_secret=WEBHOOK_SECRET if webhook else None,
@@ -99,10 +105,16 @@ class Bot:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, db: str | Path, engine: Engine, webhook: bool
 ) -> AsyncIterator[Bot]:
-    settings = settings_for(api, tmp_path, webhook)
-    storage = SqliteStorage(settings.db_path, synchronous="NORMAL")
+    """Our server on ``db`` (see :func:`settings_for`; the ``database`` fixture runs a test
+    on SQLite and on PostgreSQL)."""
+    settings = settings_for(api, db, webhook)
+    storage = (
+        build_stores(settings.database_url).core
+        if settings.database_url
+        else SqliteStorage(settings.db_path, synchronous="NORMAL")
+    )
     app = build_server_app(
         settings, engine, storage=storage, pause=0, poll_timeout=5, retry_delay=0.01
     )
@@ -153,10 +165,10 @@ MODES = [pytest.param(False, id="polling"), pytest.param(True, id="webhook")]
 
 @pytest.mark.parametrize("webhook", MODES)
 async def test_persona_by_buttons(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, database: str, engine: Engine, webhook: bool
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
-    async with running_bot(api, tmp_path, engine, webhook) as bot:
+    async with running_bot(api, database, engine, webhook) as bot:
         if webhook:
             assert api.webhook is not None
             assert api.webhook["secret_token"] == WEBHOOK_SECRET
@@ -181,10 +193,10 @@ async def test_persona_by_buttons(
 
 @pytest.mark.parametrize("webhook", MODES)
 async def test_persona_by_free_text(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, database: str, engine: Engine, webhook: bool
 ) -> None:
     script = persona("07_fautes_sans_accents.yaml")
-    async with running_bot(api, tmp_path, engine, webhook) as bot:
+    async with running_bot(api, database, engine, webhook) as bot:
         user = api.user(502)
         shown = await begin(bot, user, engine)
         for step in script["steps"]:
@@ -197,15 +209,15 @@ async def test_persona_by_free_text(
 
 
 async def test_restart_mid_conversation_resumes(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     user = api.user(503)
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         shown = await begin(bot, user, engine)
         shown = await bot.send(user, press_choice(user, shown, "patient"))
         assert text(engine.kb.questions["experience"].text) in shown[-1].text
     # A new process on the same database: the old keyboard still works, one step further.
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         shown = await bot.send(user, press_choice(user, shown, "chronique"))
         experience = engine.kb.questions["experience"]
         chosen = next(c for c in experience.choices if c.id == "chronique")
@@ -232,9 +244,9 @@ async def test_update_recorded_before_a_crash_is_applied_at_start(
 
 
 async def test_duplicate_update_is_applied_once(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(505)
         shown = await begin(bot, user, engine)
         tap = press_choice(user, shown, "patient")
@@ -249,9 +261,9 @@ async def test_duplicate_update_is_applied_once(
 
 @pytest.mark.parametrize("header", [None, "wrong-secret-abcdefghijkl", ""])
 async def test_webhook_without_the_secret_is_refused(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, header: str | None
+    api: FakeBotAPI, database: str, engine: Engine, header: str | None
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(506)
         headers = {} if header is None else {"X-Telegram-Bot-Api-Secret-Token": header}
         async with httpx.AsyncClient() as client:
@@ -265,9 +277,9 @@ async def test_webhook_without_the_secret_is_refused(
 
 
 async def test_webhook_rejects_what_is_not_an_update(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
         async with httpx.AsyncClient() as client:
             for body in (b"not json", b"[]", b'{"update_id": "7"}', b"\xff\xfe"):
@@ -279,9 +291,9 @@ async def test_webhook_rejects_what_is_not_an_update(
 
 
 async def test_non_text_messages_get_a_kind_reply(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(507)
         await begin(bot, user, engine)
         file = {"file_id": "f", "file_unique_id": "u"}
@@ -313,9 +325,9 @@ async def test_non_text_messages_get_a_kind_reply(
         assert shown[0].text.startswith(msg(engine, "too_long")[:40])
 
 
-async def test_two_hundred_chats_at_once(api: FakeBotAPI, tmp_path: Path, engine: Engine) -> None:
+async def test_two_hundred_chats_at_once(api: FakeBotAPI, database: str, engine: Engine) -> None:
     """No reply lost, none sent to the wrong chat, every chat applied in order."""
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         users = [api.user(10_000 + i) for i in range(200)]
         yes = msg(engine, "consent_yes")
 
@@ -374,9 +386,9 @@ async def test_forget_leaves_no_row_of_that_person(
 
 
 async def test_without_consent_nothing_is_stored(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(510)
         shown = await begin(bot, user, engine, consent=False)
         assert shown[0].text.startswith(msg(engine, "consent_refused")[:40])
@@ -389,9 +401,9 @@ async def test_without_consent_nothing_is_stored(
 
 
 async def test_old_buttons_are_answered_gracefully(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(511)
         first = await begin(bot, user, engine)
         old_tap = press_choice(user, first, "proche")  # kept before its keyboard goes
@@ -415,10 +427,10 @@ async def test_old_buttons_are_answered_gracefully(
 
 
 async def test_deep_link_payload_is_validated(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     known = sorted({c.establishment for c in engine.kb.contacts.values() if c.establishment})
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         for index, payload in enumerate(["inconnu", "a" * 65, "<script>", *known[:1]]):
             user = api.user(600 + index)
             shown = await bot.send(user, user.text(f"/start {payload}"))
@@ -428,9 +440,9 @@ async def test_deep_link_payload_is_validated(
 
 
 async def test_every_command_is_in_the_menu(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         names = [c["command"] for c in api.commands]
         assert names[:6] == ["aide", "retour", "recommencer", "contacts", "glossaire", "stop"]
         typed = {*COMMANDS, *bot.channel.engine.modes, "mesdonnees", "oubli"}
@@ -444,9 +456,9 @@ async def test_every_command_is_in_the_menu(
 
 
 async def test_telegram_429_then_200_delivers_once(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(512)
         api.fail("sendMessage", 429, retry_after=1)
         shown = await bot.send(user, user.text("/start"))
@@ -456,9 +468,9 @@ async def test_telegram_429_then_200_delivers_once(
 
 
 async def test_telegram_5xx_is_retried_boundedly(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(513)
         api.fail("sendMessage", 500, times=2)
         shown = await bot.send(user, user.text("/start"))
@@ -472,10 +484,10 @@ async def test_telegram_5xx_is_retried_boundedly(
 
 
 async def test_logs_carry_no_text_no_id_no_token(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+    api: FakeBotAPI, database: str, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(987654321)
         await begin(bot, user, engine)
         shown = await bot.send(user, user.text("je suis une phrase tres personnelle"))
@@ -510,9 +522,9 @@ def test_callback_data_fits_telegram_limit() -> None:
 
 # -- how a person sees it on a phone ---------------------------------------------------------
 async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(520)
         shown = await begin(bot, user, engine)
         question = shown[-1]
@@ -529,11 +541,11 @@ async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
 
 
 async def test_keyboards_are_compact_and_labels_fit_a_phone(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
     back = text(engine.kb.flow.commands["retour"].label)
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(521)
         shown = await begin(bot, user, engine)
         keyboards = [last_buttons(shown).rows]
@@ -552,9 +564,9 @@ async def test_keyboards_are_compact_and_labels_fit_a_phone(
 
 
 async def test_the_glossary_is_paged_in_place(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(522)
         await begin(bot, user, engine)
         [glossary] = await bot.send(user, user.text("/glossaire"))
@@ -586,10 +598,10 @@ async def test_the_glossary_is_paged_in_place(
 
 
 async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(523)
         shown = await begin(bot, user, engine)
         for step in script["steps"]:
@@ -613,11 +625,11 @@ async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
 
 
 async def test_a_typed_answer_removes_the_buttons_it_answered(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     """Once the conversation moves on, answered by typing or tapping, no older message keeps
     buttons; at the same question (« aide »), they stay, without an extra call."""
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(524)
         shown = await begin(bot, user, engine)
         question = last_buttons(shown)
