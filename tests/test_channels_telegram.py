@@ -439,9 +439,7 @@ async def test_deep_link_payload_is_validated(
             assert last_buttons(shown).buttons  # the consent question follows either way
 
 
-async def test_every_command_is_in_the_menu(
-    api: FakeBotAPI, database: str, engine: Engine
-) -> None:
+async def test_every_command_is_in_the_menu(api: FakeBotAPI, database: str, engine: Engine) -> None:
     async with running_bot(api, database, engine, webhook=False) as bot:
         names = [c["command"] for c in api.commands]
         assert names[:6] == ["aide", "retour", "recommencer", "contacts", "glossaire", "stop"]

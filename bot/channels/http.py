@@ -518,12 +518,16 @@ class ConversationApi:
         except ValidationError as exc:
             raise _validation_error(exc) from None
 
-    def _lock(self, conversation_id: str) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
+        """One turn of a conversation at a time: in this process, then across instances
+        sharing the store (PostgreSQL: an advisory lock)."""
         lock = self._locks.get(conversation_id)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[conversation_id] = lock
-        return lock
+        async with lock, self.store.conversation_turn(conversation_id):
+            yield
 
     async def _handle(self, request: Request, work: Callable[[], Any]) -> Response:
         try:

@@ -438,12 +438,29 @@ def _json_object(payload: bytes) -> Any:
         raise ValueError("not JSON") from None
 
 
-def _chat_key(update: Update) -> Hashable:
+def _chat_key(update: Update) -> tuple[str, int]:
     if update.effective_chat is not None:
         return ("chat", update.effective_chat.id)
     if update.effective_user is not None:
         return ("user", update.effective_user.id)
     return ("update", update.update_id)
+
+
+def _chat_name(key: tuple[str, int]) -> str:
+    """The key of a chat's turn in a shared store (``chat:42``)."""
+    return f"{key[0]}:{key[1]}"
+
+
+def _chat_of(name: str) -> tuple[str, int]:
+    kind, _, number = name.partition(":")
+    return (kind, int(number))
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Apply a chat's updates recorded by an instance that did not apply them (it died)."""
+
+    chat: str
 
 
 def _seconds(value: int | float | dt.timedelta) -> float:
@@ -530,6 +547,7 @@ class TelegramChannel:
         self._queues = ChatQueues(self._apply, max_concurrency=64)
         #: Per chat, replies recorded but not yet accepted by Telegram, oldest first.
         self._undelivered: dict[int, deque[OutgoingReply]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._backoff: dict[int, float] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._keyboards: OrderedDict[tuple[str, tuple[Choice, ...], int], str] = OrderedDict()
@@ -575,6 +593,34 @@ class TelegramChannel:
                 self.features.scheduler = JobQueueScheduler(queue, self.send_followup)
                 await self.features.followups.rebuild(self.features.scheduler)
         await self.resume_inbox()
+        if self.storage.shared:
+            self._sweeper = asyncio.create_task(self._sweep(), name="telegram-sweeper")
+
+    async def _sweep(self) -> None:
+        """Several instances: what another instance left behind when it died, taken over
+        once its claims lapsed (replies recorded and not sent, updates recorded and not
+        applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
+        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_once(older_than=interval * 3)
+            except Exception as exc:
+                log.warning("sweep failed: %s", type(exc).__name__)
+
+    async def sweep_once(self, older_than: float) -> None:
+        for reply in await self.storage.replies_pending():
+            queue = self._undelivered.setdefault(reply.chat_id, deque())
+            if all((r.update_id, r.seq) != (reply.update_id, reply.seq) for r in queue):
+                queue.append(reply)
+                self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
+        stale = getattr(self.storage, "inbox_stale_chats", None)
+        if stale is not None:
+            for chat in await stale(older_than):
+                self._queues.submit(_chat_of(chat), CatchUp(chat))
+        if self.features is not None:
+            for followup in await self.features.followups.due():
+                await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
@@ -582,6 +628,11 @@ class TelegramChannel:
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self._queues.join()
         if self._started:
             self._started = False
@@ -634,7 +685,11 @@ class TelegramChannel:
         await self.purge()
 
     async def purge(self) -> int:
-        """Erase people idle past the retention period; forget ids of old applied updates."""
+        """Erase people idle past the retention period; forget ids of old applied updates.
+        Several instances: only the one holding the retention lease runs it."""
+        lease = getattr(self.storage, "lease", None)
+        if lease is not None and not await lease("telegram-retention", 3 * 3600):
+            return 0
         erased = await self.storage.purge_idle(self.settings.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)
         await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)
@@ -661,7 +716,7 @@ class TelegramChannel:
         except ValueError as exc:
             log.warning("invalid update dropped before recording: %s", exc)
             return False
-        added = await self.storage.inbox_add(update_id, payload)
+        added = await self.storage.inbox_add(update_id, payload, chat=_chat_name(_chat_key(update)))
         if added:
             self._queues.submit(_chat_key(update), update)
         return added
@@ -679,13 +734,39 @@ class TelegramChannel:
             raise ValueError("unreadable by PTB")
         return update
 
-    async def _apply(self, job: Update | Redeliver | FollowUpDue) -> None:
+    async def _apply(self, job: Update | Redeliver | FollowUpDue | CatchUp) -> None:
         if isinstance(job, Redeliver):
             await self._deliver(job.chat_id, ())
             return
         if isinstance(job, FollowUpDue):
             await self._ask_followup(job.followup)
             return
+        if isinstance(job, CatchUp):
+            await self._apply_in_turn(job.chat, MAX_INT, None)
+            return
+        if self.storage.shared:
+            await self._apply_in_turn(_chat_name(_chat_key(job)), job.update_id, job)
+            return
+        await self._apply_update(job)
+
+    async def _apply_in_turn(self, chat: str, up_to: int, current: Update | None) -> None:
+        """Several instances on one store: under the chat's turn (a lock in the database),
+        apply the chat's updates still pending up to ``up_to``, oldest first, wherever they
+        were recorded, and send their replies; one applied by another instance meanwhile is
+        no longer pending, so none is applied twice and the chat's order holds."""
+        async with self.storage.chat_turn(chat):
+            for item in await self.storage.inbox_pending_of(chat, up_to) or ():
+                update = current if current and item.update_id == current.update_id else None
+                if update is None:
+                    try:
+                        update = self._parse(_json_object(item.payload))
+                    except ValueError:
+                        log.warning("recorded update dead-lettered (unreadable)")
+                        await self.storage.inbox_dead(item.update_id)
+                        continue
+                await self._apply_update(update)
+
+    async def _apply_update(self, job: Update) -> None:
         started = time.perf_counter()
         turn = PendingTurn(job.update_id)
         token = _TURN.set(turn)

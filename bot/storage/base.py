@@ -12,9 +12,11 @@ transaction, so a crash at any point loses nothing and applies nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,8 +134,24 @@ class Storage(ABC):
 
     # -- inbox: durable, exactly-once processing of incoming updates -----------------------
     @abstractmethod
-    async def inbox_add(self, update_id: int, payload: bytes) -> bool:
-        """Durably record an update; ``False`` if this ``update_id`` was already seen."""
+    async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
+        """Durably record an update; ``False`` if this ``update_id`` was already seen.
+        ``chat`` names whose turn it is (shared stores apply a chat's updates in order)."""
+
+    # -- several instances on one store (PostgreSQL); no-ops for a store of one process ---
+    #: Whether several processes share this store (then the channels take the per-chat
+    #: turn below, and sweep what a dead instance left).
+    shared: bool = False
+
+    def chat_turn(self, chat: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``chat``'s turn across every process sharing the store (one process: its own
+        per-chat queue suffices)."""
+        return contextlib.nullcontext()
+
+    async def inbox_pending_of(self, chat: str, up_to: int) -> list[InboxItem] | None:
+        """Under :meth:`chat_turn`: ``chat``'s unapplied updates up to ``up_to``, oldest first
+        (``None``: this store is not shared, apply just the one in hand)."""
+        return None
 
     @abstractmethod
     async def inbox_pending(self, limit: int = 1000) -> list[InboxItem]:

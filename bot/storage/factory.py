@@ -8,6 +8,7 @@ tests/postgres/test_parity.py), hence the casts here and nowhere else.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -40,7 +41,9 @@ def build_stores(target: str | Path, *, migrate: bool = False) -> Stores:
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
 
-        core = PostgresStorage(str(target), migrate=migrate)
+        # How long a dead instance's claims (replies) last before another takes them over.
+        claim = float(os.environ.get("PASSERELLE_CLAIM_SECONDS") or 30)
+        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim)
         return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
     return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
 

@@ -8,12 +8,14 @@ state change that caused it was committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -247,6 +249,11 @@ class IntegrationStore:
         return count > 0
 
     # -- conversations ---------------------------------------------------------------------
+    def conversation_turn(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialise a conversation's turns across processes sharing the store (one SQLite
+        process: the API's own lock suffices)."""
+        return contextlib.nullcontext()
+
     async def load_conversation(
         self, conversation_id: str, establishment: str
     ) -> Conversation | None:

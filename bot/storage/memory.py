@@ -78,7 +78,7 @@ class MemoryStorage(Storage):
             self._consents.pop(user, None)
         return len(idle)
 
-    async def inbox_add(self, update_id: int, payload: bytes) -> bool:
+    async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
         if update_id in self._inbox:
             return False
         self._inbox[update_id] = (payload, self._clock(), None)

@@ -457,7 +457,7 @@ class SqliteStorage(Storage):
         return count
 
     # -- inbox -----------------------------------------------------------------------------
-    async def inbox_add(self, update_id: int, payload: bytes) -> bool:
+    async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
         now = self._clock()
 
         def operation(db: sqlite3.Connection) -> bool:

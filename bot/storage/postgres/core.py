@@ -64,6 +64,9 @@ def instance_id() -> str:
 class PostgresStorage(Storage):
     """A :class:`Storage` on a PostgreSQL database shared by every instance of a deployment.
 
+    Replies committed by an instance are claimed by it for ``claim_seconds`` (it sends them
+    right away); only once that lapsed may another instance send them.
+
     ``migrate=True`` brings the schema up to date at :meth:`open` (tests, ``db migrate``);
     otherwise a database older or newer than the code is refused with one French line.
     """
@@ -76,8 +79,10 @@ class PostgresStorage(Storage):
         clock: Callable[[], float] = time.time,
         min_size: int = 2,
         max_size: int = 20,
+        claim_seconds: float = CLAIM_SECONDS,
     ) -> None:
         self.url = url
+        self.claim_seconds = claim_seconds
         self.path = ":postgresql:"  # for health checks that look at a file's disk
         self._migrate = migrate
         self._clock = clock
@@ -86,6 +91,8 @@ class PostgresStorage(Storage):
         self._pool: AsyncConnectionPool[Connection] | None = None
         self.instance = instance_id()
         self._vacuum: asyncio.Task[None] | None = None
+
+    shared = True
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -235,11 +242,20 @@ class PostgresStorage(Storage):
             if change.replies:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
-                        "INSERT INTO replies "
-                        "(update_id, seq, chat_id, method, params, photo, created_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        "INSERT INTO replies (update_id, seq, chat_id, method, params, photo, "
+                        "created_at, claimed_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
                         [
-                            (r.update_id, r.seq, r.chat_id, r.method, r.params, r.photo, now)
+                            (
+                                r.update_id,
+                                r.seq,
+                                r.chat_id,
+                                r.method,
+                                r.params,
+                                r.photo,
+                                now,
+                                now + self.claim_seconds,
+                            )
                             for r in change.replies
                         ],
                     )
@@ -383,13 +399,14 @@ class PostgresStorage(Storage):
         return await self.replies_claim()
 
     async def replies_claim(
-        self, limit: int = 1000, lease: float = CLAIM_SECONDS
+        self, limit: int = 1000, lease: float | None = None
     ) -> list[OutgoingReply]:
         """Claim unsent replies for this instance: rows another instance holds (locked or
         with a live lease) are skipped, so each reply is sent by one instance; those of a
         dead instance come back once their lease lapsed (its last one may be sent twice:
         Telegram may have accepted it just before the crash)."""
         now = self._clock()
+        lease = self.claim_seconds if lease is None else lease
         async with self.transaction() as conn:
             cursor = await conn.execute(
                 "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
@@ -411,20 +428,6 @@ class PostgresStorage(Storage):
                 OutgoingReply(int(update_id), int(seq), int(chat_id), method, params, photo)
             )
         return replies
-
-    async def replies_claim_of(self, update_id: int, lease: float = CLAIM_SECONDS) -> int:
-        """Claim the replies of one update this instance just committed (before sending
-        them itself); the count claimed (0: another instance took them)."""
-        (count,) = await self.run(
-            [
-                (
-                    "UPDATE replies SET claimed_until = %s WHERE update_id = %s "
-                    "AND (claimed_until IS NULL OR claimed_until < %s)",
-                    (self._clock() + lease, update_id, self._clock()),
-                )
-            ]
-        )
-        return count
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
         await self.run(
