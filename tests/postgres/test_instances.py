@@ -143,6 +143,7 @@ async def test_one_instance_killed_five_times_under_load_loses_nothing(
                 spread = itertools.count()
                 sent = 0
                 for _ in range(crashes):
+
                     async def talk(user: FakeUser) -> None:
                         nonlocal sent
                         for word in words(2):
