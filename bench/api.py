@@ -49,7 +49,7 @@ def child(kind: str, port: int, workdir: Path) -> None:
     from starlette.routing import Route
 
     if kind == "ours":
-        from bot.app import build_engine
+        from bot.app.engines import build_engine
         from bot.channels.http import ConversationApi, RateLimiter, create_app
         from bot.knowledge.loader import load
         from bot.storage.integration import IntegrationStore
@@ -203,9 +203,9 @@ async def paced(url: str, key: str, rate: float, seconds: float) -> dict[str, fl
 
 
 async def outbox(workdir: Path, receiver: str, events: int) -> dict[str, float]:
-    from bot.establishments import Establishment
+    from bot.adapters.webhooks import WebhookWorker
+    from bot.knowledge.establishments import Establishment
     from bot.storage.integration import IntegrationStore, OutboxEvent
-    from bot.webhooks import WebhookWorker
 
     store = IntegrationStore(workdir / "outbox.db")
     await store.open()

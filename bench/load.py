@@ -39,7 +39,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[str, Any]:
     import httpx
 
-    from bot.app import build_engine
+    from bot.app.engines import build_engine
     from bot.config import Settings
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects

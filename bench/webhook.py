@@ -152,7 +152,7 @@ async def paced(
 async def run_passerelle(
     updates: int, chats: int, stored: int, rate: float, seconds: float
 ) -> dict[str, Any]:
-    from bot.app import build_engine
+    from bot.app.engines import build_engine
     from bot.config import Settings
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects
@@ -209,7 +209,7 @@ async def run_passerelle(
 
 def passerelle_replies() -> dict[str, tuple[str, Any]]:
     """What Passerelle sends for the bench's two inputs: (text, inline keyboard)."""
-    from bot.app import build_engine
+    from bot.app.engines import build_engine
     from bot.channels.telegram import encode_choice, keyboard_rows, render
     from bot.engine.session import Input
     from bot.knowledge.loader import load

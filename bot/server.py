@@ -27,14 +27,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.config import MAX_HEADER_BYTES, Settings, http_address, logging_config
 from bot.engine.flow import Engine
-from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
-    from bot.establishments import Establishment
-    from bot.features import Features
+    from bot.app.features import Features
+    from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ async def chart_worker(app: Starlette) -> AsyncIterator[None]:
     """The chart worker started with the server (warm before the first barometer ends) and
     stopped with it, in order: uvicorn ends the process by re-raising SIGTERM, after which
     nothing registered with ``atexit`` runs."""
-    from bot import charts
+    from bot.adapters import charts
 
     charts.prestart()
     try:
@@ -281,7 +281,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
     :data:`bot.config.MAX_HEADER_BYTES` (the body's own deadline is the routes')."""
     import uvicorn
 
-    from bot.http_limits import HeaderTimeoutProtocol
+    from bot.channels.http_limits import HeaderTimeoutProtocol
 
     class Protocol(HeaderTimeoutProtocol):
         header_timeout = settings.header_timeout

@@ -19,9 +19,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.features import Features
 from bot.channels.http import ConversationApi, RateLimiter, create_app
-from bot.features import Features
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore

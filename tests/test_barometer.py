@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_engine
-from bot.barometer_groups import BarometerGroups, BarometerService
-from bot.charts import RADAR_SIZE
+from bot.adapters.charts import RADAR_SIZE
+from bot.app.barometer import BarometerGroups, BarometerService
+from bot.app.engines import build_engine
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image

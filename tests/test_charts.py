@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bot import charts
-from bot.charts import PALETTE, RADAR_SIZE, RadarSeries, Spoke, radar_png, render
+from bot.adapters import charts
+from bot.adapters.charts import PALETTE, RADAR_SIZE, RadarSeries, Spoke, radar_png, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SPOKES = [Spoke(f"Critère {i}", "Co-expression" if i < 4 else "Co-construction") for i in range(8)]
@@ -52,7 +52,7 @@ def test_charts_are_drawn_in_a_worker_process_not_in_the_server() -> None:
     the GIL) happens in the worker, so the event loop keeps serving meanwhile."""
     script = (
         "import asyncio, json, os, sys\n"
-        "from bot import charts\n"
+        "from bot.adapters import charts\n"
         "from tests.test_charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    png = await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
@@ -89,7 +89,7 @@ async def test_a_killed_worker_is_replaced_and_no_chart_is_lost() -> None:
 def test_the_worker_does_not_outlive_a_killed_server() -> None:
     script = (
         "import asyncio, os, signal\n"
-        "from bot import charts\n"
+        "from bot.adapters import charts\n"
         "from tests.test_charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"

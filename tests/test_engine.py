@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
-from bot.establishments import Establishment
+from bot.knowledge.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.features import Features
 from bot.channels.http import ConversationApi, RateLimiter, create_app
 from bot.engine.flow import Engine
-from bot.features import Features
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore

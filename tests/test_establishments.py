@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.establishments import EstablishmentsError, decode_secret, load_establishments, new_secret
+from bot.knowledge.establishments import (
+    EstablishmentsError,
+    decode_secret,
+    load_establishments,
+    new_secret,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.channels.http import ConversationApi, create_app
 from bot.engine.flow import Engine
-from bot.establishments import load_establishments
+from bot.knowledge.establishments import load_establishments
 from bot.storage.integration import IntegrationStore
-from bot.webhooks import RetryPolicy, WebhookWorker
 from tests.live import serve
 from tests.test_webhooks import SECRET, free_port, run_to_contact_request, write_establishments
 

@@ -24,13 +24,13 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.features import Features
+from bot.app.reload import EngineHolder, Reloader, admin_routes
 from bot.channels.http import ConversationApi, RateLimiter, create_app
 from bot.config import JsonFormatter
 from bot.engine import barometer as mode
-from bot.features import Features
 from bot.knowledge.loader import load
-from bot.live import EngineHolder, Reloader, admin_routes
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore

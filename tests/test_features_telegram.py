@@ -22,17 +22,17 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.features import Features
+from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.channels.telegram import TelegramChannel, build
+from bot.cli.compose import build_integration, establishments_or_exit
 from bot.config import JsonFormatter, Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
-from bot.features import Features
-from bot.integration import build_integration, establishments_or_exit
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
-from bot.live import EngineHolder, Reloader, sighup_lifespan
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore

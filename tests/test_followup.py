@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.followups import FollowUp, FollowUps
+from bot.app.stats import StatsReader, StatsRecorder
 from bot.engine import followup as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
-from bot.followup import FollowUp, FollowUps
 from bot.knowledge.model import KnowledgeBase
-from bot.stats import StatsReader, StatsRecorder
 from bot.storage.features import FeatureStore
 
 

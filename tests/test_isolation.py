@@ -15,15 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.app import build_engine
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.app.engines import build_engine
+from bot.app.features import Features
+from bot.app.stats import StatsRecorder
 from bot.channels.http import ConversationApi, RateLimiter, create_app
-from bot.establishments import Establishment, load_establishments
-from bot.features import Features
+from bot.knowledge.establishments import Establishment, load_establishments
 from bot.knowledge.model import KnowledgeBase
-from bot.stats import StatsRecorder
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from bot.webhooks import RetryPolicy, WebhookWorker
 from tests.live import serve
 from tests.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for
 

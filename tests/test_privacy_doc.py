@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot import privacy_doc
+from bot.storage import privacy_doc
 
 
 def test_every_table_and_column_is_documented_and_none_extra() -> None:
@@ -22,7 +22,7 @@ def test_every_table_and_column_is_documented_and_none_extra() -> None:
 def test_privacy_md_matches_the_schema() -> None:
     document = privacy_doc.DOC.read_text(encoding="utf-8")
     part = privacy_doc.generated_part(document)
-    assert part == privacy_doc.render(), "run: python -m bot.privacy_doc"
+    assert part == privacy_doc.render(), "run: python -m bot.storage.privacy_doc"
     for table, columns in privacy_doc.schema().items():
         assert f"`{table}`" in part
         for column in columns:

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_engine
-from bot.charts import FUNNEL_SIZE
-from bot.cli import main
-from bot.engine.flow import Engine, Turn
-from bot.engine.session import Input
-from bot.establishments import Establishment
-from bot.knowledge.model import KnowledgeBase
-from bot.stats import (
+from bot.adapters.charts import FUNNEL_SIZE
+from bot.app.engines import build_engine
+from bot.app.stats import (
     Report,
     StatsReader,
     StatsRecorder,
@@ -27,6 +22,11 @@ from bot.stats import (
     question_order,
     render_csv,
 )
+from bot.cli import main
+from bot.engine.flow import Engine, Turn
+from bot.engine.session import Input
+from bot.knowledge.establishments import Establishment
+from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore
 
 DAY = dt.date(2026, 11, 20)
@@ -252,8 +252,8 @@ def test_stats_command(
 
 
 async def test_features_after_turn_records_and_draws(kb: KnowledgeBase) -> None:
+    from bot.app.features import Features
     from bot.engine.barometer import RATER
-    from bot.features import Features
 
     engine = build_engine(kb)
     features = Features(engine, FeatureStore(":memory:"))

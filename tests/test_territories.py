@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.adapters.webhooks import route
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
-from bot.establishments import Establishment
+from bot.knowledge.establishments import Establishment
 from bot.knowledge.loader import load_with_problems
 from bot.knowledge.model import KnowledgeBase
-from bot.webhooks import route
 
 #: The answers that lead to each territory: 13 metropolitan regions, 5 overseas regions (some
 #: through the « Outre-mer » alias), Luxembourg, Belgium (both communities), Switzerland, Québec.
@@ -490,8 +490,8 @@ def test_a_reload_keeps_the_receivers(kb: KnowledgeBase) -> None:
     """``serve`` builds its engines with the establishments; a reload must not forget them."""
     import functools
 
-    from bot.app import build_engine
-    from bot.live import EngineHolder
+    from bot.app.engines import build_engine
+    from bot.app.reload import EngineHolder
 
     chu = establishment("chu-toulouse", "CHU de Toulouse", territories=("fr-occitanie",))
     factory = functools.partial(build_engine, receivers=(chu,))

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as WebRoute
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
+from bot.app.features import Features
 from bot.channels.http import ConversationApi, create_app
-from bot.features import Features
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from bot.establishments import (
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker, check_target
+from bot.knowledge.establishments import (
     Establishment,
     EstablishmentsError,
     decode_secret,
@@ -27,7 +28,6 @@ from bot.establishments import (
     target_problem,
 )
 from bot.storage.integration import IntegrationStore, OutboxEvent
-from bot.webhooks import RetryPolicy, WebhookWorker, check_target
 from tests.test_webhooks import SECRET, Receiver
 
 
@@ -128,7 +128,7 @@ async def test_a_trickling_receiver_does_not_delay_another_establishment(
 async def test_an_attempt_has_a_total_deadline(
     tmp_path: Path, trickler: Trickler, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.webhooks")
+    caplog.set_level(logging.WARNING, logger="bot.adapters.webhooks")
     store = IntegrationStore(tmp_path / "passerelle.db")
     await store.open()
     secret_words = "courriel-tres-personnel@example.org"

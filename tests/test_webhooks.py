@@ -26,11 +26,11 @@ import jsonschema_rs
 import pytest
 import standardwebhooks
 
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.channels.http import ConversationApi, create_app
 from bot.engine.flow import Engine
-from bot.establishments import load_establishments
+from bot.knowledge.establishments import load_establishments
 from bot.storage.integration import IntegrationStore, OutboxEvent
-from bot.webhooks import RetryPolicy, WebhookWorker
 from tests.live import serve
 
 ROOT = Path(__file__).resolve().parent.parent

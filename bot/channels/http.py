@@ -39,13 +39,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from bot.adapters.webhooks import EVENT_MODELS, EVENT_TYPES, WebhookWorker, route
+from bot.app.reload import EngineHolder, holder_of
 from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, MAX_TEXT_LENGTH, Engine, Turn
 from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Reply
 from bot.engine.session import Input, Session
-from bot.establishments import Establishment
-from bot.live import EngineHolder, holder_of
+from bot.knowledge.establishments import Establishment
 from bot.storage.base import pseudonym
 from bot.storage.integration import (
     ApiKey,
@@ -55,10 +56,9 @@ from bot.storage.integration import (
     hash_key,
     new_id,
 )
-from bot.webhooks import EVENT_MODELS, EVENT_TYPES, WebhookWorker, route
 
 if TYPE_CHECKING:
-    from bot.features import Features
+    from bot.app.features import Features
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 16 * 1024

@@ -60,6 +60,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.app.reload import EngineHolder, holder_of
 from bot.config import Settings, quiet_libraries
 from bot.engine.barometer import choice_ids as barometer_choice_ids
 from bot.engine.flow import CANCEL, CMD, CONFIRM, NOT_THAT, RESUME, SKIP, TERM, Engine, Turn
@@ -71,14 +72,13 @@ from bot.engine.recommendation import territory_chain
 from bot.engine.replies import CONTACTS, GUIDE, ROLE, STALE, Choice, Event, Image, Reply
 from bot.engine.session import EXITED, RECOMMENDED, Input, Session
 from bot.knowledge.model import COMMANDS, text
-from bot.live import EngineHolder, holder_of
 from bot.storage.base import FollowUpTaken, OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
-    from bot.establishments import Establishment
-    from bot.features import Features
-    from bot.followup import FollowUp
+    from bot.app.features import Features
+    from bot.app.followups import FollowUp
+    from bot.knowledge.establishments import Establishment
     from bot.storage.integration import IntegrationStore
 
 # Opt in to PTB's coming behaviour (durations as ``timedelta``): without it, PTB 22 warns on
@@ -588,7 +588,7 @@ class TelegramChannel:
         if queue is not None:
             queue.run_repeating(self._retention_job, interval=6 * 3600, first=30)
             if self.features is not None:
-                from bot.followup import JobQueueScheduler
+                from bot.app.followups import JobQueueScheduler
 
                 self.features.scheduler = JobQueueScheduler(queue, self.send_followup)
                 await self.features.followups.rebuild(self.features.scheduler)
@@ -891,7 +891,7 @@ class TelegramChannel:
         pseudonym (never sent: it only lets their erasure remove undelivered payloads)."""
         if not self.establishments or not events:
             return ()
-        from bot.webhooks import route
+        from bot.adapters.webhooks import route
 
         entries: list[Any] = []
         for event in events:
@@ -1783,12 +1783,12 @@ async def run_polling(settings: Settings, engine: Engine) -> int:
     same establishments whichever command runs the bot."""
     import signal
 
-    from bot import charts
-    from bot.features import Features
-    from bot.integration import establishments_or_exit
+    from bot.adapters import charts
+    from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+    from bot.app.features import Features
+    from bot.cli.compose import establishments_or_exit
     from bot.server import startup_line
     from bot.storage.factory import build_stores
-    from bot.webhooks import RetryPolicy, WebhookWorker
 
     establishments = establishments_or_exit(settings, engine)
     stores = build_stores(settings.database_url or settings.db_path)

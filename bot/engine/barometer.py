@@ -4,7 +4,7 @@ Pure like the rest of the engine: no IO, no plotting, no storage. The person say
 (professional, or patient / carer / RU), then rates each criterion of ``barometer.yaml`` from 0 to
 4. At the end the mode emits ``barometer.completed`` with the scores; keeping the rating for a
 group (with consent) is asked for with ``barometer.keep`` and a comparison with
-``barometer.compare``. Channels hand these events to :mod:`bot.barometer_groups`, which draws the
+``barometer.compare``. Channels hand these events to :mod:`bot.app.barometer`, which draws the
 charts and talks to storage.
 
 State lives in ``session.extra["barometer"]`` (JSON-safe) while ``session.extra["mode"]`` is

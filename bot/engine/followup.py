@@ -1,6 +1,6 @@
 """The follow-up as an engine mode: ask consent after a recommendation, read the answer later.
 
-Pure. Consent gives ``followup.requested`` (the channel's :class:`bot.followup.FollowUps`
+Pure. Consent gives ``followup.requested`` (the channel's :class:`bot.app.followups.FollowUps`
 schedules it); when it is due the channel puts the session in this mode with :func:`asking` and
 sends the reply; the answer gives ``followup.answered`` and, when the person could not reach
 anyone, other contacts and the first steps again.

@@ -65,7 +65,7 @@ def next_target(question: Question, choice: Choice, facts: dict[str, str]) -> st
 
 
 class Receiver(Protocol):
-    """What the hand-off needs to know of an establishment (see ``bot.establishments``)."""
+    """What the hand-off needs to know of an establishment (``bot.knowledge.establishments``)."""
 
     @property
     def id(self) -> str: ...

@@ -2,7 +2,7 @@
 
 Same pattern as the other stores: its own forward migrations, run by
 :func:`bot.storage.migrations.migrate` on the same database file as the core store. The
-services (:mod:`bot.barometer_groups`, :mod:`bot.stats`, :mod:`bot.followup`) hold the logic;
+services (:mod:`bot.app.barometer`, :mod:`bot.app.stats`, :mod:`bot.app.followups`) hold the logic;
 this module only opens the connection and serialises access to it.
 
 Privacy: members of a barometer group are known by the pseudonymous key of
@@ -104,7 +104,7 @@ FEATURE_MIGRATIONS: list[Migration] = [
         203,
         # Statistics are tagged with the establishment whose API key created the conversation
         # (NULL on Telegram): an establishment's report never counts another's conversations,
-        # and its own never lift a hidden count over the threshold (bot/stats.py).
+        # and its own never lift a hidden count over the threshold (bot/app/stats.py).
         """
         ALTER TABLE stats_conversations ADD COLUMN establishment TEXT;
         CREATE INDEX IF NOT EXISTS stats_conversations_establishment

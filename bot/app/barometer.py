@@ -4,7 +4,7 @@ The engine's barometer mode (:mod:`bot.engine.barometer`) is pure; channels pass
 through :meth:`BarometerService.apply`, which
 
 * draws the person's radar chart after ``barometer.completed`` (in the chart worker process,
-  see :func:`bot.charts.render`);
+  see :func:`bot.adapters.charts.render`);
 * keeps a rating in a group after ``barometer.keep`` (the person pressed « create a group » or
   typed a code: that is the consent), then shows the comparison once two or more have rated;
 * answers ``barometer.compare`` for members only.
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.charts import PALETTE, RadarSeries, Spoke, radar_png, render
+from bot.adapters.charts import PALETTE, RadarSeries, Spoke, radar_png, render
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply

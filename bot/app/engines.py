@@ -34,6 +34,6 @@ def build_engine(
     """The engine with the default modes: use this rather than ``Engine(kb)`` in channels.
 
     ``receivers``: the establishments whose webhooks this channel routes events to (see
-    ``bot.webhooks.route``); only then may the bot offer to put the person in touch."""
+    ``bot.adapters.webhooks.route``); only then may the bot offer to put the person in touch."""
     modes = default_modes(kb, followup=followup, followup_days=followup_days)
     return Engine(kb, modes=modes, receivers=receivers)

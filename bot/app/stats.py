@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.charts import FunnelStep, funnel_png
+from bot.adapters.charts import FunnelStep, funnel_png
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
 from bot.knowledge.model import KnowledgeBase, text

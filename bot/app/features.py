@@ -16,10 +16,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from bot.barometer_groups import BarometerGroups, BarometerService
+from bot.app.barometer import BarometerGroups, BarometerService
+from bot.app.followups import FollowUps, Scheduler
+from bot.app.stats import DEFAULT_K, Scope, StatsReader, StatsRecorder
 from bot.engine.flow import Engine, Turn
-from bot.followup import FollowUps, Scheduler
-from bot.stats import DEFAULT_K, Scope, StatsReader, StatsRecorder
 from bot.storage.features import FeatureStore
 
 
@@ -34,7 +34,7 @@ class Features:
         self.scheduler: Scheduler | None = None
 
     def set_engine(self, engine: Engine) -> None:
-        """Use the engine of a reloaded knowledge base (see :mod:`bot.live`)."""
+        """Use the engine of a reloaded knowledge base (see :mod:`bot.app.reload`)."""
         self.engine = engine
         self.barometer.engine = engine
 
@@ -73,7 +73,7 @@ class Features:
     ) -> dict[str, Any]:
         """The body of ``GET /api/v1/stats``: the caller's establishment only (conversations
         its keys created, and Telegram ones with its id or ``contexts`` as deep link), with
-        its own conversations unable to lift a hidden count (see :mod:`bot.stats`)."""
+        its own conversations unable to lift a hidden count (see :mod:`bot.app.stats`)."""
         scope = Scope(establishment, contexts)
         report = await StatsReader(self.store, self.engine.kb).report(since, k=k, scope=scope)
         return report.to_dict()

@@ -30,7 +30,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine.replies import Event
-from bot.establishments import Establishment, address_problem, literal_address, target_problem
+from bot.knowledge.establishments import (
+    Establishment,
+    address_problem,
+    literal_address,
+    target_problem,
+)
 from bot.storage.integration import IntegrationStore, OutboxEvent, OutboxItem, new_id
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,9 @@ _resolved: dict[str, tuple[float, str | None]] = {}
 
 async def check_target(url: str) -> str | None:
     """Why ``url`` must not be posted to now, or ``None``: the checks of the configuration
-    (:func:`bot.establishments.target_problem`), and the addresses its host name resolves to
-    (none private, link-local or of a metadata service; cached for a minute). A name that
-    cannot be resolved is left to the HTTP client, which fails the attempt the usual way."""
+    (:func:`bot.knowledge.establishments.target_problem`), and the addresses its host name
+    resolves to (none private, link-local or of a metadata service; cached for a minute). A name
+    that cannot be resolved is left to the HTTP client, which fails the attempt the usual way."""
     problem = target_problem(url)
     if problem is not None:
         return problem

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.app.stats import STATS_ID, StatsRecorder
 from bot.engine.flow import Turn
 from bot.engine.followup import ANSWERED, DEFAULT_DAYS, REQUESTED
-from bot.stats import STATS_ID, StatsRecorder
 from bot.storage.features import FeatureStore
 
 DAY = 86400.0

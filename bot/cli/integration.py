@@ -15,11 +15,11 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bot import config
-from bot.establishments import new_secret
-from bot.integration import establishments_or_exit
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker, describe
+from bot.cli.compose import establishments_or_exit
+from bot.knowledge.establishments import new_secret
 from bot.storage.factory import integration_store
 from bot.storage.integration import IntegrationStore
-from bot.webhooks import RetryPolicy, WebhookWorker, describe
 
 
 def _with_store(

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bot.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+from bot.app.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
 from bot.storage.factory import feature_store, is_postgres_url
 from bot.storage.features import default_db_path
 

@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.app.reload import EngineHolder
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
-from bot.establishments import Establishment, EstablishmentsError, load_establishments
-from bot.live import EngineHolder
+from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.storage.factory import integration_for
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
-from bot.webhooks import RetryPolicy, WebhookWorker
 
 if TYPE_CHECKING:
-    from bot.features import Features
+    from bot.app.features import Features
 
 log = logging.getLogger(__name__)
 

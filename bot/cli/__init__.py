@@ -11,13 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.app import build_engine
+from bot.app.engines import build_engine
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.knowledge.loader import KnowledgeBaseError, load, load_with_problems
 from bot.knowledge.model import KnowledgeBase
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SCRIPTS = REPO_ROOT / "tests" / "conversations"
 DEFAULT_CORPUS = REPO_ROOT / "tests" / "understanding"
 
@@ -199,7 +199,7 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 
     from bot import config
     from bot.channels.telegram import run_polling
-    from bot.integration import establishments_or_exit
+    from bot.cli.compose import establishments_or_exit
 
     settings = config.load_or_exit(need_telegram=True)
     settings = config.secret_or_exit(settings)  # PASSERELLE_SECRET, or the kept one
@@ -214,9 +214,9 @@ def cmd_telegram(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
     from bot import config
-    from bot.features import Features
-    from bot.integration import build_integration
-    from bot.live import EngineHolder, Reloader, admin_routes
+    from bot.app.features import Features
+    from bot.app.reload import EngineHolder, Reloader, admin_routes
+    from bot.cli.compose import build_integration
     from bot.server import serve
     from bot.storage.factory import build_stores
 
@@ -225,7 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.configure_logging(settings)
     kb = load_or_exit(settings.contenus)
     # The establishments receiving webhooks: the engines offer a hand-off only towards them.
-    from bot.integration import establishments_or_exit
+    from bot.cli.compose import establishments_or_exit
 
     receivers = tuple(establishments_or_exit(settings, build_engine(kb)).values())
     api_factory = functools.partial(build_engine, receivers=receivers)
@@ -356,11 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(handler=cmd_db_migrate)
 
-    from bot.integration_cli import add_commands as add_integration_commands
+    from bot.cli.integration import add_commands as add_integration_commands
 
     add_integration_commands(sub)  # keys …, webhooks …
 
-    from bot.stats_cli import add_commands as add_stats_commands
+    from bot.cli.stats import add_commands as add_stats_commands
 
     add_stats_commands(sub)  # stats
 
@@ -385,7 +385,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     return result
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
