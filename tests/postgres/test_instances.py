@@ -27,7 +27,7 @@ from tests.test_crash import Server, post
 pytestmark = pytest.mark.slow
 CHATS = 16
 TURNS = 8
-CLAIM_SECONDS = "1.5"  # how long a dead instance's claims last before the other takes over
+CLAIM_SECONDS = "4"  # how long a dead instance's claims last before the other takes over
 
 
 @pytest.fixture

@@ -89,6 +89,9 @@ class PostgresStorage(Storage):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: AsyncConnectionPool[Connection] | None = None
+        #: Connections that hold the per-chat locks, apart: a turn holding one still gets its
+        #: queries from the main pool (one pool for both would deadlock once full of holders).
+        self._locks: AsyncConnectionPool[Connection] | None = None
         self.instance = instance_id()
         self._vacuum: asyncio.Task[None] | None = None
 
@@ -122,15 +125,33 @@ class PostgresStorage(Storage):
             await pool.close()
             raise unreachable(self.url, exc) from None
         self._pool = pool
+        self._locks = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._max_size * 2,
+            kwargs={"autocommit": True},
+            open=False,
+            name="passerelle-locks",
+        )
+        await self._locks.open(wait=True, timeout=15)
 
     async def close(self) -> None:
         if self._vacuum is not None:
             with contextlib.suppress(Exception):
                 await self._vacuum
             self._vacuum = None
+        if self._locks is not None:
+            await self._locks.close()
+            self._locks = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    @property
+    def lock_pool(self) -> AsyncConnectionPool[Connection]:
+        if self._locks is None:
+            raise RuntimeError("PostgresStorage.open() was not called")
+        return self._locks
 
     @property
     def pool(self) -> AsyncConnectionPool[Connection]:
@@ -356,7 +377,7 @@ class PostgresStorage(Storage):
         advisory lock on a connection kept for the turn): two instances never apply two
         updates of one chat at once. Reentrant per process only through the caller's queue."""
         key = _lock_key(chat)
-        async with self.pool.connection() as conn:
+        async with self.lock_pool.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CHAT_LOCK_SPACE, key))
             try:
                 yield

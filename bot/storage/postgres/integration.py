@@ -116,7 +116,7 @@ class PostgresIntegrationStore:
         """Hold the conversation's lock across every instance for one turn (load → engine →
         :meth:`save_turn`): two requests of one conversation never interleave."""
         key = _lock_key(conversation_id)
-        async with self.core.pool.connection() as conn:
+        async with self.core.lock_pool.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CONVERSATION_LOCK_SPACE, key))
             try:
                 yield
