@@ -281,7 +281,7 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
     :data:`bot.config.MAX_HEADER_BYTES` (the body's own deadline is the routes')."""
     import uvicorn
 
-    from bot.channels.http_limits import HeaderTimeoutProtocol
+    from bot.channels.http.limits import HeaderTimeoutProtocol
 
     class Protocol(HeaderTimeoutProtocol):
         header_timeout = settings.header_timeout

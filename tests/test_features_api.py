@@ -26,8 +26,9 @@ from playwright.sync_api import Browser, Page, expect
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
-from bot.app.reload import EngineHolder, Reloader, admin_routes
+from bot.app.reload import EngineHolder, Reloader
 from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http.admin import admin_routes
 from bot.config import JsonFormatter
 from bot.engine import barometer as mode
 from bot.knowledge.loader import load

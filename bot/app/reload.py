@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -22,10 +21,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
 
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load_with_problems
@@ -98,41 +93,6 @@ class Reloader:
                 holder.swap(engine)
             log.info("knowledge base reloaded: version %s", kb.version)
             return ReloadResult(True, kb.version)
-
-
-def admin_routes(reloader: Reloader, token: str | None) -> list[BaseRoute]:
-    """``POST /admin/reload`` (``Authorization: Bearer $PASSERELLE_ADMIN_TOKEN``): 200 with the
-    new version, 422 with the validator's messages (the old base keeps serving), 401 without a
-    bearer token, 403 with a wrong one or when no admin token is configured."""
-
-    async def reload(request: Request) -> JSONResponse:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            return JSONResponse(
-                {"error": {"code": "unauthorized", "message": "Jeton d'administration manquant."}},
-                401,
-                headers={"www-authenticate": "Bearer"},
-            )
-        if not token or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return JSONResponse(
-                {"error": {"code": "forbidden", "message": "Jeton d'administration refusé."}}, 403
-            )
-        result = await reloader.reload()
-        if not result.ok:
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "invalid_knowledge_base",
-                        "message": "Base refusée : l'ancienne version reste en service.",
-                        "problems": list(result.problems),
-                    },
-                    "version": result.version,
-                },
-                422,
-            )
-        return JSONResponse({"reloaded": True, "version": result.version})
-
-    return [Route("/admin/reload", reload, methods=["POST"])]
 
 
 def sighup_lifespan(reloader: Reloader) -> Callable[[Any], AbstractAsyncContextManager[None]]:

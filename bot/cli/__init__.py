@@ -215,7 +215,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The web server on ``$PORT``: Telegram webhook (or polling), health check, features."""
     from bot import config
     from bot.app.features import Features
-    from bot.app.reload import EngineHolder, Reloader, admin_routes
+    from bot.app.reload import EngineHolder, Reloader
+    from bot.channels.http.admin import admin_routes
     from bot.cli.compose import build_integration
     from bot.server import serve
     from bot.storage.factory import build_stores

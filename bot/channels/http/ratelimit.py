@@ -1,0 +1,38 @@
+"""The API's rate limiter: a token bucket per API key (per key and client address for a
+public widget key)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+# -- rate limiting ---------------------------------------------------------------------------
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests per second on average, bursts of ``burst``."""
+
+    rate: float = 20.0
+    burst: int = 60
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+    def check(self, name: str, now: float | None = None) -> float:
+        """0 if allowed (and counted), else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        bucket = self.buckets.get(name)
+        if bucket is None:
+            if len(self.buckets) > 10_000:
+                self.buckets.clear()
+            bucket = self.buckets[name] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / self.rate
