@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,7 @@ async def two(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStora
 
 def events(count: int) -> list[OutboxEvent]:
     return [
-        OutboxEvent(f"msg_{n:04d}", "chu", "contact.requested", '{"n": %d}' % n, f"s{n % 7}")
+        OutboxEvent(f"msg_{n:04d}", "chu", "contact.requested", json.dumps({"n": n}), f"s{n % 7}")
         for n in range(count)
     ]
 
