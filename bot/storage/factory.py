@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
 from bot.storage.sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from bot.storage.postgres import PostgresStorage
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -41,11 +44,21 @@ def build_stores(target: str | Path, *, migrate: bool = False) -> Stores:
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
 
-        # How long a dead instance's claims (replies) last before another takes them over.
-        claim = float(os.environ.get("PASSERELLE_CLAIM_SECONDS") or 30)
-        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim)
+        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds())
         return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
     return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
+
+
+def claim_seconds() -> float:
+    """How long a dead instance's claims (replies, webhook events) last before another
+    instance takes them over (``PASSERELLE_CLAIM_SECONDS``, 30 by default)."""
+    return float(os.environ.get("PASSERELLE_CLAIM_SECONDS") or 30)
+
+
+def _postgres(target: str | Path) -> PostgresStorage:
+    from bot.storage.postgres import PostgresStorage
+
+    return PostgresStorage(str(target), claim_seconds=claim_seconds())
 
 
 def integration_for(core: SqliteStorage) -> IntegrationStore:
@@ -62,7 +75,7 @@ def integration_store(target: str | Path) -> IntegrationStore:
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresIntegrationStore
 
-        return cast(IntegrationStore, PostgresIntegrationStore(str(target)))
+        return cast(IntegrationStore, PostgresIntegrationStore(_postgres(target), owned=True))
     return IntegrationStore(target)
 
 
@@ -71,5 +84,5 @@ def feature_store(target: str | Path) -> FeatureStore:
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore
 
-        return cast(FeatureStore, PostgresFeatureStore(str(target)))
+        return cast(FeatureStore, PostgresFeatureStore(_postgres(target), owned=True))
     return FeatureStore(target)

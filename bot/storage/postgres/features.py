@@ -35,10 +35,13 @@ def placeholders(sql: str) -> bytes:
 class PostgresFeatureStore:
     """Same public methods as :class:`bot.storage.features.FeatureStore`."""
 
-    def __init__(self, target: str | PostgresStorage, *, migrate: bool = False) -> None:
+    def __init__(
+        self, target: str | PostgresStorage, *, migrate: bool = False, owned: bool = False
+    ) -> None:
+        """``owned``: this store opens and closes a core store it was handed."""
         if isinstance(target, PostgresStorage):
             self.core = target
-            self._owned = False
+            self._owned = owned
         else:
             self.core = PostgresStorage(target, migrate=migrate)
             self._owned = True

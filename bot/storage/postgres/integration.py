@@ -29,7 +29,7 @@ from bot.storage.integration import (
     hash_key,
     new_id,
 )
-from bot.storage.postgres.core import CLAIM_SECONDS, PostgresStorage, _lock_key, outbox_insert
+from bot.storage.postgres.core import PostgresStorage, _lock_key, outbox_insert
 
 #: Namespace of the per-conversation advisory locks.
 CONVERSATION_LOCK_SPACE = 0x5041  # "PA"
@@ -40,10 +40,13 @@ class PostgresIntegrationStore:
 
     Give it a URL to own its :class:`PostgresStorage`, or share the server's one."""
 
-    def __init__(self, target: str | PostgresStorage, *, migrate: bool = False) -> None:
+    def __init__(
+        self, target: str | PostgresStorage, *, migrate: bool = False, owned: bool = False
+    ) -> None:
+        """``owned``: this store opens and closes a core store it was handed."""
         if isinstance(target, PostgresStorage):
             self.core = target
-            self._owned = False
+            self._owned = owned
         else:
             self.core = PostgresStorage(target, migrate=migrate)
             self._owned = True
@@ -261,11 +264,12 @@ class PostgresIntegrationStore:
         now: float,
         limit: int = 50,
         skip_establishments: Sequence[str] = (),
-        lease: float = CLAIM_SECONDS,
+        lease: float | None = None,
     ) -> list[OutboxItem]:
         """Like SQLite's, and each event returned is claimed for this instance for ``lease``
         seconds: another instance's :meth:`outbox_due` skips it meanwhile (a claim lapses if
         this instance dies before :meth:`outbox_delivered` / :meth:`outbox_failed`)."""
+        lease = self.core.claim_seconds if lease is None else lease
         async with self.core.transaction() as conn:
             cursor = await conn.execute(
                 _OUTBOX_SELECT.replace(" FROM webhook_outbox", " FROM webhook_outbox o")
