@@ -43,7 +43,7 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
     from bot.config import Settings
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects
-    from tests.fakebotapi import TOKEN, FakeBotAPI, serving
+    from tests.harness.fakebotapi import TOKEN, FakeBotAPI, serving
 
     engine = build_engine(load(ROOT / "contenus"))
     latencies: list[float] = []

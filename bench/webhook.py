@@ -1,8 +1,8 @@
 """Webhook benchmark: Passerelle (durable SQLite state) against a bare PTB echo bot.
 
 Each variant runs in its own process (so peak RSS is its own): the server under uvicorn on
-loopback, the fake Bot API (tests/fakebotapi.py) and the load generator beside it in the same
-process. Two phases per variant:
+loopback, the fake Bot API (tests/harness/fakebotapi.py) and the load generator beside it in the
+same process. Two phases per variant:
 
 1. saturated (closed loop): M chats talk at once; each chat posts its next update when the reply
    to the previous one has reached the fake Telegram. Gives updates/s.
@@ -55,7 +55,7 @@ def lean_fake_api() -> Any:
     number of messages per chat. Otherwise the records of every call (a parsed keyboard
     each) pile up in the measured process and make the garbage collector's full passes
     longer and longer, a harness cost that has nothing to do with the bots compared."""
-    from tests.fakebotapi import Call, FakeBotAPI, Sent
+    from tests.harness.fakebotapi import Call, FakeBotAPI, Sent
 
     class Lean(FakeBotAPI):
         lean = False
@@ -158,7 +158,7 @@ async def run_passerelle(
     from bot.server import build_server_app, freeze_startup_objects
     from bot.storage.base import UserChange
     from bot.storage.sqlite import SqliteStorage
-    from tests.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN, serving
 
     engine = build_engine(load(ROOT / "contenus"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,7 +247,7 @@ async def run_echo(
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
     from bot.server import build_app
-    from tests.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN, serving
 
     sized_replies = passerelle_replies() if sized else {}
     async with lean_fake_api() as api:

@@ -15,7 +15,7 @@ from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.postgres.schema import ensure_current
-from tests.fakebotapi import FakeBotAPI, offline
+from tests.harness.fakebotapi import FakeBotAPI, offline
 from tests.harness.postgres import Cluster, cluster
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,10 +17,7 @@ the previous round faded.
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,7 +27,7 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply
 from bot.engine.session import Session
 from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
-from bot.storage.features import FeatureStore
+from bot.storage.base import BarometerRating, CodeTaken, FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -132,25 +129,12 @@ class BarometerGroups:
         context: str | None = None,
     ) -> str:
         """A new group holding ``member``'s rating; returns its code."""
-        now = time.time()
         for _ in range(10):
             code = mode.new_code()
+            rating = BarometerRating(code, member, rater, scores, kb_version, True, context)
             try:
-                await self.store.write(
-                    [
-                        (
-                            "INSERT INTO barometer_groups (code, created_at, context) "
-                            "VALUES (?, ?, ?)",
-                            (code, now, context),
-                        ),
-                        (
-                            "INSERT INTO barometer_ratings (code, round, member, rater, scores, "
-                            "kb_version, created_at) VALUES (?, 1, ?, ?, ?, ?, ?)",
-                            (code, member, rater, json.dumps(scores), kb_version, now),
-                        ),
-                    ]
-                )
-            except sqlite3.IntegrityError:
+                await self.store.apply([rating])
+            except CodeTaken:
                 continue
             return code
         raise RuntimeError("could not find a free group code")
@@ -162,60 +146,25 @@ class BarometerGroups:
 
         A member who already rated in the current round starts the next one.
         """
-        rows = await self.store.read(
-            "SELECT current_round FROM barometer_groups WHERE code = ?", (code,)
+        [round_] = await self.store.apply(
+            [BarometerRating(code, member, rater, scores, kb_version)]
         )
-        if not rows:
-            return None
-        current = int(rows[0][0])
-        already = await self.store.read(
-            "SELECT 1 FROM barometer_ratings WHERE code = ? AND round = ? AND member = ?",
-            (code, current, member),
-        )
-        target = current + 1 if already else current
-        await self.store.write(
-            [
-                (
-                    "UPDATE barometer_groups SET current_round = ? "
-                    "WHERE code = ? AND current_round < ?",
-                    (target, code, target),
-                ),
-                (
-                    "INSERT INTO barometer_ratings (code, round, member, rater, scores, "
-                    "kb_version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (code, round, member) DO UPDATE SET rater = excluded.rater, "
-                    "scores = excluded.scores, kb_version = excluded.kb_version, "
-                    "created_at = excluded.created_at",
-                    (code, target, member, rater, json.dumps(scores), kb_version, time.time()),
-                ),
-            ]
-        )
-        return target
+        return round_ or None
 
     async def groups_of(self, member: str) -> list[str]:
         """Codes of the groups ``member`` belongs to, most recently rated last."""
-        rows = await self.store.read(
-            "SELECT code, MAX(id) AS last FROM barometer_ratings WHERE member = ? "
-            "GROUP BY code ORDER BY last",
-            (member,),
-        )
-        return [str(row[0]) for row in rows]
+        return await self.store.barometer_groups_of(member)
 
     async def is_member(self, code: str, member: str) -> bool:
-        rows = await self.store.read(
-            "SELECT 1 FROM barometer_ratings WHERE code = ? AND member = ? LIMIT 1",
-            (code, member),
-        )
-        return bool(rows)
+        return await self.store.barometer_is_member(code, member)
 
     async def compare(self, code: str, member: str) -> Comparison | None:
         """The group's current round against its previous one; ``None`` for a non-member."""
         if not await self.is_member(code, member):
             return None
-        rows = await self.store.read(
-            "SELECT current_round FROM barometer_groups WHERE code = ?", (code,)
-        )
-        current = int(rows[0][0])
+        current = await self.store.barometer_round(code)
+        if current is None:
+            return None
         sides = await self._sides(code, current)
         previous = await self._sides(code, current - 1) if current > 1 else {}
         gaps: list[tuple[str, float, float]] = []
@@ -228,13 +177,9 @@ class BarometerGroups:
         return Comparison(code, current, sides, previous, tuple(gaps))
 
     async def _sides(self, code: str, round_: int) -> dict[str, Side]:
-        rows = await self.store.read(
-            "SELECT rater, scores FROM barometer_ratings WHERE code = ? AND round = ? ORDER BY id",
-            (code, round_),
-        )
         collected: dict[str, list[dict[str, int]]] = {}
-        for rater, scores in rows:
-            collected.setdefault(str(rater), []).append(json.loads(scores))
+        for rater, scores in await self.store.barometer_ratings(code, round_):
+            collected.setdefault(rater, []).append(scores)
         sides: dict[str, Side] = {}
         for rater in [*BAROMETER_RATERS, *sorted(set(collected) - set(BAROMETER_RATERS))]:
             ratings = collected.get(rater)

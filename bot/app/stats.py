@@ -26,7 +26,7 @@ import datetime as dt
 import io
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,17 @@ from bot.adapters.charts import FunnelStep, funnel_png
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
 from bot.knowledge.model import KnowledgeBase, text
-from bot.storage.features import FeatureStore
+from bot.storage.base import (
+    Counts,
+    FeatureStore,
+    FeatureWrite,
+    StatsCompleted,
+    StatsForgotten,
+    StatsOutcome,
+    StatsReached,
+    StatsScope,
+    StatsStarted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,8 @@ class StatsRecorder:
 
     Returns the turn with the conversation's random statistics id in its session (the channel
     saves that session as usual). Never raises: statistics must not break a conversation.
+    :meth:`plan` computes the same rows as :data:`~bot.storage.base.FeatureWrite` values
+    without writing them, for a caller that commits them with the turn.
     """
 
     def __init__(self, store: FeatureStore) -> None:
@@ -70,101 +82,82 @@ class StatsRecorder:
     ) -> Turn:
         """``establishment``: whose API key created the conversation (kept with its row)."""
         try:
-            return await self._record(turn, channel, day or today(), establishment)
+            turn, writes = plan(turn, channel, day or today(), establishment)
+            if writes:
+                await self.store.apply(writes)
         except Exception:
             log.exception("statistics not recorded")
-            return turn
+        return turn
+
+    def plan(
+        self,
+        turn: Turn,
+        channel: str,
+        day: dt.date | None = None,
+        *,
+        establishment: str | None = None,
+    ) -> tuple[Turn, tuple[FeatureWrite, ...]]:
+        """The turn (with its statistics id) and the rows to write with it; never raises."""
+        try:
+            return plan(turn, channel, day or today(), establishment)
+        except Exception:
+            log.exception("statistics not recorded")
+            return turn, ()
 
     async def forget(self, session: dict[str, Any] | None) -> None:
         """Drop the statistics rows of the conversation whose session this is (API erasure:
         nothing of it, not even an anonymous row, is left to pad a count)."""
-        extra = (session or {}).get("extra") or {}
-        sid = extra.get(STATS_ID) if isinstance(extra, dict) else None
-        if not isinstance(sid, str) or not sid:
-            return
-        await self.store.write(
-            [
-                ("DELETE FROM stats_nodes WHERE conversation = ?", (sid,)),
-                ("DELETE FROM stats_roles WHERE conversation = ?", (sid,)),
-                ("DELETE FROM stats_outcomes WHERE conversation = ?", (sid,)),
-                ("DELETE FROM stats_conversations WHERE id = ?", (sid,)),
-            ]
-        )
-
-    async def _record(
-        self, turn: Turn, channel: str, day: dt.date, establishment: str | None
-    ) -> Turn:
-        session = turn.session
-        sid = session.extra.get(STATS_ID)
-        statements: list[tuple[str, Sequence[Any]]] = []
-        if not isinstance(sid, str) or not sid:
-            sid = secrets.token_hex(12)
-            session = replace(session, extra={**session.extra, STATS_ID: sid})
-            turn = replace(turn, session=session)
-            statements.append(
-                (
-                    "INSERT INTO stats_conversations "
-                    "(id, day, context, channel, establishment) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (sid, day.isoformat(), session.context, channel[:32], establishment),
-                )
-            )
-        node = session.node
-        if node and not session.extra.get("mode"):
-            statements += [
-                (
-                    "INSERT INTO stats_nodes (conversation, node) VALUES (?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (sid, node),
-                ),
-                ("UPDATE stats_conversations SET last_node = ? WHERE id = ?", (node, sid)),
-            ]
-        for event in turn.events:
-            data = event.data
-            if event.kind == "conversation.completed":
-                statements.append(
-                    (
-                        "UPDATE stats_conversations SET completed = 1, territory = ? WHERE id = ?",
-                        (data.get("territory"), sid),
-                    )
-                )
-                statements += [
-                    (
-                        "INSERT INTO stats_roles (conversation, role) VALUES (?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        (sid, str(role)),
-                    )
-                    for role in data.get("roles", [])
-                ]
-            elif event.kind in OUTCOMES:
-                # The value is a fixed word, never a field a person typed.
-                value = str(data.get("rater", "1")) if event.kind == "barometer.completed" else "1"
-                statements.append(
-                    (
-                        "INSERT INTO stats_outcomes (conversation, kind, value) "
-                        "VALUES (?, ?, ?) ON CONFLICT (conversation, kind) "
-                        "DO UPDATE SET value = excluded.value",
-                        (sid, OUTCOMES[event.kind], value),
-                    )
-                )
-        if statements:
-            await self.store.write(statements)
-        return turn
+        write = forget(session)
+        if write is not None:
+            await self.store.apply([write])
 
     async def record_followup(self, conversation: str | None, reached: bool) -> None:
         """The answer to a follow-up (« could you reach the contact? »)."""
-        if not conversation:
-            return
-        await self.store.write(
-            [
-                (
-                    "INSERT INTO stats_outcomes (conversation, kind, value) "
-                    "VALUES (?, 'followup', ?) ON CONFLICT (conversation, kind) "
-                    "DO UPDATE SET value = excluded.value",
-                    (conversation, "reached" if reached else "not_reached"),
-                )
-            ]
+        if conversation:
+            await self.store.apply([followup_outcome(conversation, reached)])
+
+
+def plan(
+    turn: Turn, channel: str, day: dt.date, establishment: str | None = None
+) -> tuple[Turn, tuple[FeatureWrite, ...]]:
+    """The statistics rows of one turn, and the turn with the conversation's random id in its
+    session (drawn at its first turn)."""
+    session = turn.session
+    sid = session.extra.get(STATS_ID)
+    writes: list[FeatureWrite] = []
+    if not isinstance(sid, str) or not sid:
+        sid = secrets.token_hex(12)
+        session = replace(session, extra={**session.extra, STATS_ID: sid})
+        turn = replace(turn, session=session)
+        writes.append(
+            StatsStarted(sid, day.isoformat(), channel[:32], session.context, establishment)
         )
+    node = session.node
+    if node and not session.extra.get("mode"):
+        writes.append(StatsReached(sid, node))
+    for event in turn.events:
+        data = event.data
+        if event.kind == "conversation.completed":
+            roles = tuple(str(role) for role in data.get("roles", []))
+            writes.append(StatsCompleted(sid, data.get("territory"), roles))
+        elif event.kind in OUTCOMES:
+            # The value is a fixed word, never a field a person typed.
+            value = str(data.get("rater", "1")) if event.kind == "barometer.completed" else "1"
+            writes.append(StatsOutcome(sid, OUTCOMES[event.kind], value))
+    return turn, tuple(writes)
+
+
+def forget(session: dict[str, Any] | None) -> StatsForgotten | None:
+    """The write dropping the statistics rows of the conversation whose session this is."""
+    extra = (session or {}).get("extra") or {}
+    sid = extra.get(STATS_ID) if isinstance(extra, dict) else None
+    if not isinstance(sid, str) or not sid:
+        return None
+    return StatsForgotten(sid)
+
+
+def followup_outcome(conversation: str, reached: bool) -> StatsOutcome:
+    return StatsOutcome(conversation, "followup", "reached" if reached else "not_reached")
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -344,41 +337,6 @@ class StatsReader:
         self.store = store
         self.kb = kb
 
-    def _where(
-        self,
-        since: dt.date | None,
-        context: str | None,
-        scope: Scope | None = None,
-        alias: str = "c",
-    ) -> tuple[str, list[Any]]:
-        clauses, params = ["1 = 1"], []
-        if since is not None:
-            clauses.append(f"{alias}.day >= ?")
-            params.append(since.isoformat())
-        if context is not None:
-            clauses.append(f"{alias}.context IS NOT DISTINCT FROM ?")
-            params.append(context)
-        if scope is not None:
-            contexts = sorted({scope.establishment, *scope.contexts})
-            marks = ", ".join("?" for _ in contexts)
-            clauses.append(
-                f"({alias}.establishment = ? OR "
-                f"({alias}.establishment IS NULL AND {alias}.context IN ({marks})))"
-            )
-            params += [scope.establishment, *contexts]
-        return " AND ".join(clauses), params
-
-    async def _counts(
-        self, sql: str, params: Sequence[Any]
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """``sql`` selects (key, count, own count): both as dicts."""
-        counts: dict[str, int] = {}
-        own: dict[str, int] = {}
-        for key, count, mine in await self.store.read(sql, params):
-            counts[str(key)] = int(count)
-            own[str(key)] = int(mine or 0)
-        return counts, own
-
     async def report(
         self,
         since: dt.date | None = None,
@@ -389,48 +347,32 @@ class StatsReader:
     ) -> Report:
         """The figures of ``context`` (all when ``None``), or of an establishment's ``scope``
         (then its own conversations never lift a cell over ``k``: see :func:`hide`)."""
-        where, params = self._where(since, context, scope)
-        # How many of a count the caller's own keys created (0 for the operator's report).
-        own_sql, own_done_sql, own_params = "0", "0", []
-        if scope is not None:
-            # Portable SQL (SQLite and PostgreSQL): no boolean arithmetic.
-            own_sql = "SUM(CASE WHEN c.establishment IS NOT DISTINCT FROM ? THEN 1 ELSE 0 END)"
-            own_done_sql = (
-                "SUM(CASE WHEN c.completed = 1 AND c.establishment IS NOT DISTINCT FROM ? "
-                "THEN 1 ELSE 0 END)"
-            )
-            own_params = [scope.establishment]
-        label = context if scope is None else scope.establishment
-        all_params = [*own_params, *params]
-        [(started_raw, completed_raw, started_own, completed_own)] = await self.store.read(
-            "SELECT COUNT(*), COALESCE(SUM(c.completed), 0), "
-            f"COALESCE({own_sql}, 0), COALESCE({own_done_sql}, 0) "
-            f"FROM stats_conversations c WHERE {where}",
-            [*own_params, *own_params, *params],
+        query = StatsScope(
+            since=since.isoformat() if since is not None else None,
+            context=context,
+            establishment=scope.establishment if scope is not None else None,
+            contexts=scope.contexts if scope is not None else (),
         )
-        started_raw, completed_raw = int(started_raw), int(completed_raw)
+        counts = await self.store.stats_counts(query)
+        label = context if scope is None else scope.establishment
+        (started_raw, started_own), (completed_raw, completed_own) = (
+            counts.started,
+            counts.completed,
+        )
         if started_raw < k:
             # Too few conversations: every figure could point at someone.
             return Report(since, label, k, hide(started_raw, k), None, (), (), (), (), ())
-        started = hide(started_raw, k, int(started_own))
-        completed = hide(completed_raw, k, int(completed_own))
+        started = hide(started_raw, k, started_own)
+        completed = hide(completed_raw, k, completed_own)
 
-        reached, reached_own = await self._counts(
-            f"SELECT n.node, COUNT(*), {own_sql} FROM stats_nodes n JOIN stats_conversations c "
-            f"ON c.id = n.conversation WHERE {where} GROUP BY n.node",
-            all_params,
-        )
+        reached = counts.reached
         nodes = [q for q in question_order(self.kb) if q in reached]
         nodes += sorted(n for n in reached if n not in nodes and n not in (RECOMMENDED, EXITED))
         funnel = [Row(STARTED, _label(self.kb, STARTED), started)]
-        funnel += [Row(n, _label(self.kb, n), hide(reached[n], k, reached_own[n])) for n in nodes]
+        funnel += [Row(n, _label(self.kb, n), hide(reached[n][0], k, reached[n][1])) for n in nodes]
         funnel.append(Row(RECOMMENDED, _label(self.kb, RECOMMENDED), completed))
 
-        left, left_own = await self._counts(
-            f"SELECT COALESCE(c.last_node, ''), COUNT(*), {own_sql} FROM stats_conversations c "
-            f"WHERE {where} AND c.completed = 0 GROUP BY c.last_node",
-            all_params,
-        )
+        left, left_own = _split(counts.left)
         left_cells = hide_partition(left, k, total_shown=completed is not None, own=left_own)
         order = {node: index for index, node in enumerate([*nodes, EXITED, ""])}
         dropoff = [
@@ -438,25 +380,16 @@ class StatsReader:
             for node, cell in sorted(left_cells.items(), key=lambda kv: order.get(kv[0], 999))
         ]
 
-        roles_raw, roles_own = await self._counts(
-            f"SELECT r.role, COUNT(*), {own_sql} FROM stats_roles r JOIN stats_conversations c "
-            f"ON c.id = r.conversation WHERE {where} GROUP BY r.role",
-            all_params,
-        )
         roles = [
             Row(
                 role,
                 text(self.kb.roles[role].title) if role in self.kb.roles else role,
-                hide(n, k, roles_own[role]),
+                hide(n, k, own),
             )
-            for role, n in sorted(roles_raw.items(), key=lambda kv: (-kv[1], kv[0]))
+            for role, (n, own) in sorted(counts.roles.items(), key=lambda kv: (-kv[1][0], kv[0]))
         ]
 
-        territories_raw, territories_own = await self._counts(
-            f"SELECT COALESCE(c.territory, ''), COUNT(*), {own_sql} FROM stats_conversations c "
-            f"WHERE {where} AND c.completed = 1 GROUP BY c.territory",
-            all_params,
-        )
+        territories_raw, territories_own = _split(counts.territories)
         territory_cells = hide_partition(
             territories_raw, k, total_shown=completed is not None, own=territories_own
         )
@@ -471,34 +404,17 @@ class StatsReader:
             for key, cell in sorted(territory_cells.items())
         ]
 
-        outcomes_raw, outcomes_own = await self._counts(
-            f"SELECT o.kind || ':' || o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
-            f"JOIN stats_conversations c ON c.id = o.conversation WHERE {where} "
-            "GROUP BY o.kind, o.value",
-            all_params,
-        )
         outcomes = [
-            Row(key, _OUTCOME_LABELS.get(key, key), hide(n, k, outcomes_own[key]))
-            for key, n in sorted(outcomes_raw.items())
+            Row(key, _OUTCOME_LABELS.get(key, key), hide(n, k, own))
+            for key, (n, own) in sorted(counts.outcomes.items())
         ]
 
-        by_role = await self._followups(
-            f"SELECT r.role, o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
-            "JOIN stats_conversations c ON c.id = o.conversation "
-            "JOIN stats_roles r ON r.conversation = o.conversation "
-            f"WHERE {where} AND o.kind = 'followup' GROUP BY r.role, o.value",
-            all_params,
+        by_role = _followups(
+            counts.followups_by_role,
             k,
             lambda key: text(self.kb.roles[key].title) if key in self.kb.roles else key,
         )
-        by_context = await self._followups(
-            f"SELECT COALESCE(c.context, ''), o.value, COUNT(*), {own_sql} FROM stats_outcomes o "
-            "JOIN stats_conversations c ON c.id = o.conversation "
-            f"WHERE {where} AND o.kind = 'followup' GROUP BY c.context, o.value",
-            all_params,
-            k,
-            lambda key: key or "Sans contexte",
-        )
+        by_context = _followups(counts.followups_by_context, k, lambda key: key or "Sans contexte")
         return Report(
             since,
             label,
@@ -514,34 +430,34 @@ class StatsReader:
             by_context,
         )
 
-    async def _followups(
-        self, sql: str, params: Sequence[Any], k: int, label: Any
-    ) -> tuple[FollowupRow, ...]:
-        answered: dict[str, int] = {}
-        answered_own: dict[str, int] = {}
-        reached: dict[str, int] = {}
-        reached_own: dict[str, int] = {}
-        for key, value, count, mine in await self.store.read(sql, params):
-            key = str(key)
-            answered[key] = answered.get(key, 0) + int(count)
-            answered_own[key] = answered_own.get(key, 0) + int(mine or 0)
-            if value == "reached":
-                reached[key] = int(count)
-                reached_own[key] = int(mine or 0)
-        rows = []
-        for key in sorted(answered):
-            shown = hide(answered[key], k, answered_own[key])
-            rows.append(
-                FollowupRow(
-                    key,
-                    str(label(key)),
-                    shown,
-                    hide(reached.get(key, 0), k, reached_own.get(key, 0))
-                    if shown is not None
-                    else None,
-                )
+
+def _split(counts: Counts) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts and own counts as two dicts."""
+    return (
+        {key: count for key, (count, _) in counts.items()},
+        {key: own for key, (_, own) in counts.items()},
+    )
+
+
+def _followups(
+    by_value: dict[str, Counts], k: int, label: Callable[[str], str]
+) -> tuple[FollowupRow, ...]:
+    rows = []
+    for key in sorted(by_value):
+        values = by_value[key]
+        answered = sum(count for count, _ in values.values())
+        answered_own = sum(own for _, own in values.values())
+        reached, reached_own = values.get("reached", (0, 0))
+        shown = hide(answered, k, answered_own)
+        rows.append(
+            FollowupRow(
+                key,
+                str(label(key)),
+                shown,
+                hide(reached, k, reached_own) if shown is not None else None,
             )
-        return tuple(rows)
+        )
+    return tuple(rows)
 
 
 _OUTCOME_LABELS = {

@@ -609,7 +609,11 @@ class TelegramChannel:
                 log.warning("sweep failed: %s", type(exc).__name__)
 
     async def sweep_once(self, older_than: float) -> None:
-        for reply in await self.storage.replies_pending():
+        renew = getattr(self.storage, "renew_claims", None)
+        if renew is not None:
+            await renew()  # what this instance is sending stays its own while it lives
+        orphaned = getattr(self.storage, "replies_orphaned", None)
+        for reply in await orphaned() if orphaned is not None else ():
             queue = self._undelivered.setdefault(reply.chat_id, deque())
             if all((r.update_id, r.seq) != (reply.update_id, reply.seq) for r in queue):
                 queue.append(reply)

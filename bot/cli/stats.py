@@ -12,7 +12,13 @@ from typing import Any
 
 from bot.app.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
 from bot.storage.factory import feature_store, is_postgres_url
-from bot.storage.features import default_db_path
+
+
+def default_db_path() -> Path:
+    """``$PASSERELLE_DB``, else the file ``passerelle serve`` uses by default."""
+    from bot.config import DEFAULT_DB
+
+    return Path(os.environ.get("PASSERELLE_DB") or DEFAULT_DB)
 
 
 def _date(value: str) -> dt.date:

@@ -1,13 +1,15 @@
-"""The storage contract. The engine never imports this: channels load a session, hand it to the
-engine, and save what comes back.
+"""The storage contracts, as Protocols: what the application layer and the channels type
+against. The engine never imports this: channels load a session, hand it to the engine, and
+save what comes back. Implementations: :mod:`bot.storage.memory`, :mod:`bot.storage.sqlite`
+(and PostgreSQL); everything here is dialect-neutral.
 
 Users are known only by a pseudonymous key (see :func:`pseudonym`); nothing here ever receives
 a raw Telegram id or a username. Conversation state is kept durably only with consent: without
 it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
 
 Incoming updates go through an *inbox*: recorded (committed) before they are acknowledged, then
-applied; :meth:`Storage.commit_update` saves the effect of an update and marks it applied in one
-transaction, so a crash at any point loses nothing and applies nothing twice.
+applied; :meth:`ConversationStore.commit_update` saves the effect of an update and marks it
+applied in one transaction, so a crash at any point loses nothing and applies nothing twice.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-from abc import ABC, abstractmethod
+import secrets
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 
 def pseudonym(secret: bytes, channel: str, raw_id: str | int) -> str:
@@ -27,6 +31,7 @@ def pseudonym(secret: bytes, channel: str, raw_id: str | int) -> str:
     return f"{channel[:2]}_{digest[:40]}"
 
 
+# -- conversation store records ------------
 @dataclass(frozen=True)
 class InboxItem:
     """A raw update recorded before it is applied, so a crash loses nothing."""
@@ -52,6 +57,110 @@ class OutgoingReply:
     photo: bytes | None = None
 
 
+# -- feature writes: what a turn changes in the feature tables, applied with the turn -------------
+@dataclass(frozen=True)
+class StatsStarted:
+    """A conversation's statistics row (random ``conversation`` id, never derived from a user);
+    kept if it exists already."""
+
+    conversation: str
+    day: str
+    channel: str
+    context: str | None = None
+    establishment: str | None = None
+
+
+@dataclass(frozen=True)
+class StatsReached:
+    """The conversation reached question ``node`` (it is also where it stands now)."""
+
+    conversation: str
+    node: str
+
+
+@dataclass(frozen=True)
+class StatsCompleted:
+    """The conversation ended with a recommendation of ``roles`` in ``territory``."""
+
+    conversation: str
+    territory: str | None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatsOutcome:
+    """One outcome per ``kind`` (``contact``, ``barometer``, ``followup``): the last one wins.
+    ``value`` is a fixed word, never text a person typed."""
+
+    conversation: str
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True)
+class StatsForgotten:
+    """Every statistics row of the conversation goes (an erased API conversation)."""
+
+    conversation: str
+
+
+@dataclass(frozen=True)
+class BarometerRating:
+    """``member``'s rating kept in group ``code`` (the person asked for it). ``create``: the
+    group is new (a code already taken fails the write); otherwise a member who already rated
+    in the current round starts the next one, and an unknown code writes nothing."""
+
+    code: str
+    member: str
+    rater: str
+    scores: dict[str, int]
+    kb_version: str
+    create: bool = False
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowUpScheduled:
+    """One follow-up for ``user`` (who consented); an open one is kept, not doubled."""
+
+    user: str
+    address: str
+    roles: tuple[str, ...]
+    due_at: float
+    context: str | None = None
+    conversation: str | None = None
+
+
+@dataclass(frozen=True)
+class FollowUpCancelled:
+    """Every open follow-up of ``user`` is cancelled (its address forgotten)."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class FollowUpAnswered:
+    """The answer to follow-up ``followup`` (recorded once); with ``stats`` it also becomes
+    the ``followup`` outcome of the conversation that led to it."""
+
+    followup: int
+    reached: bool
+    stats: bool = True
+
+
+FeatureWrite = (
+    StatsStarted
+    | StatsReached
+    | StatsCompleted
+    | StatsOutcome
+    | StatsForgotten
+    | BarometerRating
+    | FollowUpScheduled
+    | FollowUpCancelled
+    | FollowUpAnswered
+)
+
+
 @dataclass(frozen=True)
 class UserChange:
     """What applying one update changes about one user (all fields optional).
@@ -59,10 +168,9 @@ class UserChange:
     ``consent=True`` records consent before ``session`` is saved; ``consent=False`` or ``erase``
     removes every row about the user (and ``session`` is then ignored).
 
-    ``outbox``: webhook events (:class:`bot.storage.integration.OutboxEvent`) produced by the
-    same update, written in the same transaction as the state change (stores without an
-    outbox table ignore them). ``erase`` also removes undelivered events whose ``subject`` is
-    the user.
+    ``outbox``: webhook events (:class:`OutboxEvent`) produced by the same update, written in
+    the same transaction as the state change (stores without an outbox table ignore them).
+    ``erase`` also removes undelivered events whose ``subject`` is the user.
     """
 
     session: dict[str, Any] | None = None
@@ -75,16 +183,23 @@ class UserChange:
     #: A due follow-up (``followups.id``) whose question this change carries: it is marked
     #: sent in the same transaction, and if it is no longer pending (already sent, cancelled,
     #: erased) nothing is committed and :class:`FollowUpTaken` is raised. Only for stores
-    #: whose :meth:`Storage.holds_followups` is true.
+    #: whose :meth:`ConversationStore.holds_followups` is true.
     followup: int | None = None
+    #: Feature rows of the turn (:data:`FeatureWrite`), applied in the same transaction. Only
+    #: for stores whose :meth:`ConversationStore.holds_features` is true; others must be given
+    #: them through :meth:`FeatureStore.apply` instead.
+    features: tuple[FeatureWrite, ...] = ()
 
 
 class FollowUpTaken(Exception):
     """The follow-up of a :class:`UserChange` was no longer pending: nothing was committed."""
 
 
-class Storage(ABC):
-    """What every store offers. All methods are safe to call concurrently."""
+# -- the conversation store ------------
+@runtime_checkable
+class ConversationStore(Protocol):
+    """Consent, sessions, the inbox and the reply outbox. All methods are safe to call
+    concurrently. Implementations may subclass it to inherit the derived methods."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -172,6 +287,11 @@ class Storage(ABC):
         await self.inbox_dead(update_id)
         return True
 
+    @abstractmethod
+    async def inbox_prune(self, older_than_seconds: float) -> int:
+        """Forget ids of updates applied longer ago than this (Telegram stops retrying within
+        a day); return how many."""
+
     # -- reply outbox: replies recorded with the state change, sent afterwards -------------
     async def replies_pending(self) -> list[OutgoingReply]:
         """Recorded replies not yet sent, in the order they were recorded (per chat, the order
@@ -184,11 +304,313 @@ class Storage(ABC):
         return None
 
     async def holds_followups(self) -> bool:
-        """Whether the ``followups`` table lives in this store's database, so that
+        """Whether the follow-ups live in this store's database, so that
         :attr:`UserChange.followup` can be claimed in the same transaction as the replies."""
         return False
 
-    @abstractmethod
-    async def inbox_prune(self, older_than_seconds: float) -> int:
-        """Forget ids of updates applied longer ago than this (Telegram stops retrying within
-        a day); return how many."""
+    async def holds_features(self) -> bool:
+        """Whether the feature tables live in this store's database, so that
+        :attr:`UserChange.features` are applied in the turn's transaction."""
+        return False
+
+
+#: The name the channels knew the conversation store by.
+Storage = ConversationStore
+
+
+# -- the integration store (hospital API, web chat, webhooks) ------------
+KeyKind = Literal["api", "widget"]
+KEY_PREFIXES: dict[str, str] = {"api": "psk_", "widget": "pwk_"}
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random strings, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+def new_key_secret(kind: KeyKind) -> str:
+    """A fresh API or widget key (shown once; stores keep only :func:`hash_key` of it)."""
+    return KEY_PREFIXES[kind] + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    establishment: str
+    kind: KeyKind
+    prefix: str
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One webhook delivery to one establishment (``id`` is the ``webhook-id``)."""
+
+    id: str
+    establishment: str
+    event_type: str
+    payload: str
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: str
+    establishment: str
+    event_type: str
+    payload: str
+    status: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    key_id: str
+    establishment: str
+    session: dict[str, Any]
+    offered: tuple[str, ...]
+    created_at: float
+    updated_at: float
+    #: SHA-256 of the conversation's own secret (widget conversations), else ``None``.
+    secret_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    at: float
+    author: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class IntegrationStore(Protocol):
+    """API keys (hashed), API conversations with their transcript, and the webhook outbox.
+    A turn's state, transcript lines and events are written all or nothing (:meth:`save_turn`),
+    so an event exists if and only if the state change that caused it was committed."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_key(self, establishment: str, kind: KeyKind = "api") -> tuple[str, ApiKey]:
+        """A new key: the secret (shown once) and its record; only the hash is kept."""
+        ...
+
+    def conversation_turn(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialise a conversation's turns across processes sharing the store (one process:
+        the API's own lock suffices)."""
+        return contextlib.nullcontext()
+
+    async def find_key(self, secret: str) -> ApiKey | None:
+        """The key whose secret this is, unless revoked."""
+        ...
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included, oldest first."""
+        ...
+
+    async def revoke_key(self, key_id: str) -> bool:
+        """``False`` if no such key or already revoked."""
+        ...
+
+    async def load_conversation(
+        self, conversation_id: str, establishment: str
+    ) -> Conversation | None:
+        """The conversation if it belongs to ``establishment`` (whatever key of it created
+        it); the caller still checks a widget conversation's own secret."""
+        ...
+
+    async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
+        """The conversation's lines in the order they were saved."""
+        ...
+
+    async def save_turn(
+        self,
+        conversation: Conversation,
+        *,
+        created: bool,
+        lines: Iterable[TranscriptLine],
+        events: Iterable[OutboxEvent] = (),
+    ) -> None:
+        """The conversation's new state, its new lines and the turn's events, all or nothing."""
+        ...
+
+    async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
+        """Erase a conversation of ``establishment``, its transcript and its undelivered
+        events (gone from the disk before this returns)."""
+        ...
+
+    async def purge_idle_conversations(self, idle_days: int) -> int:
+        """Erase conversations idle for more than ``idle_days``; return how many."""
+        ...
+
+    async def enqueue(self, events: Iterable[OutboxEvent]) -> None:
+        """Add events alone (when no state change goes with them); an id seen already is
+        ignored."""
+        ...
+
+    async def outbox_due(
+        self, now: float, limit: int = 50, skip_establishments: Sequence[str] = ()
+    ) -> list[OutboxItem]:
+        """Pending events due by ``now``, only the oldest pending one per subject and
+        establishment (a conversation's events go out in order), none for
+        ``skip_establishments``; soonest due first."""
+        ...
+
+    async def outbox_next_due(self) -> float | None:
+        """When the next pending event is due (``None``: none pending)."""
+        ...
+
+    async def outbox_list(self) -> list[OutboxItem]:
+        """Every event kept (pending and dead)."""
+        ...
+
+    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+        """Undelivered events about one person or conversation (for their data export)."""
+        ...
+
+    async def outbox_delivered(self, event_id: str) -> None:
+        """Acknowledged: the event (and its payload, maybe personal) is deleted."""
+        ...
+
+    async def outbox_failed(
+        self, event_id: str, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        """A failed attempt of a pending event: tried again at ``next_attempt_at``."""
+        ...
+
+    async def outbox_dead(self, event_id: str, attempts: int, error: str) -> None:
+        """Given up: kept as dead until retried by an operator."""
+        ...
+
+    async def outbox_retry(self, event_id: str) -> bool:
+        """Put a pending or dead event back in line for an immediate attempt (as the newest
+        of its subject)."""
+        ...
+
+
+# -- the feature store (statistics, barometer groups, follow-ups) ------------
+@dataclass(frozen=True)
+class FollowUp:
+    id: int
+    user: str
+    address: str
+    conversation: str | None
+    context: str | None
+    roles: tuple[str, ...]
+    due_at: float
+
+    @property
+    def job_name(self) -> str:
+        return f"followup:{self.id}"
+
+
+@dataclass(frozen=True)
+class StatsScope:
+    """Which conversations a statistics query covers. ``establishment``: those its API keys
+    created and those from elsewhere (``establishment`` unset) whose context is in
+    ``contexts``; its own are counted apart (``own``)."""
+
+    since: str | None = None
+    context: str | None = None
+    establishment: str | None = None
+    contexts: tuple[str, ...] = ()
+
+
+#: key -> (count, how many of them the scope's establishment created).
+Counts = dict[str, tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class StatsCounts:
+    """Raw counts for a report (suppression of small counts is the caller's)."""
+
+    started: tuple[int, int]
+    completed: tuple[int, int]
+    reached: Counts
+    #: Not completed, by last question reached ('' before the first).
+    left: Counts
+    roles: Counts
+    #: Completed, by territory ('' when none).
+    territories: Counts
+    #: ``kind:value``.
+    outcomes: Counts
+    #: role -> value ('reached' / 'not_reached') -> counts, from follow-up outcomes.
+    followups_by_role: dict[str, Counts]
+    followups_by_context: dict[str, Counts]
+
+
+@runtime_checkable
+class FeatureStore(Protocol):
+    """Usage statistics (anonymous), barometer groups and follow-ups. Writes are
+    :data:`FeatureWrite` values: through :meth:`apply` alone, or in a turn's
+    :class:`UserChange` when the conversation store holds these tables."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def apply(self, writes: Sequence[FeatureWrite]) -> list[int]:
+        """Apply ``writes`` in one transaction; each one's number of rows changed (a
+        :class:`BarometerRating` with ``create`` on a taken code raises :class:`CodeTaken`,
+        nothing written)."""
+        ...
+
+    # -- statistics -------------------------------------------------------------------------
+    async def stats_counts(self, scope: StatsScope) -> StatsCounts:
+        """The raw figures of the conversations in ``scope``."""
+        ...
+
+    # -- barometer groups -------------------------------------------------------------------
+    async def barometer_round(self, code: str) -> int | None:
+        """The group's current round (``None``: no such group)."""
+        ...
+
+    async def barometer_rated(self, code: str, round_: int, member: str) -> bool:
+        """Whether ``member`` rated in that round of that group."""
+        ...
+
+    async def barometer_groups_of(self, member: str) -> list[str]:
+        """Codes of the groups ``member`` belongs to, most recently rated last."""
+        ...
+
+    async def barometer_is_member(self, code: str, member: str) -> bool: ...
+
+    async def barometer_ratings(self, code: str, round_: int) -> list[tuple[str, dict[str, int]]]:
+        """``(rater, scores)`` of one round, in the order they were kept."""
+        ...
+
+    # -- follow-ups -------------------------------------------------------------------------
+    async def followups_pending(self) -> list[FollowUp]:
+        """Follow-ups not yet sent nor cancelled, soonest first."""
+        ...
+
+    async def followup_claim(self, followup_id: int, now: float) -> bool:
+        """Mark as sent; ``True`` only for the one caller that should send it."""
+        ...
+
+    async def followup_release(self, followup_id: int) -> None:
+        """The send failed: pending again (unless answered)."""
+        ...
+
+    # -- the person's rights ----------------------------------------------------------------
+    async def export_user(self, user: str) -> dict[str, Any]:
+        """Rows about ``user`` (barometer ratings, follow-ups); statistics are anonymous."""
+        ...
+
+    async def erase_user(self, user: str) -> None:
+        """Remove ``user``'s ratings and follow-ups (groups left empty go too)."""
+        ...
+
+
+class CodeTaken(Exception):
+    """A new barometer group's code is in use already (draw another): nothing was written."""

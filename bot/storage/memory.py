@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot.storage.base import InboxItem, Storage, UserChange
+from bot.storage.base import ConversationStore, InboxItem, UserChange
 
 
-class MemoryStorage(Storage):
-    """A :class:`Storage` in dictionaries. Sessions are kept whether or not consent was given:
-    this is the store used precisely when it was not."""
+class MemoryStorage(ConversationStore):
+    """A :class:`ConversationStore` in dictionaries. Sessions are kept whether or not consent
+    was given: this is the store used precisely when it was not."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -39,6 +39,8 @@ class MemoryStorage(Storage):
         return found[0] if found else None
 
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
+        if change.features:
+            raise ValueError("this store holds no feature tables: use FeatureStore.apply")
         now = self._clock()
         if change.erase or change.consent is False:
             self._sessions.pop(user, None)

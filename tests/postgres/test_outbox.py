@@ -18,8 +18,8 @@ from bot.storage.base import FollowUpTaken, UserChange
 from bot.storage.integration import OutboxEvent
 from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
 from bot.storage.postgres.schema import ensure_current
-from tests.test_webhook_worker import establishment
-from tests.test_webhooks import Receiver
+from tests.adapters.test_webhook_worker import establishment
+from tests.adapters.test_webhooks import Receiver
 
 
 @pytest.fixture
@@ -81,8 +81,9 @@ async def test_events_claimed_by_a_dead_instance_are_delivered_by_the_other(
     two: tuple[PostgresStorage, PostgresStorage],
 ) -> None:
     dead, alive = (PostgresIntegrationStore(core) for core in two)
+    dead.core.claim_seconds = 1.0
     await dead.enqueue(events(10))
-    claimed = await dead.outbox_due(time.time(), lease=1.0)  # claimed, then the process died
+    claimed = await dead.outbox_due(time.time())  # claimed, then the process died
     assert len(claimed) == 7  # the head of each of the 7 conversations
     assert await alive.outbox_due(time.time()) == []  # held by the (dead) claimer
     receiver = Receiver()

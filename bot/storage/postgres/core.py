@@ -36,7 +36,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from bot.storage.base import FollowUpTaken, InboxItem, OutgoingReply, Storage, UserChange
+from bot.storage.postgres import rows as features
 from bot.storage.postgres.schema import (
+    Connection,
     DatabaseUnavailable,
     SchemaMismatch,
     applied,
@@ -48,12 +50,22 @@ from bot.storage.postgres.schema import (
 
 log = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[Any]
 #: Seconds a claim (reply, webhook event, lease) stays with its instance without renewal: past
 #: it, another instance takes over (what a dead instance costs in delay).
 CLAIM_SECONDS = 30.0
 #: Namespace of the per-chat advisory locks (the second key is a hash of the chat).
 CHAT_LOCK_SPACE = 0x5053  # "PS"
+
+
+#: Tables an erasure deletes from (vacuumed right after).
+ERASED_TABLES = (
+    "sessions",
+    "consents",
+    "replies",
+    "webhook_outbox",
+    "barometer_ratings",
+    "followups",
+)
 
 
 def instance_id() -> str:
@@ -226,14 +238,12 @@ class PostgresStorage(Storage):
         session = None if change.session is None else json.dumps(change.session)
         erasing = bool(user) and (change.erase or change.consent is False)
         async with self.transaction() as conn:
-            if change.followup is not None:
-                claimed = await conn.execute(
-                    "UPDATE followups SET sent_at = %s "
-                    "WHERE id = %s AND sent_at IS NULL AND cancelled_at IS NULL",
-                    (now, change.followup),
-                )
-                if claimed.rowcount != 1:
-                    raise FollowUpTaken(change.followup)
+            if change.followup is not None and not await features.claim_followup(
+                conn, change.followup, now
+            ):
+                raise FollowUpTaken(change.followup)  # nothing of the turn is committed
+            for write in change.features:
+                await features.apply_write(conn, write, now)
             if user and change.erase:
                 await conn.execute("DELETE FROM webhook_outbox WHERE subject = %s", (user,))
             for event in change.outbox:
@@ -257,6 +267,7 @@ class PostgresStorage(Storage):
                         (user, session, now, user),
                     )
             if user and change.erase:
+                await features.erase(conn, user)
                 chats = sorted({r.chat_id for r in change.replies})
                 if chats:
                     await conn.execute("DELETE FROM replies WHERE chat_id = ANY(%s)", (chats,))
@@ -264,8 +275,8 @@ class PostgresStorage(Storage):
                 async with conn.cursor() as cursor:
                     await cursor.executemany(
                         "INSERT INTO replies (update_id, seq, chat_id, method, params, photo, "
-                        "created_at, claimed_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT DO NOTHING",
+                        "created_at, claimed_until, claimed_by) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                         [
                             (
                                 r.update_id,
@@ -276,6 +287,7 @@ class PostgresStorage(Storage):
                                 r.photo,
                                 now,
                                 now + self.claim_seconds,
+                                self.instance,
                             )
                             for r in change.replies
                         ],
@@ -287,7 +299,14 @@ class PostgresStorage(Storage):
                     (now, update_id),
                 )
         if erasing:
-            self.vacuum_soon("sessions", "consents", "replies", "webhook_outbox")
+            self.vacuum_soon(
+                "sessions",
+                "consents",
+                "replies",
+                "webhook_outbox",
+                "barometer_ratings",
+                "followups",
+            )
 
     async def export_user(self, user: str) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -415,32 +434,62 @@ class PostgresStorage(Storage):
 
     # -- reply outbox ----------------------------------------------------------------------
     async def replies_pending(self) -> list[OutgoingReply]:
-        """Unsent replies nobody holds (claims lapsed or never taken), claimed for this
-        instance for :data:`CLAIM_SECONDS`, in recorded order."""
-        return await self.replies_claim()
+        """Unsent replies, in recorded order, but none another live instance holds: this
+        instance's own, unclaimed ones and lapsed claims (all claimed for this instance)."""
+        return await self._claim_replies(orphans_only=False)
 
-    async def replies_claim(
-        self, limit: int = 1000, lease: float | None = None
+    async def replies_orphaned(self) -> list[OutgoingReply]:
+        """Unsent replies whose claim lapsed (their instance died, or this one could not
+        send them for :attr:`claim_seconds`), claimed for this instance: the sweeper's."""
+        return await self._claim_replies(orphans_only=True)
+
+    async def renew_claims(self) -> None:
+        """Extend this instance's claims (replies, webhook events): while it lives, no other
+        instance takes over what it is sending."""
+        until = self._clock() + self.claim_seconds
+        await self.run(
+            [
+                (
+                    "UPDATE replies SET claimed_until = %s WHERE claimed_by = %s",
+                    (until, self.instance),
+                ),
+                (
+                    "UPDATE webhook_outbox SET claimed_until = %s WHERE claimed_by = %s",
+                    (until, self.instance),
+                ),
+            ]
+        )
+
+    async def _claim_replies(
+        self, *, orphans_only: bool, limit: int = 10_000
     ) -> list[OutgoingReply]:
-        """Claim unsent replies for this instance: rows another instance holds (locked or
-        with a live lease) are skipped, so each reply is sent by one instance; those of a
-        dead instance come back once their lease lapsed (its last one may be sent twice:
-        Telegram may have accepted it just before the crash)."""
+        """Rows another live instance holds are skipped (locked ones too: ``SKIP LOCKED``),
+        so each reply is sent by one instance; a dead instance's come back once its claim
+        lapsed (its very last one may be sent twice: Telegram may have accepted it just
+        before the crash)."""
         now = self._clock()
-        lease = self.claim_seconds if lease is None else lease
+        mine = "FALSE" if orphans_only else "claimed_by IS NULL OR claimed_by = %(me)s"
         async with self.transaction() as conn:
             cursor = await conn.execute(
-                "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
-                "WHERE claimed_until IS NULL OR claimed_until < %s "
-                "ORDER BY created_at, update_id, seq LIMIT %s FOR UPDATE SKIP LOCKED",
-                (now, limit),
+                (
+                    "SELECT update_id, seq, chat_id, method, params, photo FROM replies "
+                    f"WHERE {mine} OR claimed_until < %(now)s "
+                    "ORDER BY created_at, update_id, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+                ).encode(),
+                {"me": self.instance, "now": now, "limit": limit},
             )
             rows = await cursor.fetchall()
             if rows:
                 await conn.execute(
-                    "UPDATE replies SET claimed_until = %s "
-                    "WHERE (update_id, seq) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
-                    (now + lease, [r[0] for r in rows], [r[1] for r in rows]),
+                    "UPDATE replies SET claimed_until = %s, claimed_by = %s "
+                    "WHERE (update_id, seq) IN "
+                    "(SELECT * FROM unnest(%s::bigint[], %s::bigint[]))",
+                    (
+                        now + self.claim_seconds,
+                        self.instance,
+                        [r[0] for r in rows],
+                        [r[1] for r in rows],
+                    ),
                 )
         replies = []
         for update_id, seq, chat_id, method, params, photo in rows:
@@ -457,6 +506,9 @@ class PostgresStorage(Storage):
 
     async def holds_followups(self) -> bool:
         return True  # one database holds every table
+
+    async def holds_features(self) -> bool:
+        return True
 
     # -- several instances: leader lease ---------------------------------------------------
     async def lease(self, name: str, seconds: float = CLAIM_SECONDS) -> bool:

@@ -264,17 +264,17 @@ class PostgresIntegrationStore:
         now: float,
         limit: int = 50,
         skip_establishments: Sequence[str] = (),
-        lease: float | None = None,
     ) -> list[OutboxItem]:
-        """Like SQLite's, and each event returned is claimed for this instance for ``lease``
-        seconds: another instance's :meth:`outbox_due` skips it meanwhile (a claim lapses if
-        this instance dies before :meth:`outbox_delivered` / :meth:`outbox_failed`)."""
-        lease = self.core.claim_seconds if lease is None else lease
+        """Like SQLite's, but none another live instance holds: each event returned is
+        claimed for this instance (for :attr:`PostgresStorage.claim_seconds`, renewed by each
+        call); another instance's call skips it meanwhile, and takes it once the claim
+        lapsed (this instance died before :meth:`outbox_delivered` / :meth:`outbox_failed`)."""
+        me, lapse = self.core.instance, time.time()
         async with self.core.transaction() as conn:
             cursor = await conn.execute(
                 _OUTBOX_SELECT.replace(" FROM webhook_outbox", " FROM webhook_outbox o")
                 + " WHERE o.status = 'pending' AND o.next_attempt_at <= %s"
-                " AND (o.claimed_until IS NULL OR o.claimed_until < %s)"
+                " AND (o.claimed_by IS NULL OR o.claimed_by = %s OR o.claimed_until < %s)"
                 " AND NOT (o.establishment = ANY(%s))"
                 " AND (o.subject IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_outbox p "
                 "WHERE p.subject = o.subject AND p.establishment = o.establishment "
@@ -282,20 +282,25 @@ class PostgresIntegrationStore:
                 "OR (p.created_at = o.created_at AND p.seq < o.seq)))) "
                 "ORDER BY o.next_attempt_at, o.created_at, o.seq LIMIT %s "
                 "FOR UPDATE OF o SKIP LOCKED",
-                (now, time.time(), list(skip_establishments), limit),
+                (now, me, lapse, list(skip_establishments), limit),
             )
             rows = await cursor.fetchall()
             if rows:
                 await conn.execute(
-                    "UPDATE webhook_outbox SET claimed_until = %s WHERE id = ANY(%s)",
-                    (time.time() + lease, [row[0] for row in rows]),
+                    "UPDATE webhook_outbox SET claimed_until = %s, claimed_by = %s "
+                    "WHERE id = ANY(%s)",
+                    (lapse + self.core.claim_seconds, me, [row[0] for row in rows]),
                 )
         return [_item(row) for row in rows]
 
     async def outbox_next_due(self) -> float | None:
+        """When the next event is due for this instance (another live instance's claim
+        postpones it until the claim lapses)."""
         rows = await self.core.rows(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until, 0))) "
-            "FROM webhook_outbox WHERE status = 'pending'"
+            "SELECT MIN(CASE WHEN claimed_by IS NULL OR claimed_by = %s "
+            "THEN next_attempt_at ELSE GREATEST(next_attempt_at, claimed_until) END) "
+            "FROM webhook_outbox WHERE status = 'pending'",
+            (self.core.instance,),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
@@ -331,7 +336,8 @@ class PostgresIntegrationStore:
             [
                 (
                     "UPDATE webhook_outbox SET attempts = %s, next_attempt_at = %s, "
-                    "last_error = %s, claimed_until = NULL WHERE id = %s AND status = 'pending'",
+                    "last_error = %s, claimed_until = NULL, claimed_by = NULL "
+                    "WHERE id = %s AND status = 'pending'",
                     (attempts, next_attempt_at, error[:500], event_id),
                 )
             ]
@@ -342,7 +348,7 @@ class PostgresIntegrationStore:
             [
                 (
                     "UPDATE webhook_outbox SET status = 'dead', attempts = %s, last_error = %s, "
-                    "claimed_until = NULL WHERE id = %s",
+                    "claimed_until = NULL, claimed_by = NULL WHERE id = %s",
                     (attempts, error[:500], event_id),
                 )
             ]
@@ -354,7 +360,7 @@ class PostgresIntegrationStore:
             [
                 (
                     "UPDATE webhook_outbox SET status = 'pending', next_attempt_at = %s, "
-                    "created_at = %s, claimed_until = NULL WHERE id = %s",
+                    "created_at = %s, claimed_until = NULL, claimed_by = NULL WHERE id = %s",
                     (now, now, event_id),
                 )
             ]

@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from bot.storage.features import FEATURE_MIGRATIONS
-from bot.storage.integration import ALL_MIGRATIONS as SQLITE_MIGRATIONS
-from bot.storage.migrations import Migration, check
+from bot.storage.sqlite.migrations import MIGRATIONS as SQLITE_MIGRATIONS
+from bot.storage.sqlite.migrations import Migration, check
+
+Connection = psycopg.AsyncConnection[Any]
 
 #: Coordination of several instances (PostgreSQL only: one SQLite file has one process).
 COORDINATION_MIGRATIONS: list[Migration] = [
@@ -53,17 +54,22 @@ COORDINATION_MIGRATIONS: list[Migration] = [
         );
         """,
     ),
+    (
+        302,
+        # Who holds a claim: an instance sees its own claims (and unclaimed or lapsed rows)
+        # exactly as a single SQLite process sees every row; it renews its own while alive.
+        """
+        ALTER TABLE replies ADD COLUMN IF NOT EXISTS claimed_by TEXT;
+        ALTER TABLE webhook_outbox ADD COLUMN IF NOT EXISTS claimed_by TEXT;
+        """,
+    ),
 ]
 
 #: Hand-written PostgreSQL for versions the translation does not fit.
 OVERRIDES: dict[int, str] = {}
 
 #: Every table family of the deployment lives in the one PostgreSQL database.
-MIGRATIONS: list[Migration] = [
-    *SQLITE_MIGRATIONS,
-    *FEATURE_MIGRATIONS,
-    *COORDINATION_MIGRATIONS,
-]
+MIGRATIONS: list[Migration] = [*SQLITE_MIGRATIONS, *COORDINATION_MIGRATIONS]
 LATEST = max(version for version, _ in MIGRATIONS)
 
 #: Serialises concurrent ``db migrate`` runs (any constant shared by every instance).
