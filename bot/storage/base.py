@@ -1,7 +1,9 @@
 """The storage contracts, as Protocols: what the application layer and the channels type
-against. The engine never imports this: channels load a session, hand it to the engine, and
-save what comes back. Implementations: :mod:`bot.storage.memory`, :mod:`bot.storage.sqlite`
-(and PostgreSQL); everything here is dialect-neutral.
+against. (Longer than 400 lines on purpose: the three stores' contracts and the records they
+exchange, in one file an implementer reads top to bottom.) The engine never imports this:
+channels load a session, hand it to the engine, and save what comes back. Implementations:
+:mod:`bot.storage.memory`, :mod:`bot.storage.sqlite` (and PostgreSQL); everything here is
+dialect-neutral.
 
 Users are known only by a pseudonymous key (see :func:`pseudonym`); nothing here ever receives
 a raw Telegram id or a username. Conversation state is kept durably only with consent: without
@@ -405,11 +407,6 @@ class IntegrationStore(Protocol):
         """A new key: the secret (shown once) and its record; only the hash is kept."""
         ...
 
-    def conversation_turn(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
-        """Serialise a conversation's turns across processes sharing the store (one process:
-        the API's own lock suffices)."""
-        return contextlib.nullcontext()
-
     async def find_key(self, secret: str) -> ApiKey | None:
         """The key whose secret this is, unless revoked."""
         ...
@@ -421,6 +418,11 @@ class IntegrationStore(Protocol):
     async def revoke_key(self, key_id: str) -> bool:
         """``False`` if no such key or already revoked."""
         ...
+
+    def conversation_turn(self, conversation_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialise a conversation's turns across processes sharing the store (one process:
+        the API's own ordering suffices)."""
+        return contextlib.nullcontext()
 
     async def load_conversation(
         self, conversation_id: str, establishment: str

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from bot.storage.base import ConversationStore, FeatureStore, IntegrationStore
-from bot.storage.memory import MemoryStorage
+from bot.storage.memory import MemoryFeatureStore, MemoryIntegrationStore, MemoryStorage
 from bot.storage.postgres import PostgresFeatureStore, PostgresIntegrationStore, PostgresStorage
 from bot.storage.sqlite import (
     CORE_MIGRATIONS,
@@ -88,7 +88,12 @@ async def _memory(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
     store = MemoryStorage(clock=clock)
     await store.open()
     try:
-        yield Stores(store, Traits(durable=False, replies=False, attempts=False))
+        yield Stores(
+            store,
+            Traits(durable=False, replies=False, attempts=False),
+            MemoryIntegrationStore(),  # its clock is the wall clock, like SQLite's
+            MemoryFeatureStore(clock=clock),
+        )
     finally:
         await store.close()
 
@@ -145,7 +150,7 @@ async def _postgres(url: str, clock: Clock) -> AsyncIterator[Stores]:
 
 
 BACKENDS: list[Backend] = [
-    Backend("memory", _memory, kinds=frozenset({"conversations"})),
+    Backend("memory", _memory),
     Backend("sqlite", _sqlite, together=True),
     Backend("sqlite-apart", _sqlite_apart),
     Backend("postgresql", _postgres, together=True, fixture="pg_url"),
