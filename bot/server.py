@@ -220,6 +220,50 @@ def startup_line(
     )
 
 
+#: The PostgreSQL notification channel of contents reloads.
+RELOAD_CHANNEL = "passerelle_reload"
+
+
+def reload_everywhere(reloader: Reloader, storage: Any) -> Lifespan:
+    """Several instances on one PostgreSQL database: a reload asked of any instance (SIGHUP,
+    ``POST /admin/reload``) is announced with NOTIFY, and every other instance reloads its
+    own copy of the contents on hearing it (deploy the files to every machine first)."""
+
+    async def announce() -> None:
+        await storage.notify(RELOAD_CHANNEL, storage.instance)
+
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async for sender in storage.listen(RELOAD_CHANNEL, ready):
+            if sender != storage.instance:
+                result = await reloader.reload(announce=False)
+                log.info(
+                    "reload announced by another instance: %s", "ok" if result.ok else "refused"
+                )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reloader.on_reloaded.append(announce)
+        task = asyncio.create_task(listen(), name="reload-listener")
+        try:
+            async with asyncio.timeout(15):  # ready once it hears the others' reloads
+                await asyncio.wait(
+                    [task, asyncio.ensure_future(ready.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if task.done():
+                task.result()  # the listener failed: say why at start-up
+            yield
+        finally:
+            reloader.on_reloaded.remove(announce)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    return lifespan
+
+
 @contextlib.asynccontextmanager
 async def chart_worker(app: Starlette) -> AsyncIterator[None]:
     """The chart worker started with the server (warm before the first barometer ends) and
@@ -344,6 +388,8 @@ def serve(
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []
+    if reloader is not None and storage is not None and storage.shared:
+        extra.append(reload_everywhere(reloader, storage))
     extra.append(chart_worker)
     app = build_server_app(
         settings,

@@ -533,11 +533,14 @@ class PostgresStorage(Storage):
         """Tell every instance listening on ``channel`` (NOTIFY; this one included)."""
         await self.rows("SELECT pg_notify(%s, %s)", (channel, payload))
 
-    async def listen(self, channel: str) -> AsyncIterator[str]:
-        """Payloads NOTIFYed on ``channel`` by any instance, on a dedicated connection."""
+    async def listen(self, channel: str, ready: asyncio.Event | None = None) -> AsyncIterator[str]:
+        """Payloads NOTIFYed on ``channel`` by any instance, on a dedicated connection
+        (``ready`` is set once listening: nothing sent after that is missed)."""
         conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         try:
             await conn.execute(f"LISTEN {_identifier(channel)}".encode())
+            if ready is not None:
+                ready.set()
             async for notice in conn.notifies():
                 yield notice.payload
         finally:
