@@ -104,6 +104,11 @@ def build_integration(
     async def retention() -> None:
         while True:
             try:
+                # Several instances on one PostgreSQL database: the lease holder alone.
+                lease = getattr(storage, "lease", None)
+                if lease is not None and not await lease("api-retention", 12 * 3600):
+                    await asyncio.sleep(24 * 3600)
+                    continue
                 erased = await store.purge_idle_conversations(settings.retention_days)
                 if erased:
                     log.info("retention: %d idle API conversations erased", erased)
