@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from bot.app.engines import build_engine
@@ -35,6 +36,7 @@ from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.server import build_server_app
 from bot.storage.base import pseudonym
+from bot.storage.factory import build_stores
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
@@ -78,23 +80,31 @@ def write_establishments(path: Path, port: int) -> Path:
 
 @contextlib.asynccontextmanager
 async def full_bot(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int
+    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int, database: str | None = None
 ) -> AsyncIterator[Bot]:
-    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve."""
+    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve
+    (``database``: a PostgreSQL URL, or by default a SQLite file in ``tmp_path``)."""
+    postgres = database is not None and database.startswith("postgresql://")
     settings = Settings(
         telegram_token=TOKEN,
         telegram_api_base_url=api.base_url,
         secret=SECRET,
-        db_path=tmp_path / "passerelle.db",
+        db_path=Path(database) if database and not postgres else tmp_path / "passerelle.db",
+        database_url=database if postgres else None,
         telegram_rate=0,
         establishments=write_establishments(tmp_path / "etab.yaml", hook_port),
         webhook_retry_base=0.05,
     )
-    storage = SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    stores = build_stores(database) if postgres and database else None
+    storage = (
+        stores.core
+        if stores
+        else SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    )
     # As in cmd_serve: the engine offers a hand-off only towards the establishments' webhooks.
     receivers = tuple(establishments_or_exit(settings, engine).values())
     engine = Engine(engine.kb, modes=tuple(engine.modes.values()), receivers=receivers)
-    features = Features(engine, FeatureStore(settings.db_path))
+    features = Features(engine, stores.features if stores else FeatureStore(settings.db_path))
     parts = build_integration(settings, engine, storage, features=features)
     app = build_server_app(
         settings,
@@ -165,8 +175,19 @@ def capture_json_logs() -> tuple[logging.Handler, io.StringIO]:
     return handler, buffer
 
 
-def every_cell(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of the schema (read from sqlite_master)."""
+def every_cell(db: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the schema (sqlite_master, or PostgreSQL's catalogue)."""
+    if str(db).startswith("postgresql://"):
+        with psycopg.connect(str(db)) as pg:
+            names = [
+                str(row[0])
+                for row in pg.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            ]
+            return {
+                t: [tuple(r) for r in pg.execute(f'SELECT * FROM "{t}"'.encode())] for t in names
+            }
     with contextlib.closing(sqlite3.connect(db)) as conn:
         tables = [
             row[0]
@@ -262,12 +283,12 @@ async def test_contact_request_on_telegram_reaches_the_hospital_signed(
 
 
 async def test_export_then_erasure_leaves_no_row_about_the_person(
-    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database: str, fengine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
     down = free_port()  # the hospital is down: the contact request stays undelivered
-    db = tmp_path / "passerelle.db"
-    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, down) as bot:
+    db = database
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, down, database) as bot:
         pro, patient = api.user(7001, "Dominique"), api.user(7002, "Camille")
         await begin(bot, pro, fengine)
         shown = await rate(bot, pro, "professionnel", PRO_SCORES)

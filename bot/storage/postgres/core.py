@@ -294,7 +294,7 @@ class PostgresStorage(Storage):
                     )
             if update_id is not None:
                 await conn.execute(
-                    "UPDATE inbox SET done_at = %s, payload = NULL "
+                    "UPDATE inbox SET done_at = %s, payload = NULL, chat = NULL "
                     "WHERE update_id = %s AND done_at IS NULL",
                     (now, update_id),
                 )
@@ -342,7 +342,8 @@ class PostgresStorage(Storage):
     # -- inbox -----------------------------------------------------------------------------
     async def inbox_add(self, update_id: int, payload: bytes, chat: str | None = None) -> bool:
         """Record an update once across every instance (``chat``: whose turn it is, so that
-        :meth:`chat_turn` can apply a chat's updates in order wherever they arrived)."""
+        :meth:`chat_turn` can apply a chat's updates in order wherever they arrived). Like
+        the payload, ``chat`` (it holds the chat's Telegram id) is dropped once applied."""
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
                 "INSERT INTO inbox (update_id, payload, received_at, chat) "
@@ -364,7 +365,7 @@ class PostgresStorage(Storage):
         await self.run(
             [
                 (
-                    "UPDATE inbox SET done_at = %s, failed_at = %s, payload = NULL "
+                    "UPDATE inbox SET done_at = %s, failed_at = %s, payload = NULL, chat = NULL "
                     "WHERE update_id = %s AND done_at IS NULL",
                     (now, now, update_id),
                 )
