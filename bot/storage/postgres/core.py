@@ -187,7 +187,15 @@ class PostgresStorage(Storage):
             return list(await cursor.fetchall())
 
     async def run(self, statements: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
-        """Statements in one transaction; each one's row count."""
+        """Statements in one transaction; each one's row count (a single statement runs in
+        autocommit: as atomic, two round trips fewer)."""
+        if len(statements) == 1:
+            [(sql, params)] = statements
+            try:
+                async with self.pool.connection() as conn:
+                    return [(await conn.execute(sql, params)).rowcount]
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(f"PostgreSQL injoignable : {exc}") from exc
         async with self.transaction() as conn:
             counts = []
             for sql, params in statements:
