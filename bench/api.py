@@ -53,8 +53,9 @@ def child(kind: str, port: int, workdir: Path) -> None:
 
     if kind == "ours":
         from bot.app.engines import build_engine
-        from bot.channels.http import ConversationApi, RateLimiter, create_app
+        from bot.channels.http import ConversationApi, RateLimiter
         from bot.knowledge.loader import load
+        from bot.server import create_app
         from bot.storage.factory import integration_store
 
         api = ConversationApi(

@@ -24,16 +24,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
+from bot.channels.http.errors import model_response
+from bot.channels.http.schemas import ErrorDetail, ErrorOut, HealthOut
 from bot.config import MAX_HEADER_BYTES, Settings, http_address, logging_config
 from bot.engine.flow import Engine
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from bot.adapters.webhooks import WebhookWorker
     from bot.app.features import Features
+    from bot.channels.http import ConversationApi
     from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
@@ -73,20 +80,18 @@ def build_app(
             finally:
                 app.state.ready = False
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def healthz(request: Request) -> Response:
         if not bool(getattr(request.app.state, "ready", False)):
-            return JSONResponse({"status": "starting"}, 503)
+            return model_response(HealthOut(status="starting"), 503, exclude_none=True)
         results = dict(await asyncio.gather(*(_run_check(name, check) for name, check in checks)))
         healthy = all(result == "ok" for result in results.values())
-        body: dict[str, Any] = {"status": "ok" if healthy else "error"}
-        if results:
-            body["checks"] = results
-        return JSONResponse(body, 200 if healthy else 503)
+        body = HealthOut(status="ok" if healthy else "error", checks=results or None)
+        return model_response(body, 200 if healthy else 503, exclude_none=True)
 
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    async def not_found(request: Request, exc: Exception) -> Response:
         # Paths no route or mount can match (e.g. with a newline) still get the API's JSON shape.
-        error = {"code": "not_found", "message": "Cette adresse n'existe pas."}
-        return JSONResponse({"error": error}, 404)
+        error = ErrorDetail(code="not_found", message="Cette adresse n'existe pas.")
+        return model_response(ErrorOut(error=error), 404)
 
     app = Starlette(
         debug=debug,
@@ -96,6 +101,34 @@ def build_app(
     )
     app.state.ready = False
     return app
+
+
+def create_app(
+    api: ConversationApi,
+    *,
+    worker: WebhookWorker | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """A standalone app serving the API and the web chat: opens the store and the features
+    (and starts the webhook worker) at start-up, closes them at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await api.store.open()
+        if api.features is not None:
+            await api.features.open()
+        if worker is not None:
+            await worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            if api.features is not None:
+                await api.features.close()
+            await api.store.close()
+
+    return build_app(routes=[*extra_routes, *api.routes()], lifespans=[lifespan])
 
 
 async def _run_check(name: str, check: Check) -> tuple[str, str]:
@@ -318,7 +351,7 @@ def listening(sock: socket.socket) -> str:
     return http_address(host, port)
 
 
-def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
+def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
     """How uvicorn runs the app: the project's logging (``log_config``, so JSON means every
     line), no access log, ``X-Forwarded-*`` believed only from ``PASSERELLE_TRUSTED_PROXIES``,
     and read limits: request head within ``PASSERELLE_HEADER_TIMEOUT`` and

@@ -27,9 +27,10 @@ import pytest
 import standardwebhooks
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
-from bot.channels.http import ConversationApi, create_app
+from bot.channels.http import ConversationApi
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
+from bot.server import create_app
 from bot.storage.factory import integration_store
 from bot.storage.integration import OutboxEvent
 from tests.harness.live import serve

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
+from bot.server import create_app
 from bot.storage.factory import integration_store
 from tests.harness.live import serve
 

@@ -21,8 +21,9 @@ from schemathesis.checks import (
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.knowledge.model import KnowledgeBase
+from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.live import serve

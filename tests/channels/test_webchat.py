@@ -21,9 +21,10 @@ from starlette.routing import Route as WebRoute
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
-from bot.channels.http import ConversationApi, create_app
+from bot.channels.http import ConversationApi
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
+from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.live import serve

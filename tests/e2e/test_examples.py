@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
-from bot.channels.http import ConversationApi, create_app
+from bot.channels.http import ConversationApi
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
+from bot.server import create_app
 from bot.storage.integration import IntegrationStore
 from tests.adapters.test_webhooks import (
     SECRET,

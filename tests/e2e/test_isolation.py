@@ -19,9 +19,10 @@ from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.app.engines import build_engine
 from bot.app.features import Features
 from bot.app.stats import StatsRecorder
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.knowledge.establishments import Establishment, load_establishments
 from bot.knowledge.model import KnowledgeBase
+from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.adapters.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for

@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.channels.http import ConversationApi, RateLimiter, create_app
+from bot.channels.http import ConversationApi, RateLimiter
 from bot.config import ConfigError, load_settings
 from bot.engine.flow import Engine
 from bot.knowledge.loader import KnowledgeBaseError, load
+from bot.server import create_app
 from bot.storage.integration import IntegrationStore
 from tests.harness.live import serve
 

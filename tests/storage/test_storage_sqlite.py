@@ -8,14 +8,13 @@ import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
 from bot.storage.memory import MemoryStorage
-from bot.storage.migrations import CORE_MIGRATIONS, migrate
 from bot.storage.postgres import PostgresStorage
 from bot.storage.sqlite import SqliteStorage
+from bot.storage.sqlite.migrations import CORE_MIGRATIONS, migrate
 
 
 class Clock:
@@ -122,20 +121,19 @@ async def test_file_is_private_wal_and_migrated(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_migration_runner_is_generic(tmp_path: Path) -> None:
+def test_migration_runner_is_generic(tmp_path: Path) -> None:
     """Another module's migrations (100+) run on the same file with the same runner."""
     extra = [(100, "CREATE TABLE other (id INTEGER PRIMARY KEY)"), (101, "ALTER TABLE other ADD x")]
-    async with aiosqlite.connect(tmp_path / "m.db", isolation_level=None) as db:
-        assert await migrate(db, CORE_MIGRATIONS) == [v for v, _ in CORE_MIGRATIONS]
-        assert await migrate(db, extra[:1]) == [100]
-        assert await migrate(db, extra) == [101]
-        assert await migrate(db, [*CORE_MIGRATIONS, *extra]) == []
+    with contextlib.closing(sqlite3.connect(tmp_path / "m.db", isolation_level=None)) as db:
+        assert migrate(db, CORE_MIGRATIONS) == [v for v, _ in CORE_MIGRATIONS]
+        assert migrate(db, extra[:1]) == [100]
+        assert migrate(db, extra) == [101]
+        assert migrate(db, [*CORE_MIGRATIONS, *extra]) == []
         with pytest.raises(ValueError):
-            await migrate(db, [(3, "SELECT 1"), (3, "SELECT 2")])
+            migrate(db, [(3, "SELECT 1"), (3, "SELECT 2")])
         with pytest.raises(sqlite3.OperationalError):
-            await migrate(db, [(102, "CREATE TABLE broken (")])
-        async with db.execute("SELECT MAX(version) FROM schema_version") as cursor:
-            assert (await cursor.fetchone()) == (101,)
+            migrate(db, [(102, "CREATE TABLE broken (")])
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone() == (101,)
 
 
 async def test_many_concurrent_writes_are_grouped(tmp_path: Path) -> None:

@@ -16,24 +16,22 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import hmac
-import json
-import math
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from bot.adapters.webhooks import EVENT_TYPES, WebhookWorker, route
+from bot.adapters.webhooks import EVENT_TYPES, route
 from bot.app.reload import EngineHolder, holder_of
+from bot.channels.http.auth import KeyCheck, allowed_context, owned
+from bot.channels.http.body import Model, read_body
 from bot.channels.http.cors import CORS
 from bot.channels.http.errors import (
     ApiError,
@@ -43,16 +41,12 @@ from bot.channels.http.errors import (
     model_response,
     not_found,
     server_error,
-    too_large,
-    validation_error,
 )
 from bot.channels.http.openapi import openapi_document
 from bot.channels.http.ratelimit import RateLimiter
 from bot.channels.http.schemas import (
     API_PREFIX,
-    MAX_BODY_BYTES,
     Answer,
-    ApiRequest,
     ConversationCreated,
     ConversationOut,
     NewConversation,
@@ -73,6 +67,7 @@ from bot.storage.integration import (
     ApiKey,
     Conversation,
     IntegrationStore,
+    OutboxEvent,
     TranscriptLine,
     hash_key,
     new_id,
@@ -83,14 +78,9 @@ if TYPE_CHECKING:
 
 #: Engine commands a client may send as a choice at any time (``cmd:aide``…).
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
-DEMO_KEY_ID = "key_demo"
-DEMO_ESTABLISHMENT = "demo"
-#: The header carrying a widget conversation's own secret (``conversation_secret``).
-SECRET_HEADER = "x-conversation-secret"
 SECRET_PREFIX = "pcs_"
 
 
-# -- the API ---------------------------------------------------------------------------------
 class ConversationApi:
     """Handlers of ``/api/v1``; :meth:`routes` gives the routes to mount in the server's app."""
 
@@ -119,8 +109,8 @@ class ConversationApi:
         self.demo_key = demo_key
         self.on_events = on_events
         self.key_cache_seconds = key_cache_seconds
+        self._authenticate = KeyCheck(store, self.limiter, demo_key, key_cache_seconds)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
 
     @property
     def engine(self) -> Engine:
@@ -162,86 +152,8 @@ class ConversationApi:
         cors = CORS.cls(api, *CORS.args, **CORS.kwargs)
         return [Mount(API_PREFIX, app=cors), *webchat_routes(self.demo_key)]
 
-    async def _authenticate(self, request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "Clé d'API manquante : en-tête « Authorization: Bearer <clé> ».",
-                {"www-authenticate": "Bearer"},
-            )
-        key: ApiKey | None
-        if self.demo_key and hmac.compare_digest(secret.encode(), self.demo_key.encode()):
-            key = ApiKey(DEMO_KEY_ID, DEMO_ESTABLISHMENT, "widget", secret[:10], 0.0)
-        else:
-            now = time.monotonic()
-            cached = self._keys.get(secret)
-            if cached is not None and now - cached[0] < self.key_cache_seconds:
-                key = cached[1]
-            else:
-                key = await self.store.find_key(secret) if len(secret) < 200 else None
-                if len(self._keys) > 1000:
-                    self._keys.clear()
-                self._keys[secret] = (now, key)
-        if key is None:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "Clé d'API inconnue ou révoquée.",
-                {"www-authenticate": 'Bearer error="invalid_token"'},
-            )
-        bucket = key.id
-        if key.kind == "widget":
-            bucket += "|" + (request.client.host if request.client else "")
-        wait = self.limiter.check(bucket)
-        if wait > 0:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "Trop de requêtes pour cette clé : réessayez dans quelques secondes.",
-                {"retry-after": str(max(1, math.ceil(wait)))},
-            )
-        return key
-
-    async def _body(self, request: Request, model: type[ApiRequest], empty_ok: bool) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            raise too_large()
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.body_timeout):  # a body trickled in never ends
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > MAX_BODY_BYTES:
-                        raise too_large()
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise ApiError(
-                408,
-                "request_timeout",
-                f"Corps de requête reçu trop lentement ({self.body_timeout:g} s au plus).",
-                {"connection": "close"},
-            ) from None
-        raw = b"".join(chunks)
-        if not raw.strip() and empty_ok:
-            data: Any = {}
-        else:
-            try:
-                data = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise ApiError(
-                    400, "invalid_json", "Le corps de la requête n'est pas du JSON valide."
-                ) from None
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid_request", "Le corps doit être un objet JSON.")
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
+    async def _body(self, request: Request, model: type[Model], empty_ok: bool) -> Model:
+        return await read_body(request, model, empty_ok=empty_ok, deadline=self.body_timeout)
 
     @contextlib.asynccontextmanager
     async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
@@ -254,9 +166,9 @@ class ConversationApi:
         async with lock, self.store.conversation_turn(conversation_id):
             yield
 
-    async def _handle(self, request: Request, work: Callable[[], Any]) -> Response:
+    async def _handle(self, request: Request, work: Callable[[], Awaitable[Response]]) -> Response:
         try:
-            response: Response = await work()
+            response = await work()
         except ApiError as exc:
             return error_response(exc)
         return response
@@ -267,37 +179,13 @@ class ConversationApi:
         return name is not None and (name in COMMANDS or name in self.engine.modes)
 
     def _context(self, key: ApiKey, context: str | None) -> str | None:
-        """``context`` if the key's establishment may use it (its id or one of its declared
-        contexts), else a 403: no key speaks for another establishment."""
-        if context is None:
-            return None
-        establishment = self.establishments.get(key.establishment)
-        allowed = {key.establishment, *(establishment.contexts if establishment else ())}
-        if context not in allowed:
-            raise ApiError(
-                403,
-                "forbidden_context",
-                f"Le contexte « {context} » n'appartient pas à l'établissement de cette clé "
-                f"(permis : {', '.join(sorted(allowed))}).",
-            )
-        return context
+        return allowed_context(self.establishments, key, context)
 
     async def _owned(self, request: Request, key: ApiKey, conversation_id: str) -> Conversation:
-        """The conversation if the key's establishment owns it and, for a widget key, the
-        request carries the conversation's own secret; else 404 (as if it did not exist)."""
-        conversation = await self.store.load_conversation(conversation_id, key.establishment)
-        if conversation is None:
-            raise not_found()
-        if key.kind == "widget":
-            given = request.headers.get(SECRET_HEADER, "").strip()
-            expected = conversation.secret_hash or ""
-            # Compared in constant time, and a conversation without a secret never matches.
-            if not hmac.compare_digest(hash_key(given), expected) or not expected:
-                raise not_found()
-        return conversation
+        return await owned(self.store, request, key, conversation_id)
 
-    def _route_events(self, turn: Turn, conversation: Conversation) -> list[Any]:
-        entries = []
+    def _route_events(self, turn: Turn, conversation: Conversation) -> list[OutboxEvent]:
+        entries: list[OutboxEvent] = []
         for event in turn.events:
             if event.kind not in EVENT_TYPES:  # barometer.*, followup.*: never sent out
                 continue
@@ -464,37 +352,6 @@ class ConversationApi:
             return model_response(StatsOut.model_validate(figures))
 
         return await self._handle(request, work)
-
-    # -- web chat ------------------------------------------------------------------------
-
-
-def create_app(
-    api: ConversationApi,
-    *,
-    worker: WebhookWorker | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
-) -> Starlette:
-    """A standalone app serving the API and the web chat: opens the store and the features
-    (and starts the webhook worker) at start-up, closes them at shutdown."""
-    from bot.server import build_app
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await api.store.open()
-        if api.features is not None:
-            await api.features.open()
-        if worker is not None:
-            await worker.start()
-        try:
-            yield
-        finally:
-            if worker is not None:
-                await worker.stop()
-            if api.features is not None:
-                await api.features.close()
-            await api.store.close()
-
-    return build_app(routes=[*extra_routes, *api.routes()], lifespans=[lifespan])
 
 
 def _offered(turn: Turn) -> tuple[str, ...]:

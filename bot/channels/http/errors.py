@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -17,7 +16,6 @@ from bot.channels.http.schemas import MAX_BODY_BYTES, ErrorCode, ErrorDetail, Er
 from bot.engine.flow import MAX_TEXT_LENGTH
 
 
-# -- errors ----------------------------------------------------------------------------------
 class ApiError(Exception):
     def __init__(
         self, status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
@@ -30,17 +28,22 @@ class ApiError(Exception):
 
 
 def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+    data: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, status, headers=dict(headers or {}), media_type="application/json")
 
 
 def model_response(
-    model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
+    model: BaseModel,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    *,
+    exclude_none: bool = False,
 ) -> Response:
     """A response body made by the model the OpenAPI document describes it with."""
-    return json_response(model.model_dump(mode="json"), status, headers)
+    body = model.model_dump(mode="json", exclude_none=exclude_none)
+    return json_response(body, status, headers)
 
 
 def error_response(error: ApiError) -> Response:

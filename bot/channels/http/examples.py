@@ -1,5 +1,5 @@
-"""The examples of the OpenAPI document (every one is validated against its schema by
-tests/test_api_schema.py)."""
+"""The examples of the OpenAPI document, as JSON values (every one is validated against its
+schema by tests/channels/test_api_schema.py)."""
 
 from __future__ import annotations
 

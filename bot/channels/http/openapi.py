@@ -1,6 +1,9 @@
 """The OpenAPI 3.1 document of ``/api/v1`` and of its webhooks, generated from the models
 that also build every answer (:mod:`bot.channels.http.schemas`) and every delivery
-(:data:`bot.adapters.webhooks.EVENT_MODELS`)."""
+(:data:`bot.adapters.webhooks.EVENT_MODELS`).
+
+The document is JSON (``dict[str, Any]``): its shape is OpenAPI 3.1's, checked by
+tests/channels/test_api_schema.py (schemathesis, and every example against its schema)."""
 
 from __future__ import annotations
 

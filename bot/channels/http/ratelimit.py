@@ -1,5 +1,11 @@
 """The API's rate limiter: a token bucket per API key (per key and client address for a
-public widget key)."""
+public widget key).
+
+Per instance, on purpose: the buckets live in this process's memory, so behind a load balancer
+spreading requests over ``n`` instances a key may make up to ``n`` times ``PASSERELLE_API_RATE``
+requests per second in all (docs/integration.md says so). Sharing them would cost a database
+round trip on every request for a limit that only guards against a runaway client; a deployment
+that needs an exact global limit sets it at its reverse proxy."""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 
-# -- rate limiting ---------------------------------------------------------------------------
 @dataclass
 class _Bucket:
     tokens: float
@@ -16,7 +21,8 @@ class _Bucket:
 
 @dataclass
 class RateLimiter:
-    """A token bucket per key: ``rate`` requests per second on average, bursts of ``burst``."""
+    """A token bucket per key: ``rate`` requests per second on average, bursts of ``burst``;
+    in this process only (see the module's docstring)."""
 
     rate: float = 20.0
     burst: int = 60

@@ -128,6 +128,30 @@ class TranscriptEntry(BaseModel):
     choices: list[ChoiceOut]
 
 
+class BarometerRatingOut(BaseModel):
+    group: str = Field(description="The barometer group's code.")
+    round: int
+    rater: str = Field(description="Who rated: the person's side in the group.")
+    scores: str = Field(description="The scores given, as stored (JSON).")
+    at: float = Field(description="When (Unix time, seconds).")
+
+
+class FollowupOut(BaseModel):
+    roles: str = Field(description="The roles recommended, as stored.")
+    due_at: float = Field(description="When the follow-up is due (Unix time, seconds).")
+    sent_at: float | None
+    answer: str | None
+
+
+class PendingWebhookOut(BaseModel):
+    id: str = Field(description="The event's webhook-id.")
+    establishment: str
+    type: str = Field(description="The event type (contact.requested…).")
+    payload: dict[str, Any] = Field(description="The body that will be delivered.")
+    status: Literal["pending", "dead"]
+    created_at: float = Field(description="Unix time, seconds.")
+
+
 class ConversationOut(BaseModel):
     conversation_id: str
     context: str | None
@@ -137,10 +161,11 @@ class ConversationOut(BaseModel):
     updated_at: str
     answers: list[Answer]
     transcript: list[TranscriptEntry]
+    #: The engine's own serialisation (its shape follows the engine's state, not this API).
     session: dict[str, Any] = Field(description="The conversation state as stored.")
-    barometer_ratings: list[dict[str, Any]] = Field(description="Barometer ratings kept.")
-    followups: list[dict[str, Any]] = Field(description="Follow-ups (none on the API).")
-    webhooks_pending: list[dict[str, Any]] = Field(
+    barometer_ratings: list[BarometerRatingOut] = Field(description="Barometer ratings kept.")
+    followups: list[FollowupOut] = Field(description="Follow-ups (none on the API).")
+    webhooks_pending: list[PendingWebhookOut] = Field(
         description="Webhook events about this conversation not yet delivered."
     )
 
@@ -205,6 +230,13 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    """``/healthz``: ``checks`` (each part's ``ok`` or what went wrong) once the server is up."""
+
+    status: Literal["starting", "ok", "error"]
+    checks: dict[str, str] | None = None
 
 
 # -- engine turn and stored transcript → response models -----------------------------------
