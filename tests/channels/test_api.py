@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -46,7 +47,9 @@ async def make_keys(db: str) -> tuple[str, str, str]:
     return key, other, revoked
 
 
-def run_api(engine: Engine, db: str, limiter: RateLimiter | None = None) -> Iterator[Api]:
+def run_api(engine: Engine, db: str | Path, limiter: RateLimiter | None = None) -> Iterator[Api]:
+    """The API on ``db``: a PostgreSQL URL, a SQLite file, or a directory (its passerelle.db)."""
+    db = str(Path(db) / "passerelle.db") if Path(db).is_dir() else str(db)
     key, other, revoked = asyncio.run(make_keys(db))
     api = ConversationApi(engine, integration_store(db), limiter=limiter or RateLimiter(1000, 1000))
     with serve(create_app(api)) as url:
