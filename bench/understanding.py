@@ -3,6 +3,7 @@
 Prints, on the shipped base:
 - the understanding rate of the corpus (``tests/understanding/*.yaml``) per question and overall,
   the answers taken wrongly (said back, so the person can undo them) and *silently* wrongly;
+  then the same for the held-out set (``holdout*.yaml``), apart;
 - turns to a recommendation for the people who tell their story by free text
   (``tests/conversations/*_texte_*.yaml``), against the number of questions the same people
   would answer by buttons;
@@ -39,7 +40,12 @@ from bot.knowledge.loader import load  # noqa: E402
 from bot.knowledge.model import KnowledgeBase  # noqa: E402
 
 CONTENUS = ROOT / "contenus"
-CORPUS = sorted((ROOT / "tests" / "understanding").glob("*.yaml"))
+#: The corpus its authors tuned the lexicons on, and the held-out set written afterwards by
+#: an outsider's hand (``holdout*.yaml``), reported apart: the honest figure.
+CORPUS = sorted(
+    p for p in (ROOT / "tests" / "understanding").glob("*.yaml") if not p.name.startswith("holdout")
+)
+HOLDOUT = sorted((ROOT / "tests" / "understanding").glob("holdout*.yaml"))
 STORIES = sorted((ROOT / "tests" / "conversations").glob("*_texte_*.yaml"))
 
 
@@ -48,14 +54,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def understanding(engine: Engine) -> list[Result]:
+def understanding(engine: Engine, paths: list[Path], title: str) -> list[Result]:
     results: list[Result] = []
-    for path in CORPUS:
+    for path in paths:
         results += play_corpus(engine, path).results
     by_question: dict[str, list[Result]] = defaultdict(list)
     for result in results:
         by_question[result.at].append(result)
-    print("Compréhension du corpus (phrases comprises comme attendu)")
+    print(title)
     for question, items in sorted(by_question.items()):
         ok = sum(r.ok for r in items)
         print(f"  {question:<14} {ok:>4}/{len(items):<4} {100 * ok / len(items):6.1f} %")
@@ -158,7 +164,11 @@ def main() -> int:
     conditions = len(kb.conditions.conditions) if kb.conditions else 0
     places = len(kb.places.places) if kb.places else 0
     print(f"Base livrée : {conditions} maladies, {places} lieux\n")
-    understanding(engine)
+    understanding(engine, CORPUS, "Compréhension du corpus (phrases comprises comme attendu)")
+    print()
+    understanding(
+        engine, HOLDOUT, "Jeu tenu à part (held-out, écrit après le réglage des lexiques)"
+    )
     turns_to_recommendation(engine)
     with tempfile.TemporaryDirectory() as tmp:
         big_dir = Path(tmp) / "contenus"

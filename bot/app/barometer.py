@@ -269,7 +269,7 @@ class BarometerService:
             return _before_prompt(turn, Reply(self.msg("barometer_groups_unavailable", session)))
         if code is None:
             mine = await self.groups.groups_of(member)
-            known = [str(c) for c in session.extra.get(mode.GROUPS, [])]
+            known = [str(c) for c in session.groups]
             chosen = [c for c in known if c in mine] or mine
             code = chosen[-1] if chosen else None
         comparison = await self.groups.compare(code, member) if code else None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.adapters.charts import FunnelStep, funnel_png
+from bot.engine import events
 from bot.engine.flow import Turn
 from bot.engine.session import EXITED, RECOMMENDED
 from bot.knowledge.model import KnowledgeBase, text
@@ -53,7 +54,7 @@ DEFAULT_K = 5
 STARTED = "_started"
 
 #: Outcomes kept per conversation (kind -> the event field giving its value).
-OUTCOMES = {"contact.requested": "contact", "barometer.completed": "barometer"}
+OUTCOMES = {events.CONTACT_REQUESTED: "contact", events.BAROMETER_COMPLETED: "barometer"}
 
 
 def today() -> dt.date:
@@ -133,16 +134,16 @@ def plan(
             StatsStarted(sid, day.isoformat(), channel[:32], session.context, establishment)
         )
     node = session.node
-    if node and not session.extra.get("mode"):
+    if node and not session.mode:
         writes.append(StatsReached(sid, node))
     for event in turn.events:
         data = event.data
-        if event.kind == "conversation.completed":
+        if event.kind == events.CONVERSATION_COMPLETED:
             roles = tuple(str(role) for role in data.get("roles", []))
             writes.append(StatsCompleted(sid, data.get("territory"), roles))
         elif event.kind in OUTCOMES:
             # The value is a fixed word, never a field a person typed.
-            value = str(data.get("rater", "1")) if event.kind == "barometer.completed" else "1"
+            value = str(data.get("rater", "1")) if event.kind == events.BAROMETER_COMPLETED else "1"
             writes.append(StatsOutcome(sid, OUTCOMES[event.kind], value))
     return turn, tuple(writes)
 

@@ -167,7 +167,7 @@ def classify(engine: Engine, before: Session, turn: Turn) -> str:
         return "ambiguous"
     if engine.understood(turn.session) != engine.understood(before) or turn.node != before.node:
         return "answer"
-    if turn.session.extra.get("misses") or turn.session.extra.get("last_miss"):
+    if turn.session.misses or turn.session.last_miss:
         return "missed"
     return "nothing"
 

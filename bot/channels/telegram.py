@@ -1366,7 +1366,7 @@ class TelegramChannel:
         of the barometer reads « 3 — Souvent »)."""
         if session is None:
             return shown
-        mode = self.engine.modes.get(str(session.extra.get("mode", "")))
+        mode = self.engine.modes.get(session.mode or "")
         prompt = getattr(mode, "prompt", None) if mode is not None else None
         asked = self.engine.prompt(session) if mode is None else None
         if callable(prompt):
@@ -1535,7 +1535,7 @@ class TelegramChannel:
 
     def _where(self, session: Session) -> str:
         kb = self.engine.kb
-        if session.extra.get("mode"):
+        if session.mode:
             return self._msg("mydata_node_mode", session)
         question = kb.questions.get(session.node)
         if question is not None:

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the barometer is one self-contained mode (steps, scores, groups).
 """The partnership barometer as an engine :class:`~bot.engine.flow.Mode` (seed 003).
 
 Pure like the rest of the engine: no IO, no plotting, no storage. The person says who is rating
@@ -7,7 +8,7 @@ group (with consent) is asked for with ``barometer.keep`` and a comparison with
 ``barometer.compare``. Channels hand these events to :mod:`bot.app.barometer`, which draws the
 charts and talks to storage.
 
-State lives in ``session.extra["barometer"]`` (JSON-safe) while ``session.extra["mode"]`` is
+State lives in ``session.mode_state["barometer"]`` (JSON-safe) while ``session.mode`` is
 ``"barometre"``; leaving the mode removes both, and the orientation flow resumes where it was.
 """
 
@@ -18,9 +19,10 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bot.engine import events
 from bot.engine.normalize import normalize
 from bot.engine.replies import Choice, Event, Reply
-from bot.engine.session import Input, Session
+from bot.engine.session import GROUPS_KEY, Input, Session
 from bot.knowledge.model import BAROMETER_LEVELS, BarometerFile, KnowledgeBase, text
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 NAME = "barometre"
 STATE = "barometer"
 #: Codes of the groups this person joined in this session (set by the group service).
-GROUPS = "barometer_groups"
+GROUPS = GROUPS_KEY
 
 PREFIX = "baro:"
 RATER = PREFIX + "rater:"
@@ -40,9 +42,10 @@ COMPARE = PREFIX + "compare"
 QUIT = PREFIX + "quit"
 BACK = "cmd:retour"
 
-COMPLETED = "barometer.completed"
-KEEP = "barometer.keep"
-COMPARE_EVENT = "barometer.compare"
+#: Kept as the mode's names for its events (see :mod:`bot.engine.events`).
+COMPLETED = events.BAROMETER_COMPLETED
+KEEP = events.BAROMETER_KEEP
+COMPARE_EVENT = events.BAROMETER_COMPARE
 
 #: Group codes: 8 characters without look-alikes (no O/0, I/1), shown as ``ABCD-2345``.
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -175,8 +178,8 @@ class BarometerMode:
                 Reply(engine.msg("not_understood", session)),
                 engine.prompt(self._leave(session)),
             )
-        state = session.extra.get(STATE)
-        if session.extra.get("mode") != NAME or not isinstance(state, dict):
+        state = session.mode_state.get(STATE)
+        if session.mode != NAME or not isinstance(state, dict):
             return self._enter(engine, session)
         step = str(state.get("step", "rater"))
         if event.kind == "command":
@@ -241,7 +244,7 @@ class BarometerMode:
             )
             for rater_id, rater in barometer.raters.items()
         ]
-        if session.extra.get(GROUPS):
+        if session.groups:
             choices.append(Choice(COMPARE, engine.msg("barometer_compare", session)))
         choices.append(Choice(QUIT, engine.msg("barometer_quit", session)))
         return Reply(engine.msg("barometer_who", session), tuple(choices))
@@ -321,9 +324,7 @@ class BarometerMode:
             ]
             if len(found) == 1:
                 return self._rater(engine, session, found[0])
-            if norm in ("comparer", "comparaison", "voir la comparaison") and session.extra.get(
-                GROUPS
-            ):
+            if norm in ("comparer", "comparaison", "voir la comparaison") and session.groups:
                 return self._choice(engine, session, step, COMPARE)
             return self._again(engine, session, "barometer_who_again")
         if step == "keep":
@@ -443,11 +444,11 @@ class BarometerMode:
         row gets ``barometer_again_other`` instead (and a third the first one again)."""
         if not key:
             return engine.turn(session, self.prompt(engine, session))
-        state = dict(session.extra.get(STATE) or {})
+        state = dict(session.mode_state.get(STATE) or {})
         repeated = state.get("missed") == [key, session.turns - 1]
         body = engine.msg("barometer_again_other" if repeated else key, session)
         state["missed"] = None if repeated else [key, session.turns]
-        session = replace(session, extra={**session.extra, STATE: state})
+        session = replace(session, mode_state={**session.mode_state, STATE: state})
         return engine.turn(session, Reply(body), self.prompt(engine, session))
 
     # -- result ----------------------------------------------------------------------------
@@ -475,17 +476,19 @@ class BarometerMode:
     # -- state helpers ---------------------------------------------------------------------
     @staticmethod
     def _state(session: Session) -> dict[str, Any]:
-        state = session.extra.get(STATE)
+        state = session.mode_state.get(STATE)
         return dict(state) if isinstance(state, dict) else {}
 
     @staticmethod
     def _with_state(session: Session, state: dict[str, Any]) -> Session:
-        return replace(session, pending=None, extra={**session.extra, "mode": NAME, STATE: state})
+        return replace(
+            session, pending=None, mode=NAME, mode_state={**session.mode_state, STATE: state}
+        )
 
     @staticmethod
     def _leave(session: Session) -> Session:
-        extra = {k: v for k, v in session.extra.items() if k not in ("mode", STATE)}
-        return replace(session, extra=extra)
+        states = {k: v for k, v in session.mode_state.items() if k != STATE}
+        return replace(session, mode=None, mode_state=states)
 
     def _current_criterion(self, engine: Engine, session: Session) -> str | None:
         barometer = engine.kb.barometer
@@ -521,8 +524,8 @@ def strongest_weakest(engine: Engine, session: Session, summary: Summary) -> lis
 
 def remember_group(session: Session, code: str) -> Session:
     """The session, knowing this person is a member of group ``code`` (shows « compare »)."""
-    groups = [str(c) for c in session.extra.get(GROUPS, []) if str(c) != code]
-    return replace(session, extra={**session.extra, GROUPS: [*groups, code]})
+    groups = [c for c in session.groups if c != code]
+    return replace(session, groups=(*groups, code))
 
 
 def barometer_of(kb: KnowledgeBase) -> BarometerFile:

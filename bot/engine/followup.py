@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from bot.engine import events
 from bot.engine.normalize import normalize
 from bot.engine.recommendation import recommend
 from bot.engine.replies import Choice, Event, Reply
@@ -25,8 +26,8 @@ YES = "suivi:oui"
 NO = "suivi:non"
 DEFAULT_DAYS = 14
 
-REQUESTED = "followup.requested"
-ANSWERED = "followup.answered"
+REQUESTED = events.FOLLOWUP_REQUESTED
+ANSWERED = events.FOLLOWUP_ANSWERED
 
 
 def asking(engine: Engine, session: Session, followup_id: int) -> tuple[Session, Reply]:
@@ -34,7 +35,8 @@ def asking(engine: Engine, session: Session, followup_id: int) -> tuple[Session,
     waiting = replace(
         session,
         pending=None,
-        extra={**session.extra, "mode": NAME, STATE: {"step": "ask", "id": followup_id}},
+        mode=NAME,
+        mode_state={**session.mode_state, STATE: {"step": "ask", "id": followup_id}},
     )
     return waiting, FollowUpMode.prompt(engine, waiting)
 
@@ -47,8 +49,8 @@ class FollowUpMode:
         self.days = days
 
     def handle(self, engine: Engine, session: Session, event: Input) -> Turn:
-        state = session.extra.get(STATE)
-        if session.extra.get("mode") != NAME or not isinstance(state, dict):
+        state = session.mode_state.get(STATE)
+        if session.mode != NAME or not isinstance(state, dict):
             return self._enter(engine, session)
         answer = self._answer(engine, event)
         if answer is None:
@@ -64,7 +66,7 @@ class FollowUpMode:
 
     @staticmethod
     def prompt(engine: Engine, session: Session) -> Reply:
-        state = session.extra.get(STATE) or {}
+        state = session.mode_state.get(STATE) or {}
         key = "followup_consent" if state.get("step") == "consent" else "followup_question"
         days = str(state.get("days", DEFAULT_DAYS))
         yes, no = ("followup_yes", "followup_no")
@@ -83,7 +85,8 @@ class FollowUpMode:
         asking_ = replace(
             session,
             pending=None,
-            extra={**session.extra, "mode": NAME, STATE: {"step": "consent", "days": self.days}},
+            mode=NAME,
+            mode_state={**session.mode_state, STATE: {"step": "consent", "days": self.days}},
         )
         return engine.turn(asking_, self.prompt(engine, asking_))
 
@@ -142,5 +145,5 @@ class FollowUpMode:
 
     @staticmethod
     def _leave(session: Session) -> Session:
-        extra = {k: v for k, v in session.extra.items() if k not in ("mode", STATE)}
-        return replace(session, extra=extra)
+        states = {k: v for k, v in session.mode_state.items() if k != STATE}
+        return replace(session, mode=None, mode_state=states)

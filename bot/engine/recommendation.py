@@ -34,6 +34,7 @@ __all__ = [
     "contacts_for",
     "facts_of",
     "holds",
+    "leads_that_matter",
     "recommend",
     "select_contacts",
     "territory_chain",
@@ -254,14 +255,19 @@ def rules_for(
     return RoleRules(tuple(requirements), tuple(steps_out), caution)
 
 
-def recommend(
+#: How much more the wish that comes first counts (see :func:`leads_that_matter`).
+LEAD_WEIGHT = 2
+
+
+def _ranked(
     kb: KnowledgeBase,
     answers: tuple[tuple[str, str], ...],
-    context: str | None = None,
-    lang: str = "fr",
-    gender: str | None = None,
-    condition: str | None = None,
-) -> Recommendation:
+    lang: str,
+    lead: tuple[str, str] | None = None,
+) -> tuple[list[str], dict[str, int], dict[str, list[str]]]:
+    """Eligible roles, best first, with their scores and reasons. Every answer counts the
+    same (several wishes weigh equally), except ``lead`` — the wish the person said comes
+    first — which counts :data:`LEAD_WEIGHT` times."""
     facts = facts_of(kb, answers)
     scores: dict[str, int] = defaultdict(int)
     reasons: dict[str, list[str]] = defaultdict(list)
@@ -278,12 +284,13 @@ def recommend(
         )
         if choice is None:
             continue
+        weight = LEAD_WEIGHT if lead == (question_id, choice_id) else 1
         for role_id, points in choice.scores.items():
-            add(role_id, points, _reason(kb, choice, facts, lang))
+            add(role_id, points * weight, _reason(kb, choice, facts, lang))
         for extra in choice.scores_when:
             if holds(extra.when, facts):
                 for role_id, points in extra.scores.items():
-                    add(role_id, points, _reason(kb, extra, facts, lang))
+                    add(role_id, points * weight, _reason(kb, extra, facts, lang))
     order = {role_id: index for index, role_id in enumerate(kb.roles)}
     eligible = [
         role_id
@@ -291,6 +298,43 @@ def recommend(
         if holds(role.only_when, facts) and scores[role_id] > 0
     ]
     eligible.sort(key=lambda role_id: (-scores[role_id], order[role_id]))
+    return eligible, scores, reasons
+
+
+def leads_that_matter(
+    kb: KnowledgeBase, answers: tuple[tuple[str, str], ...]
+) -> tuple[str, tuple[str, ...]]:
+    """Several answers to one question (several wishes) whose order changes the first role
+    recommended: (question id, those answers). ``("", ())`` when the order changes nothing —
+    then the bot never asks which comes first."""
+    for question_id, question in kb.questions.items():
+        if not question.multiple:
+            continue
+        given = list(dict.fromkeys(c for q, c in answers if q == question_id))
+        if len(given) < 2:
+            continue
+        firsts = {
+            choice_id: next(iter(_ranked(kb, answers, "fr", (question_id, choice_id))[0]), None)
+            for choice_id in given
+        }
+        if len(set(firsts.values())) > 1:
+            return question_id, tuple(given)
+    return "", ()
+
+
+def recommend(
+    kb: KnowledgeBase,
+    answers: tuple[tuple[str, str], ...],
+    context: str | None = None,
+    lang: str = "fr",
+    gender: str | None = None,
+    condition: str | None = None,
+    lead: tuple[str, str] | None = None,
+) -> Recommendation:
+    """The roles for these answers, best first, with contacts. ``lead``: the answer the
+    person said comes first among several (it counts more)."""
+    facts = facts_of(kb, answers)
+    eligible, scores, reasons = _ranked(kb, answers, lang, lead)
     rules = kb.flow.recommendation
     chosen = [r for r in eligible if scores[r] >= rules.min_score][: rules.max_roles]
     if not chosen:

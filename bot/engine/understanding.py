@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one reader (segmenting, indexes, negation, profile cues) kept whole.
 """Reading a whole message for every fact the flow may need, from the lexicons of ``contenus/``.
 
 The contract: :meth:`Understanding.read` takes the raw text and the question being asked and
@@ -30,7 +31,7 @@ from rapidfuzz import fuzz, process
 
 from bot.engine.matching import STOPWORDS
 from bot.engine.normalize import normalize
-from bot.knowledge.model import KnowledgeBase, LanguageFile, Place, text
+from bot.knowledge.model import KnowledgeBase, LanguageFile, Place, PostalRule, text
 
 #: Segments are cut at these characters before normalisation (normalisation drops them).
 _SEGMENT = re.compile(r"[,.;:!?()\[\]\n\r/]+|\s-\s|…")
@@ -40,6 +41,12 @@ _ARTICLES = frozenset("un une le la les l des du de d mon ma mes son sa ses deux
 _NUMBER_CUES = frozenset({"departement", "departements", "dept", "dep", "du", "le"})
 _DEPARTEMENT = re.compile(r"^(?:0?[1-9]|[1-8]\d|9[0-5]|2a|2b|97[1-6])$")
 _POSTAL = re.compile(r"^\d{5}$")
+_FOUR = re.compile(r"^\d{4}$")
+#: A Canadian postal code, whole (« h2x1y4 ») or in its two halves (« h2x », « 1y4 »).
+_CANADA = re.compile(r"^([a-z])\d[a-z](\d[a-z]\d)?$")
+_CANADA_END = re.compile(r"^\d[a-z]\d$")
+#: Words allowed between a postal cue and the code (« code postal : c'est le 1000 »).
+_POSTAL_GAP = frozenset({"c", "est", "le", "mon", "notre", "a", "en", "de"})
 #: A stem must be this long to be matched on: « aid » (aidante, aide) is too vague.
 MIN_STEM = 5
 #: Shortest typed word matched by spelling closeness, and the closeness it needs.
@@ -70,6 +77,7 @@ def _fuzzy_cutoff(word: str) -> float:
 class Target:
     """What a phrase means. ``kind`` is ``fact`` (key = question id, value = choice id),
     ``condition`` / ``place`` (key = id), ``ambiguous`` (key = index in ``lieux.yaml``),
+    ``postal`` (key = a four-digit code of several countries, value = their place ids),
     ``profile`` (key = choice id of the profile question, value = ``phrase`` or ``family``)."""
 
     kind: str
@@ -95,8 +103,13 @@ class Reading:
     condition: str | None = None
     place: str | None = None
     ambiguous_place: int | None = None
+    #: A four-digit postal code found in several countries: (code, one place id per country).
+    postal: tuple[str, tuple[str, ...]] | None = None
     relative: str | None = None
     profile_conflict: tuple[str, str] | None = None
+    #: The profile was stated by the person about themselves (« je suis infirmière », « j'ai un
+    #: cancer », « je suis la maman de… »): clear enough to replace an earlier answer.
+    profile_said: bool = False
     unknown: bool = False
     why: bool = False
     wrong: bool = False
@@ -110,7 +123,11 @@ class Reading:
     @property
     def empty(self) -> bool:
         return not (
-            self.answers or self.condition or self.place or self.ambiguous_place is not None
+            self.answers
+            or self.condition
+            or self.place
+            or self.ambiguous_place is not None
+            or self.postal is not None
         )
 
     def add(self, question_id: str, choice_id: str) -> None:
@@ -225,10 +242,12 @@ class Understanding:
         self.language = language = kb.language
         self.breaks = _phrases(language.clause_breaks, language)
         self.negation = _phrases(language.negation, language)
+        self.not_negation = [tuple(p.split()) for p in _phrases(language.not_negation, language)]
         self.unknown = _phrases(language.unknown, language)
         self.why = _phrases(language.why, language)
         self.wrong = _phrases(language.wrong, language)
         self.skip = _phrases(language.skip, language)
+        self.equal = _phrases(language.equal, language)
         self.fillers = sorted(_phrases(language.fillers, language), key=len, reverse=True)
         self.smalltalk: dict[str, str] = {}
         for index, talk in enumerate(language.smalltalk):
@@ -238,6 +257,8 @@ class Understanding:
         self.places: dict[str, Place] = {}
         self.by_number: dict[str, str] = {}
         self.by_postal: dict[str, str] = {}
+        self.postal_rules: tuple[PostalRule, ...] = ()
+        self.postal_cues: list[tuple[str, ...]] = []
         self.conditions = {c.id: c for c in (kb.conditions.conditions if kb.conditions else [])}
         for condition in self.conditions.values():
             for phrase in condition.words:  # words only: editors keep banal words out
@@ -251,6 +272,10 @@ class Understanding:
                     self.by_number.setdefault(place.number.lower().lstrip("0"), place.id)
                 for prefix in place.postal:
                     self.by_postal.setdefault(prefix.lower(), place.id)
+            postal = kb.places.postal_codes
+            if postal is not None:
+                self.postal_rules = tuple(postal.rules)
+                self.postal_cues = [tuple(c.split()) for c in _phrases(postal.cues, language)]
             for number, entry in enumerate(kb.places.ambiguous):
                 for phrase in entry.words:
                     self.index.add(phrase, Target("ambiguous", str(number)), language)
@@ -287,15 +312,31 @@ class Understanding:
         self.asked: dict[str, _Index] = {}
         for question_id, question in kb.questions.items():
             own = _Index()
+            by_choice = {
+                choice.id: [
+                    normalize(p)
+                    for p in [
+                        *choice.label.values(),
+                        *(w for ws in choice.synonyms.values() for w in ws),
+                    ]
+                ]
+                for choice in question.choices
+            }
             for choice in question.choices:
                 target = Target("fact", question_id, choice.id)
-                for phrase in [
-                    *choice.label.values(),
-                    *(w for ws in choice.synonyms.values() for w in ws),
-                ]:
+                # A word that ends another choice's phrase (« soins » in « qualité des soins »)
+                # is too vague inside a sentence: only the whole message may be that word.
+                shared = {
+                    text_.split()[-1]
+                    for other, texts in by_choice.items()
+                    if other != choice.id
+                    for text_ in texts
+                    if " " in text_
+                }
+                for phrase in by_choice[choice.id]:
                     # « du », « pro », « oui » inside a sentence mean nothing: only the whole
                     # message (matched before reading) may be such a word.
-                    if all(w in STOPWORDS for w in normalize(phrase).split()):
+                    if all(w in STOPWORDS for w in phrase.split()) or phrase in shared:
                         continue
                     own.add(phrase, target, language)
             own.freeze()
@@ -341,7 +382,8 @@ class Understanding:
         return norm
 
     # -- reading ------------------------------------------------------------------------
-    def read(self, raw: str, asked: str | None = None) -> Reading:
+    def read(self, raw: str, asked: str | None = None, country: str | None = None) -> Reading:
+        """``country``: the person's country when known, to read a four-digit postal code."""
         reading = Reading()
         whole = self.plain(raw)
         core = self.strip_fillers(whole)
@@ -368,7 +410,7 @@ class Understanding:
         if talk is not None:
             reading.smalltalk = talk
             return reading
-        spans = self._spans(raw, asked)
+        spans = self._spans(raw, asked, country)
         self._resolve(spans, reading, asked)
         if reading.empty and not reading.unknown:
             for phrase in self.unknown:
@@ -395,7 +437,9 @@ class Understanding:
                 return None
         return first
 
-    def _spans(self, raw: str, asked: str | None) -> list[tuple[list[str], list[Span]]]:
+    def _spans(
+        self, raw: str, asked: str | None, country: str | None = None
+    ) -> list[tuple[list[str], list[Span]]]:
         own = self.asked.get(asked) if asked else None
         if asked is not None and asked == self.profile_question:
             # Who the person is comes from profils.yaml (family cues, professions, « je »);
@@ -419,6 +463,9 @@ class Understanding:
                     place = self._number(words, i, place_expected)
                     if place is not None:
                         size, targets, how = 1, [Target("place", place)], "number"
+                if not size:
+                    size, targets = self._foreign_postal(words, i, place_expected, country)
+                    how = "number"
                 if not size:
                     close = self.index.close(words[i])
                     if not close and own is not None:
@@ -448,12 +495,58 @@ class Understanding:
             return None
         return self.by_number.get(word.lstrip("0"))
 
+    def _foreign_postal(
+        self, words: list[str], i: int, place_expected: bool, country: str | None
+    ) -> tuple[int, list[Target]]:
+        """A Belgian, Swiss, Luxembourg (four digits) or Québec (« H2X 1Y4 ») postal code at
+        ``i``: (words used, targets). A code of several countries, none known or named by a
+        prefix, gives a ``postal`` target (the engine asks which country)."""
+        word = words[i]
+        canada = _CANADA.match(word)
+        if canada is not None:
+            size = 1 if canada.group(2) else 2
+            if size == 2 and not (i + 1 < len(words) and _CANADA_END.match(words[i + 1])):
+                return 0, []
+            for rule in self.postal_rules:
+                place = rule.letters.get(canada.group(1))
+                if place is not None:
+                    return size, [Target("place", place)]
+            return 0, []
+        if not _FOUR.match(word):
+            return 0, []
+        before = words[i - 1] if i > 0 else ""
+        named = [r for r in self.postal_rules if before in r.prefixes]
+        cue = self._cue_before(words, i, self.postal_cues, _POSTAL_GAP) is not None
+        if not (named or cue or place_expected):
+            return 0, []
+        number = int(word)
+        found: list[tuple[str, str]] = []  # (country, place)
+        for rule in named or self.postal_rules:
+            for band in rule.ranges:
+                if band.first <= number <= band.last:
+                    found.append((rule.country, band.place))
+                    break
+        mine = [place for owner, place in found if owner == country]
+        if mine:
+            return 1, [Target("place", mine[0])]
+        if len(found) == 1:
+            return 1, [Target("place", found[0][1])]
+        if found:
+            return 1, [Target("postal", word, " ".join(place for _, place in found))]
+        return 0, []
+
     def _negate(self, words: list[str], span: Span) -> Span:
         start = span.start
         while start > 0 and words[start - 1] not in self.breaks:
             start -= 1
         before = words[start : span.start]
-        if any(w in self.negation for w in before):
+        masked = list(before)  # « pourquoi pas », « pas seulement » negate nothing
+        for phrase in self.not_negation:
+            size = len(phrase)
+            for k in range(len(before) - size + 1):
+                if tuple(before[k : k + size]) == phrase:
+                    masked[k : k + size] = [""] * size
+        if any(w in self.negation for w in masked):
             return Span(span.start, span.end, span.targets, span.segment, True, span.how)
         return span
 
@@ -480,12 +573,15 @@ class Understanding:
         self, parts: list[tuple[list[str], list[Span]]], reading: Reading, asked: str | None
     ) -> None:
         profiles: list[str] = []
+        said: set[str] = set()
+        kin: set[str] = set()
         weak: list[str] = []
         experience_self: list[bool] = []
         experience_spans = 0
         conditions: list[str] = []
         places: list[str] = []
         ambiguous: list[int] = []
+        postal: tuple[str, tuple[str, ...]] | None = None
         experience_q = self.experience_question
         for words, spans in parts:
             for span in spans:
@@ -521,30 +617,41 @@ class Understanding:
                             places.append(target.key)
                     elif target.kind == "ambiguous":
                         ambiguous.append(int(target.key))
+                    elif target.kind == "postal" and postal is None:
+                        postal = (target.key, tuple(target.value.split()))
                     elif target.kind == "profile":
+                        stated = self._is_self(words, span)  # « je suis la maman »
                         if target.value == "family":
                             relative = self._relative(words, span)
-                            if relative is None:
+                            if relative is None and not stated:
                                 continue
                             if relative and reading.relative is None:
                                 reading.relative = relative
+                            if relative:  # « mon fils »: clear if someone is ill (below)
+                                kin.add(target.key)
                         if target.key not in profiles:
                             profiles.append(target.key)
+                        if stated:
+                            said.add(target.key)
         if conditions:
             reading.condition = conditions[0]
             if experience_q:
                 for condition_id in conditions:
                     reading.add(experience_q, self.conditions[condition_id].category)
         if places:
-            reading.place = places[0]
+            reading.place = self._most_precise(places)
         elif ambiguous:
             reading.ambiguous_place = ambiguous[0]
+        elif postal is not None:
+            reading.postal = postal
         question = self.profile_question
         if question is None:
             return
         patient = self._patient_choice()
-        if any(experience_self) and patient and patient not in profiles:
-            profiles.append(patient)
+        if any(experience_self) and patient:
+            said.add(patient)
+            if patient not in profiles:
+                profiles.append(patient)
         if experience_spans and not profiles and not weak and asked == question and patient:
             profiles.append(patient)
         if not profiles:
@@ -557,6 +664,22 @@ class Understanding:
             reading.answers[question] = own
         if len(own) > 1:
             reading.profile_conflict = (own[0], own[1])
+        if experience_spans or weak:
+            said |= kin  # « c'est mon fils qui est malade », « ma mère a un cancer »
+        reading.profile_said = len(own) == 1 and own[0] in said
+
+    def _most_precise(self, places: list[str]) -> str:
+        """« en France, à Marseille »: the place inside all the others named; the first named
+        when they do not nest (two different regions)."""
+        for place_id in places:
+            chain: list[str] = []
+            territory: str | None = self.places[place_id].territory
+            while territory and territory in self.kb.territories and territory not in chain:
+                chain.append(territory)
+                territory = self.kb.territories[territory].parent
+            if all(self.places[other].territory in chain for other in places):
+                return place_id
+        return places[0]
 
     def _patient_choice(self) -> str | None:
         if self.kb.profiles is None:

@@ -722,6 +722,7 @@ def _check_places(kb: KnowledgeBase) -> list[Problem]:
                         )
                     )
             words.setdefault(norm, place.id)
+    problems += _check_postal_codes(kb, ids)
     for index, entry in enumerate(lexicon.ambiguous):
         for place_id in entry.places:
             if place_id not in ids:
@@ -733,6 +734,58 @@ def _check_places(kb: KnowledgeBase) -> list[Problem]:
                         f"le lieu « {place_id} » n'existe pas dans « places »",
                     )
                 )
+    return problems
+
+
+def _check_postal_codes(kb: KnowledgeBase, ids: set[str]) -> list[Problem]:
+    """Each range and letter leads to a known place, names its source, and ranges of one
+    country never overlap (a code means one place per country)."""
+    lexicon = kb.places
+    postal = lexicon.postal_codes if lexicon is not None else None
+    if lexicon is None or postal is None:
+        return []
+    name = "lexique/lieux.yaml"
+    problems: list[Problem] = []
+    for index, rule in enumerate(postal.rules):
+        path: tuple[str | int, ...] = ("postal_codes", "rules", index)
+        if rule.country not in ids:
+            problems.append(
+                _problem(kb, name, (*path, "country"), f"le lieu « {rule.country} » n'existe pas")
+            )
+        if rule.letters and rule.letters_source not in lexicon.sources:
+            problems.append(
+                _problem(
+                    kb, name, (*path, "letters_source"), "les lettres doivent citer une source"
+                )
+            )
+        for letter, place_id in rule.letters.items():
+            if place_id not in ids:
+                problems.append(
+                    _problem(
+                        kb, name, (*path, "letters", letter), f"le lieu « {place_id} » n'existe pas"
+                    )
+                )
+        previous: tuple[int, int] | None = None
+        for number, band in enumerate(sorted(rule.ranges, key=lambda b: b.first)):
+            where = (*path, "ranges", number)
+            if band.place not in ids:
+                problems.append(_problem(kb, name, where, f"le lieu « {band.place} » n'existe pas"))
+            if band.source not in lexicon.sources:
+                problems.append(
+                    _problem(kb, name, where, f"la source « {band.source} » n'est pas décrite")
+                )
+            if band.last < band.first:
+                problems.append(_problem(kb, name, where, "« last » est avant « first »"))
+            if previous is not None and band.first <= previous[1]:
+                problems.append(
+                    _problem(
+                        kb,
+                        name,
+                        where,
+                        f"{band.first}–{band.last} recouvre {previous[0]}–{previous[1]}",
+                    )
+                )
+            previous = (band.first, band.last)
     return problems
 
 

@@ -540,12 +540,48 @@ class AmbiguousPlace(Strict):
     question: Text
 
 
+class PostalRange(Strict):
+    """Four-digit codes ``first``..``last`` (inclusive) lie in ``place``."""
+
+    first: Annotated[int, Field(ge=1000, le=9999)]
+    last: Annotated[int, Field(ge=1000, le=9999)]
+    place: Identifier
+    source: Identifier
+
+
+class PostalRule(Strict):
+    """How one country's postal codes read: four-digit ``ranges``, or Canadian codes
+    (« H2X 1Y4 ») by their first letter (``letters``)."""
+
+    #: The place id of the country (``be``, ``ch``, ``lu``, ``qc``): its name labels the button
+    #: when a code exists in several countries.
+    country: Identifier
+    #: Written before the code to name the country (« L-1234 », « B-1000 », « CH-1200 »).
+    prefixes: list[str] = []
+    ranges: list[PostalRange] = []
+    letters: dict[str, Identifier] = {}
+    letters_source: Identifier | None = None
+    note: str = ""
+
+
+class PostalCodes(Strict):
+    """Postal codes outside France (French ones are the départements' ``postal`` prefixes)."""
+
+    #: Words before a bare four-digit number that make it a postal code outside a place
+    #: question (« code postal 1000 »); a year (« depuis 2010 ») is never read as one.
+    cues: list[str] = []
+    #: Asked when a four-digit code exists in several countries and none is known yet.
+    question: Text
+    rules: list[PostalRule]
+
+
 class PlacesFile(Strict):
     """``lexique/lieux.yaml``: places by name, number and postal prefix -> territory."""
 
     sources: dict[Identifier, str]
     places: list[Place]
     ambiguous: list[AmbiguousPlace] = []
+    postal_codes: PostalCodes | None = None
 
 
 class SmallTalk(Strict):
@@ -562,6 +598,8 @@ class LanguageFile(Strict):
     contractions: dict[str, str] = {}
     #: Words that negate what follows them in the same part of a sentence (« pas », « jamais »).
     negation: list[str] = []
+    #: Phrases with a negation word that do not negate (« pourquoi pas », « pas seulement »).
+    not_negation: list[str] = []
     #: Words that start a new part of a sentence (« mais », « plutôt »): a negation stops there.
     clause_breaks: list[str] = []
     #: « je ne sais pas »: an answer at every question (unknown), not a misunderstanding.
@@ -576,6 +614,8 @@ class LanguageFile(Strict):
     fillers: list[str] = []
     yes: list[str] = []
     no: list[str] = []
+    #: « les deux », « autant l'un que l'autre »: several answers count the same.
+    equal: list[str] = []
     smalltalk: list[SmallTalk] = []
 
 

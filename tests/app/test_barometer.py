@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_full_rating_by_buttons(bengine: Engine, kb: KnowledgeBase) -> None:
     data = completed(turn)
     assert data["rater"] == "professionnel"
     assert data["scores"] == dict(zip(criteria(kb), SCORES_A, strict=True))
-    assert turn.session.extra["barometer"]["step"] == "keep"
+    assert turn.session.mode_state["barometer"]["step"] == "keep"
     result = turn.replies[0].text
     assert kb.barometer is not None
     for _, criterion in kb.barometer.criteria():
@@ -119,7 +120,7 @@ def test_each_criterion_offers_five_levels_explained(bengine: Engine) -> None:
 def test_full_rating_by_typed_numbers_words_and_back(bengine: Engine, kb: KnowledgeBase) -> None:
     turn = bengine.handle(bengine.start().session, Input.command("barometre"))
     turn = bengine.handle(turn.session, Input.text("Je suis une patiente"))
-    assert turn.session.extra["barometer"]["rater"] == "usager"
+    assert turn.session.mode_state["barometer"]["rater"] == "usager"
     answers = ["3", "trois", "2/4", "souvent", "zéro", "4 sur 4", "bof", "1", "retour", "2"]
     for answer in answers:
         turn = bengine.handle(turn.session, Input.text(answer))
@@ -136,8 +137,8 @@ def test_stale_score_button_is_not_applied(bengine: Engine) -> None:
     turn = rate(bengine, "usager", [2, 2])
     old_button = f"{mode.PREFIX}points_de_vue:4"
     after = bengine.handle(turn.session, Input.choice(old_button))
-    kept = {k: v for k, v in after.session.extra["barometer"].items() if k != "missed"}
-    assert kept == turn.session.extra["barometer"], "scores and step unchanged"
+    kept = {k: v for k, v in after.session.mode_state["barometer"].items() if k != "missed"}
+    assert kept == turn.session.mode_state["barometer"], "scores and step unchanged"
     assert after.replies[0].text == bengine.msg("stale_button", turn.session)
 
 
@@ -146,9 +147,9 @@ def test_back_at_first_criterion_returns_to_who_and_quit_resumes_flow(bengine: E
     turn = bengine.handle(start.session, Input.choice("cmd:barometre"))
     turn = bengine.handle(turn.session, Input.choice(mode.RATER + "usager"))
     turn = bengine.handle(turn.session, Input.text("retour"))
-    assert turn.session.extra["barometer"]["step"] == "rater"
+    assert turn.session.mode_state["barometer"]["step"] == "rater"
     turn = bengine.handle(turn.session, Input.choice(mode.QUIT))
-    assert "mode" not in turn.session.extra and "barometer" not in turn.session.extra
+    assert turn.session.mode is None and "barometer" not in turn.session.mode_state
     assert turn.node == start.node
     assert turn.replies[-1].text == start.replies[-1].text
 
@@ -164,7 +165,7 @@ def test_discard_keeps_nothing(bengine: Engine) -> None:
     turn = rate(bengine, "usager", SCORES_A)
     turn = bengine.handle(turn.session, Input.choice(mode.DISCARD))
     assert turn.events == ()
-    assert "barometer" not in turn.session.extra
+    assert "barometer" not in turn.session.mode_state
 
 
 # -- charts and groups ------------------------------------------------------------------------
@@ -223,8 +224,8 @@ async def test_group_of_a_professional_and_two_patients(
     ) in gaps
     assert "Évaluer conjointement le projet" in gaps
     assert "Promouvoir les décisions partagées" not in gaps
-    assert "mode" not in last.session.extra
-    assert code in last.session.extra[mode.GROUPS]
+    assert last.session.mode is None
+    assert code in last.session.groups
 
     # The professional asks for the comparison later, from the barometer's first screen.
     again = bengine.handle(pro.session, Input.choice("cmd:barometre"))
@@ -241,9 +242,7 @@ async def test_a_non_member_cannot_see_the_comparison(bengine: Engine, store: Fe
     service = BarometerService(bengine, groups)
     turn = bengine.handle(bengine.start().session, Input.choice("cmd:barometre"))
     # Even a forged session naming the group does not open it.
-    forged = turn.session.__class__(
-        **{**turn.session.__dict__, "extra": {**turn.session.extra, mode.GROUPS: [code]}}
-    )
+    forged = replace(turn.session, groups=(code,))
     asked = await service.apply("outsider", bengine.handle(forged, Input.choice(mode.COMPARE)))
     assert images(asked) == []
     assert any("aucun groupe" in r.text for r in asked.replies)
@@ -259,8 +258,8 @@ async def test_unknown_code_asks_again_and_keeps_the_scores(
     assert "8 lettres" in bengine.handle(turn.session, Input.text("12")).replies[0].text
     turn = await service.apply("p", bengine.handle(turn.session, Input.text("ZZZZ-ZZZZ")))
     assert "Je ne trouve pas" in turn.replies[0].text
-    assert turn.session.extra["barometer"]["step"] == "code"
-    assert len(turn.session.extra["barometer"]["scores"]) == len(SCORES_A)
+    assert turn.session.mode_state["barometer"]["step"] == "code"
+    assert len(turn.session.mode_state["barometer"]["scores"]) == len(SCORES_A)
 
 
 async def test_single_rating_waits_and_rating_again_starts_a_faded_round(

@@ -45,7 +45,7 @@ async def test_consent_schedules_one_follow_up(kb: KnowledgeBase, tmp_path: Path
     asked = engine.handle(turn.session, Input.choice("cmd:suivi"))
     assert "14 jours" in asked.replies[-1].text
     refused = engine.handle(asked.session, Input.text("non merci"))
-    assert refused.events == () and "mode" not in refused.session.extra
+    assert refused.events == () and refused.session.mode is None
     agreed = engine.handle(asked.session, Input.choice(mode.YES))
     [event] = agreed.events
     assert event.kind == mode.REQUESTED and event.data["consent"] is True
@@ -122,7 +122,7 @@ async def test_answer_helps_and_feeds_statistics(kb: KnowledgeBase) -> None:
             answer = engine.handle(session, Input.text("oui" if reached else "non"))
             answer = await followups.apply(f"u{index}", "x", answer)
             results.append(answer)
-            assert "mode" not in answer.session.extra
+            assert answer.session.mode is None
         helped = results[2]
         text = "\n".join(r.text for r in helped.replies)
         assert "d'autres contacts" in text and "pas à pas" in text and "1. " in text

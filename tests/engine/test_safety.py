@@ -162,7 +162,7 @@ def test_distress_in_the_barometer_and_a_contact_request(engine: Engine) -> None
     turn = with_modes.handle(with_modes.start().session, Input.command("barometre"))
     crisis = with_modes.handle(turn.session, Input.text("jveux mourir"))
     assert "3114" in crisis.replies[0].text
-    assert crisis.session.extra.get("mode") == turn.session.extra.get("mode"), "mode kept"
+    assert crisis.session.mode == turn.session.mode is not None, "mode kept"
     from dataclasses import dataclass
 
     @dataclass(frozen=True)

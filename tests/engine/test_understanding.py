@@ -24,7 +24,13 @@ def lexicon_engine(kb: KnowledgeBase) -> Engine:
 
 
 def test_the_corpus_is_large_enough() -> None:
-    assert sum(len(load_corpus(path).utterances) for path in FILES) >= 400
+    tuned = [p for p in FILES if not p.name.startswith("holdout")]
+    assert sum(len(load_corpus(path).utterances) for path in tuned) >= 400
+
+
+def test_the_held_out_set_is_large_enough() -> None:
+    held_out = [p for p in FILES if p.name.startswith("holdout")]
+    assert sum(len(load_corpus(path).utterances) for path in held_out) >= 60
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
@@ -202,10 +208,10 @@ def test_a_question_about_a_word_is_not_a_barometer_score(kb_with_barometer: Eng
     turn = engine.handle(engine.start().session, Input.command("barometre"))
     rater = next(c.id for r in turn.replies for c in r.choices)
     turn = engine.handle(turn.session, Input.choice(rater, turn.node))
-    before = dict(turn.session.extra)
+    before = dict(turn.session.mode_state)
     asked = engine.handle(turn.session, Input.text("c koi un RU"))
     assert asked.replies[0].text.startswith("Représentant")
-    assert asked.session.extra == before, "no score was recorded"
+    assert asked.session.mode_state == before, "no score was recorded"
 
 
 @pytest.fixture
@@ -237,3 +243,120 @@ def test_never_the_same_not_understood_twice_after_the_recommendation(
     second = say(engine, first, "zorglub")
     third = say(engine, second, "zorglub")
     assert first.replies[0].text != second.replies[0].text != third.replies[0].text
+
+
+def test_a_later_profile_on_another_path_is_followed_and_can_be_undone(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.node == "association"
+    changed = say(engine, turn, "en fait je suis infirmière")
+    assert changed.node == "pro_projet", "the professional path is followed"
+    assert changed.understood["profile"] == "professionnel"
+    assert "experience" not in changed.understood, "a patient's answers no longer apply"
+    assert changed.understood["territory"] == "fr-bretagne", "the place still applies"
+    assert "Je remplace votre réponse" in body(changed)
+    undone = engine.handle(changed.session, Input.choice("cmd:pas_ca", changed.node))
+    assert undone.node == "association"
+    assert undone.session.answers == turn.session.answers
+
+
+def test_a_later_place_in_another_country_updates_country_and_territory(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    moved = say(engine, turn, "je vis à Genève")
+    assert moved.understood["country"] == "ch" and moved.understood["territory"] == "ch"
+    assert "region" not in moved.understood, "the French region is dropped"
+    assert "vous vivez à Genève" in body(moved)
+    assert moved.node == "association"
+
+
+def test_a_new_place_after_the_recommendation_gives_it_again(lexicon_engine: Engine) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager", "fr", "bretagne"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    for choice in ("aucune", "aucune", "ponctuel"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    assert turn.recommendation is not None and turn.recommendation.territory == "fr-bretagne"
+    again = say(engine, turn, "en fait j'habite à Liège")
+    assert again.recommendation is not None
+    assert again.recommendation.territory == "be-wallonie-bruxelles"
+    assert "vous vivez à Liège" in body(again)
+
+
+def test_a_four_digit_code_of_several_countries_is_asked_never_guessed(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise", "partager"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    asked = say(engine, turn, "1000")
+    assert "1000" in asked.replies[0].text
+    labels = {c.label for c in asked.replies[0].choices}
+    assert labels == {"Belgique", "Suisse", "Luxembourg"}
+    assert "country" not in asked.understood, "nothing is taken before the person says which"
+    belgium = next(c.id for c in asked.replies[0].choices if c.label == "Belgique")
+    chosen = engine.handle(asked.session, Input.choice(belgium, asked.node))
+    assert chosen.understood["territory"] == "be-wallonie-bruxelles"
+    assert chosen.node == "association"
+
+
+def test_a_year_is_not_a_postal_code(lexicon_engine: Engine) -> None:
+    engine = lexicon_engine
+    turn = say(engine, engine.start(), "j'ai un cancer depuis 2010")
+    assert "country" not in turn.understood and "territory" not in turn.understood
+    assert turn.node == "recul"
+
+
+def _to_the_end(engine: Engine, wishes: str) -> Turn:
+    turn = engine.start()
+    for choice in ("patient", "chronique", "stabilise"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    turn = say(engine, turn, wishes)
+    for choice in ("fr", "bretagne", "aucune", "aucune", "ponctuel"):
+        turn = engine.handle(turn.session, Input.choice(choice, turn.node))
+    return turn
+
+
+def test_several_wishes_are_all_kept_and_weigh_the_same(lexicon_engine: Engine) -> None:
+    turn = say(lexicon_engine, lexicon_engine.start(), "je veux témoigner et aider les autres")
+    assert turn.understood["wishes"] == "partager,soutenir_pairs"
+    end = _to_the_end(lexicon_engine, "je veux témoigner et aider les autres")
+    assert end.session.pending is None, "the order changes nothing: never asked"
+    assert end.recommendation is not None
+    reasons = [r for role in end.recommendation.roles for r in role.reasons]
+    assert any("témoign" in r or "histoire" in r for r in reasons)
+    assert any("soutenir des personnes" in r for r in reasons), reasons
+
+
+def test_which_wish_comes_first_is_asked_only_when_it_changes_the_first_role(
+    lexicon_engine: Engine,
+) -> None:
+    engine = lexicon_engine
+    asked = _to_the_end(engine, "je veux témoigner et former les soignants")
+    assert asked.recommendation is None and asked.session.pending == "wish_lead"
+    assert ids(asked) == ["lead:partager", "lead:former", "lead:"]
+    first = {}
+    for button in ("lead:partager", "lead:former"):
+        chosen = engine.handle(asked.session, Input.choice(button, asked.node))
+        assert chosen.recommendation is not None and chosen.node == "recommendation"
+        first[button] = chosen.recommendation.roles[0].id
+    assert first["lead:partager"] != first["lead:former"]
+    typed = say(engine, asked, "plutôt former")
+    assert typed.recommendation is not None
+    assert typed.recommendation.roles[0].id == first["lead:former"]
+    assert typed.understood["wish"] == "former"
+    same = say(engine, asked, "les deux")
+    assert same.recommendation is not None, "« les deux »: they weigh the same"
+    yes = say(engine, asked, "oui")
+    assert yes.session.answers == asked.session.answers, "« oui » never restarts here"
+    assert yes.session.pending == "wish_lead"

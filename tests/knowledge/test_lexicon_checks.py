@@ -75,3 +75,21 @@ def test_a_missing_understanding_message(base_copy: Path) -> None:
     replace_once(path, "  not_that: Ce n'est pas ça", "  not_that_old: Ce n'est pas ça")
     found = errors(base_copy)
     assert any("messages.yaml" in e and "not_that" in e for e in found), found
+
+
+def test_overlapping_postal_ranges_of_one_country(base_copy: Path) -> None:
+    path = base_copy / LEXIQUE / "lieux.yaml"
+    line = replace_once(
+        path,
+        "{first: 1300, last: 1499, place: be-prov-brabant-wallon",
+        "{first: 1200, last: 1499, place: be-prov-brabant-wallon",
+    )
+    found = errors(base_copy)
+    assert any(f"lieux.yaml:{line}:" in e and "recouvre" in e for e in found), found
+
+
+def test_a_postal_range_to_an_unknown_place(base_copy: Path) -> None:
+    path = base_copy / LEXIQUE / "lieux.yaml"
+    line = replace_once(path, "place: be-prov-namur, source: bpost", "place: namurr, source: bpost")
+    found = errors(base_copy)
+    assert any(f"lieux.yaml:{line}:" in e and "namurr" in e for e in found), found

@@ -477,7 +477,7 @@ def test_titles_agree_with_a_person_who_speaks_in_the_feminine(engine: Engine) -
 
 def test_a_word_about_someone_else_does_not_set_the_feminine(engine: Engine) -> None:
     said = engine.handle(engine.start().session, Input.text("ma fille est handicapee"))
-    assert "gender" not in said.session.extra
+    assert said.session.gender is None
 
 
 def test_a_french_term_is_not_labelled_for_a_person_in_france(engine: Engine) -> None:
