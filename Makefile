@@ -45,9 +45,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite runs in 4 pytest-xdist workers: most tests wait on servers and subprocesses, so
+# even 2 cores are kept busy; every test is safe in parallel (ports: tests/harness/ports.py).
+WORKERS ?= 4
+
 test: lint typecheck browser postgres
 	$(BIN)/passerelle kb check contenus
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

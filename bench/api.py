@@ -38,6 +38,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.harness.ports import free_port  # noqa: E402 (after the path set-up)
+
 PERSONA = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
                    "aucune", "mensuel")  # fmt: skip
 REPLY_SIZE_FILE = "reply_size"
@@ -89,13 +91,6 @@ def child(kind: str, port: int, workdir: Path) -> None:
 
         app = Starlette(routes=[Route("/hook", receive, methods=["POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(kind: str, workdir: Path, db: str | None = None) -> tuple[subprocess.Popen[bytes], str]:

@@ -43,7 +43,8 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
     from bot.config import Settings
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects
-    from tests.harness.fakebotapi import TOKEN, FakeBotAPI, serving
+    from tests.harness.fakebotapi import TOKEN, FakeBotAPI
+    from tests.harness.servers import serve
 
     engine = build_engine(load(ROOT / "contenus"))
     latencies: list[float] = []
@@ -59,7 +60,7 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
             webhook_secret=WEBHOOK_SECRET,
         )
         app = build_server_app(settings, engine, pause=0)
-        async with serving(app) as url:
+        async with serve(app) as url:
             freeze_startup_objects()  # as `passerelle serve` does once ready
             gate = asyncio.Semaphore(concurrency)
             limits = httpx.Limits(max_connections=concurrency)

@@ -213,7 +213,8 @@ async def run_passerelle(
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects
     from bot.storage.factory import build_stores
-    from tests.harness.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN
+    from tests.harness.servers import serve
 
     engine = build_engine(load(ROOT / "contenus"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +237,7 @@ async def run_passerelle(
             for _ in range(instances):
                 storage = build_stores(db).core if db_url else None
                 app = build_server_app(settings, engine, storage=storage, pause=0)
-                urls.append(await stack.enter_async_context(serving(app)))
+                urls.append(await stack.enter_async_context(serve(app)))
                 apps.append(app)
             ready = (time.perf_counter() - ready_from) / instances
             freeze_startup_objects()  # as `passerelle serve` does once ready
@@ -298,7 +299,8 @@ async def run_echo(
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
     from bot.server import build_app
-    from tests.harness.fakebotapi import TOKEN, serving
+    from tests.harness.fakebotapi import TOKEN
+    from tests.harness.servers import serve
 
     sized_replies = passerelle_replies() if sized else {}
     async with lean_fake_api() as api:
@@ -337,7 +339,7 @@ async def run_echo(
         await application.initialize()
         ready_from = time.perf_counter()
         app = build_app(routes=[Route("/telegram/webhook", webhook, methods=["POST"])])
-        async with serving(app) as url:
+        async with serve(app) as url:
             ready = time.perf_counter() - ready_from
             users = [api.user(2_000_000 + i) for i in range(chats)]
             api.lean = True

@@ -15,12 +15,10 @@ from bot.engine.flow import Engine
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.postgres.schema import ensure_current
-from tests.harness.fakebotapi import FakeBotAPI, offline
+from tests.harness.fakebotapi import FakeBotAPI
+from tests.harness.network import offline
+from tests.harness.paths import CONTENUS
 from tests.harness.postgres import Cluster, cluster
-
-ROOT = Path(__file__).resolve().parent.parent
-CONTENUS = ROOT / "contenus"
-CONVERSATIONS = Path(__file__).resolve().parent / "conversations"
 
 # The commands the tests start read no .env (a developer's own would change their settings).
 os.environ["PASSERELLE_ENV_FILE"] = ""
@@ -60,7 +58,8 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
-    """One throwaway PostgreSQL cluster for the whole run (tests/harness/postgres.py). Missing
+    """One throwaway PostgreSQL cluster per test process (each xdist worker its own, in its own
+    temporary directory: tests/harness/postgres.py). Missing
     PostgreSQL is an error of every test that needs it, never a skip."""
     with cluster() as running:
         yield running

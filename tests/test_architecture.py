@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.harness.paths import ROOT
 
 FORBIDDEN = ("telegram", "starlette", "uvicorn", "httpx", "aiosqlite", "sqlite3", "matplotlib",
              "bot.channels", "bot.storage", "bot.server", "bot.adapters.webhooks")  # fmt: skip

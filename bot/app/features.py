@@ -14,12 +14,14 @@ saving the session and sending the replies::
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from bot.app.barometer import BarometerGroups, BarometerService
 from bot.app.followups import FollowUps, Scheduler
 from bot.app.stats import DEFAULT_K, Scope, StatsReader, StatsRecorder
 from bot.engine.flow import Engine, Turn
+from bot.storage.base import FeatureWrite, FollowUpScheduled
 from bot.storage.features import FeatureStore
 
 
@@ -62,6 +64,30 @@ class Features:
         if member is not None and address is not None:
             turn = await self.followups.apply(member, address, turn, self.scheduler)
         return turn
+
+    async def plan(
+        self,
+        turn: Turn,
+        *,
+        channel: str,
+        member: str | None = None,
+        address: str | None = None,
+        establishment: str | None = None,
+    ) -> tuple[Turn, tuple[FeatureWrite, ...]]:
+        """As :meth:`after_turn`, but the statistics and follow-up rows come back as writes
+        for the turn's one commit (:attr:`bot.storage.base.UserChange.features`) instead of
+        being written now; call :meth:`committed` once they are. A barometer rating kept on
+        request is still written at once (its group code must be claimed to be shown)."""
+        turn, writes = self.stats.plan(turn, channel, establishment=establishment)
+        turn = await self.barometer.apply(member, turn)
+        if member is not None and address is not None:
+            writes += self.followups.plan(member, address, turn)
+        return turn, writes
+
+    async def committed(self, writes: Sequence[FeatureWrite]) -> None:
+        """The turn's writes are committed: a new follow-up gets its job."""
+        if self.scheduler is not None and any(isinstance(w, FollowUpScheduled) for w in writes):
+            await self.followups.rebuild(self.scheduler)
 
     async def stats_json(
         self,

@@ -1,10 +1,10 @@
 """Follow-ups a set number of days after a recommendation, kept in the feature store (with
 consent).
 
-PTB's JobQueue keeps jobs in memory only, so the stored rows are the truth:
-:meth:`FollowUps.rebuild` schedules every pending follow-up again at start-up (overdue ones at
-once), skipping those already scheduled. A due follow-up is claimed (``sent_at``) in the same
-transaction that saves its question in the reply outbox
+The scheduler (:mod:`bot.app.scheduler`) keeps jobs in memory only, so the stored rows are
+the truth: :meth:`FollowUps.rebuild` schedules every pending follow-up again at start-up
+(overdue ones at once), skipping those already scheduled. A due follow-up is claimed
+(``sent_at``) in the same transaction that saves its question in the reply outbox
 (:attr:`bot.storage.base.UserChange.followup`), so a follow-up scheduled twice (two restarts,
 two processes) is still asked once, and a crash before that commit leaves it pending for the
 next start-up. (:meth:`FollowUps.claim` and :meth:`FollowUps.release` are the fallback when the
@@ -17,10 +17,8 @@ because the person agreed to be written to, and erased with the follow-up.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.app.stats import STATS_ID, StatsRecorder
 from bot.engine.flow import Turn
@@ -34,7 +32,7 @@ from bot.storage.base import (
     FollowUpScheduled,
 )
 
-__all__ = ["DAY", "FollowUp", "FollowUps", "JobQueueScheduler", "Scheduler"]
+__all__ = ["DAY", "FollowUp", "FollowUps", "Scheduler"]
 
 DAY = 86400.0
 
@@ -150,26 +148,3 @@ class FollowUps:
                     self.answered(int(event.data.get("id", 0)), bool(event.data.get("reached")))
                 )
         return tuple(writes)
-
-
-class JobQueueScheduler:
-    """:class:`Scheduler` over python-telegram-bot's ``JobQueue``.
-
-    ``callback(followup)`` is awaited when a follow-up is due; it should claim it and record
-    :func:`bot.engine.followup.asking`'s reply in one transaction (see
-    :meth:`bot.channels.telegram.TelegramChannel.send_followup`).
-    """
-
-    def __init__(self, job_queue: Any, callback: Callable[[FollowUp], Awaitable[None]]) -> None:
-        self.job_queue = job_queue
-        self.callback = callback
-
-    def scheduled(self) -> set[str]:
-        return {str(job.name) for job in self.job_queue.jobs()}
-
-    def schedule(self, name: str, when: float, followup: FollowUp) -> None:
-        async def run(_: Any) -> None:
-            await self.callback(followup)
-
-        at = dt.datetime.fromtimestamp(when, dt.UTC)
-        self.job_queue.run_once(run, when=at, name=name)

@@ -1,20 +1,50 @@
 """Terminal channel: an interactive chat (``passerelle chat``) and a JSON-lines machine interface.
 
-Keeps the session in memory only: nothing typed here is stored.
+Each line goes through :class:`bot.app.conversation.ConversationService` like any channel's
+input, with the session kept in this process's memory only: nothing typed here is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from bot.app.conversation import ConversationService, DirectTransaction, Result
+from bot.app.identity import Identity
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Choice
 from bot.engine.session import Input
 
 QUIT_WORDS = frozenset({"/quit", "/exit", ":q"})
+#: The one person at this terminal.
+PERSON = Identity("terminal", "terminal")
+
+
+class Terminal:
+    """The service for one person at the terminal, turn by turn (synchronous, as the terminal
+    reads its lines); nobody is asked for consent since nothing outlives the process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.service = ConversationService.in_memory(engine)
+        self.tx = DirectTransaction(self.service.storage)
+        self.loop = asyncio.new_event_loop()
+
+    def start(self, context: str | None) -> Turn:
+        return self._turn(self.service.start(PERSON, self.tx, context=context))
+
+    def handle(self, event: Input) -> Turn:
+        return self._turn(self.service.turn(PERSON, event, self.tx))
+
+    def _turn(self, work: Any) -> Turn:
+        result: Result = self.loop.run_until_complete(work)
+        assert result.turn is not None  # no consent gate here: the engine always answers
+        return result.turn
+
+    def close(self) -> None:
+        self.loop.close()
 
 
 def render(turn: Turn) -> tuple[str, list[Choice]]:
@@ -46,19 +76,23 @@ def to_input(line: str, numbered: list[Choice], node: str) -> Input:
 def run_interactive(
     engine: Engine, stdin: TextIO, stdout: TextIO, context: str | None = None
 ) -> int:
-    turn = engine.start(context)
-    prompt = "> " if stdin.isatty() else ""
-    while True:
-        output, numbered = render(turn)
-        stdout.write(output + "\n")
-        stdout.flush()
-        if prompt:
-            stdout.write(prompt)
+    terminal = Terminal(engine)
+    try:
+        turn = terminal.start(context)
+        prompt = "> " if stdin.isatty() else ""
+        while True:
+            output, numbered = render(turn)
+            stdout.write(output + "\n")
             stdout.flush()
-        line = stdin.readline()
-        if not line or line.strip() in QUIT_WORDS:
-            return 0
-        turn = engine.handle(turn.session, to_input(line.rstrip("\n"), numbered, turn.node))
+            if prompt:
+                stdout.write(prompt)
+                stdout.flush()
+            line = stdin.readline()
+            if not line or line.strip() in QUIT_WORDS:
+                return 0
+            turn = terminal.handle(to_input(line.rstrip("\n"), numbered, turn.node))
+    finally:
+        terminal.close()
 
 
 def parse_json_input(line: str) -> Input | str:
@@ -88,20 +122,24 @@ def parse_json_input(line: str) -> Input | str:
 def run_json(
     engine: Engine, lines: Iterable[str], stdout: TextIO, context: str | None = None
 ) -> int:
-    turn = engine.start(context)
-    stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
-    stdout.flush()
-    for line in lines:
-        if not line.strip():
-            continue
-        parsed = parse_json_input(line)
-        if isinstance(parsed, str):
-            stdout.write(json.dumps({"error": parsed}, ensure_ascii=False) + "\n")
-        else:
-            turn = engine.handle(turn.session, parsed)
-            stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
+    terminal = Terminal(engine)
+    try:
+        turn = terminal.start(context)
+        stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
         stdout.flush()
-    return 0
+        for line in lines:
+            if not line.strip():
+                continue
+            parsed = parse_json_input(line)
+            if isinstance(parsed, str):
+                stdout.write(json.dumps({"error": parsed}, ensure_ascii=False) + "\n")
+            else:
+                turn = terminal.handle(parsed)
+                stdout.write(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n")
+            stdout.flush()
+        return 0
+    finally:
+        terminal.close()
 
 
 def main(engine: Engine, as_json: bool, context: str | None = None) -> int:

@@ -7,7 +7,6 @@ must be opened with :data:`bot.storage.integration.ALL_MIGRATIONS`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import secrets
@@ -21,7 +20,9 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.app.privacy import schedule_api_retention
 from bot.app.reload import EngineHolder
+from bot.app.scheduler import Scheduler
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
@@ -101,32 +102,19 @@ def build_integration(
         body_timeout=settings.body_timeout,
     )
 
-    async def retention() -> None:
-        while True:
-            try:
-                # Several instances on one PostgreSQL database: the lease holder alone.
-                lease = getattr(storage, "lease", None)
-                if lease is not None and not await lease("api-retention", 12 * 3600):
-                    await asyncio.sleep(24 * 3600)
-                    continue
-                erased = await store.purge_idle_conversations(settings.retention_days)
-                if erased:
-                    log.info("retention: %d idle API conversations erased", erased)
-            except Exception:
-                log.exception("retention of API conversations failed")
-            await asyncio.sleep(24 * 3600)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.api = api
         await worker.start()
-        task = asyncio.create_task(retention(), name="api-retention")
+        # The application's one scheduler (as Telegram's retention and follow-ups).
+        scheduler = Scheduler()
+        schedule_api_retention(
+            scheduler, store, settings.retention_days, lease=getattr(storage, "lease", None)
+        )
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await scheduler.stop()
             await worker.stop()
 
     return Integration(api, store, worker, establishments, api.routes(), [lifespan])

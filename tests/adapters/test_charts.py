@@ -10,26 +10,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bot.adapters import charts
-from bot.adapters.charts import PALETTE, RADAR_SIZE, RadarSeries, Spoke, radar_png, render
+from bot.adapters.charts import PALETTE, RADAR_SIZE, RadarSeries, radar_png, render
+from tests.harness.charts import FIRST, SPOKES
+from tests.harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-SPOKES = [Spoke(f"Critère {i}", "Co-expression" if i < 4 else "Co-construction") for i in range(8)]
-FIRST = [RadarSeries("Professionnels", [float(i % 5) for i in range(8)], PALETTE[0])]
 SECOND = [
     RadarSeries("Avant", [2.0] * 8, PALETTE[0], faded=True),
     RadarSeries("Patients", [float((i * 3) % 5) for i in range(8)], PALETTE[1]),
 ]
 
 
-def pixels(png: bytes) -> np.ndarray:  # type: ignore[type-arg]
+def pixels(png: bytes) -> np.ndarray:
     image = Image.open(io.BytesIO(png))
     assert image.size == RADAR_SIZE
     return np.asarray(image.convert("RGB")).astype(int)
@@ -53,7 +51,7 @@ def test_charts_are_drawn_in_a_worker_process_not_in_the_server() -> None:
     script = (
         "import asyncio, json, os, sys\n"
         "from bot.adapters import charts\n"
-        "from tests.adapters.test_charts import FIRST, SPOKES\n"
+        "from tests.harness.charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    png = await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
         "    pid = await asyncio.get_running_loop().run_in_executor(charts._pool(), charts._pid)\n"
@@ -90,7 +88,7 @@ def test_the_worker_does_not_outlive_a_killed_server() -> None:
     script = (
         "import asyncio, os, signal\n"
         "from bot.adapters import charts\n"
-        "from tests.adapters.test_charts import FIRST, SPOKES\n"
+        "from tests.harness.charts import FIRST, SPOKES\n"
         "async def main():\n"
         "    await charts.render(charts.radar_png, SPOKES, FIRST, 'Baromètre')\n"
         "    pid = await asyncio.get_running_loop().run_in_executor(charts._pool(), charts._pid)\n"
@@ -104,7 +102,7 @@ def test_the_worker_does_not_outlive_a_killed_server() -> None:
     )
     assert done.returncode == -signal.SIGKILL
     worker = int(done.stdout)
-    wait_until(lambda: not alive(worker), 20)
+    wait_until(lambda: not alive(worker), "the old worker process gone")
 
 
 def alive(pid: int) -> bool:
@@ -113,10 +111,3 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "still running"
-        time.sleep(0.05)

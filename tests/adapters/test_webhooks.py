@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,126 +28,18 @@ from bot.knowledge.establishments import load_establishments
 from bot.server import create_app
 from bot.storage.factory import integration_store
 from bot.storage.integration import OutboxEvent
-from tests.harness.live import serve
+from tests.harness.ports import free_port
+from tests.harness.servers import serve
+from tests.harness.wait import eventually, wait_until, within
+from tests.harness.webhooks import (
+    SECRET,
+    Receiver,
+    run_to_contact_request,
+    verify,
+    write_establishments,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
-                   "aucune", "mensuel")  # fmt: skip
-
-
-# -- the receiver: independent code, as a hospital would write it ----------------------------
-def verify(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
-    """Standard Webhooks verification, written from the specification."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    msg_id = headers.get("webhook-id", "")
-    stamp = headers.get("webhook-timestamp", "")
-    if not msg_id or not stamp.isdigit() or abs(time.time() - int(stamp)) > tolerance:
-        return False
-    expected = base64.b64encode(
-        hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-    ).decode()
-    for part in headers.get("webhook-signature", "").split():
-        version, _, signature = part.partition(",")
-        if version == "v1" and hmac.compare_digest(signature, expected):
-            return True
-    return False
-
-
-class Receiver:
-    def __init__(self, port: int = 0) -> None:
-        self.acked: dict[str, dict[str, Any]] = {}
-        self.raw: list[tuple[dict[str, str], bytes]] = []
-        self.rejected = 0
-        self.status = 200
-        self.hold = threading.Event()  # while set, requests hang (to kill the sender mid-way)
-        self.held = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.raw.append((headers, body))
-                if receiver.hold.is_set():
-                    receiver.held += 1
-                    while receiver.hold.is_set():
-                        time.sleep(0.02)
-                    return  # the connection is dropped without an answer
-                if not verify(SECRET, headers, body):
-                    receiver.rejected += 1
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                self.send_response(receiver.status)
-                self.end_headers()
-                if receiver.status < 300:
-                    receiver.acked.setdefault(headers["webhook-id"], json.loads(body))
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.hold.clear()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def write_establishments(path: Path, port: int) -> Path:
-    path.write_text(
-        "establishments:\n"
-        "  chu-a:\n"
-        "    name: CHU A\n"
-        "    contexts: [chu-a]\n"
-        "    webhook:\n"
-        f"      url: http://127.0.0.1:{port}/hooks/passerelle\n"
-        "      secret_env: CHU_A_SECRET\n"
-        "  region-occitanie:\n"
-        "    name: Maison des usagers Occitanie\n"
-        "    territories: [fr-occitanie]\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-def wait_for(condition: Any, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
-
-
-def run_to_contact_request(client: httpx.Client, context: str) -> str:
-    cid: str = client.post("/conversations", json={"context": context}).json()["conversation_id"]
-    for choice in PATIENT_TRAINER:
-        assert (
-            client.post(f"/conversations/{cid}/messages", json={"choice": choice}).status_code
-            == 200
-        )
-    steps = [
-        {"choice": "cmd:relation"},
-        {"choice": "cmd:confirmer"},
-        {"text": "Par courriel : camille@example.org, plutôt le soir"},
-        {"choice": "cmd:confirmer"},
-    ]
-    for step in steps:
-        response = client.post(f"/conversations/{cid}/messages", json=step)
-        assert response.status_code == 200, response.text
-    return cid
 
 
 async def outbox(db: str) -> list[Any]:
@@ -196,14 +83,14 @@ def test_receiver_down_then_up_gets_every_event(
             ) as client,
         ):
             conversations = [run_to_contact_request(client, "chu-a") for _ in range(3)]
-            wait_for(lambda: any(item.attempts >= 2 for item in asyncio.run(outbox(db))))
+            wait_until(lambda: any(item.attempts >= 2 for item in asyncio.run(outbox(db))))
             pending = asyncio.run(outbox(db))
             assert len(pending) == 6 and all(item.status == "pending" for item in pending)
             assert all("Connect" in (item.last_error or "") for item in pending if item.attempts)
             receiver = Receiver(port)
             # 3 conversation.completed + 3 contact.requested, to chu-a (context and owner).
-            wait_for(lambda: receiver is not None and len(receiver.acked) == 6)
-            time.sleep(0.3)
+            wait_until(lambda: receiver is not None and len(receiver.acked) == 6)
+            wait_until(lambda: asyncio.run(outbox(db)) == [], "the outbox delivered")
     finally:
         if receiver is not None:
             receiver.stop()
@@ -249,7 +136,7 @@ def test_tampered_body_or_timestamp_fails_verification(
         )
         worker = WebhookWorker(store, establishments)
         await worker.open()
-        await asyncio.wait_for(worker.run_once(), timeout=60)
+        await within(worker.run_once(), "one pass of the webhook worker")
         await worker.stop()
         await store.close()
 
@@ -321,7 +208,7 @@ def test_worker_killed_mid_delivery_delivers_everything_after_restart(
     receiver.hold.set()  # the first requests hang: the worker is killed while sending them
     first = start_worker(worker_env)
     try:
-        wait_for(lambda: receiver.held >= 1, 10)
+        wait_until(lambda: receiver.held >= 1)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:
@@ -332,8 +219,8 @@ def test_worker_killed_mid_delivery_delivers_everything_after_restart(
     receiver.hold.clear()
     second = start_worker(worker_env)
     try:
-        wait_for(lambda: set(receiver.acked) == set(ids), 20)
-        wait_for(lambda: asyncio.run(outbox(db)) == [], 10)
+        wait_until(lambda: set(receiver.acked) == set(ids))
+        wait_until(lambda: asyncio.run(outbox(db)) == [])
     finally:
         second.send_signal(signal.SIGTERM)
         second.communicate(timeout=10)
@@ -359,15 +246,17 @@ def test_failures_dead_letter_then_retry_resends(
         worker = WebhookWorker(
             store,
             establishments,
-            policy=RetryPolicy(base=0.02, cap=0.05, give_up_after=0.3),
+            policy=RetryPolicy(
+                base=0.02, cap=0.05, give_up_after=2.0
+            ),  # 2 s: retried even when busy
             idle_poll=0.05,
         )
         await worker.start()
-        for _ in range(100):
-            items = await store.outbox_list()
-            if items and items[0].status == "dead":
-                break
-            await asyncio.sleep(0.05)
+
+        async def died() -> bool:
+            return any(item.status == "dead" for item in await store.outbox_list())
+
+        await eventually(died, "the event given up (dead)")
         await worker.stop()
         await store.close()
 
@@ -426,7 +315,7 @@ def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webho
             ) as client,
         ):
             cid = run_to_contact_request(client, "chu-a")
-            wait_for(lambda: len(receiver.acked) == 2)
+            wait_until(lambda: len(receiver.acked) == 2)
             document = client.get("/openapi.json").json()
     finally:
         receiver.stop()

@@ -9,8 +9,6 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,141 +16,31 @@ import httpx
 import pytest
 import yaml
 
-from bot.channels.telegram import TelegramChannel, encode_choice, node_tag, render, split_text
-from bot.config import Settings
+from bot.channels.telegram import encode_choice, node_tag, render, split_text
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
 from bot.knowledge.model import COMMANDS, text
-from bot.server import build_server_app
 from bot.storage.base import pseudonym
-from bot.storage.factory import build_stores, is_postgres_url
 from bot.storage.sqlite import SqliteStorage
-from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
-
-CONVERSATIONS = Path(__file__).resolve().parents[1] / "conversations"
-SECRET = b"test-pseudonym-secret-0123456789"
-WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
-
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser
+from tests.harness.paths import CONVERSATIONS
+from tests.harness.telegram import (
+    SECRET,
+    WEBHOOK_SECRET,
+    begin,
+    last_buttons,
+    msg,
+    press_choice,
+    running_bot,
+)
 
 #: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_network")
 
 
-def settings_for(api: FakeBotAPI, db: str | Path, webhook: bool) -> Settings:
-    """Settings of a bot on ``db``: a SQLite file, a directory (its passerelle.db) or a
-    PostgreSQL URL."""
-    if not isinstance(db, str) or not is_postgres_url(db):
-        db = str(Path(db) / "passerelle.db") if Path(db).is_dir() else str(db)
-    return Settings(
-        telegram_token=TOKEN,
-        telegram_api_base_url=api.base_url,
-        secret=SECRET,
-        db_path=Path(db) if not is_postgres_url(db) else Path("unused.db"),
-        database_url=db if is_postgres_url(db) else None,
-        telegram_rate=0,
-        webhook_url="https://passerelle.test/telegram/webhook" if webhook else None,
-        webhook_secret=WEBHOOK_SECRET if webhook else None,
-    )
-
-
-@dataclass
-class Bot:
-    """One running server (our real app under uvicorn) and how to reach it like Telegram."""
-
-    api: FakeBotAPI
-    channel: TelegramChannel
-    storage: SqliteStorage
-    url: str
-    webhook: bool
-    client: httpx.AsyncClient
-    # Queue here rather than in httpcore's pool, which is quadratic in waiting requests.
-    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(10))
-
-    async def deliver(self, update: dict[str, Any]) -> None:
-        if self.webhook:
-            async with self.gate:
-                response = await self.client.post(
-                    self.url + "/telegram/webhook",
-                    json=update,
-                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
-                )
-            assert response.status_code == 200
-        else:
-            await self.api.push(update)
-
-    async def send(
-        self, user: FakeUser, update: dict[str, Any], *, drain: bool = True
-    ) -> list[Sent]:
-        """Deliver ``update`` and return the messages the bot sent back for it (all of them
-        with ``drain``; with many chats at once, at least the first)."""
-        before = self.api.count_to(user.id)
-        await self.deliver(update)
-        await self.api.wait_for(lambda: self.api.count_to(user.id) > before, timeout=30)
-        if drain:
-            await self.channel.drain()
-        return self.api.to_chat(user.id)[before:]
-
-    async def edit(self, update: dict[str, Any]) -> None:
-        """Deliver a tap that only edits a message already shown; wait for the edit."""
-        edits = ("editMessageText", "editMessageReplyMarkup")
-        before = sum(1 for c in self.api.calls if c.method in edits)
-        await self.deliver(update)
-        await self.api.wait_for(
-            lambda: sum(1 for c in self.api.calls if c.method in edits) > before, timeout=30
-        )
-        await self.channel.drain()
-
-
-@contextlib.asynccontextmanager
-async def running_bot(
-    api: FakeBotAPI, db: str | Path, engine: Engine, webhook: bool
-) -> AsyncIterator[Bot]:
-    """Our server on ``db`` (see :func:`settings_for`; the ``database`` fixture runs a test
-    on SQLite and on PostgreSQL)."""
-    settings = settings_for(api, db, webhook)
-    storage = (
-        build_stores(settings.database_url).core
-        if settings.database_url
-        else SqliteStorage(settings.db_path, synchronous="NORMAL")
-    )
-    app = build_server_app(
-        settings, engine, storage=storage, pause=0, poll_timeout=5, retry_delay=0.01
-    )
-    limits = httpx.Limits(max_connections=10)
-    async with serving(app) as url, httpx.AsyncClient(limits=limits, timeout=30) as client:
-        yield Bot(api, app.state.telegram, storage, url, webhook, client)
-
-
-def last_buttons(messages: list[Sent]) -> Sent:
-    return next(m for m in reversed(messages) if m.buttons)
-
-
-def press_choice(user: FakeUser, messages: list[Sent], choice_id: str) -> dict[str, Any]:
-    """Tap the button for engine choice ``choice_id`` on the last keyboard shown."""
-    keyboard = last_buttons(messages)
-    for _, data in keyboard.buttons:
-        if data.endswith("|" + choice_id):
-            return user.press(keyboard, data)
-    raise AssertionError(f"no button {choice_id} in {keyboard.buttons}")
-
-
-def msg(engine: Engine, key: str, **values: str) -> str:
-    return engine.msg(key, engine.new_session(), **values)
-
-
 def patient_label(engine: Engine) -> str:
     first = engine.kb.questions[engine.kb.flow.start]
     return text(next(c for c in first.choices if c.id == "patient").label)
-
-
-async def begin(bot: Bot, user: FakeUser, engine: Engine, consent: bool = True) -> list[Sent]:
-    """/start, then answer the consent question; returns the messages after consent."""
-    greeting = await bot.send(user, user.text("/start"))
-    assert msg(engine, "welcome")[:40] in greeting[0].text
-    consent_msg = last_buttons(greeting)
-    assert msg(engine, "consent_question", days="90")[:40] in consent_msg.text
-    label = msg(engine, "consent_yes" if consent else "consent_no")
-    return await bot.send(user, user.press(consent_msg, consent_msg.data_of(label)))
 
 
 def persona(name: str) -> dict[str, Any]:
@@ -297,7 +185,7 @@ async def test_non_text_messages_get_a_kind_reply(
         user = api.user(507)
         await begin(bot, user, engine)
         file = {"file_id": "f", "file_unique_id": "u"}
-        cases = {
+        cases: dict[str, dict[str, Any]] = {
             "photo": {"photo": [{**file, "width": 1, "height": 1}]},
             "voice": {"voice": {**file, "duration": 2}},
             "sticker": {
@@ -333,16 +221,15 @@ async def test_two_hundred_chats_at_once(api: FakeBotAPI, database: str, engine:
 
         async def person(user: FakeUser, index: int) -> None:
             greeting = await bot.send(user, user.text("/start"), drain=False)
-            await api.wait_for(lambda: any(m.buttons for m in api.to_chat(user.id)), timeout=30)
+            await api.wait_for(lambda: any(m.buttons for m in api.to_chat(user.id)))
             consent = last_buttons(api.to_chat(user.id))
             shown = await bot.send(user, user.press(consent, consent.data_of(yes)), drain=False)
-            await api.wait_for(lambda: bool(api._by_chat[user.id][-1].buttons), timeout=30)
+            await api.wait_for(lambda: bool(api._by_chat[user.id][-1].buttons))
             shown = api.to_chat(user.id)[len(greeting) :]
             choice = "patient" if index % 2 else "proche"
             await bot.send(user, press_choice(user, shown, choice), drain=False)
 
-        async with asyncio.timeout(60):
-            await asyncio.gather(*(person(u, i) for i, u in enumerate(users)))
+        await asyncio.gather(*(person(u, i) for i, u in enumerate(users)))
         await bot.channel.drain()
         storage = bot.storage
         for index, user in enumerate(users):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.channels.terminal import run_interactive, run_json
 from bot.engine.flow import Engine
-from tests.conftest import CONVERSATIONS, ROOT
+from tests.harness.paths import CONVERSATIONS, ROOT
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -36,10 +36,10 @@ from bot.server import create_app
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.channels.test_webchat import browser, page  # noqa: F401  (fixtures)
-from tests.harness.live import serve
+from tests.harness.knowledge import version_b
+from tests.harness.paths import CONTENUS
+from tests.harness.servers import serve
 
-CONTENUS = Path(__file__).resolve().parents[2] / "contenus"
 API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
 PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
@@ -68,27 +68,6 @@ async def make_keys(db: Path) -> dict[str, str]:
     keys = {name: (await store.create_key(name))[0] for name in ("chu-a", "chu-b")}
     await store.close()
     return keys
-
-
-def version_b(directory: Path, *, valid: bool = True) -> None:
-    """Edit a copy of the base: the question ``recul`` is renamed (so a conversation waiting
-    on it finds it gone); ``valid=False`` removes it instead, which the validator refuses."""
-    flow = directory / "flow.yaml"
-    text = flow.read_text(encoding="utf-8")
-    if valid:
-        text = text.replace("\n  recul:\n", "\n  recul_v2:\n").replace(
-            "    next: recul\n", "    next: recul_v2\n"
-        )
-    else:
-        lines = text.split("\n")
-        start, end = lines.index("  recul:"), lines.index("  envie:")
-        text = "\n".join(lines[:start] + lines[end:]).replace("next: recul\n", "next: envie\n")
-    flow.write_text(text, encoding="utf-8")
-    meta = directory / "meta.yaml"
-    meta.write_text(
-        re.sub(r"version: .*", "version: 9.9.9", meta.read_text(encoding="utf-8"), count=1),
-        encoding="utf-8",
-    )
 
 
 @pytest.fixture
@@ -189,7 +168,7 @@ def test_export_then_delete_leaves_no_row_about_the_conversation(site: Site) -> 
         assert needle not in logs
 
 
-def test_web_chat_barometer_button_shows_the_chart(site: Site, page: Page) -> None:  # noqa: F811
+def test_web_chat_barometer_button_shows_the_chart(site: Site, page: Page) -> None:
     page.goto(site.url + "/")
     expect(
         page.get_by_role("button", name="Je vis avec une maladie ou un handicap")
@@ -213,7 +192,7 @@ def test_web_chat_barometer_button_shows_the_chart(site: Site, page: Page) -> No
     assert chart.evaluate("img => img.naturalWidth") > 100
 
 
-def web_chat(browser: Browser, url: str) -> Page:  # noqa: F811
+def web_chat(browser: Browser, url: str) -> Page:
     """A fresh web chat in its own browser context (its own storage: its own conversation)."""
     context = browser.new_context(locale="fr-FR")
     chat = context.new_page()
@@ -285,7 +264,7 @@ def assert_comparison_chart(chat: Page, code: str) -> None:
 
 def test_web_chat_group_comparison_shows_the_chart(
     site: Site,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
 ) -> None:
     pro, patient, outsider = (web_chat(browser, site.url) for _ in range(3))
     try:

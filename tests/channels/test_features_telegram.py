@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
@@ -27,30 +26,35 @@ from bot.app.engines import build_engine
 from bot.app.features import Features
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.channels.telegram import TelegramChannel, build
-from bot.cli.compose import build_integration, establishments_or_exit
 from bot.config import JsonFormatter, Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
-from bot.server import build_server_app
 from bot.storage.base import pseudonym
-from bot.storage.factory import build_stores
 from bot.storage.features import FeatureStore
-from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
-from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
-from tests.adapters.test_webhooks import Receiver, free_port
-from tests.channels.test_channels_telegram import SECRET, Bot, begin, last_buttons, press_choice
-from tests.channels.test_features_api import CONTENUS, version_b
-from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent, serving
+from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
+from tests.harness.knowledge import version_b
+from tests.harness.paths import CONTENUS
+from tests.harness.personas import HOW, PATIENT_TRAINER
+from tests.harness.ports import free_port
+from tests.harness.telegram import (
+    SECRET,
+    Bot,
+    begin,
+    full_bot,
+    last_buttons,
+    press_choice,
+    settled,
+)
+from tests.harness.wait import within
+from tests.harness.webhooks import SECRET as HOOK_SECRET
+from tests.harness.webhooks import Receiver
 
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
-                   "aucune", "mensuel")  # fmt: skip
 PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
-HOW = "Par courriel : camille@example.org, plutôt le soir"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CRITERIA = [c.id for _, c in mode.barometer_of(load(CONTENUS)).criteria()]
 
@@ -62,66 +66,6 @@ pytestmark = pytest.mark.usefixtures("no_network")
 @pytest.fixture
 def fengine(kb: KnowledgeBase) -> Engine:
     return build_engine(kb, followup=True)
-
-
-def write_establishments(path: Path, port: int) -> Path:
-    path.write_text(
-        "establishments:\n"
-        "  region-occitanie:\n"
-        "    name: Maison des usagers Occitanie\n"
-        "    territories: [fr-occitanie]\n"
-        "    webhook:\n"
-        f"      url: http://127.0.0.1:{port}/hooks/passerelle\n"
-        "      secret_env: CHU_A_SECRET\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-@contextlib.asynccontextmanager
-async def full_bot(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int, database: str | None = None
-) -> AsyncIterator[Bot]:
-    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve
-    (``database``: a PostgreSQL URL, or by default a SQLite file in ``tmp_path``)."""
-    postgres = database is not None and database.startswith("postgresql://")
-    settings = Settings(
-        telegram_token=TOKEN,
-        telegram_api_base_url=api.base_url,
-        secret=SECRET,
-        db_path=Path(database) if database and not postgres else tmp_path / "passerelle.db",
-        database_url=database if postgres else None,
-        telegram_rate=0,
-        establishments=write_establishments(tmp_path / "etab.yaml", hook_port),
-        webhook_retry_base=0.05,
-    )
-    stores = build_stores(database) if postgres and database else None
-    storage = (
-        stores.core
-        if stores
-        else SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
-    )
-    # As in cmd_serve: the engine offers a hand-off only towards the establishments' webhooks.
-    receivers = tuple(establishments_or_exit(settings, engine).values())
-    engine = Engine(engine.kb, modes=tuple(engine.modes.values()), receivers=receivers)
-    features = Features(engine, stores.features if stores else FeatureStore(settings.db_path))
-    parts = build_integration(settings, engine, storage, features=features)
-    app = build_server_app(
-        settings,
-        engine,
-        routes=parts.routes,
-        lifespans=parts.lifespans,
-        storage=storage,
-        features=features,
-        establishments=parts.establishments,
-        integration=parts.store,
-        on_events=parts.worker.wake,
-        pause=0,
-        poll_timeout=5,
-        retry_delay=0.01,
-    )
-    async with serving(app) as url, httpx.AsyncClient(timeout=30) as client:
-        yield Bot(api, app.state.telegram, storage, url, False, client)
 
 
 def keyboards_sent(api: FakeBotAPI) -> list[list[list[str]]]:
@@ -262,8 +206,7 @@ async def test_contact_request_on_telegram_reaches_the_hospital_signed(
             user = api.user(424242, "Camille")
             await to_contact_request(bot, user)
             await api.wait_for(
-                lambda: any(e["type"] == "contact.requested" for e in receiver.acked.values()),
-                timeout=20,
+                lambda: any(e["type"] == "contact.requested" for e in receiver.acked.values())
             )
     finally:
         logging.getLogger().removeHandler(handler)
@@ -358,11 +301,16 @@ async def test_sighup_reloads_the_base(tmp_path: Path) -> None:
     holder = EngineHolder(build_engine(load(contenus)), build_engine)
     seen: list[str] = []
     swapped = asyncio.Event()
-    holder.on_swap(lambda engine: (seen.append(engine.kb.version), swapped.set()))
+
+    def on_swap(engine: Engine) -> None:
+        seen.append(engine.kb.version)
+        swapped.set()
+
+    holder.on_swap(on_swap)
     version_b(contenus)
     async with sighup_lifespan(Reloader(contenus, [holder]))(None):
         os.kill(os.getpid(), signal.SIGHUP)
-        await asyncio.wait_for(swapped.wait(), 20)
+        await within(swapped.wait(), "the engine swapped after SIGHUP")
     assert seen == ["9.9.9"] and holder.kb.version == "9.9.9"
 
 
@@ -417,9 +365,8 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
 
         # A due follow-up (the person consented to storage): asked once, session saved.
         async with followup_bot(api, db, fengine) as (channel, storage, features):
-            await api.wait_for(lambda: api.count_to(alice.id) == 1, timeout=10)
-            await channel.drain()
-            await asyncio.sleep(0.2)  # a duplicate, if any, would land by now
+            await api.wait_for(lambda: api.count_to(alice.id) == 1)
+            await settled(api, channel, storage)  # a duplicate, if any, has landed
             [asked] = api.to_chat(alice.id)
             assert asked.text == expected and len(asked.buttons) == 2
             assert await features.followups.pending() == []
@@ -433,7 +380,7 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
                 keys[bruno.id], str(bruno.id), ["r"], now=due
             )
             await channel.send_followup(second)
-            await api.wait_for(lambda: len(failed(api)) >= 4, timeout=10)
+            await api.wait_for(lambda: len(failed(api)) >= 4)
             await channel.drain()
         # The process is gone before the question got through ("crash" after the claim).
         assert api.count_to(bruno.id) == 0
@@ -443,9 +390,8 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
 
         # Restart on the same database: the question goes out once; nothing is asked again.
         async with followup_bot(api, db, fengine) as (channel, storage, features):
-            await api.wait_for(lambda: api.count_to(bruno.id) == 1, timeout=10)
-            await channel.drain()
-            await asyncio.sleep(0.3)
+            await api.wait_for(lambda: api.count_to(bruno.id) == 1)
+            await settled(api, channel, storage)
             [late] = api.to_chat(bruno.id)
             assert late.text == asking(fengine, fengine.new_session(), second.id)[1].text
             assert api.count_to(alice.id) == 1
@@ -453,8 +399,7 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
             assert await features.followups.pending() == []
             # The job queue fires again for an already asked follow-up: nothing is sent.
             await channel.send_followup(first)
-            await channel.drain()
-            await asyncio.sleep(0.2)
+            await settled(api, channel, storage)
             assert (api.count_to(alice.id), api.count_to(bruno.id)) == (1, 1)
 
 

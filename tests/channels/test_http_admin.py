@@ -12,7 +12,7 @@ from bot.app.reload import EngineHolder, Reloader
 from bot.channels.http.admin import admin_routes
 from bot.engine.flow import Engine
 from bot.server import build_app
-from tests.conftest import CONTENUS
+from tests.harness.paths import CONTENUS
 
 TOKEN = "admin-token-for-tests"
 

@@ -17,8 +17,8 @@ from bot.channels.telegram import MAX_APPLY_ATTEMPTS, update_problem
 from bot.engine.flow import Engine
 from bot.storage.base import UserChange
 from bot.storage.sqlite import SqliteStorage
-from tests.channels.test_channels_telegram import WEBHOOK_SECRET, msg, running_bot
 from tests.harness.fakebotapi import FakeBotAPI
+from tests.harness.telegram import WEBHOOK_SECRET, msg, running_bot
 
 HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 
@@ -160,7 +160,7 @@ async def test_an_update_that_keeps_failing_is_dead_lettered(
     user = api.user(603)
     poison = user.text("/start")
     FailingStorage.poison = poison["update_id"]
-    monkeypatch.setattr("tests.channels.test_channels_telegram.SqliteStorage", FailingStorage)
+    monkeypatch.setattr("tests.harness.telegram.SqliteStorage", FailingStorage)
     for attempt in range(1, MAX_APPLY_ATTEMPTS + 1):
         async with running_bot(api, tmp_path, engine, webhook=True) as bot:
             if attempt == 1:

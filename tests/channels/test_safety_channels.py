@@ -12,10 +12,10 @@ import pytest
 
 from bot.channels.terminal import run_json
 from bot.engine.flow import Engine
-from tests.channels.test_api import Api, run_api, start
-from tests.channels.test_channels_telegram import begin, last_buttons, msg, running_bot
-from tests.engine.test_safety import DISTRESS, NEAR_MISSES
+from tests.harness.api import Api, run_api, start
 from tests.harness.fakebotapi import FakeBotAPI
+from tests.harness.phrases import DISTRESS, NEAR_MISSES
+from tests.harness.telegram import begin, last_buttons, msg, running_bot
 
 #: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_network")

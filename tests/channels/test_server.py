@@ -16,7 +16,7 @@ from starlette.routing import Route
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.server import build_app, build_server_app
-from tests.harness.fakebotapi import serving
+from tests.harness.servers import serve
 
 #: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("no_network")
@@ -38,7 +38,7 @@ async def test_routes_and_lifespans_plug_in_in_order() -> None:
         return PlainTextResponse("bonjour")
 
     app = build_app(routes=[Route("/hello", hello)], lifespans=[hook("a"), hook("b")])
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/hello")).text == "bonjour"
         assert events == ["start a", "start b"]
@@ -48,7 +48,7 @@ async def test_routes_and_lifespans_plug_in_in_order() -> None:
 async def test_serves_without_telegram(tmp_path: Path, engine: Engine) -> None:
     settings = Settings(db_path=tmp_path / "p.db")
     app = build_server_app(settings, engine)
-    async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve(app) as url, httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.post("/telegram/webhook", json={})).status_code == 404
         assert app.state.storage is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,28 +27,8 @@ from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.harness.live import serve
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PATIENT_TRAINER = ("patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
-                   "aucune", "mensuel")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+from tests.harness.personas import PATIENT_TRAINER
+from tests.harness.servers import serve
 
 
 @pytest.fixture
@@ -57,15 +37,6 @@ def site(kb: KnowledgeBase, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     api = ConversationApi(build_engine(kb), IntegrationStore(db), demo_key="pwk_demo_for_tests")
     with serve(create_app(api)) as url:
         yield url, db
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(locale="fr-FR")
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
 
 
 #: The focused element, looking inside the widget's shadow root.
@@ -86,9 +57,10 @@ def settle(page: Page) -> None:
 
 
 def active_choices(page: Page) -> list[str]:
-    return page.eval_on_selector_all(
+    choices: list[str] = page.eval_on_selector_all(
         ".passerelle-choices button:not([disabled])", "bs => bs.map(b => b.dataset.choice)"
     )
+    return choices
 
 
 def test_a_persona_clicks_and_types_to_a_recommendation(

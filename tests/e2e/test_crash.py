@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,76 +20,30 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser
+from tests.harness.fakebotapi import FakeBotAPI, FakeUser
+from tests.harness.instances import Server, post
+from tests.harness.wait import eventually
 
-WEBHOOK_SECRET = "crash-webhook-secret-0123456789"
-HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 CHATS = 50
 TURNS = 12
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+async def settled(api: FakeBotAPI, db: Path) -> None:
+    """Every update the server acknowledged is applied and every reply it recorded is sent
+    (its tables say so) and no call is being answered: nothing more can reach Telegram."""
 
+    def quiet() -> bool:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            (pending,) = connection.execute(
+                "SELECT COUNT(*) FROM inbox WHERE done_at IS NULL"
+            ).fetchone()
+            (unsent,) = connection.execute("SELECT COUNT(*) FROM replies").fetchone()
+        finally:
+            connection.close()
+        return pending == 0 and unsent == 0 and api.busy == 0
 
-class Server:
-    """``passerelle serve`` as a child process on loopback."""
-
-    def __init__(self, api: FakeBotAPI, db: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_BASE_URL": api.base_url,
-            "PASSERELLE_SECRET": "crash-pseudonym-secret-0123456789",
-            "PASSERELLE_WEBHOOK_URL": "https://passerelle.test/telegram/webhook",
-            "PASSERELLE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PASSERELLE_DB": str(db),
-            "PASSERELLE_TELEGRAM_RATE": "0",
-            "PASSERELLE_HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "PASSERELLE_LOG_LEVEL": "WARNING",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = db.parent / "server.log"
-        self.log = self.log_path.open("ab")
-
-    async def start(self) -> None:
-        if self.log.closed:
-            self.log = self.log_path.open("ab")
-        command = [sys.executable, "-m", "bot.cli", "serve"]
-        self.process = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
-            command, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
-        )
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, "passerelle serve exited"
-                try:
-                    if (await client.get(self.url + "/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError("passerelle serve did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        self.log.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+    await eventually(quiet, "the server applied every update and sent every reply")
 
 
 @pytest.fixture
@@ -106,15 +55,6 @@ def cwd_root() -> Iterator[None]:
         yield
     finally:
         os.chdir(here)
-
-
-async def post(client: httpx.AsyncClient, url: str, update: dict[str, Any]) -> bool:
-    """Deliver like Telegram: ``True`` only if the server answered 200."""
-    try:
-        response = await client.post(url + "/telegram/webhook", json=update, headers=HEADERS)
-    except httpx.TransportError:
-        return False
-    return response.status_code == 200
 
 
 async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
@@ -130,17 +70,15 @@ async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
                 # Everyone starts and consents (state is then durable).
                 for user in users:
                     assert await post(client, server.url, user.text("/start"))
-                await api.wait_for(lambda: all(api.count_to(u.id) >= 1 for u in users), 30)
-                await asyncio.sleep(0.3)  # let the last greetings land (not asserted)
+                await api.wait_for(lambda: all(api.count_to(u.id) >= 1 for u in users))
+                await settled(api, server.db)  # the second greeting message too
                 greeted = {u.id: api.count_to(u.id) for u in users}
                 for user in users:
                     consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
                     press = user.press(consent, consent.buttons[0][1])
                     assert await post(client, server.url, press)
-                await api.wait_for(
-                    lambda: all(api.count_to(u.id) > greeted[u.id] for u in users), 30
-                )
-                await asyncio.sleep(0.3)  # let the last consent replies land (not asserted)
+                await api.wait_for(lambda: all(api.count_to(u.id) > greeted[u.id] for u in users))
+                await settled(api, server.db)
                 baseline = {u.id: api.count_to(u.id) for u in users}
 
                 # 50 chats talk at once; the server is killed in the middle of it.
@@ -181,7 +119,7 @@ async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= expected(u) for u in users), timeout=60
                 )
-                await asyncio.sleep(0.5)  # any extra (duplicate) reply would land by now
+                await settled(api, server.db)  # any extra (duplicate) reply has landed
         finally:
             server.stop()
 

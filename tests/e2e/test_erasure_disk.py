@@ -5,8 +5,8 @@ it would checkpoint and hide the problem)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +22,13 @@ from bot.server import create_app
 from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
-from tests.adapters.test_webhooks import free_port
-from tests.channels.test_channels_telegram import SECRET, last_buttons, press_choice
-from tests.channels.test_features_telegram import HOW, PATIENT_TRAINER, full_bot
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
-from tests.harness.live import serve
+from tests.harness.personas import HOW, PATIENT_TRAINER
+from tests.harness.ports import free_port
+from tests.harness.servers import serve
+from tests.harness.telegram import SECRET, full_bot, last_buttons, press_choice
+from tests.harness.wait import eventually
+from tests.harness.webhooks import SECRET as HOOK_SECRET
 
 TELEGRAM_ID = 7345678912
 NAME = "Zéphyrine"
@@ -63,10 +64,11 @@ def leftovers(db: Path, needles: list[str | re.Pattern[bytes]]) -> list[tuple[st
     return found
 
 
-async def wait_clean(db: Path, needles: list[str | re.Pattern[bytes]], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while leftovers(db, needles) and time.monotonic() < deadline:  # noqa: ASYNC110 (polling files)
-        await asyncio.sleep(0.1)
+async def wait_clean(db: Path, needles: list[str | re.Pattern[bytes]]) -> None:
+    """The erasure reaches the files (WAL included) without a restart: wait for it, then say
+    which values are still there if they are."""
+    with contextlib.suppress(AssertionError):
+        await eventually(lambda: not leftovers(db, needles), "erased values gone from the disk")
     assert leftovers(db, needles) == [], "erased values still on disk"
 
 
@@ -99,7 +101,7 @@ async def test_forget_on_telegram_leaves_nothing_in_the_database_wal_or_shm_file
         # Someone who never consents: nothing of theirs outlives the turn that needed it.
         await bot.send(quiet, quiet.text("/start"))
         await bot.send(quiet, quiet.text(NEVER_CONSENTS))
-        await wait_clean(db, [NEVER_CONSENTS, digits(6_123_987_654), "Hippolyte"], 5)
+        await wait_clean(db, [NEVER_CONSENTS, digits(6_123_987_654), "Hippolyte"])
         assert any(HOW.encode() in content for content in raw_files(db).values()), (
             "the consented conversation is kept until erased"
         )
@@ -114,7 +116,7 @@ async def test_forget_on_telegram_leaves_nothing_in_the_database_wal_or_shm_file
             "camille@example.org",
             pseudonym(SECRET, "telegram", TELEGRAM_ID),
         ]
-        await wait_clean(db, needles, 5)
+        await wait_clean(db, needles)
         assert len(raw_files(db).get(db.name + "-wal", b"")) == 0, "the WAL was truncated"
 
 

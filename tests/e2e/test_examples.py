@@ -23,13 +23,9 @@ from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore
-from tests.adapters.test_webhooks import (
-    SECRET,
-    free_port,
-    run_to_contact_request,
-    write_establishments,
-)
-from tests.harness.live import serve
+from tests.harness.ports import free_port
+from tests.harness.servers import serve
+from tests.harness.webhooks import SECRET, run_to_contact_request, write_establishments
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENT_TRAINER = ["patient", "chronique", "stabilise", "former", "fr", "occitanie", "aucune",
@@ -91,7 +87,12 @@ def test_the_receiver_example_verifies_and_prints_each_event_once(
     )
     printed: queue.Queue[str] = queue.Queue()
     assert receiver.stdout is not None
-    reader = threading.Thread(target=lambda: [printed.put(line) for line in receiver.stdout or []])
+
+    def pump() -> None:
+        for line in receiver.stdout or []:
+            printed.put(line)
+
+    reader = threading.Thread(target=pump)
     reader.start()
     try:
         assert printed.get(timeout=30).startswith("Prêt sur")

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from bot.storage.postgres.schema import ensure_current
-from tests.e2e.test_crash import Server, post
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
+from tests.harness.instances import Server, post
 
 pytestmark = pytest.mark.slow
 CHATS = 16

@@ -25,8 +25,10 @@ from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
-from tests.adapters.test_webhooks import PATIENT_TRAINER, SECRET, Receiver, wait_for
-from tests.harness.live import serve
+from tests.harness.personas import PATIENT_TRAINER
+from tests.harness.servers import serve
+from tests.harness.wait import wait_until
+from tests.harness.webhooks import SECRET, Receiver
 
 DEMO_KEY = "pwk_demo_for_isolation_tests"
 
@@ -133,8 +135,8 @@ def test_an_event_sent_to_another_establishment_unlocks_nothing(site: Site) -> N
                 {"choice": "cmd:confirmer"},
             ):
                 assert person.post(f"/conversations/{cid}/messages", json=step).status_code == 200
-    wait_for(lambda: len(events(site.receivers["chu-a"], "contact.requested")) == 1)
-    wait_for(lambda: len(events(site.receivers["chu-b"], "contact.requested")) == 1)
+    wait_until(lambda: len(events(site.receivers["chu-a"], "contact.requested")) == 1)
+    wait_until(lambda: len(events(site.receivers["chu-b"], "contact.requested")) == 1)
     foreign = events(site.receivers["chu-a"], "contact.requested")[0]["data"]
     owned = events(site.receivers["chu-b"], "contact.requested")[0]["data"]
     assert "conversation_id" not in foreign, "only the owner gets the id"

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from bot.config import load_dotenv
+from tests.harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,6 @@ def busy_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def test_dotenv_fills_only_what_the_environment_leaves_unset(tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ from bot.engine.flow import Engine
 from bot.server import build_server_app
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
-from tests.adapters.test_webhooks import free_port
-from tests.harness.live import serve
+from tests.harness.ports import free_port
+from tests.harness.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 

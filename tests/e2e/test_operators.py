@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,11 +14,14 @@ import pytest
 
 from bot.cli import main
 from bot.knowledge.loader import load
-from tests.adapters.test_webhooks import SECRET as HOOK_SECRET
-from tests.adapters.test_webhooks import Receiver
-from tests.channels.test_channels_telegram import SECRET, press_choice
-from tests.channels.test_features_telegram import HOW, PATIENT_TRAINER, write_establishments
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
+from tests.harness.personas import HOW, PATIENT_TRAINER
+from tests.harness.ports import free_port
+from tests.harness.telegram import SECRET, press_choice
+from tests.harness.telegram import write_region_establishment as write_establishments
+from tests.harness.wait import within
+from tests.harness.webhooks import SECRET as HOOK_SECRET
+from tests.harness.webhooks import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTENUS = ROOT / "contenus"
@@ -93,13 +95,6 @@ def test_webhooks_run_says_when_no_establishment_has_a_webhook(
 
 
 # -- the start-up line --------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def command(
     args: list[str], env: dict[str, str], stream: str = "stderr"
@@ -129,7 +124,7 @@ async def command(
                 return seen[-1]
 
     def wait(needle: str) -> asyncio.Future[str]:
-        return asyncio.ensure_future(asyncio.wait_for(first(needle), 60))
+        return asyncio.ensure_future(within(first(needle), f"a line containing {needle!r}"))
 
     try:
         yield wait
@@ -176,8 +171,7 @@ async def test_polling_delivers_a_contact_request_to_the_establishment(
                 user = api.user(777)
                 await converse(api, user)
                 await api.wait_for(
-                    lambda: any(e["type"] == "contact.requested" for e in receiver.acked.values()),
-                    timeout=30,
+                    lambda: any(e["type"] == "contact.requested" for e in receiver.acked.values())
                 )
     finally:
         receiver.stop()
@@ -191,10 +185,8 @@ async def converse(api: FakeBotAPI, user: FakeUser) -> None:
 
     async def step(update: dict[str, object]) -> list[Sent]:
         before = api.count_to(user.id)
-        await api.push(update)  # type: ignore[arg-type]
-        await api.wait_for(
-            lambda: any(m.buttons for m in api.to_chat(user.id)[before:]), timeout=30
-        )
+        await api.push(update)
+        await api.wait_for(lambda: any(m.buttons for m in api.to_chat(user.id)[before:]))
         return api.to_chat(user.id)[before:]
 
     shown = await step(user.text("/start"))

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,9 +18,11 @@ import pytest
 from bot.engine.flow import Engine
 from bot.server import build_server_app
 from bot.storage.sqlite import SqliteStorage
-from tests.channels.test_api import Api, run_api
-from tests.channels.test_channels_telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for
-from tests.harness.fakebotapi import FakeBotAPI, FakeUser, serving
+from tests.harness.api import Api, run_api
+from tests.harness.fakebotapi import FakeBotAPI, FakeUser
+from tests.harness.servers import serve
+from tests.harness.telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for, settled
+from tests.harness.wait import within
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -77,7 +79,7 @@ async def test_a_write_lock_held_by_another_process_loses_no_update(
             # The 200 comes once the lock is released and the update recorded.
             await bot.deliver(update)
             assert holder.poll() is not None, "answered 200 while the update could not be stored"
-            await api.wait_for(lambda: api.count_to(user.id) > before, timeout=30)
+            await api.wait_for(lambda: api.count_to(user.id) > before)
             await bot.channel.drain()
         finally:
             holder.wait(timeout=10)
@@ -104,7 +106,7 @@ async def test_429_and_500_from_telegram_still_deliver_every_reply_once(
         api.fail("sendMessage", 500, times=2)
         for user in users:
             await bot.deliver(user.text("aide"))
-        await api.wait_for(lambda: all(api.count_to(u.id) > before[u.id] for u in users), 30)
+        await api.wait_for(lambda: all(api.count_to(u.id) > before[u.id] for u in users))
         await bot.channel.drain()
         assert {u.id: api.count_to(u.id) - before[u.id] for u in users} == {u.id: 1 for u in users}
         assert [c.status for c in api.called("sendMessage") if c.status != 200] == [429, 500, 500]
@@ -122,8 +124,8 @@ async def test_telegram_down_longer_than_the_retries_delivers_later_in_order(
         api.fail("sendMessage", 500, times=6)  # more than one call's retries
         await bot.deliver(user.text("glossaire"))
         await bot.deliver(user.text("aide"))
-        await api.wait_for(lambda: api.count_to(user.id) >= before + 2, timeout=30)
-        await asyncio.sleep(0.2)  # a duplicate, if any, would land by now
+        await api.wait_for(lambda: api.count_to(user.id) >= before + 2)
+        await settled(api, bot.channel, bot.storage)  # a duplicate, if any, has landed
         sent = api.to_chat(user.id)[before:]
         assert len(sent) == 2
         assert sent[0].text != sent[1].text  # glossary first, then help: in order
@@ -141,16 +143,15 @@ async def test_telegram_timeouts_still_deliver_every_reply(
     app = build_server_app(
         settings, engine, storage=storage, pause=0, retry_delay=0.01, read_timeout=0.3
     )
-    async with serving(app) as url, httpx.AsyncClient(timeout=30) as client:
+    async with serve(app) as url, httpx.AsyncClient(timeout=30) as client:
         bot = Bot(api, app.state.telegram, storage, url, True, client)
         user = api.user(8)
         await consented(bot, user)
         before = api.count_to(user.id)
         api.fail("sendMessage", 200, delay=1.0, times=2)  # answers after the client gave up
         await bot.deliver(user.text("aide"))
-        await api.wait_for(lambda: api.count_to(user.id) > before, timeout=30)
-        await bot.channel.drain()
-        await asyncio.sleep(1.2)  # the late answers land by now
+        await api.wait_for(lambda: api.count_to(user.id) > before)
+        await settled(api, bot.channel, storage)  # the late answers have landed
         delivered = api.count_to(user.id) - before
         assert 1 <= delivered <= 1 + 2
         assert (await storage.replies_pending()) == []
@@ -163,7 +164,7 @@ async def test_hostile_bodies_on_the_webhook_are_refused_and_nothing_is_recorded
     async with running_bot(api, tmp_path, engine, webhook=True) as bot:
         url = bot.url + "/telegram/webhook"
 
-        async def ten_megabytes() -> object:
+        async def ten_megabytes() -> AsyncIterator[bytes]:
             for _ in range(10 * 16):
                 yield b" " * 65536
 
@@ -263,5 +264,7 @@ async def test_small_load_run_loses_and_duplicates_no_reply(tmp_path: Path) -> N
 async def test_load_run_300_people_loses_and_duplicates_no_reply(tmp_path: Path) -> None:
     from bench.load import run
 
-    result = await asyncio.wait_for(run(users=300, turns=10, concurrency=50, workdir=tmp_path), 300)
+    result = await within(
+        run(users=300, turns=10, concurrency=50, workdir=tmp_path), "the load run", seconds=600
+    )
     assert (result["lost"], result["duplicated"], result["replies"]) == (0, 0, 300 * 10)

@@ -8,7 +8,7 @@ import pytest
 
 from bot.channels.script import load_script, play
 from bot.engine.flow import Engine
-from tests.conftest import CONVERSATIONS
+from tests.harness.paths import CONVERSATIONS
 
 SCRIPTS = sorted(CONVERSATIONS.glob("*.yaml"))
 

@@ -14,7 +14,7 @@ from bot.engine.flow import Engine
 from bot.engine.session import EXITED, RECOMMENDED, Input, Session
 from bot.knowledge.loader import load_with_problems
 from bot.knowledge.model import KnowledgeBase
-from tests.conftest import CONTENUS
+from tests.harness.paths import CONTENUS
 
 COMMANDS = [
     "aide",

@@ -7,77 +7,7 @@ import pytest
 from bot.engine.flow import Engine, Turn
 from bot.engine.normalize import normalize
 from bot.engine.session import Input
-
-DISTRESS = [
-    "j'ai envie de mourir",
-    "Je veux en finir",
-    "je veux en finir avec la vie",
-    "suicide",
-    "je pense au suicide",
-    "je n'en peux plus",
-    "j'en peux plus de tout ça",
-    "urgence",
-    "c'est une urgence",
-    "envi de mourrir",
-    "je veux me suicidé",
-    "jai des idees noires",
-    "je ne veux plus vivre, plus envie de vivre",
-    "au secours",
-    "je vais me tuer",
-    "je voudrais mourir",
-    "JE N EN PEUX PLUS",
-    "j'ai envie d'en finir",
-    "je suis suicidaire depuis des semaines",
-    "je veux mettre fin à mes jours",
-    "je veux me faire du mal",
-    "c'est urgent aidez moi vite",
-    # SMS spellings and self-harm (issue 9)
-    "jveux mourir",
-    "chui a bout",
-    "chui à bout",
-    "envie d'en finir",
-    "je me suis fait du mal",
-    "j'ai envie de me faire du mal",
-    "je me scarifie",
-    "j'ai envie de me couper",
-    "automutilation",
-    "j'ai pris des médicaments pour ne plus me réveiller",
-    "jsuis a bout de forces",
-    "je veux disparaitre",
-]
-
-NEAR_MISSES = [
-    "je veux finir le questionnaire",
-    "je veux en finir avec ce questionnaire",
-    "je travaille aux urgences",
-    "j'ai été soigné aux urgences",
-    "le service des urgences m'a bien accueilli",
-    "je suis bénévole en prévention du suicide",
-    "ce n'est pas urgent",
-    "rien d'urgent",
-    "je veux soutenir des personnes",
-    "j'ai fini mon traitement",
-    "je peux plus tard",
-    "mourir de rire",
-    "je suis mordu de randonnée",
-    "je veux finir ma formation",
-    "la fin du parcours",
-    "je veux partager mon histoire",
-    "je suis passionnée",
-    "sans urgence",
-    "on peut continuer",
-    "je ne sais pas",
-    # issue 9
-    "je meurs d'envie de participer",
-    "j'ai failli mourir de rire",
-    "je travaille en soins palliatifs",
-    "finir le questionnaire",
-    "je suis à bout de souffle après le sport",
-    "la certification de l'hôpital",
-    "je voudrais me couper les cheveux",
-    "je veux arrêter",
-    "j'ai fait la formation de 40 heures",
-]
+from tests.harness.phrases import DISTRESS, NEAR_MISSES
 
 
 def all_text(turn: Turn) -> str:

@@ -5,8 +5,6 @@ caller's event loop: the real python-telegram-bot ``Application`` talks to it ov
 ``base_url``. It records every call and every delivered message, builds updates as Telegram
 would, serves them to ``getUpdates`` (long polling with offsets), and can inject faults
 (429 with ``retry_after``, 500, slow answers).
-
-Also: :func:`offline`, a guard that makes any connection outside loopback fail loudly.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import re
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as email_policy
@@ -32,6 +30,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.harness.wait import DEADLINE
 
 TOKEN = "123456789:TEST-token_for-the-fake-bot-api-000"
 BOT_USER = {
@@ -100,9 +100,6 @@ def parse_html(body: str) -> tuple[str, list[dict[str, Any]]]:
     if reader.stack:
         raise EntityError("unclosed tag")
     return reader.text, reader.entities
-
-
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass
@@ -182,6 +179,8 @@ class FakeBotAPI:
         self._ids = itertools.count(1)
         self._update_ids = itertools.count(10_000)
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        #: Calls being answered right now, long polls (``getUpdates``) aside.
+        self.busy = 0
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -245,14 +244,23 @@ class FakeBotAPI:
                 is_file = part.get_filename() is not None
                 if is_file:
                     self._filenames.append(str(part.get_filename()))
-                data = bytes(payload or b"")  # type: ignore[arg-type]
+                content = bytes(payload or b"")
                 # Files (photos, documents) keep their bytes, so tests can check them.
-                raw.append((name, data if is_file else data.decode()))
+                raw.append((name, content if is_file else content.decode()))
         else:
             raw = parse_qsl(body.decode(), keep_blank_values=True)
         return {k: v if k in ("text", "caption") else _decode(v) for k, v in raw}
 
     async def _endpoint(self, request: Request) -> JSONResponse:
+        polling = request.path_params["method"] == "getUpdates"
+        self.busy += not polling
+        try:
+            return await self._answer(request)
+        finally:
+            self.busy -= not polling
+            self._notify()
+
+    async def _answer(self, request: Request) -> JSONResponse:
         method = request.path_params["method"]
         if request.path_params["token"] != self.token:
             return JSONResponse(
@@ -447,17 +455,30 @@ class FakeBotAPI:
         self.updates.append(update)
         self._notify()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Wait until ``predicate()`` holds (checked after each recorded call)."""
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = DEADLINE,  # noqa: ASYNC109 (long polls wait for a given time)
+        what: str = "",
+    ) -> None:
+        """Wait until ``predicate()`` holds (checked after each call); ``TimeoutError`` saying
+        ``what`` after ``timeout`` (generous: a passing test never waits that long)."""
         if predicate():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((predicate, future))
         try:
-            async with asyncio.timeout(timeout):
-                await future
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"fake Bot API: still waiting after {timeout:.0f} s: {what}"
+            ) from None
         finally:
             future.cancel()
+
+    async def idle(self) -> None:
+        """Wait until no call is being answered (long polls aside)."""
+        await self.wait_for(lambda: self.busy == 0)
 
     def to_chat(self, chat_id: int) -> list[Sent]:
         return list(self._by_chat.get(chat_id, ()))
@@ -537,72 +558,3 @@ def _bold(text: str, entities: list[dict[str, Any]]) -> list[str]:
         for e in entities
         if e["type"] == "bold"
     ]
-
-
-# -- no network -----------------------------------------------------------------------------
-class NetworkBlocked(RuntimeError):
-    """A test tried to reach something outside loopback."""
-
-
-def _is_loopback(host: Any) -> bool:
-    return isinstance(host, str) and (host in LOOPBACK or host.startswith("127."))
-
-
-@contextlib.contextmanager
-def offline() -> Iterator[None]:
-    """Refuse name resolution and connections to anything but loopback while active."""
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-    real_getaddrinfo = socket.getaddrinfo
-
-    def check(address: Any) -> None:
-        if isinstance(address, tuple) and not _is_loopback(address[0]):
-            raise NetworkBlocked(f"network access blocked in tests: {address[0]}")
-
-    def connect(self: socket.socket, address: Any) -> None:
-        check(address)
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        check(address)
-        return real_connect_ex(self, address)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None and not _is_loopback(host):
-            raise NetworkBlocked(f"network access blocked in tests: {host}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    socket.socket.connect = connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = getaddrinfo
-    try:
-        yield
-    finally:
-        socket.socket.connect = real_connect  # type: ignore[method-assign]
-        socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
-        socket.getaddrinfo = real_getaddrinfo
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI ``app`` (with its lifespan) on a free loopback port; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False, backlog=4096)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server stopped during start-up")
-        await asyncio.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(SystemExit):
-            await task
-        sock.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import CONTENUS, ROOT
+from tests.harness.paths import CONTENUS, ROOT
 
 
 def test_diff_lists_added_removed_and_relabelled(base_copy: Path) -> None:

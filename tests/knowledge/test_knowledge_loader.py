@@ -12,18 +12,7 @@ import pytest
 import yaml
 
 from bot.knowledge.loader import KnowledgeBaseError, load, load_with_problems
-
-
-def line_of(path: Path, fragment: str) -> int:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if fragment in line:
-            return number
-    raise AssertionError(f"{fragment!r} not in {path}")
-
-
-def errors(directory: Path) -> list[str]:
-    _, problems = load_with_problems(directory)
-    return [str(p) for p in problems if p.severity == "error"]
+from tests.harness.knowledge import errors, line_of
 
 
 def test_shipped_base_is_valid(base_copy: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.knowledge.loader import load_with_problems
-from tests.knowledge.test_knowledge_loader import errors, line_of
+from tests.harness.knowledge import errors, line_of
 
 LEXIQUE = "lexique"
 

@@ -19,7 +19,7 @@ from bot.engine.flow import Engine
 from bot.knowledge.loader import KnowledgeBaseError, load
 from bot.server import create_app
 from bot.storage.integration import IntegrationStore
-from tests.harness.live import serve
+from tests.harness.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTENUS = ROOT / "contenus"

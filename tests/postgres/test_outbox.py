@@ -18,8 +18,7 @@ from bot.storage.base import FollowUpTaken, UserChange
 from bot.storage.integration import OutboxEvent
 from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
 from bot.storage.postgres.schema import ensure_current
-from tests.adapters.test_webhook_worker import establishment
-from tests.adapters.test_webhooks import Receiver
+from tests.harness.webhooks import Receiver, establishment
 
 
 @pytest.fixture

@@ -12,15 +12,12 @@ with the person.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import secrets
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from bot.adapters.webhooks import EVENT_TYPES, route
+from bot.adapters.webhooks import route
+from bot.app.conversation import ConversationService, Step
+from bot.app.identity import Identity, pseudonym
+from bot.app.ordering import KeyedQueues
+from bot.app.outbox import EventRouter
+from bot.app.privacy import erase_conversation, features_export
 from bot.app.reload import EngineHolder, holder_of
 from bot.channels.http.auth import KeyCheck, allowed_context, owned
 from bot.channels.http.body import Model, read_body
@@ -59,10 +61,8 @@ from bot.channels.http.schemas import (
 from bot.channels.http.webchat import webchat_routes
 from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, Engine, Turn
-from bot.engine.recommendation import territory_chain
 from bot.engine.session import Input, Session
 from bot.knowledge.establishments import Establishment
-from bot.storage.base import pseudonym
 from bot.storage.integration import (
     ApiKey,
     Conversation,
@@ -76,6 +76,7 @@ from bot.storage.integration import (
 if TYPE_CHECKING:
     from bot.app.features import Features
 
+T = TypeVar("T")
 #: Engine commands a client may send as a choice at any time (``cmd:aide``…).
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 SECRET_PREFIX = "pcs_"
@@ -110,7 +111,12 @@ class ConversationApi:
         self.on_events = on_events
         self.key_cache_seconds = key_cache_seconds
         self._authenticate = KeyCheck(store, self.limiter, demo_key, key_cache_seconds)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Requests of one conversation one after the other (as Telegram's chats).
+        self._order = KeyedQueues(max_concurrency=100_000)
+        # The conversation row is the API's state: the service runs the engine, the features
+        # and the routing; the row, its transcript and the events are saved in one.
+        router = EventRouter(self.establishments, route, lambda: self.engine.kb)
+        self.service = ConversationService(self.holder, features=features, router=router)
 
     @property
     def engine(self) -> Engine:
@@ -121,14 +127,9 @@ class ConversationApi:
         """The pseudonymous key of an API conversation for the barometer and its erasure."""
         return pseudonym(self.secret, "api", conversation_id)
 
-    async def _features(self, turn: Turn, conversation_id: str, establishment: str) -> Turn:
-        if self.features is None:
-            return turn
-        return await self.features.after_turn(
-            turn,
-            channel="api",
-            member=self.member(conversation_id),
-            establishment=establishment,
+    def identity(self, conversation_id: str, establishment: str) -> Identity:
+        return Identity(
+            "api", self.member(conversation_id), owner=establishment, subject=conversation_id
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -155,16 +156,15 @@ class ConversationApi:
     async def _body(self, request: Request, model: type[Model], empty_ok: bool) -> Model:
         return await read_body(request, model, empty_ok=empty_ok, deadline=self.body_timeout)
 
-    @contextlib.asynccontextmanager
-    async def _lock(self, conversation_id: str) -> AsyncIterator[None]:
-        """One turn of a conversation at a time: in this process, then across instances
-        sharing the store (PostgreSQL: an advisory lock)."""
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[conversation_id] = lock
-        async with lock, self.store.conversation_turn(conversation_id):
-            yield
+    async def _in_turn(self, conversation_id: str, work: Callable[[], Awaitable[T]]) -> T:
+        """One turn of a conversation at a time: in this process (the ordering), then across
+        instances sharing the store (PostgreSQL: an advisory lock; SQLite: nothing more)."""
+
+        async def turn() -> T:
+            async with self.store.conversation_turn(conversation_id):
+                return await work()
+
+        return await self._order.run(conversation_id, turn)
 
     async def _handle(self, request: Request, work: Callable[[], Awaitable[Response]]) -> Response:
         try:
@@ -184,21 +184,6 @@ class ConversationApi:
     async def _owned(self, request: Request, key: ApiKey, conversation_id: str) -> Conversation:
         return await owned(self.store, request, key, conversation_id)
 
-    def _route_events(self, turn: Turn, conversation: Conversation) -> list[OutboxEvent]:
-        entries: list[OutboxEvent] = []
-        for event in turn.events:
-            if event.kind not in EVENT_TYPES:  # barometer.*, followup.*: never sent out
-                continue
-            chain = territory_chain(self.engine.kb, event.data.get("territory"))
-            entries += route(
-                event,
-                self.establishments,
-                owner=conversation.establishment,
-                subject=conversation.id,
-                territories=chain,
-            )
-        return entries
-
     # -- endpoints -----------------------------------------------------------------------
     async def create(self, request: Request) -> Response:
         async def work() -> Response:
@@ -206,8 +191,10 @@ class ConversationApi:
             body: NewConversation = await self._body(request, NewConversation, empty_ok=True)
             context = self._context(key, body.context)
             conversation_id = new_id("conv_")
-            start = self.engine.start(context, owner=key.establishment)
-            turn = await self._features(start, conversation_id, key.establishment)
+            step = await self.service.begin(
+                self.identity(conversation_id, key.establishment), context
+            )
+            turn = step.turn
             now = time.time()
             secret = SECRET_PREFIX + secrets.token_urlsafe(32) if key.kind == "widget" else None
             conversation = Conversation(
@@ -220,7 +207,7 @@ class ConversationApi:
                 updated_at=now,
                 secret_hash=hash_key(secret) if secret is not None else None,
             )
-            events = self._route_events(turn, conversation)
+            events = _events(step)
             await self.store.save_turn(
                 conversation, created=True, lines=_bot_lines(turn, now), events=events
             )
@@ -239,7 +226,8 @@ class ConversationApi:
             key = await self._authenticate(request)
             conversation_id = request.path_params["conversation_id"]
             body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
-            async with self._lock(conversation_id):
+
+            async def in_turn() -> tuple[Turn, list[OutboxEvent]]:
                 conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
@@ -259,18 +247,21 @@ class ConversationApi:
                 else:
                     event = Input.text(body.text or "")
                     person = {"text": body.text or ""}
-                turn = await self._features(
-                    self.engine.handle(session, event), conversation.id, conversation.establishment
-                )
+                identity = self.identity(conversation.id, conversation.establishment)
+                step = await self.service.step(identity, session, event)
+                turn = step.turn
                 updated = dataclasses.replace(
                     conversation,
                     session=turn.session.to_dict(),
                     offered=_offered(turn),
                     updated_at=now,
                 )
-                events = self._route_events(turn, updated)
+                events = _events(step)
                 lines = [TranscriptLine(now, "person", person), *_bot_lines(turn, now)]
                 await self.store.save_turn(updated, created=False, lines=lines, events=events)
+                return turn, events
+
+            turn, events = await self._in_turn(conversation_id, in_turn)
             if events and self.on_events:
                 self.on_events()
             return model_response(turn_out(turn))
@@ -282,25 +273,20 @@ class ConversationApi:
             key = await self._authenticate(request)
             conversation_id = request.path_params["conversation_id"]
             if request.method == "DELETE":
-                async with self._lock(conversation_id):
+
+                async def erase() -> None:
                     conversation = await self._owned(request, key, conversation_id)
-                    if self.features is not None:
-                        # First the features' rows (statistics included: no padding is left
-                        # behind), then the conversation, whose erasure also scrubs the disk.
-                        await self.features.erase_conversation(
-                            self.member(conversation_id), conversation.session
-                        )
+                    member = self.member(conversation_id)
+                    await erase_conversation(self.features, member, conversation.session)
                     if not await self.store.delete_conversation(conversation_id, key.establishment):
                         raise not_found()
+
+                await self._in_turn(conversation_id, erase)
                 return Response(status_code=204)
             conversation = await self._owned(request, key, conversation_id)
             lines = await self.store.transcript(conversation_id)
             session = Session.from_dict(conversation.session)
-            exported = (
-                await self.features.export_user(self.member(conversation.id))
-                if self.features is not None
-                else {"barometer_ratings": [], "followups": []}
-            )
+            exported = await features_export(self.features, self.member(conversation.id))
             return model_response(
                 ConversationOut(
                     conversation_id=conversation.id,
@@ -370,3 +356,7 @@ def _bot_lines(turn: Turn, now: float) -> list[TranscriptLine]:
         )
         for reply in turn.replies
     ]
+
+
+def _events(step: Step) -> list[OutboxEvent]:
+    return [entry for entry in step.outbox if isinstance(entry, OutboxEvent)]

@@ -1,0 +1,192 @@
+"""Building the Telegram channel: PTB's application (rate limiter, timeouts, pool), the channel
+over it, and ``passerelle telegram`` (long polling, composed as ``passerelle serve`` composes
+Telegram, minus the web server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import TYPE_CHECKING
+
+from telegram.ext import AIORateLimiter, Application
+
+from bot.app.outbox import EventRouter
+from bot.app.privacy import OutboxAbout
+from bot.app.reload import EngineHolder, holder_of
+from bot.channels.telegram.channel import TelegramChannel
+from bot.channels.telegram.delivery import RETRY_BASE_DELAY
+from bot.config import Settings, quiet_libraries
+from bot.engine.flow import Engine
+from bot.storage.base import Storage
+
+if TYPE_CHECKING:
+    from bot.app.features import Features
+    from bot.knowledge.establishments import Establishment
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for Telegram's answer to one call before retrying it.
+READ_TIMEOUT = 10.0
+
+
+def router_for(
+    establishments: Mapping[str, Establishment], holder: EngineHolder
+) -> EventRouter | None:
+    """Event routing towards ``establishments`` (the webhook adapter's rule), if any."""
+    if not establishments:
+        return None
+    from bot.adapters.webhooks import route
+
+    return EventRouter(establishments, route, lambda: holder.engine.kb)
+
+
+def build(
+    engine: Engine | EngineHolder,
+    storage: Storage,
+    settings: Settings,
+    *,
+    memory: Storage | None = None,
+    contexts: Collection[str] | None = None,
+    pause: float = 0.3,
+    poll_timeout: int = 25,
+    retry_delay: float = RETRY_BASE_DELAY,
+    read_timeout: float = READ_TIMEOUT,
+    features: Features | None = None,
+    establishments: Mapping[str, Establishment] | None = None,
+    integration: OutboxAbout | None = None,
+    on_events: Callable[[], None] | None = None,
+) -> TelegramChannel:
+    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
+
+    Outgoing calls go through :class:`AIORateLimiter` (``settings.telegram_rate`` messages per
+    second overall; 0 disables the cap, for a local fake server) which waits on 429s.
+    """
+    if settings.telegram_token is None:
+        raise ValueError("the Telegram channel needs settings.telegram_token")
+    quiet_libraries()
+    base = settings.telegram_api_base_url
+    application = (
+        Application.builder()
+        .token(settings.telegram_token)
+        .base_url(base)
+        .base_file_url(base[: -len("bot")] + "file/bot")
+        .updater(None)
+        .job_queue(None)  # timed jobs run on bot.app.scheduler
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram_rate,
+                overall_time_period=1,
+                max_retries=3,
+            )
+        )
+        .connection_pool_size(64)
+        .pool_timeout(10)
+        .connect_timeout(5)
+        .read_timeout(read_timeout)
+        .write_timeout(10)
+        .build()
+    )
+    holder = holder_of(engine)
+    channel = TelegramChannel(
+        application,
+        holder,
+        storage,
+        settings,
+        memory=memory,
+        contexts=contexts,
+        pause=pause,
+        poll_timeout=poll_timeout,
+        retry_delay=retry_delay,
+        features=features,
+        establishments=establishments,
+        integration=integration,
+        on_events=on_events,
+        router=router_for(establishments or {}, holder),
+    )
+    channel.install()
+    return channel
+
+
+@contextlib.asynccontextmanager
+async def running(channel: TelegramChannel, *, webhook: bool | None = None) -> AsyncIterator[None]:
+    """Start ``channel``; in webhook mode set the webhook, else poll in the background."""
+    use_webhook = channel.settings.webhook_url is not None if webhook is None else webhook
+    await channel.start()
+    stop = asyncio.Event()
+    poller: asyncio.Task[None] | None = None
+    if use_webhook:
+        await channel.set_webhook()
+    else:
+        poller = asyncio.create_task(channel.poll(stop), name="telegram-polling")
+    try:
+        yield
+    finally:
+        stop.set()
+        if poller is not None:
+            await poller
+        await channel.stop()
+
+
+async def run_polling(settings: Settings, engine: Engine) -> int:
+    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM.
+
+    Composed as ``passerelle serve`` composes Telegram, minus the web server: same store,
+    features, establishments, webhook outbox and worker, so a conversation's events reach the
+    same establishments whichever command runs the bot."""
+    import signal
+
+    from bot.adapters import charts
+    from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+    from bot.app.features import Features
+    from bot.cli.compose import establishments_or_exit
+    from bot.server import startup_line
+    from bot.storage.factory import build_stores
+
+    establishments = establishments_or_exit(settings, engine)
+    stores = build_stores(settings.database_url or settings.db_path)
+    storage = stores.core
+    await storage.open()
+    features = Features(engine, stores.features)
+    await features.open()
+    integration = stores.integration
+    worker = WebhookWorker(
+        integration, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await worker.start()
+        charts.prestart()
+        channel = build(
+            engine,
+            storage,
+            settings,
+            features=features,
+            establishments=establishments,
+            integration=integration,
+            on_events=worker.wake,
+        )
+        async with running(channel, webhook=False):
+            line = startup_line(
+                settings,
+                mode="Telegram par long polling, sans serveur web",
+                kb_version=engine.kb.version,
+                establishments=establishments,
+            )
+            if settings.log_format == "json":
+                log.info("%s", line)  # JSON logs: every line is JSON
+            else:
+                print(f"{line} Ctrl+C pour arrêter.", flush=True)
+            await stop.wait()
+    finally:
+        await asyncio.to_thread(charts.shutdown)
+        await worker.stop()
+        await features.close()
+        await storage.close()
+    return 0

@@ -1,0 +1,85 @@
+"""Telegram's timed jobs on the application's one scheduler (:mod:`bot.app.scheduler`):
+retention every six hours, and due follow-ups, asked in their chat's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from bot.app.conversation import ConversationService
+from bot.app.scheduler import Scheduler
+from bot.channels.telegram.delivery import Delivery
+from bot.channels.telegram.queues import CURRENT, PendingTurn
+from bot.engine.followup import asking
+from bot.storage.base import FollowUpTaken, UserChange
+
+if TYPE_CHECKING:
+    from bot.app.features import Features
+    from bot.app.followups import FollowUp
+
+log = logging.getLogger(__name__)
+
+#: Retention runs this often (the first time shortly after start-up).
+RETENTION_EVERY = 6 * 3600.0
+RETENTION_FIRST = 30.0
+
+
+def schedule_retention(scheduler: Scheduler, purge: Callable[[], Awaitable[object]]) -> None:
+    scheduler.every("retention:telegram", RETENTION_EVERY, purge, first=RETENTION_FIRST)
+
+
+class FollowUpAsker:
+    """Asks a due follow-up in its chat (the job :meth:`ask` runs in that chat's queue)."""
+
+    def __init__(
+        self, service: ConversationService, delivery: Delivery, features: Features | None
+    ) -> None:
+        self.service = service
+        self.delivery = delivery
+        self.features = features
+
+    async def ask(self, followup: FollowUp) -> None:
+        """The follow-up's turn, its saved session, its question (reply outbox) and its claim
+        are committed in one transaction, then the question is sent like any reply.
+
+        A crash before that commit leaves the follow-up pending (start-up schedules it
+        again); after it, the question waits in the outbox (start-up sends it) and the
+        follow-up is no longer pending: asked once either way. Only when the follow-ups live
+        in another database than the store (not as ``passerelle serve`` runs) is it claimed
+        first, in its own transaction: a crash before the commit then loses it."""
+        features = self.features
+        assert features is not None
+        storage = self.service.storage
+        together = await storage.holds_followups()
+        if not together and not await features.followups.claim(followup.id):
+            return
+        chat_id = int(followup.address)
+        turn = PendingTurn(-followup.id)  # never a Telegram update id (those are >= 0)
+        try:
+            engine = self.service.engine
+            state = await self.service.state(followup.user)
+            consent = state.consent
+            session, reply = asking(engine, state.session or engine.new_session(), followup.id)
+            token = CURRENT.set(turn)
+            try:
+                await self.delivery.say(chat_id, [reply], session.node)
+            finally:
+                CURRENT.reset(token)
+            change = UserChange(
+                session=session.to_dict() if consent else None,
+                replies=tuple(turn.replies),
+                followup=followup.id if together else None,
+            )
+            await storage.commit_update(None, followup.user if consent else "", change)
+        except FollowUpTaken:
+            return  # already asked (or cancelled, or erased) by someone else
+        except Exception as exc:
+            log.error("follow-up not sent: %s", type(exc).__name__)
+            if not together:
+                await features.followups.release(followup.id)
+            return
+        if not consent:
+            await self.service.consent.remember_unconsented(followup.user, session)
+        await self.delivery.deliver(chat_id, turn.replies)
