@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.engine import events
 from bot.engine.replies import Event
 from bot.knowledge.establishments import (
     Establishment,
@@ -41,7 +42,7 @@ from bot.storage.integration import IntegrationStore, OutboxEvent, OutboxItem, n
 log = logging.getLogger(__name__)
 
 #: Events an establishment can receive.
-EVENT_TYPES = ("contact.requested", "conversation.completed")
+EVENT_TYPES = events.WEBHOOK_EVENTS
 #: How long a webhook host's resolved addresses are trusted (see :func:`check_target`).
 RESOLVE_TTL = 60.0
 _resolved: dict[str, tuple[float, str | None]] = {}
@@ -137,8 +138,8 @@ class ConversationCompleted(_Payload):
 
 #: The delivery body model of each event type.
 EVENT_MODELS: dict[str, type[ContactRequested] | type[ConversationCompleted]] = {
-    "contact.requested": ContactRequested,
-    "conversation.completed": ConversationCompleted,
+    events.CONTACT_REQUESTED: ContactRequested,
+    events.CONVERSATION_COMPLETED: ConversationCompleted,
 }
 
 
@@ -187,7 +188,7 @@ def route(
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
     data = {**event.data, "establishment": owner}
     entries = []
-    consented = event.data.get("establishments") if event.kind == "contact.requested" else None
+    consented = event.data.get("establishments") if event.kind == events.CONTACT_REQUESTED else None
     for establishment in establishments.values():
         if establishment.webhook_url is None:
             continue
@@ -198,7 +199,11 @@ def route(
         ):
             continue
         sent = data
-        if event.kind == "contact.requested" and subject is not None and establishment.id == owner:
+        if (
+            event.kind == events.CONTACT_REQUESTED
+            and subject is not None
+            and establishment.id == owner
+        ):
             sent = {**data, "conversation_id": subject}  # only the owner may read it back
         entries.append(
             OutboxEvent(

@@ -104,11 +104,12 @@ async def test_a_trickling_receiver_does_not_delay_another_establishment(
     started = time.monotonic()
     await worker.start()
     try:
-        while len(receiver.acked) < 6 and time.monotonic() - started < 5:  # noqa: ASYNC110
+        # Each slow attempt lasts its whole 30 s deadline: behind them, the fast receiver
+        # would get nothing before 30 s. Seen well within that (a margin a busy machine keeps),
+        # its events did not wait for the slow ones.
+        while len(receiver.acked) < 6 and time.monotonic() - started < 20:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        elapsed = time.monotonic() - started
-        assert len(receiver.acked) == 6
-        assert elapsed < 1.0, f"the fast receiver waited {elapsed:.2f} s"
+        assert len(receiver.acked) == 6, "the fast receiver waited for the slow one's attempts"
         assert trickler.connections <= 2, "at most a few attempts in flight per receiver"
     finally:
         await worker.stop()
