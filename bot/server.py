@@ -31,8 +31,9 @@ from starlette.types import ASGIApp
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.channels.http.errors import model_response
 from bot.channels.http.schemas import ErrorDetail, ErrorOut, HealthOut
-from bot.config import MAX_HEADER_BYTES, Settings, http_address, logging_config
+from bot.config import MAX_HEADER_BYTES, Settings, http_address
 from bot.engine.flow import Engine
+from bot.logging_setup import logging_config
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:

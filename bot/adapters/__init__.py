@@ -1,0 +1,1 @@
+"""Adapters to the outside world that are not channels: signed webhooks, charts."""

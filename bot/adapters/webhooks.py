@@ -37,7 +37,7 @@ from bot.knowledge.establishments import (
     literal_address,
     target_problem,
 )
-from bot.storage.integration import IntegrationStore, OutboxEvent, OutboxItem, new_id
+from bot.storage.base import IntegrationStore, OutboxEvent, OutboxItem, new_id
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""The channels, which only translate: terminal, scripted conversations, Telegram, HTTP and
+the web chat."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app.stats import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.factory import feature_store, is_postgres_url
 
 
@@ -38,9 +39,7 @@ def _k(value: str) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from bot.cli import load_or_exit
-
-    kb = load_or_exit(Path(args.contenus) if args.contenus else None)
+    kb = load_or_exit(optional_path(args.contenus))
     target = args.db or os.environ.get("PASSERELLE_DB") or str(default_db_path())
     if not is_postgres_url(target) and not Path(target).is_file():
         print(f"Base de données introuvable : {target}", file=sys.stderr)
@@ -61,7 +60,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: Any) -> None:
+def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``stats`` to the ``passerelle`` parser."""
     stats = sub.add_parser("stats", help="statistiques d'utilisation (anonymes)")
     stats.add_argument("--since", type=_date, help="depuis cette date (AAAA-MM-JJ)")
     stats.add_argument("--context", help="un seul contexte (établissement)")

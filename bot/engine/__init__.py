@@ -1,0 +1,2 @@
+"""The pure core: ``(session, input) -> (replies, new session)``; no channel, storage or network
+import, only the knowledge model."""

@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
-from bot.knowledge.model import Choice, KnowledgeBase, Question
-
-#: The answer holding the country chosen in the ``pays`` question.
-COUNTRY_FACT = "country"
+from bot.knowledge.model import COUNTRY_FACT, Choice, KnowledgeBase, Question
 
 
 def holds(condition: dict[str, list[str]] | None, facts: dict[str, str]) -> bool:

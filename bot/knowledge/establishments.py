@@ -30,8 +30,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bot.knowledge.loader import Problem, read_yaml, validate_file
+from bot.knowledge.loader import read_yaml, validate_file
 from bot.knowledge.model import ID_PATTERN, Location, SourceMap
+from bot.knowledge.problems import Problem
 
 #: Shortest accepted signing secret (bytes once decoded): 128 bits.
 MIN_SECRET_BYTES = 16

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from bot.knowledge.checks import check
 from bot.knowledge.model import (
     BarometerFile,
     ConditionsFile,
@@ -36,19 +36,9 @@ from bot.knowledge.model import (
     SourceMap,
     TerritoriesFile,
 )
+from bot.knowledge.problems import Problem
 
 Path_ = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    location: Location
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        label = "erreur" if self.severity == "error" else "avertissement"
-        return f"{self.location}: {label}: {self.message}"
 
 
 class KnowledgeBaseError(Exception):
@@ -256,7 +246,6 @@ def load_with_problems(
     directory: str | Path, extra: str | Path | None = None
 ) -> tuple[KnowledgeBase | None, list[Problem]]:
     """Like :func:`load` but return every problem, warnings included, instead of raising."""
-    from bot.knowledge.checks import check
 
     root = Path(directory)
     if not root.is_dir():

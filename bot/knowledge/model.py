@@ -4,12 +4,16 @@ Each YAML file maps to one ``*File`` model; :class:`KnowledgeBase` gathers them.
 user-facing string is a :data:`Text` (a mapping language -> text, French required) so that
 a translation can be added beside the French later without touching the structure; an
 editor may write a plain string, which is read as French.
+
+Over 400 lines on purpose: it is the schema of every file of ``contenus/``, in the order of the
+directory, and the one module the engine may import from the knowledge layer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -23,6 +27,27 @@ Identifier = Annotated[str, Field(pattern=ID_PATTERN, max_length=48)]
 RECOMMENDATION = "recommendation"
 EXIT = "exit"
 SPECIAL_TARGETS = frozenset({RECOMMENDATION, EXIT})
+#: The fact holding the country chosen in the ``pays`` question (the engine's places and the
+#: validator's rules by country read it).
+COUNTRY_FACT = "country"
+
+_PUNCTUATION = re.compile(r"[^\w\s]|_", re.UNICODE)
+_SPACES = re.compile(r"\s+")
+_INVISIBLE = dict.fromkeys(
+    [0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0xFEFF]
+)
+
+
+def normalize(value: str) -> str:
+    """The form in which the base's words are compared, by the engine's matching and by the
+    validator alike. Lower case, no accents, no punctuation, single spaces: « Représentant-des
+    usagers ! » becomes ``representant des usagers``."""
+    value = value.translate(_INVISIBLE)
+    value = unicodedata.normalize("NFKD", value.casefold())
+    value = "".join(ch for ch in value if not unicodedata.combining(ch))
+    value = value.replace("œ", "oe").replace("æ", "ae").replace("’", "'")
+    value = _PUNCTUATION.sub(" ", value)
+    return _SPACES.sub(" ", value).strip()
 
 
 def _as_text(value: Any) -> Any:

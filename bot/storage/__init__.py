@@ -1,0 +1,1 @@
+"""What is kept: the contracts (``base``) and their implementations (memory, SQLite)."""

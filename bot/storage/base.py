@@ -5,9 +5,9 @@ channels load a session, hand it to the engine, and save what comes back. Implem
 :mod:`bot.storage.memory`, :mod:`bot.storage.sqlite` (and PostgreSQL); everything here is
 dialect-neutral.
 
-Users are known only by a pseudonymous key (see :func:`pseudonym`); nothing here ever receives
-a raw Telegram id or a username. Conversation state is kept durably only with consent: without
-it, channels keep the session in memory (:class:`bot.storage.memory.MemoryStorage`).
+Users are known only by a pseudonymous key (:func:`bot.app.identity.pseudonym`); nothing here
+ever receives a raw Telegram id or a username. Conversation state is kept durably only with
+consent: without it, channels keep the session in memory (:mod:`bot.storage.memory`).
 
 Incoming updates go through an *inbox*: recorded (committed) before they are acknowledged, then
 applied; :meth:`ConversationStore.commit_update` saves the effect of an update and marks it
@@ -18,19 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import secrets
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
-
-
-def pseudonym(secret: bytes, channel: str, raw_id: str | int) -> str:
-    """Keyed hash of a channel's user id: stable for one deployment, useless without the secret."""
-    digest = hmac.new(secret, f"{channel}:{raw_id}".encode(), hashlib.sha256).hexdigest()
-    return f"{channel[:2]}_{digest[:40]}"
 
 
 # -- conversation store records ------------

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import yaml
 
+from bot.app.identity import pseudonym
 from bot.channels.telegram import encode_choice, node_tag, render, split_text
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
 from bot.knowledge.model import COMMANDS, text
-from bot.storage.base import pseudonym
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser
 from tests.harness.paths import CONVERSATIONS

@@ -26,14 +26,14 @@ from playwright.sync_api import Browser, Page, expect
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
+from bot.app.identity import pseudonym
 from bot.app.reload import EngineHolder, Reloader
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.channels.http.admin import admin_routes
-from bot.config import JsonFormatter
 from bot.engine import barometer as mode
 from bot.knowledge.loader import load
+from bot.logging_setup import JsonFormatter
 from bot.server import create_app
-from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.knowledge import version_b

@@ -24,15 +24,16 @@ import pytest
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
+from bot.app.identity import pseudonym
 from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
 from bot.channels.telegram import TelegramChannel, build
-from bot.config import JsonFormatter, Settings
+from bot.config import Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
-from bot.storage.base import pseudonym
+from bot.logging_setup import JsonFormatter
 from bot.storage.features import FeatureStore
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent

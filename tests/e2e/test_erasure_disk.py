@@ -15,11 +15,11 @@ import pytest
 
 from bot.app.engines import build_engine
 from bot.app.features import Features
+from bot.app.identity import pseudonym
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
 from bot.knowledge.model import KnowledgeBase
 from bot.server import create_app
-from bot.storage.base import pseudonym
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser

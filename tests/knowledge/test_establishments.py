@@ -104,3 +104,23 @@ def test_secrets_are_standard_webhooks_secrets() -> None:
     assert secret.startswith("whsec_") and len(decode_secret(secret)) == 32
     with pytest.raises(ValueError, match="base64"):
         decode_secret("whsec_%%%")
+
+
+def test_kb_check_validates_the_establishments_file_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    path = write(
+        tmp_path,
+        "establishments:\n  chu-a:\n    name: CHU A\n    territories: [fr-atlantide]\n",
+    )
+    assert main(["kb", "check", "--etablissements", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{path}:4: erreur:" in err and "fr-atlantide" in err
+    assert "1 erreur(s)" in err and "Base valide" not in out
+
+    write(tmp_path, "establishments:\n  chu-a:\n    name: CHU A\n    territories: [fr-occitanie]\n")
+    assert main(["kb", "check", "--etablissements", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Base valide" in out and f"Établissements valides ({path}) : chu-a." in out

@@ -56,8 +56,7 @@ async def test_two_workers_deliver_each_event_once(
         stores = [PostgresIntegrationStore(core) for core in two]
         await stores[0].enqueue(events(120))
         workers = [
-            WebhookWorker(s, places, policy=RetryPolicy(base=0.05), idle_poll=0.05)  # type: ignore[arg-type]
-            for s in stores
+            WebhookWorker(s, places, policy=RetryPolicy(base=0.05), idle_poll=0.05) for s in stores
         ]
         for worker in workers:
             await worker.start()
@@ -88,7 +87,7 @@ async def test_events_claimed_by_a_dead_instance_are_delivered_by_the_other(
     receiver = Receiver()
     try:
         worker = WebhookWorker(
-            alive,  # type: ignore[arg-type]
+            alive,
             {"chu": establishment("chu", receiver.port)},
             policy=RetryPolicy(base=0.05),
             idle_poll=0.05,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.storage.base import OutgoingReply, Storage, UserChange, pseudonym
+from bot.app.identity import pseudonym
+from bot.storage.base import OutgoingReply, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 from bot.storage.postgres import PostgresStorage
 from bot.storage.sqlite import SqliteStorage

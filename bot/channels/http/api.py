@@ -63,7 +63,7 @@ from bot.config import BODY_TIMEOUT
 from bot.engine.flow import CMD, Engine, Turn
 from bot.engine.session import Input, Session
 from bot.knowledge.establishments import Establishment
-from bot.storage.integration import (
+from bot.storage.base import (
     ApiKey,
     Conversation,
     IntegrationStore,

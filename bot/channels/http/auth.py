@@ -14,7 +14,7 @@ from starlette.requests import Request
 from bot.channels.http.errors import ApiError, not_found
 from bot.channels.http.ratelimit import RateLimiter
 from bot.knowledge.establishments import Establishment
-from bot.storage.integration import ApiKey, Conversation, IntegrationStore, hash_key
+from bot.storage.base import ApiKey, Conversation, IntegrationStore, hash_key
 
 DEMO_KEY_ID = "key_demo"
 DEMO_ESTABLISHMENT = "demo"

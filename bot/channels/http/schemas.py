@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.engine.flow import MAX_TEXT_LENGTH, Turn
 from bot.engine.replies import Reply
-from bot.storage.integration import TranscriptLine
+from bot.storage.base import TranscriptLine
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 16 * 1024

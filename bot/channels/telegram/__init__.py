@@ -8,7 +8,7 @@ recording; :mod:`.scheduler` retention and follow-ups; :mod:`.compose` building 
 """
 
 from bot.channels.telegram.channel import MAX_APPLY_ATTEMPTS, TelegramChannel
-from bot.channels.telegram.compose import build, run_polling, running
+from bot.channels.telegram.compose import build, running
 from bot.channels.telegram.intake import update_problem
 from bot.channels.telegram.render import (
     encode_choice,
@@ -28,7 +28,6 @@ __all__ = [
     "layout",
     "node_tag",
     "render",
-    "run_polling",
     "running",
     "split_text",
     "update_problem",

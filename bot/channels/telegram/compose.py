@@ -1,6 +1,6 @@
 """Building the Telegram channel: PTB's application (rate limiter, timeouts, pool), the channel
-over it, and ``passerelle telegram`` (long polling, composed as ``passerelle serve`` composes
-Telegram, minus the web server).
+over it, and running it (webhook or long polling; ``passerelle telegram`` composes it in
+``bot.cli.serve``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from bot.app.privacy import OutboxAbout
 from bot.app.reload import EngineHolder, holder_of
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY
-from bot.config import Settings, quiet_libraries
+from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.logging_setup import quiet_libraries
 from bot.storage.base import Storage
 
 if TYPE_CHECKING:
@@ -128,65 +129,3 @@ async def running(channel: TelegramChannel, *, webhook: bool | None = None) -> A
         if poller is not None:
             await poller
         await channel.stop()
-
-
-async def run_polling(settings: Settings, engine: Engine) -> int:
-    """``passerelle telegram``: long polling with the SQLite store until SIGINT/SIGTERM.
-
-    Composed as ``passerelle serve`` composes Telegram, minus the web server: same store,
-    features, establishments, webhook outbox and worker, so a conversation's events reach the
-    same establishments whichever command runs the bot."""
-    import signal
-
-    from bot.adapters import charts
-    from bot.adapters.webhooks import RetryPolicy, WebhookWorker
-    from bot.app.features import Features
-    from bot.cli.compose import establishments_or_exit
-    from bot.server import startup_line
-    from bot.storage.factory import build_stores
-
-    establishments = establishments_or_exit(settings, engine)
-    stores = build_stores(settings.database_url or settings.db_path)
-    storage = stores.core
-    await storage.open()
-    features = Features(engine, stores.features)
-    await features.open()
-    integration = stores.integration
-    worker = WebhookWorker(
-        integration, establishments, policy=RetryPolicy(base=settings.webhook_retry_base)
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
-    try:
-        await worker.start()
-        charts.prestart()
-        channel = build(
-            engine,
-            storage,
-            settings,
-            features=features,
-            establishments=establishments,
-            integration=integration,
-            on_events=worker.wake,
-        )
-        async with running(channel, webhook=False):
-            line = startup_line(
-                settings,
-                mode="Telegram par long polling, sans serveur web",
-                kb_version=engine.kb.version,
-                establishments=establishments,
-            )
-            if settings.log_format == "json":
-                log.info("%s", line)  # JSON logs: every line is JSON
-            else:
-                print(f"{line} Ctrl+C pour arrêter.", flush=True)
-            await stop.wait()
-    finally:
-        await asyncio.to_thread(charts.shutdown)
-        await worker.stop()
-        await features.close()
-        await storage.close()
-    return 0
