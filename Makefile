@@ -7,7 +7,7 @@ STAMP = $(VENV)/.installed
 
 RUNTIME = $(VENV)/.runtime
 
-.PHONY: run chat test lint typecheck bench soak clean browser
+.PHONY: run chat test lint typecheck bench soak clean browser postgres
 
 # `make run` installs the runtime dependencies only (no test or lint tool), with pip's progress.
 $(RUNTIME): pyproject.toml constraints.txt
@@ -30,6 +30,11 @@ run: $(RUNTIME)
 browser:
 	@sh scripts/ensure-browser.sh
 
+# The PostgreSQL tests start a throwaway cluster with Debian's initdb/pg_ctl: installed with
+# apt-get when root and missing, else one line.
+postgres:
+	@sh scripts/ensure-postgres.sh
+
 chat: $(RUNTIME)
 	$(BIN)/passerelle chat
 
@@ -44,7 +49,7 @@ typecheck: $(STAMP)
 # even 2 cores are kept busy; every test is safe in parallel (ports: tests/harness/ports.py).
 WORKERS ?= 4
 
-test: lint typecheck browser
+test: lint typecheck browser postgres
 	$(BIN)/passerelle kb check contenus
 	$(BIN)/pytest -n $(WORKERS)
 

@@ -12,6 +12,9 @@
    events/s.
 
 Each server runs in its own process under uvicorn; the load generator is this process.
+``--db all`` (the default) runs the API on SQLite, then on PostgreSQL (a throwaway cluster) with
+one instance and with ``--instances`` instances on one database, each request sent to the next
+instance in turn (a load balancer without affinity: a conversation's turns hop between them).
 """
 
 from __future__ import annotations
@@ -55,11 +58,11 @@ def child(kind: str, port: int, workdir: Path) -> None:
         from bot.channels.http import ConversationApi, RateLimiter
         from bot.knowledge.loader import load
         from bot.server import create_app
-        from bot.storage.integration import IntegrationStore
+        from bot.storage.factory import integration_store
 
         api = ConversationApi(
             build_engine(load(ROOT / "contenus")),
-            IntegrationStore(workdir / "passerelle.db"),
+            integration_store(os.environ.get("BENCH_DB") or workdir / "passerelle.db"),
             limiter=RateLimiter(1e6, 1_000_000),
         )
         app: Any = create_app(api)
@@ -90,10 +93,11 @@ def child(kind: str, port: int, workdir: Path) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none")
 
 
-def start(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(kind: str, workdir: Path, db: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    env = {**os.environ, **({"BENCH_DB": db} if db else {})}
     process = subprocess.Popen(
-        [sys.executable, __file__, "--child", kind, str(port), str(workdir)], cwd=ROOT
+        [sys.executable, __file__, "--child", kind, str(port), str(workdir)], cwd=ROOT, env=env
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -116,6 +120,34 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 # -- load ------------------------------------------------------------------------------------
+class Spread(httpx.AsyncBaseTransport):
+    """Each request to the next server in turn, as a load balancer without affinity."""
+
+    def __init__(self, urls: list[str], limits: httpx.Limits) -> None:
+        self.targets = [httpx.URL(url) for url in urls]
+        self.next = 0
+        self.inner = httpx.AsyncHTTPTransport(limits=limits)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = self.targets[self.next % len(self.targets)]
+        self.next += 1
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def client_for(
+    urls: str | list[str], headers: dict[str, str], limits: httpx.Limits | None = None
+) -> httpx.AsyncClient:
+    spread = [urls] if isinstance(urls, str) else urls
+    limits = limits or httpx.Limits()
+    return httpx.AsyncClient(
+        base_url=spread[0], headers=headers, transport=Spread(spread, limits), timeout=30
+    )
+
+
 async def conversation(client: httpx.AsyncClient, latencies: list[float]) -> int:
     started = time.perf_counter()
     response = await client.post("/api/v1/conversations", json={})
@@ -132,13 +164,15 @@ async def conversation(client: httpx.AsyncClient, latencies: list[float]) -> int
     return 1 + len(PERSONA)
 
 
-async def throughput(url: str, key: str, seconds: float, concurrency: int) -> dict[str, float]:
+async def throughput(
+    url: str | list[str], key: str, seconds: float, concurrency: int
+) -> dict[str, float]:
     headers = {"authorization": f"Bearer {key}"}
     latencies: list[float] = []
     done = 0
     requests = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+    async with client_for(url, headers, limits) as client:
         await conversation(client, [])  # warm-up
         deadline = time.perf_counter() + seconds
         started = time.perf_counter()
@@ -160,11 +194,11 @@ async def throughput(url: str, key: str, seconds: float, concurrency: int) -> di
     }
 
 
-async def paced(url: str, key: str, rate: float, seconds: float) -> dict[str, float]:
+async def paced(url: str | list[str], key: str, rate: float, seconds: float) -> dict[str, float]:
     """Open loop: one message every 1/rate s, whatever the answers' timing."""
     headers = {"authorization": f"Bearer {key}"}
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+    async with client_for(url, headers) as client:
         conversations: list[str] = []
         for _ in range(50):
             response = await client.post("/api/v1/conversations", json={})
@@ -225,10 +259,10 @@ async def outbox(workdir: Path, receiver: str, events: int) -> dict[str, float]:
     return {"delivered": worker.delivered, "events_per_s": worker.delivered / elapsed, "left": left}
 
 
-async def make_key(db: Path) -> str:
-    from bot.storage.integration import IntegrationStore
+async def make_key(db: str | Path) -> str:
+    from bot.storage.factory import integration_store
 
-    store = IntegrationStore(db)
+    store = integration_store(db)
     await store.open()
     key, _ = await store.create_key("bench")
     await store.close()
@@ -242,29 +276,55 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "all"], default="all")
+    parser.add_argument("--instances", type=int, default=2, help="API servers on one PostgreSQL")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "PORT", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), Path(args.child[2]))
         return 0
 
+    def measure(workdir: Path, db: str | None, instances: int) -> dict[str, Any]:
+        """Throughput and latency of ``instances`` API servers on ``db`` (None: SQLite)."""
+        key = asyncio.run(make_key(db or workdir / "passerelle.db"))
+        servers = [start("ours", workdir, db) for _ in range(instances)]
+        urls = [url for _, url in servers]
+        try:
+            if not (workdir / REPLY_SIZE_FILE).exists():
+                sample = httpx.post(
+                    f"{urls[0]}/api/v1/conversations",
+                    json={},
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                (workdir / REPLY_SIZE_FILE).write_text(str(len(sample.content)))
+            result = asyncio.run(throughput(urls, key, args.seconds, args.concurrency))
+            result["paced"] = asyncio.run(paced(urls, key, args.rate, args.paced_seconds))
+            return result
+        finally:
+            for process, _ in servers:
+                stop(process)
+
+    runs: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="passerelle-bench-") as tmp:
         workdir = Path(tmp)
-        key = asyncio.run(make_key(workdir / "passerelle.db"))
-        process, url = start("ours", workdir)
-        try:
-            sample = httpx.post(
-                f"{url}/api/v1/conversations", json={}, headers={"authorization": f"Bearer {key}"}
-            )
-            (workdir / REPLY_SIZE_FILE).write_text(str(len(sample.content)))
-            ours = asyncio.run(throughput(url, key, args.seconds, args.concurrency))
-            latency = asyncio.run(paced(url, key, args.rate, args.paced_seconds))
-        finally:
-            stop(process)
+        if args.db in ("sqlite", "all"):
+            runs.append(("passerelle API (SQLite)", measure(workdir, None, 1)))
+        if args.db in ("postgresql", "all"):
+            from bot.storage.postgres.schema import ensure_current
+            from tests.harness.postgres import cluster
+
+            with cluster() as pg:
+                for count in sorted({1, max(1, args.instances)}):
+                    with pg.database() as db:
+                        asyncio.run(ensure_current(db, upgrade=True))
+                        runs.append(
+                            (f"passerelle API (PostgreSQL ×{count})", measure(workdir, db, count))
+                        )
+        ours, latency = runs[0][1], runs[0][1]["paced"]
         process, url = start("bare", workdir)
         try:
-            bare = asyncio.run(throughput(url, key, args.seconds, args.concurrency))
-            bare_latency = asyncio.run(paced(url, key, args.rate, args.paced_seconds))
+            bare = asyncio.run(throughput(url, "bare", args.seconds, args.concurrency))
+            bare_latency = asyncio.run(paced(url, "bare", args.rate, args.paced_seconds))
         finally:
             stop(process)
         process, url = start("receiver", workdir)
@@ -276,7 +336,7 @@ def main() -> int:
     ratio = ours["requests_per_s"] / bare["requests_per_s"]
     print(f"cpu cores: {os.cpu_count()}, concurrency {args.concurrency}, {args.seconds:.0f} s each")
     print(
-        f"passerelle API (SQLite durable) : {ours['conversations_per_s']:7.1f} conversations/s "
+        f"{runs[0][0]:32}: {ours['conversations_per_s']:7.1f} conversations/s "
         f"({ours['requests_per_s']:6.0f} req/s), p50 {ours['p50_ms']:.1f} ms, "
         f"p99 {ours['p99_ms']:.1f} ms"
     )
@@ -286,6 +346,15 @@ def main() -> int:
         f"p99 {bare['p99_ms']:.1f} ms"
     )
     print(f"ratio passerelle / bare         : {ratio:.2f} (target >= 0.5)")
+    for name, row in runs[1:]:
+        rate = row["requests_per_s"]
+        print(
+            f"{name}: {row['conversations_per_s']:.1f} conversations/s "
+            f"({rate:.0f} req/s, {rate / bare['requests_per_s']:.2f} × bare, "
+            f"{rate / ours['requests_per_s']:.2f} × {runs[0][0]}), "
+            f"p99 {row['p99_ms']:.1f} ms; at {row['paced']['sent_per_s']:.0f}/s p99 "
+            f"{row['paced']['p99_ms']:.1f} ms"
+        )
     print(
         f"at {latency['sent_per_s']:.0f} messages/s (open loop) : p50 {latency['p50_ms']:.1f} ms, "
         f"p99 {latency['p99_ms']:.1f} ms (target p99 < 20 ms); bare endpoint: "

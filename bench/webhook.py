@@ -18,8 +18,10 @@ Latency is from the POST to the reply reaching the fake Telegram. Variants:
 * ``echo-sized``: the same bare PTB bot replying, through PTB's ordinary ``reply_text`` (HTML), the
   same text and inline keyboard that Passerelle sends for that input (computed once before the
   run): the same bytes on the wire, no state. Shown so the comparison can be read both ways.
-* ``passerelle``: the real channel with durable SQLite state (WAL, synchronous=FULL), 10 000
-  sessions stored beforehand.
+* ``passerelle``: the real channel with durable state, 10 000 sessions stored beforehand: on
+  SQLite (WAL, synchronous=FULL), then on PostgreSQL (a throwaway cluster, tests/harness/
+  postgres.py) with one instance and with ``--instances`` instances on one database, updates
+  spread over them as a load balancer would (``--db sqlite`` or ``--db postgresql`` for one).
 
     python bench/webhook.py                       # defaults: 2000 updates, 50 chats, 100/s
     python bench/webhook.py --updates 5000 --chats 100 --rate 100 --paced-seconds 10
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import resource
 import subprocess
@@ -80,7 +84,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-async def drive(api: Any, url: str, path: str, users: list[Any], updates: int) -> dict[str, Any]:
+async def drive(
+    api: Any, urls: list[str], path: str, users: list[Any], updates: int
+) -> dict[str, Any]:
+    """Closed loop; consecutive updates go to the instances in turn (as a load balancer)."""
     import httpx
 
     latencies: list[float] = []
@@ -88,15 +95,17 @@ async def drive(api: Any, url: str, path: str, users: list[Any], updates: int) -
     gate = asyncio.Semaphore(16)
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     limits = httpx.Limits(max_connections=16)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+    spread = itertools.count()
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def chat(user: Any, count: int) -> None:
             for index in range(count):
                 before = api.count_to(user.id)
                 update = user.text("aide" if index % 2 else "glossaire")
+                url = urls[next(spread) % len(urls)]
                 start = time.perf_counter()
                 async with gate:
-                    response = await client.post(path, json=update, headers=headers)
+                    response = await client.post(url + path, json=update, headers=headers)
                 assert response.status_code == 200, response.status_code
                 await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
                 latencies.append(time.perf_counter() - start)
@@ -114,7 +123,7 @@ async def drive(api: Any, url: str, path: str, users: list[Any], updates: int) -
 
 
 async def paced(
-    api: Any, url: str, path: str, users: list[Any], rate: float, seconds: float
+    api: Any, urls: list[str], path: str, users: list[Any], rate: float, seconds: float
 ) -> dict[str, Any]:
     """Open loop: one update every ``1/rate`` s, round-robin over the chats."""
     import httpx
@@ -122,13 +131,13 @@ async def paced(
     latencies: list[float] = []
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     total = int(rate * seconds)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30) as client:
 
-        async def one(user: Any, index: int) -> None:
+        async def one(user: Any, index: int, url: str) -> None:
             before = api.count_to(user.id)
             update = user.text("aide" if index % 2 else "glossaire")
             start = time.perf_counter()
-            response = await client.post(path, json=update, headers=headers)
+            response = await client.post(url + path, json=update, headers=headers)
             assert response.status_code == 200, response.status_code
             await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
             latencies.append(time.perf_counter() - start)
@@ -140,7 +149,8 @@ async def paced(
             if delay > 0:
                 await asyncio.sleep(delay)
             user = users[index % len(users)]
-            tasks.append(asyncio.create_task(one(user, index // len(users))))
+            url = urls[index % len(urls)]
+            tasks.append(asyncio.create_task(one(user, index // len(users), url)))
         await asyncio.gather(*tasks)
     return {
         "paced_rate": rate,
@@ -149,61 +159,102 @@ async def paced(
     }
 
 
+async def fill(db: str, engine: Any, stored: int) -> None:
+    """``stored`` consented people with a session, before the run (not measured)."""
+    from bot.storage.base import UserChange
+    from bot.storage.sqlite import SqliteStorage
+
+    session = engine.start().session.to_dict()
+    if db.startswith("postgresql://"):
+        from bot.storage.postgres import PostgresStorage
+
+        store = PostgresStorage(db)
+        await store.open()
+        await store.run(
+            [
+                (
+                    'INSERT INTO consents ("user", granted_at) SELECT '
+                    "'te_' || lpad(n::text, 40, '0'), 0 FROM generate_series(1, %s) n",
+                    (stored,),
+                ),
+                (
+                    'INSERT INTO sessions ("user", data, updated_at) SELECT '
+                    "'te_' || lpad(n::text, 40, '0'), %s, 0 FROM generate_series(1, %s) n",
+                    (json.dumps(session), stored),
+                ),
+            ]
+        )
+        await store.close()
+        return
+    filler = SqliteStorage(db)
+    await filler.open()
+    await asyncio.gather(
+        *(
+            filler.commit_update(None, f"te_{i:040d}", UserChange(session, True))
+            for i in range(stored)
+        )
+    )
+    await filler.close()
+
+
 async def run_passerelle(
-    updates: int, chats: int, stored: int, rate: float, seconds: float
+    updates: int,
+    chats: int,
+    stored: int,
+    rate: float,
+    seconds: float,
+    db_url: str | None = None,
+    instances: int = 1,
 ) -> dict[str, Any]:
+    """Passerelle on SQLite (a temporary file) or on the PostgreSQL database ``db_url``, with
+    ``instances`` servers on it (PostgreSQL only), updates spread over them."""
     from bot.app.engines import build_engine
     from bot.config import Settings
     from bot.knowledge.loader import load
     from bot.server import build_server_app, freeze_startup_objects
-    from bot.storage.base import UserChange
-    from bot.storage.sqlite import SqliteStorage
+    from bot.storage.factory import build_stores
     from tests.harness.fakebotapi import TOKEN
     from tests.harness.servers import serve
 
     engine = build_engine(load(ROOT / "contenus"))
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
+        db = db_url or str(Path(tmp) / "bench.db")
         if stored:
-            filler = SqliteStorage(db)
-            await filler.open()
-            session = engine.start().session.to_dict()
-            await asyncio.gather(
-                *(
-                    filler.commit_update(None, f"te_{i:040d}", UserChange(session, True))
-                    for i in range(stored)
-                )
-            )
-            await filler.close()
-        async with lean_fake_api() as api:
+            await fill(db, engine, stored)
+        async with lean_fake_api() as api, contextlib.AsyncExitStack() as stack:
             settings = Settings(
                 telegram_token=TOKEN,
                 telegram_api_base_url=api.base_url,
                 secret=SECRET,
-                db_path=db,
+                db_path=Path(db) if db_url is None else Path("unused.db"),
+                database_url=db_url,
                 telegram_rate=0,
                 webhook_url="https://bench.invalid/telegram/webhook",
                 webhook_secret=WEBHOOK_SECRET,
             )
             ready_from = time.perf_counter()
-            app = build_server_app(settings, engine, pause=0)
-            async with serve(app) as url:
-                ready = time.perf_counter() - ready_from
-                freeze_startup_objects()  # as `passerelle serve` does once ready
-                users = [api.user(1_000_000 + i) for i in range(chats)]
-                channel = app.state.telegram
-                for user in users:  # consent first (not measured)
-                    await channel.receive(json.dumps(user.text("/start")).encode())
-                await channel.drain()
-                for user in users:
-                    consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
-                    data = consent.data_of(engine.msg("consent_yes", engine.new_session()))
-                    await channel.receive(json.dumps(user.press(consent, data)).encode())
-                await channel.drain()
-                api.lean = True
-                result = await drive(api, url, "/telegram/webhook", users, updates)
-                result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
-                counts = await app.state.storage.counts()
+            apps, urls = [], []
+            for _ in range(instances):
+                storage = build_stores(db).core if db_url else None
+                app = build_server_app(settings, engine, storage=storage, pause=0)
+                urls.append(await stack.enter_async_context(serve(app)))
+                apps.append(app)
+            ready = (time.perf_counter() - ready_from) / instances
+            freeze_startup_objects()  # as `passerelle serve` does once ready
+            users = [api.user(1_000_000 + i) for i in range(chats)]
+            channel = apps[0].state.telegram
+            for user in users:  # consent first (not measured)
+                await channel.receive(json.dumps(user.text("/start")).encode())
+            await channel.drain()
+            for user in users:
+                consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
+                data = consent.data_of(engine.msg("consent_yes", engine.new_session()))
+                await channel.receive(json.dumps(user.press(consent, data)).encode())
+            await channel.drain()
+            api.lean = True
+            result = await drive(api, urls, "/telegram/webhook", users, updates)
+            result.update(await paced(api, urls, "/telegram/webhook", users, rate, seconds))
+            counts = await apps[0].state.storage.counts()
     result.update(ready_s=ready, sessions=counts["sessions"], rss_mb=peak_rss_mb())
     return result
 
@@ -292,8 +343,8 @@ async def run_echo(
             ready = time.perf_counter() - ready_from
             users = [api.user(2_000_000 + i) for i in range(chats)]
             api.lean = True
-            result = await drive(api, url, "/telegram/webhook", users, updates)
-            result.update(await paced(api, url, "/telegram/webhook", users, rate, seconds))
+            result = await drive(api, [url], "/telegram/webhook", users, updates)
+            result.update(await paced(api, [url], "/telegram/webhook", users, rate, seconds))
         await application.shutdown()
     result.update(ready_s=ready, sessions=0, rss_mb=peak_rss_mb())
     return result
@@ -302,7 +353,11 @@ async def run_echo(
 def child(args: argparse.Namespace) -> int:
     pace = (args.rate, args.paced_seconds)
     if args.variant == "passerelle":
-        result = asyncio.run(run_passerelle(args.updates, args.chats, args.stored, *pace))
+        result = asyncio.run(
+            run_passerelle(
+                args.updates, args.chats, args.stored, *pace, args.db_url, args.instances
+            )
+        )
     else:
         result = asyncio.run(
             run_echo(args.updates, args.chats, *pace, sized=args.variant == "echo-sized")
@@ -320,34 +375,57 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="fixed-rate phase, updates/s")
     parser.add_argument("--paced-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgresql", "all"],
+        default="all",
+        help="Passerelle's store: SQLite, PostgreSQL (a throwaway cluster), or both (default)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="instances on one PostgreSQL database for the several-instances row (default 2)",
+    )
+    parser.add_argument(
         "--variant", choices=["passerelle", "echo", "echo-sized"], help=argparse.SUPPRESS
     )
+    parser.add_argument("--db-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         return child(args)
 
-    def run(variant: str) -> dict[str, Any]:
+    def run(variant: str, db_url: str | None = None, instances: int = 1) -> dict[str, Any]:
         command = [sys.executable, __file__, "--variant", variant]
         command += ["--updates", str(args.updates), "--chats", str(args.chats)]
         command += ["--stored", str(args.stored), "--rate", str(args.rate)]
-        command += ["--paced-seconds", str(args.paced_seconds)]
+        command += ["--paced-seconds", str(args.paced_seconds), "--instances", str(instances)]
+        command += ["--db-url", db_url] if db_url else []
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         data: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
         return data
 
     echo = run("echo")
     sized = run("echo-sized")
-    ours = run("passerelle")
+    passerelle: list[tuple[str, dict[str, Any]]] = []
+    if args.db in ("sqlite", "all"):
+        passerelle.append(("Passerelle (SQLite)", run("passerelle")))
+    if args.db in ("postgresql", "all"):
+        from bot.storage.postgres.schema import ensure_current
+        from tests.harness.postgres import cluster
+
+        with cluster() as pg:
+            for count in sorted({1, max(1, args.instances)}):
+                with pg.database() as url:
+                    asyncio.run(ensure_current(url, upgrade=True))
+                    label = f"Passerelle (PostgreSQL ×{count})"
+                    passerelle.append((label, run("passerelle", url, count)))
+    ours = passerelle[0][1]
     print(f"{args.updates} updates from {args.chats} chats, webhook on loopback")
     print(
         f"{'':26}{'saturated':>10}{'p50 ms':>8}{'p99 ms':>8}   {f'at {args.rate:.0f}/s:':<8}"
         f"{'p50 ms':>7}{'p99 ms':>8}{'peak RSS MB':>13}{'ready s':>9}"
     )
-    rows = (
-        ("PTB echo bot", echo),
-        ("PTB echo, same replies", sized),
-        ("Passerelle (SQLite)", ours),
-    )
+    rows = [("PTB echo bot", echo), ("PTB echo, same replies", sized), *passerelle]
     for name, row in rows:
         print(
             f"{name:26}{row['rate']:>7.0f}u/s{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}   {'':<8}"
@@ -366,6 +444,19 @@ def main() -> int:
         "includes the fake Bot API and the load generator)"
     )
     print(f"time to ready (app built → serving): {ours['ready_s']:.2f} s (target < 2 s)")
+    for name, row in passerelle[1:] if len(passerelle) > 1 else ():
+        print(
+            f"{name}: {row['rate'] / echo['rate']:.2f} × echo bot, "
+            f"{row['rate'] / sized['rate']:.2f} × echo with the same replies, "
+            f"{row['rate'] / passerelle[0][1]['rate']:.2f} × {passerelle[0][0]} "
+            "(target ≥ 0.7 for one PostgreSQL instance); "
+            f"p99 at {args.rate:.0f}/s {row['paced_p99_ms'] / sized['paced_p99_ms']:.2f} × echo's"
+        )
+    if any("×2" in name or "×3" in name for name, _ in passerelle):
+        print(
+            "several instances run in one process here (one peak RSS for all of them, with the "
+            "fake Bot API and the load generator); memory per instance is the ×1 row's"
+        )
     return 0
 
 

@@ -50,6 +50,8 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     db_path: Path = Path(DEFAULT_DB)
+    #: ``PASSERELLE_DB`` when it is a ``postgresql://`` URL (then ``db_path`` is unused).
+    database_url: str | None = None
     retention_days: int = 90
     log_level: str = "INFO"
     host: str = "127.0.0.1"
@@ -73,6 +75,15 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     header_timeout: float = HEADER_TIMEOUT
     body_timeout: float = BODY_TIMEOUT
+
+    @property
+    def database_label(self) -> str:
+        """The database as an operator may see it: the file, or the URL without its password."""
+        if self.database_url is not None:
+            from bot.storage.postgres.schema import redact_url
+
+            return redact_url(self.database_url)
+        return str(self.db_path.resolve())
 
     @property
     def webhook_path(self) -> str:
@@ -100,7 +111,7 @@ def http_address(host: str, port: int) -> str:
 SERVE_SETTINGS = (
     ("PASSERELLE_HOST", "127.0.0.1", "interface d'écoute (0.0.0.0 : toutes, pour un PaaS)"),
     ("PORT", "8080", "port HTTP"),
-    ("PASSERELLE_DB", DEFAULT_DB, "fichier SQLite (créé en 0600)"),
+    ("PASSERELLE_DB", DEFAULT_DB, "fichier SQLite (créé en 0600) ou postgresql://…"),
     ("TELEGRAM_BOT_TOKEN", "", "jeton de @BotFather ; absent : pas de Telegram"),
     ("PASSERELLE_SECRET", "", "clé de pseudonymisation (sinon générée dans <base>.secret)"),
     ("PASSERELLE_WEBHOOK_URL", "", "adresse https du webhook Telegram ; vide : long polling"),
@@ -330,11 +341,20 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
     body_timeout = _number(
         env, "PASSERELLE_BODY_TIMEOUT", BODY_TIMEOUT, 0.1, 600.0, "secondes, par exemple 30"
     )
+    database = get("PASSERELLE_DB") or DEFAULT_DB
+    database_url = database if database.startswith(("postgresql://", "postgres://")) else None
+    if database_url is not None and get("PASSERELLE_SECRET") is None:
+        raise ConfigError(
+            "PASSERELLE_DB désigne PostgreSQL : définissez aussi PASSERELLE_SECRET, la même "
+            "valeur pour toutes les instances (sinon chacune pseudonymiserait autrement), "
+            f"générée une fois avec {GENERATE}"
+        )
     return Settings(
         telegram_token=token,
         webhook_url=webhook_url,
         webhook_secret=webhook_secret,
-        db_path=Path(get("PASSERELLE_DB") or DEFAULT_DB),
+        db_path=Path(DEFAULT_DB if database_url else database),
+        database_url=database_url,
         retention_days=_number(
             env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
         ),

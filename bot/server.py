@@ -149,7 +149,7 @@ def storage_checks(storage: SqliteStorage) -> list[tuple[str, Check]]:
     or read-only file fail it), and its disk keeps some free space."""
 
     async def disk() -> None:
-        if storage.path == ":memory:":
+        if storage.path in (":memory:", ":postgresql:"):  # no local file to watch
             return
         free = (await asyncio.to_thread(shutil.disk_usage, Path(storage.path).parent)).free
         if free < MIN_FREE_BYTES:
@@ -249,9 +249,53 @@ def startup_line(
     where = f" sur {address}" if address else ""
     took = f" ; démarrage en {seconds:.1f} s" if seconds is not None else ""
     return (
-        f"Passerelle est prête{where} — {mode} ; base de données {settings.db_path.resolve()} ; "
+        f"Passerelle est prête{where} — {mode} ; base de données {settings.database_label} ; "
         f"contenus version {kb_version} ; établissements : {names}{took}."
     )
+
+
+#: The PostgreSQL notification channel of contents reloads.
+RELOAD_CHANNEL = "passerelle_reload"
+
+
+def reload_everywhere(reloader: Reloader, storage: Any) -> Lifespan:
+    """Several instances on one PostgreSQL database: a reload asked of any instance (SIGHUP,
+    ``POST /admin/reload``) is announced with NOTIFY, and every other instance reloads its
+    own copy of the contents on hearing it (deploy the files to every machine first)."""
+
+    async def announce() -> None:
+        await storage.notify(RELOAD_CHANNEL, storage.instance)
+
+    ready = asyncio.Event()
+
+    async def listen() -> None:
+        async for sender in storage.listen(RELOAD_CHANNEL, ready):
+            if sender != storage.instance:
+                result = await reloader.reload(announce=False)
+                log.info(
+                    "reload announced by another instance: %s", "ok" if result.ok else "refused"
+                )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reloader.on_reloaded.append(announce)
+        task = asyncio.create_task(listen(), name="reload-listener")
+        try:
+            async with asyncio.timeout(15):  # ready once it hears the others' reloads
+                await asyncio.wait(
+                    [task, asyncio.ensure_future(ready.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            if task.done():
+                task.result()  # the listener failed: say why at start-up
+            yield
+        finally:
+            reloader.on_reloaded.remove(announce)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    return lifespan
 
 
 @contextlib.asynccontextmanager
@@ -378,6 +422,8 @@ def serve(
         yield
 
     extra = [sighup_lifespan(reloader)] if reloader is not None else []
+    if reloader is not None and storage is not None and storage.shared:
+        extra.append(reload_everywhere(reloader, storage))
     extra.append(chart_worker)
     app = build_server_app(
         settings,

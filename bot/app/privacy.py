@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,11 +42,18 @@ class IdleConversations(Protocol):
 
 
 def schedule_api_retention(
-    scheduler: Scheduler, store: IdleConversations, retention_days: int
+    scheduler: Scheduler,
+    store: IdleConversations,
+    retention_days: int,
+    *,
+    lease: Callable[[str, float], Awaitable[bool]] | None = None,
 ) -> None:
-    """Erase API conversations idle past the retention period, at start-up then daily."""
+    """Erase API conversations idle past the retention period, at start-up then daily.
+    Several instances on one database (``lease``, the store's): the lease holder alone."""
 
     async def purge() -> None:
+        if lease is not None and not await lease("api-retention", 12 * 3600):
+            return
         erased = await store.purge_idle_conversations(retention_days)
         if erased:
             log.info("retention: %d idle API conversations erased", erased)
@@ -107,7 +114,11 @@ class Privacy:
         return UserChange(erase=True)
 
     async def purge(self) -> int:
-        """Erase people idle past the retention period; forget ids of old applied updates."""
+        """Erase people idle past the retention period; forget ids of old applied updates.
+        Several instances: only the one holding the retention lease runs it."""
+        lease = getattr(self.storage, "lease", None)
+        if lease is not None and not await lease("telegram-retention", 3 * 3600):
+            return 0
         erased = await self.storage.purge_idle(self.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)
         await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)

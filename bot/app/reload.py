@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +78,23 @@ class Reloader:
         self.extra = extra
         self.holders = holders
         self._lock = asyncio.Lock()
+        #: Called after a reload asked here (SIGHUP, ``POST /admin/reload``) succeeded: tells
+        #: the deployment's other instances to reload too (PostgreSQL: NOTIFY).
+        self.on_reloaded: list[Callable[[], Awaitable[None]]] = []
 
-    async def reload(self) -> ReloadResult:
+    async def reload(self, *, announce: bool = True) -> ReloadResult:
+        """Reload now; with ``announce``, then tell the other instances (:attr:`on_reloaded`;
+        an instance reloading because another told it does not announce again)."""
+        result = await self._reload()
+        if result.ok and announce:
+            for hook in self.on_reloaded:
+                try:
+                    await hook()
+                except Exception as exc:  # the local reload stands; say the others did not
+                    log.warning("reload not announced to other instances: %s", type(exc).__name__)
+        return result
+
+    async def _reload(self) -> ReloadResult:
         async with self._lock:
             kb, problems = await asyncio.to_thread(load_with_problems, self.directory, self.extra)
             errors = tuple(str(p) for p in problems if p.severity == "error")

@@ -35,8 +35,8 @@ from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.knowledge.model import KnowledgeBase
-from bot.storage.features import FeatureStore
-from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
+from bot.storage.factory import build_stores, integration_for, integration_store
+from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def with_store(
         settings = config.load_or_exit()
 
         async def run() -> int:
-            store = IntegrationStore(settings.db_path)
+            store = integration_store(settings.database_url or settings.db_path)
             await store.open()
             try:
                 return await work(store, settings, args)
@@ -138,10 +138,17 @@ def build_world(settings: Settings, kb: KnowledgeBase) -> World:
     telegram_factory = functools.partial(build_engine, followup=True, receivers=receivers)
     api_engine = EngineHolder(api_factory(kb), api_factory)
     telegram_engine = EngineHolder(telegram_factory(kb), telegram_factory)
-    storage = SqliteStorage(settings.db_path, migrations=ALL_MIGRATIONS)
-    features = Features(telegram_engine.engine, FeatureStore(settings.db_path))
+    if settings.database_url is not None:
+        from bot.storage.postgres.schema import ensure_current
+
+        # PostgreSQL is never migrated by serve (instances of two versions share it during a
+        # rolling restart): a schema older or newer than the code stops here, before anything.
+        asyncio.run(ensure_current(settings.database_url))
+    stores = build_stores(settings.database_url or settings.db_path)
+    storage = stores.core
+    features = Features(telegram_engine.engine, stores.features)
     telegram_engine.on_swap(features.set_engine)
-    outbox = IntegrationStore(storage)
+    outbox = stores.integration
     reloader = Reloader(
         settings.contenus or default_contenus(),
         [api_engine, telegram_engine],
@@ -189,7 +196,7 @@ def build_integration(
         establishments, store, worker = world.establishments, world.outbox, world.worker
     else:
         establishments = establishments_or_exit(settings, engine)
-        store = IntegrationStore(storage)
+        store = integration_for(storage)
         worker = webhook_worker(settings, store, establishments)
     demo_key = "pwk_demo_" + secrets.token_urlsafe(24) if settings.demo else None
     api = ConversationApi(
@@ -210,7 +217,9 @@ def build_integration(
         await worker.start()
         # The application's one scheduler (as Telegram's retention and follow-ups).
         scheduler = Scheduler()
-        schedule_api_retention(scheduler, store, settings.retention_days)
+        schedule_api_retention(
+            scheduler, store, settings.retention_days, lease=getattr(storage, "lease", None)
+        )
         try:
             yield
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.cli import chat, kb, keys, serve, stats, webhooks
+from bot.cli import chat, db, kb, keys, serve, stats, webhooks
 
 #: argparse's own messages (usage, errors, help headings) in French. argparse looks them up
 #: through gettext at call time; a catalog file would need a build step for a dozen lines.
@@ -49,7 +49,7 @@ setattr(argparse, "_", _french)  # noqa: B010 (argparse reads its module-level g
 setattr(argparse, "ngettext", _french_plural)  # noqa: B010
 
 #: The command groups, in the order ``passerelle --help`` lists them.
-GROUPS = (chat, kb, serve, keys, webhooks, stats)
+GROUPS = (chat, kb, serve, db, keys, webhooks, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.app.stats_report import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
 from bot.cli.contents import load_or_exit, optional_path
-from bot.storage.sqlite import SqliteFeatureStore
+from bot.storage.factory import feature_store, is_postgres_url
 
 
 def default_db_path() -> Path:
@@ -40,13 +40,13 @@ def _k(value: str) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     kb = load_or_exit(optional_path(args.contenus))
-    path = Path(args.db) if args.db else default_db_path()
-    if not path.is_file():
-        print(f"Base de données introuvable : {path}", file=sys.stderr)
+    target = args.db or os.environ.get("PASSERELLE_DB") or str(default_db_path())
+    if not is_postgres_url(target) and not Path(target).is_file():
+        print(f"Base de données introuvable : {target}", file=sys.stderr)
         return 1
 
     async def compute() -> Any:
-        async with SqliteFeatureStore(path) as store:
+        async with feature_store(target) as store:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
 
     report = asyncio.run(compute())

@@ -21,15 +21,13 @@ import pytest
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker, check_target
 from bot.knowledge.establishments import (
-    Establishment,
     EstablishmentsError,
-    decode_secret,
     load_establishments,
     target_problem,
 )
 from bot.storage.integration import IntegrationStore, OutboxEvent
 from tests.harness.wait import eventually
-from tests.harness.webhooks import SECRET, Receiver
+from tests.harness.webhooks import SECRET, Receiver, establishment
 
 
 class Trickler:
@@ -69,15 +67,6 @@ class Trickler:
         self.stopping.set()
         self.thread.join(timeout=5)
         self.sock.close()
-
-
-def establishment(name: str, port: int) -> Establishment:
-    return Establishment(
-        id=name,
-        name=name,
-        webhook_url=f"http://127.0.0.1:{port}/hooks",
-        secret=decode_secret(SECRET),
-    )
 
 
 def event(n: int, to: str, subject: str | None = None, kind: str = "contact.requested") -> Any:

@@ -26,7 +26,8 @@ from bot.channels.http import ConversationApi
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import load_establishments
 from bot.server import create_app
-from bot.storage.integration import IntegrationStore, OutboxEvent
+from bot.storage.factory import integration_store
+from bot.storage.integration import OutboxEvent
 from tests.harness.ports import free_port
 from tests.harness.servers import serve
 from tests.harness.wait import eventually, wait_until, within
@@ -41,8 +42,8 @@ from tests.harness.webhooks import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def outbox(db: Path) -> list[Any]:
-    store = IntegrationStore(db)
+async def outbox(db: str) -> list[Any]:
+    store = integration_store(db)
     await store.open()
     try:
         return await store.outbox_list()
@@ -51,22 +52,22 @@ async def outbox(db: Path) -> list[Any]:
 
 
 def test_receiver_down_then_up_gets_every_event(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHU_A_SECRET", SECRET)
     port = free_port()  # nobody listens there yet: the receiver is down
     establishments = load_establishments(write_establishments(tmp_path / "etab.yaml", port))
-    db = tmp_path / "passerelle.db"
+    db = database
 
     async def make_key() -> str:
-        store = IntegrationStore(db)
+        store = integration_store(db)
         await store.open()
         key, _ = await store.create_key("chu-a")
         await store.close()
         return key
 
     key = asyncio.run(make_key())
-    store = IntegrationStore(db)
+    store = integration_store(db)
     worker = WebhookWorker(
         store, establishments, policy=RetryPolicy(base=0.05, cap=0.3), idle_poll=0.2
     )
@@ -120,15 +121,15 @@ def test_receiver_down_then_up_gets_every_event(
 
 
 def test_tampered_body_or_timestamp_fails_verification(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHU_A_SECRET", SECRET)
     receiver = Receiver()
     establishments = load_establishments(write_establishments(tmp_path / "e.yaml", receiver.port))
-    db = tmp_path / "passerelle.db"
+    db = database
 
     async def deliver_one() -> None:
-        store = IntegrationStore(db)
+        store = integration_store(db)
         await store.open()
         await store.enqueue(
             [OutboxEvent("msg_1", "chu-a", "conversation.completed", '{"type":"x","data":{}}')]
@@ -155,10 +156,13 @@ def test_tampered_body_or_timestamp_fails_verification(
 
 
 @pytest.fixture
-def worker_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def worker_env(database: str) -> Iterator[dict[str, str]]:
     env = {
         **os.environ,
-        "PASSERELLE_DB": str(tmp_path / "passerelle.db"),
+        "PASSERELLE_DB": database,
+        "PASSERELLE_SECRET": "webhooks-pseudonym-secret-0123456789",
+        # PostgreSQL: a killed worker's claims lapse after this (SQLite claims nothing).
+        "PASSERELLE_CLAIM_SECONDS": "1",
         "CHU_A_SECRET": SECRET,
         "PASSERELLE_WEBHOOK_RETRY_BASE": "0.05",
     }
@@ -186,11 +190,11 @@ def test_worker_killed_mid_delivery_delivers_everything_after_restart(
     worker_env["PASSERELLE_ETABLISSEMENTS"] = str(
         write_establishments(tmp_path / "etab.yaml", receiver.port)
     )
-    db = Path(worker_env["PASSERELLE_DB"])
+    db = worker_env["PASSERELLE_DB"]
     ids = [f"msg_{i:03d}" for i in range(40)]
 
     async def fill() -> None:
-        store = IntegrationStore(db)
+        store = integration_store(db)
         await store.open()
         await store.enqueue(
             [
@@ -233,10 +237,10 @@ def test_failures_dead_letter_then_retry_resends(
     receiver.status = 500
     path = write_establishments(tmp_path / "etab.yaml", receiver.port)
     establishments = load_establishments(path)
-    db = Path(worker_env["PASSERELLE_DB"])
+    db = worker_env["PASSERELLE_DB"]
 
     async def fail_for_a_while() -> None:
-        store = IntegrationStore(db)
+        store = integration_store(db)
         await store.open()
         await store.enqueue([OutboxEvent("msg_dead", "chu-a", "contact.requested", "{}")])
         worker = WebhookWorker(
@@ -290,16 +294,16 @@ def test_failures_dead_letter_then_retry_resends(
 
 
 def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webhooks(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a hospital would do: verify with `standardwebhooks` (PyPI), then read the payload
     as the served OpenAPI document's `webhooks` section describes it."""
     monkeypatch.setenv("CHU_A_SECRET", SECRET)
     receiver = Receiver()
     establishments = load_establishments(write_establishments(tmp_path / "e.yaml", receiver.port))
-    db = tmp_path / "passerelle.db"
+    db = database
     key = asyncio.run(create_key(db))
-    store = IntegrationStore(db)
+    store = integration_store(db)
     worker = WebhookWorker(store, establishments, policy=RetryPolicy(base=0.05), idle_poll=0.2)
     engine = Engine(engine.kb, receivers=tuple(establishments.values()))
     api = ConversationApi(engine, store, establishments, on_events=worker.wake)
@@ -334,8 +338,8 @@ def test_deliveries_verify_with_the_official_package_and_match_the_openapi_webho
     assert seen["contact.requested"]["establishments"] == ["chu-a"]
 
 
-async def create_key(db: Path) -> str:
-    store = IntegrationStore(db)
+async def create_key(db: str) -> str:
+    store = integration_store(db)
     await store.open()
     key, _ = await store.create_key("chu-a")
     await store.close()

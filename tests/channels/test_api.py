@@ -1,11 +1,10 @@
 """The conversation API as an integrator sees it: a real HTTP client against a real uvicorn
-server on loopback, with a durable SQLite store."""
+server on loopback, with a durable store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,15 +13,15 @@ import pytest
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
 from bot.server import create_app
-from bot.storage.integration import IntegrationStore
+from bot.storage.factory import integration_store
 from tests.harness.api import Api, make_keys, run_api, start
 from tests.harness.personas import PATIENT_TRAINER
 from tests.harness.servers import serve
 
 
 @pytest.fixture
-def server(engine: Engine, tmp_path: Path) -> Iterator[Api]:
-    yield from run_api(engine, tmp_path)
+def server(engine: Engine, database: str) -> Iterator[Api]:
+    yield from run_api(engine, database)
 
 
 def choices(turn: dict[str, Any]) -> list[str]:
@@ -254,8 +253,8 @@ def test_openapi_document_describes_the_api(server: Api) -> None:
     assert "ConversationCreated" in doc["components"]["schemas"]
 
 
-def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, tmp_path: Path) -> None:
-    for api in run_api(engine, tmp_path, limiter=RateLimiter(rate=0.5, burst=3)):
+def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, database: str) -> None:
+    for api in run_api(engine, database, limiter=RateLimiter(rate=0.5, burst=3)):
         with api.client() as client, api.client(api.other_key) as other:
             statuses = [client.post("/conversations", json={}).status_code for _ in range(3)]
             assert statuses == [201, 201, 201]
@@ -266,11 +265,11 @@ def test_rate_limit_per_key_gives_429_with_retry_after(engine: Engine, tmp_path:
             assert other.post("/conversations", json={}).status_code == 201
 
 
-def test_conversation_survives_a_server_restart(engine: Engine, tmp_path: Path) -> None:
-    db = tmp_path / "passerelle.db"
+def test_conversation_survives_a_server_restart(engine: Engine, database: str) -> None:
+    db = database
     key, _, _ = asyncio.run(make_keys(db))
     headers = {"authorization": f"Bearer {key}"}
-    with serve(create_app(ConversationApi(engine, IntegrationStore(db)))) as url:
+    with serve(create_app(ConversationApi(engine, integration_store(db)))) as url:
         cid = httpx.post(f"{url}/api/v1/conversations", json={}, headers=headers).json()[
             "conversation_id"
         ]
@@ -279,7 +278,7 @@ def test_conversation_survives_a_server_restart(engine: Engine, tmp_path: Path) 
             json={"choice": "patient"},
             headers=headers,
         )
-    with serve(create_app(ConversationApi(engine, IntegrationStore(db)))) as url:
+    with serve(create_app(ConversationApi(engine, integration_store(db)))) as url:
         response = httpx.post(
             f"{url}/api/v1/conversations/{cid}/messages",
             json={"choice": "chronique"},

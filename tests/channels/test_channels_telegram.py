@@ -53,10 +53,10 @@ MODES = [pytest.param(False, id="polling"), pytest.param(True, id="webhook")]
 
 @pytest.mark.parametrize("webhook", MODES)
 async def test_persona_by_buttons(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, database: str, engine: Engine, webhook: bool
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
-    async with running_bot(api, tmp_path, engine, webhook) as bot:
+    async with running_bot(api, database, engine, webhook) as bot:
         if webhook:
             assert api.webhook is not None
             assert api.webhook["secret_token"] == WEBHOOK_SECRET
@@ -81,10 +81,10 @@ async def test_persona_by_buttons(
 
 @pytest.mark.parametrize("webhook", MODES)
 async def test_persona_by_free_text(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, database: str, engine: Engine, webhook: bool
 ) -> None:
     script = persona("07_fautes_sans_accents.yaml")
-    async with running_bot(api, tmp_path, engine, webhook) as bot:
+    async with running_bot(api, database, engine, webhook) as bot:
         user = api.user(502)
         shown = await begin(bot, user, engine)
         for step in script["steps"]:
@@ -97,15 +97,15 @@ async def test_persona_by_free_text(
 
 
 async def test_restart_mid_conversation_resumes(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     user = api.user(503)
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         shown = await begin(bot, user, engine)
         shown = await bot.send(user, press_choice(user, shown, "patient"))
         assert text(engine.kb.questions["experience"].text) in shown[-1].text
     # A new process on the same database: the old keyboard still works, one step further.
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         shown = await bot.send(user, press_choice(user, shown, "chronique"))
         experience = engine.kb.questions["experience"]
         chosen = next(c for c in experience.choices if c.id == "chronique")
@@ -132,9 +132,9 @@ async def test_update_recorded_before_a_crash_is_applied_at_start(
 
 
 async def test_duplicate_update_is_applied_once(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(505)
         shown = await begin(bot, user, engine)
         tap = press_choice(user, shown, "patient")
@@ -149,9 +149,9 @@ async def test_duplicate_update_is_applied_once(
 
 @pytest.mark.parametrize("header", [None, "wrong-secret-abcdefghijkl", ""])
 async def test_webhook_without_the_secret_is_refused(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, header: str | None
+    api: FakeBotAPI, database: str, engine: Engine, header: str | None
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(506)
         headers = {} if header is None else {"X-Telegram-Bot-Api-Secret-Token": header}
         async with httpx.AsyncClient() as client:
@@ -165,9 +165,9 @@ async def test_webhook_without_the_secret_is_refused(
 
 
 async def test_webhook_rejects_what_is_not_an_update(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
         async with httpx.AsyncClient() as client:
             for body in (b"not json", b"[]", b'{"update_id": "7"}', b"\xff\xfe"):
@@ -179,9 +179,9 @@ async def test_webhook_rejects_what_is_not_an_update(
 
 
 async def test_non_text_messages_get_a_kind_reply(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(507)
         await begin(bot, user, engine)
         file = {"file_id": "f", "file_unique_id": "u"}
@@ -213,9 +213,9 @@ async def test_non_text_messages_get_a_kind_reply(
         assert shown[0].text.startswith(msg(engine, "too_long")[:40])
 
 
-async def test_two_hundred_chats_at_once(api: FakeBotAPI, tmp_path: Path, engine: Engine) -> None:
+async def test_two_hundred_chats_at_once(api: FakeBotAPI, database: str, engine: Engine) -> None:
     """No reply lost, none sent to the wrong chat, every chat applied in order."""
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         users = [api.user(10_000 + i) for i in range(200)]
         yes = msg(engine, "consent_yes")
 
@@ -273,9 +273,9 @@ async def test_forget_leaves_no_row_of_that_person(
 
 
 async def test_without_consent_nothing_is_stored(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(510)
         shown = await begin(bot, user, engine, consent=False)
         assert shown[0].text.startswith(msg(engine, "consent_refused")[:40])
@@ -288,9 +288,9 @@ async def test_without_consent_nothing_is_stored(
 
 
 async def test_old_buttons_are_answered_gracefully(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(511)
         first = await begin(bot, user, engine)
         old_tap = press_choice(user, first, "proche")  # kept before its keyboard goes
@@ -314,10 +314,10 @@ async def test_old_buttons_are_answered_gracefully(
 
 
 async def test_deep_link_payload_is_validated(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     known = sorted({c.establishment for c in engine.kb.contacts.values() if c.establishment})
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         for index, payload in enumerate(["inconnu", "a" * 65, "<script>", *known[:1]]):
             user = api.user(600 + index)
             shown = await bot.send(user, user.text(f"/start {payload}"))
@@ -326,10 +326,8 @@ async def test_deep_link_payload_is_validated(
             assert last_buttons(shown).buttons  # the consent question follows either way
 
 
-async def test_every_command_is_in_the_menu(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
-) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=False) as bot:
+async def test_every_command_is_in_the_menu(api: FakeBotAPI, database: str, engine: Engine) -> None:
+    async with running_bot(api, database, engine, webhook=False) as bot:
         names = [c["command"] for c in api.commands]
         assert names[:6] == ["aide", "retour", "recommencer", "contacts", "glossaire", "stop"]
         typed = {*COMMANDS, *bot.channel.engine.modes, "mesdonnees", "oubli"}
@@ -343,9 +341,9 @@ async def test_every_command_is_in_the_menu(
 
 
 async def test_telegram_429_then_200_delivers_once(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(512)
         api.fail("sendMessage", 429, retry_after=1)
         shown = await bot.send(user, user.text("/start"))
@@ -355,9 +353,9 @@ async def test_telegram_429_then_200_delivers_once(
 
 
 async def test_telegram_5xx_is_retried_boundedly(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(513)
         api.fail("sendMessage", 500, times=2)
         shown = await bot.send(user, user.text("/start"))
@@ -371,10 +369,10 @@ async def test_telegram_5xx_is_retried_boundedly(
 
 
 async def test_logs_carry_no_text_no_id_no_token(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+    api: FakeBotAPI, database: str, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(987654321)
         await begin(bot, user, engine)
         shown = await bot.send(user, user.text("je suis une phrase tres personnelle"))
@@ -409,9 +407,9 @@ def test_callback_data_fits_telegram_limit() -> None:
 
 # -- how a person sees it on a phone ---------------------------------------------------------
 async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(520)
         shown = await begin(bot, user, engine)
         question = shown[-1]
@@ -428,11 +426,11 @@ async def test_a_tapped_question_shows_the_answer_and_loses_its_buttons(
 
 
 async def test_keyboards_are_compact_and_labels_fit_a_phone(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
     back = text(engine.kb.flow.commands["retour"].label)
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(521)
         shown = await begin(bot, user, engine)
         keyboards = [last_buttons(shown).rows]
@@ -451,9 +449,9 @@ async def test_keyboards_are_compact_and_labels_fit_a_phone(
 
 
 async def test_the_glossary_is_paged_in_place(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(522)
         await begin(bot, user, engine)
         [glossary] = await bot.send(user, user.text("/glossaire"))
@@ -485,10 +483,10 @@ async def test_the_glossary_is_paged_in_place(
 
 
 async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     script = persona("01_patiente_chronique_formatrice.yaml")
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(523)
         shown = await begin(bot, user, engine)
         for step in script["steps"]:
@@ -512,11 +510,11 @@ async def test_the_recommendation_is_one_message_per_role_with_bold_headings(
 
 
 async def test_a_typed_answer_removes_the_buttons_it_answered(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine
+    api: FakeBotAPI, database: str, engine: Engine
 ) -> None:
     """Once the conversation moves on, answered by typing or tapping, no older message keeps
     buttons; at the same question (« aide »), they stay, without an extra call."""
-    async with running_bot(api, tmp_path, engine, webhook=True) as bot:
+    async with running_bot(api, database, engine, webhook=True) as bot:
         user = api.user(524)
         shown = await begin(bot, user, engine)
         question = last_buttons(shown)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from bot.app.engines import build_engine
@@ -119,8 +120,19 @@ def capture_json_logs() -> tuple[logging.Handler, io.StringIO]:
     return handler, buffer
 
 
-def every_cell(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table of the schema (read from sqlite_master)."""
+def every_cell(db: str | Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of the schema (sqlite_master, or PostgreSQL's catalogue)."""
+    if str(db).startswith("postgresql://"):
+        with psycopg.connect(str(db)) as pg:
+            names = [
+                str(row[0])
+                for row in pg.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                )
+            ]
+            return {
+                t: [tuple(r) for r in pg.execute(f'SELECT * FROM "{t}"'.encode())] for t in names
+            }
     with contextlib.closing(sqlite3.connect(db)) as conn:
         tables = [
             row[0]
@@ -215,12 +227,12 @@ async def test_contact_request_on_telegram_reaches_the_hospital_signed(
 
 
 async def test_export_then_erasure_leaves_no_row_about_the_person(
-    tmp_path: Path, fengine: Engine, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database: str, fengine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
     down = free_port()  # the hospital is down: the contact request stays undelivered
-    db = tmp_path / "passerelle.db"
-    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, down) as bot:
+    db = database
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, down, database) as bot:
         pro, patient = api.user(7001, "Dominique"), api.user(7002, "Camille")
         await begin(bot, pro, fengine)
         shown = await rate(bot, pro, "professionnel", PRO_SCORES)

@@ -14,7 +14,7 @@ import httpx
 from bot.channels.http import ConversationApi, RateLimiter
 from bot.engine.flow import Engine
 from bot.server import create_app
-from bot.storage.integration import IntegrationStore
+from bot.storage.factory import integration_store
 from tests.harness.servers import serve
 
 
@@ -24,16 +24,16 @@ class Api:
     key: str
     other_key: str
     revoked_key: str
-    db: Path
+    db: str
 
     def client(self, key: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {key or self.key}"}
         return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=10)
 
 
-async def make_keys(db: Path) -> tuple[str, str, str]:
+async def make_keys(db: str) -> tuple[str, str, str]:
     """Created the way `passerelle keys create` does, before the server starts."""
-    store = IntegrationStore(db)
+    store = integration_store(db)
     await store.open()
     key, _ = await store.create_key("chu-a")
     other, _ = await store.create_key("chu-b")
@@ -43,10 +43,11 @@ async def make_keys(db: Path) -> tuple[str, str, str]:
     return key, other, revoked
 
 
-def run_api(engine: Engine, tmp_path: Path, limiter: RateLimiter | None = None) -> Iterator[Api]:
-    db = tmp_path / "passerelle.db"
+def run_api(engine: Engine, db: str | Path, limiter: RateLimiter | None = None) -> Iterator[Api]:
+    """The API on ``db``: a PostgreSQL URL, a SQLite file, or a directory (its passerelle.db)."""
+    db = str(Path(db) / "passerelle.db") if Path(db).is_dir() else str(db)
     key, other, revoked = asyncio.run(make_keys(db))
-    api = ConversationApi(engine, IntegrationStore(db), limiter=limiter or RateLimiter(1000, 1000))
+    api = ConversationApi(engine, integration_store(db), limiter=limiter or RateLimiter(1000, 1000))
     with serve(create_app(api)) as url:
         yield Api(url, key, other, revoked, db)
 

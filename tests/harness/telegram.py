@@ -20,6 +20,7 @@ from bot.cli.compose import build_integration, establishments_or_exit
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.server import build_server_app
+from bot.storage.factory import build_stores, is_postgres_url
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
 from bot.storage.sqlite import SqliteStorage
@@ -31,12 +32,17 @@ SECRET = b"test-pseudonym-secret-0123456789"
 WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
 
 
-def settings_for(api: FakeBotAPI, tmp_path: Path, webhook: bool) -> Settings:
+def settings_for(api: FakeBotAPI, db: str | Path, webhook: bool) -> Settings:
+    """Settings of a bot on ``db``: a SQLite file, a directory (its passerelle.db) or a
+    PostgreSQL URL."""
+    if not isinstance(db, str) or not is_postgres_url(db):
+        db = str(Path(db) / "passerelle.db") if Path(db).is_dir() else str(db)
     return Settings(
         telegram_token=TOKEN,
         telegram_api_base_url=api.base_url,
         secret=SECRET,
-        db_path=tmp_path / "passerelle.db",
+        db_path=Path(db) if not is_postgres_url(db) else Path("unused.db"),
+        database_url=db if is_postgres_url(db) else None,
         telegram_rate=0,
         webhook_url="https://passerelle.test/telegram/webhook" if webhook else None,
         webhook_secret=WEBHOOK_SECRET if webhook else None,
@@ -93,10 +99,16 @@ class Bot:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, webhook: bool
+    api: FakeBotAPI, db: str | Path, engine: Engine, webhook: bool
 ) -> AsyncIterator[Bot]:
-    settings = settings_for(api, tmp_path, webhook)
-    storage = SqliteStorage(settings.db_path, synchronous="NORMAL")
+    """Our server on ``db`` (see :func:`settings_for`; the ``database`` fixture runs a test
+    on SQLite and on PostgreSQL)."""
+    settings = settings_for(api, db, webhook)
+    storage = (
+        build_stores(settings.database_url).core
+        if settings.database_url
+        else SqliteStorage(settings.db_path, synchronous="NORMAL")
+    )
     app = build_server_app(
         settings, engine, storage=storage, pause=0, poll_timeout=5, retry_delay=0.01
     )
@@ -148,23 +160,31 @@ def write_region_establishment(path: Path, port: int) -> Path:
 
 @contextlib.asynccontextmanager
 async def full_bot(
-    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int
+    api: FakeBotAPI, tmp_path: Path, engine: Engine, hook_port: int, database: str | None = None
 ) -> AsyncIterator[Bot]:
-    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve."""
+    """Telegram by polling, the API and the webhook worker, on one database: as in cmd_serve
+    (``database``: a PostgreSQL URL, or by default a SQLite file in ``tmp_path``)."""
+    postgres = database is not None and database.startswith("postgresql://")
     settings = Settings(
         telegram_token=TOKEN,
         telegram_api_base_url=api.base_url,
         secret=SECRET,
-        db_path=tmp_path / "passerelle.db",
+        db_path=Path(database) if database and not postgres else tmp_path / "passerelle.db",
+        database_url=database if postgres else None,
         telegram_rate=0,
         establishments=write_region_establishment(tmp_path / "etab.yaml", hook_port),
         webhook_retry_base=0.05,
     )
-    storage = SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    stores = build_stores(database) if postgres and database else None
+    storage = (
+        stores.core
+        if stores
+        else SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
+    )
     # As in cmd_serve: the engine offers a hand-off only towards the establishments' webhooks.
     receivers = tuple(establishments_or_exit(settings, engine).values())
     engine = Engine(engine.kb, modes=tuple(engine.modes.values()), receivers=receivers)
-    features = Features(engine, FeatureStore(settings.db_path))
+    features = Features(engine, stores.features if stores else FeatureStore(settings.db_path))
     parts = build_integration(settings, engine, storage, features=features)
     app = build_server_app(
         settings,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from bot.knowledge.establishments import Establishment, decode_secret
 from tests.harness.personas import HOW, PATIENT_TRAINER
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -117,3 +118,13 @@ def run_to_contact_request(client: httpx.Client, context: str) -> str:
         response = client.post(f"/conversations/{cid}/messages", json=step)
         assert response.status_code == 200, response.text
     return cid
+
+
+def establishment(name: str, port: int) -> Establishment:
+    """An establishment whose webhook is ``127.0.0.1:port/hooks``, signed with :data:`SECRET`."""
+    return Establishment(
+        id=name,
+        name=name,
+        webhook_url=f"http://127.0.0.1:{port}/hooks",
+        secret=decode_secret(SECRET),
+    )

@@ -3,7 +3,8 @@
 A backend opens the three stores on one database (as a server does) and says what its
 conversation store keeps; the suites take ``conversations``, ``integration`` and ``features``
 (parametrized over :data:`BACKENDS`) or ``stores`` (the three on one database). Another
-implementation (PostgreSQL) is one more :class:`Backend` in :data:`BACKENDS`.
+implementation is one more :class:`Backend` in :data:`BACKENDS` (PostgreSQL is one: each test
+gets a new database on the run's throwaway cluster).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.storage.base import ConversationStore, FeatureStore, IntegrationStore
 from bot.storage.memory import MemoryFeatureStore, MemoryIntegrationStore, MemoryStorage
+from bot.storage.postgres import PostgresFeatureStore, PostgresIntegrationStore, PostgresStorage
 from bot.storage.sqlite import (
     CORE_MIGRATIONS,
     MIGRATIONS,
@@ -60,7 +63,9 @@ class Stores:
     features: FeatureStore | None = None
 
 
-Opener = Callable[[Path, Clock], contextlib.AbstractAsyncContextManager[Stores]]
+#: Opens the stores in a test's temporary directory (or, for a backend with a ``fixture``,
+#: in what that fixture gives: a PostgreSQL URL).
+Opener = Callable[[Any, Clock], contextlib.AbstractAsyncContextManager[Stores]]
 
 
 ALL = frozenset({"conversations", "integration", "features"})
@@ -74,6 +79,8 @@ class Backend:
     kinds: frozenset[str] = ALL
     #: Whether they share one database (a turn's writes in one transaction).
     together: bool = False
+    #: A fixture whose value the opener gets instead of the temporary directory.
+    fixture: str | None = None
 
 
 @contextlib.asynccontextmanager
@@ -126,10 +133,27 @@ async def _sqlite_apart(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
             await opened.close()
 
 
+@contextlib.asynccontextmanager
+async def _postgres(url: str, clock: Clock) -> AsyncIterator[Stores]:
+    """Several instances' layout: one PostgreSQL database, one pool, the whole schema."""
+    store = PostgresStorage(url, migrate=True, clock=clock)
+    await store.open()
+    try:
+        yield Stores(
+            store,
+            Traits(durable=True, replies=True, attempts=True),
+            PostgresIntegrationStore(store),
+            PostgresFeatureStore(store, clock=clock),
+        )
+    finally:
+        await store.close()
+
+
 BACKENDS: list[Backend] = [
     Backend("memory", _memory),
     Backend("sqlite", _sqlite, together=True),
     Backend("sqlite-apart", _sqlite_apart),
+    Backend("postgresql", _postgres, together=True, fixture="pg_url"),
 ]
 
 
@@ -150,7 +174,8 @@ async def _opened(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[Stores]:
     backend: Backend = request.param
-    async with backend.open(tmp_path, clock) as opened:
+    where = request.getfixturevalue(backend.fixture) if backend.fixture else tmp_path
+    async with backend.open(where, clock) as opened:
         yield opened
 
 

@@ -13,6 +13,7 @@ import pytest
 from bot.app.identity import pseudonym
 from bot.storage.base import OutgoingReply, Storage, UserChange
 from bot.storage.memory import MemoryStorage
+from bot.storage.postgres import PostgresStorage
 from bot.storage.sqlite import SqliteStorage
 from bot.storage.sqlite.migrations import CORE_MIGRATIONS, migrate
 
@@ -30,15 +31,17 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> AsyncIterator[Storage]:
-    storage: Storage = (
-        SqliteStorage(tmp_path / "p.db", clock=clock)
-        if request.param == "sqlite"
-        else MemoryStorage(clock=clock)
-    )
+    storage: Storage
+    if request.param == "sqlite":
+        storage = SqliteStorage(tmp_path / "p.db", clock=clock)
+    elif request.param == "postgresql":
+        storage = PostgresStorage(request.getfixturevalue("pg_url"), migrate=True, clock=clock)
+    else:
+        storage = MemoryStorage(clock=clock)
     await storage.open()
     yield storage
     await storage.close()

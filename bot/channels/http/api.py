@@ -17,7 +17,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -76,6 +76,7 @@ from bot.storage.base import (
 if TYPE_CHECKING:
     from bot.app.features import Features
 
+T = TypeVar("T")
 #: Engine commands a client may send as a choice at any time (``cmd:aide``…).
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 SECRET_PREFIX = "pcs_"
@@ -154,6 +155,16 @@ class ConversationApi:
 
     async def _body(self, request: Request, model: type[Model], empty_ok: bool) -> Model:
         return await read_body(request, model, empty_ok=empty_ok, deadline=self.body_timeout)
+
+    async def _in_turn(self, conversation_id: str, work: Callable[[], Awaitable[T]]) -> T:
+        """One turn of a conversation at a time: in this process (the ordering), then across
+        instances sharing the store (PostgreSQL: an advisory lock; SQLite: nothing more)."""
+
+        async def turn() -> T:
+            async with self.store.conversation_turn(conversation_id):
+                return await work()
+
+        return await self._order.run(conversation_id, turn)
 
     async def _handle(self, request: Request, work: Callable[[], Awaitable[Response]]) -> Response:
         try:
@@ -250,7 +261,7 @@ class ConversationApi:
                 await self.store.save_turn(updated, created=False, lines=lines, events=events)
                 return turn, events
 
-            turn, events = await self._order.run(conversation_id, in_turn)
+            turn, events = await self._in_turn(conversation_id, in_turn)
             if events and self.on_events:
                 self.on_events()
             return model_response(turn_out(turn))
@@ -270,7 +281,7 @@ class ConversationApi:
                     if not await self.store.delete_conversation(conversation_id, key.establishment):
                         raise not_found()
 
-                await self._order.run(conversation_id, erase)
+                await self._in_turn(conversation_id, erase)
                 return Response(status_code=204)
             conversation = await self._owned(request, key, conversation_id)
             lines = await self.store.transcript(conversation_id)

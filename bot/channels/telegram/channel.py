@@ -41,9 +41,17 @@ from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
 from bot.channels.telegram.handlers import Handlers
-from bot.channels.telegram.intake import MAX_INT, chat_key, json_object, parse
+from bot.channels.telegram.intake import (
+    MAX_INT,
+    chat_key,
+    chat_name,
+    chat_of,
+    json_object,
+    parse,
+)
 from bot.channels.telegram.queues import (
     CURRENT,
+    CatchUp,
     FollowUpDue,
     PendingTurn,
     Redeliver,
@@ -152,6 +160,7 @@ class TelegramChannel:
         self._choice_ids = self._known_choice_ids()
         self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -188,12 +197,47 @@ class TelegramChannel:
             self.features.scheduler = self.scheduler.followups(self.send_followup)
             await self.features.followups.rebuild(self.features.scheduler)
         await self.resume_inbox()
+        if self.storage.shared:
+            self._sweeper = asyncio.create_task(self._sweep(), name="telegram-sweeper")
+
+    async def _sweep(self) -> None:
+        """Several instances: what another instance left behind when it died, taken over
+        once its claims lapsed (replies recorded and not sent, updates recorded and not
+        applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
+        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_once(older_than=interval * 3)
+            except Exception as exc:
+                log.warning("sweep failed: %s", type(exc).__name__)
+
+    async def sweep_once(self, older_than: float) -> None:
+        renew = getattr(self.storage, "renew_claims", None)
+        if renew is not None:
+            await renew()  # what this instance is sending stays its own while it lives
+        orphaned = getattr(self.storage, "replies_orphaned", None)
+        for reply in await orphaned() if orphaned is not None else ():
+            if self.delivery.adopt(reply):
+                self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
+        stale = getattr(self.storage, "inbox_stale_chats", None)
+        if stale is not None:
+            for chat in await stale(older_than):
+                self._queues.submit(chat_of(chat), CatchUp(chat))
+        if self.features is not None:
+            for followup in await self.features.followups.due():
+                await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
         Replies Telegram did not accept yet stay in the outbox for the next start."""
         self.delivery.stop()
         await self.scheduler.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         await self._queues.join()
         if self._started:
             self._started = False
@@ -269,12 +313,12 @@ class TelegramChannel:
         except ValueError as exc:
             log.warning("invalid update dropped before recording: %s", exc)
             return False
-        added = await self.storage.inbox_add(update_id, payload)
+        added = await self.storage.inbox_add(update_id, payload, chat=chat_name(chat_key(update)))
         if added:
             self._queues.submit(chat_key(update), update)
         return added
 
-    async def apply(self, job: Update | Redeliver | FollowUpDue) -> None:
+    async def apply(self, job: Update | Redeliver | FollowUpDue | CatchUp) -> None:
         """One job of a chat's queue. An update: its handlers' change, its inbox mark and its
         replies in one transaction (the reply outbox), then the replies are sent."""
         if isinstance(job, Redeliver):
@@ -283,6 +327,32 @@ class TelegramChannel:
         if isinstance(job, FollowUpDue):
             await self.followups.ask(job.followup)
             return
+        if isinstance(job, CatchUp):
+            await self._apply_in_turn(job.chat, MAX_INT, None)
+            return
+        if self.storage.shared:
+            await self._apply_in_turn(chat_name(chat_key(job)), job.update_id, job)
+            return
+        await self._apply_update(job)
+
+    async def _apply_in_turn(self, chat: str, up_to: int, current: Update | None) -> None:
+        """Several instances on one store: under the chat's turn (a lock in the database),
+        apply the chat's updates still pending up to ``up_to``, oldest first, wherever they
+        were recorded, and send their replies; one applied by another instance meanwhile is
+        no longer pending, so none is applied twice and the chat's order holds."""
+        async with self.storage.chat_turn(chat):
+            for item in await self.storage.inbox_pending_of(chat, up_to) or ():
+                update = current if current and item.update_id == current.update_id else None
+                if update is None:
+                    try:
+                        update = parse(json_object(item.payload), self.bot)
+                    except ValueError:
+                        log.warning("recorded update dead-lettered (unreadable)")
+                        await self.storage.inbox_dead(item.update_id)
+                        continue
+                await self._apply_update(update)
+
+    async def _apply_update(self, job: Update) -> None:
         started = time.perf_counter()
         turn = PendingTurn(job.update_id)
         token = CURRENT.set(turn)

@@ -112,6 +112,15 @@ class Delivery:
             self._undelivered.setdefault(reply.chat_id, deque()).append(reply)
         return list(self._undelivered)
 
+    def adopt(self, reply: OutgoingReply) -> bool:
+        """A reply another instance recorded and did not send (the sweeper's): queued for its
+        chat unless already queued; ``True`` when it was added."""
+        queue = self._undelivered.setdefault(reply.chat_id, deque())
+        if any((r.update_id, r.seq) == (reply.update_id, reply.seq) for r in queue):
+            return False
+        queue.append(reply)
+        return True
+
     def stop(self) -> None:
         for handle in self._timers:
             handle.cancel()

@@ -5,7 +5,6 @@ belongs to (its ordering key). Checked before anything is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from typing import Any
 
 from telegram import Bot, Update
@@ -28,13 +27,24 @@ def json_object(payload: bytes) -> Any:
         raise ValueError("not JSON") from None
 
 
-def chat_key(update: Update) -> Hashable:
+def chat_key(update: Update) -> tuple[str, int]:
     """The ordering key of an update: its chat (or person, or itself)."""
     if update.effective_chat is not None:
         return ("chat", update.effective_chat.id)
     if update.effective_user is not None:
         return ("user", update.effective_user.id)
     return ("update", update.update_id)
+
+
+def chat_name(key: tuple[str, int]) -> str:
+    """The key of a chat's turn in a shared store (``chat:42``)."""
+    return f"{key[0]}:{key[1]}"
+
+
+def chat_of(name: str) -> tuple[str, int]:
+    """The ordering key back from :func:`chat_name`."""
+    kind, _, number = name.partition(":")
+    return (kind, int(number))
 
 
 def update_problem(data: Any) -> str | None:

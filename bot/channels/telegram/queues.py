@@ -49,6 +49,14 @@ class FollowUpDue:
     followup: FollowUp
 
 
+@dataclass(frozen=True)
+class CatchUp:
+    """A job of a chat's queue (shared stores): apply the chat's updates recorded by an
+    instance that did not apply them (it died)."""
+
+    chat: str
+
+
 CURRENT: ContextVar[PendingTurn | None] = ContextVar("passerelle_turn", default=None)
 
 

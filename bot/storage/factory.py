@@ -1,0 +1,88 @@
+"""Which implementation of the three stores a deployment uses: SQLite for a file path (the
+zero-set-up default), PostgreSQL for a ``postgresql://`` URL (several instances).
+
+The consumers are typed against the SQLite classes until the contracts become Protocols
+(issue 12); the PostgreSQL classes have the same public methods and semantics (checked by
+tests/postgres/test_parity.py), hence the casts here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from bot.storage.features import FeatureStore
+from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
+from bot.storage.sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from bot.storage.postgres import PostgresStorage
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(value: str | Path) -> bool:
+    return str(value).startswith(POSTGRES_SCHEMES)
+
+
+@dataclass(frozen=True)
+class Stores:
+    core: SqliteStorage
+    features: FeatureStore
+
+    @property
+    def integration(self) -> IntegrationStore:
+        return integration_for(self.core)
+
+
+def build_stores(target: str | Path, *, migrate: bool = False) -> Stores:
+    """The core and feature stores on ``target`` (a SQLite file or a PostgreSQL URL), not yet
+    opened; open the core first (the feature store shares its database). ``migrate`` brings
+    a PostgreSQL schema up to date at open (SQLite always migrates itself)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
+
+        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds())
+        return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
+    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
+
+
+def claim_seconds() -> float:
+    """How long a dead instance's claims (replies, webhook events) last before another
+    instance takes them over (``PASSERELLE_CLAIM_SECONDS``, 30 by default)."""
+    return float(os.environ.get("PASSERELLE_CLAIM_SECONDS") or 30)
+
+
+def _postgres(target: str | Path) -> PostgresStorage:
+    from bot.storage.postgres import PostgresStorage
+
+    return PostgresStorage(str(target), claim_seconds=claim_seconds())
+
+
+def integration_for(core: SqliteStorage) -> IntegrationStore:
+    """The integration store sharing ``core``'s database (and writer or pool)."""
+    from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
+
+    if isinstance(core, PostgresStorage):
+        return cast(IntegrationStore, PostgresIntegrationStore(core))
+    return IntegrationStore(core)
+
+
+def integration_store(target: str | Path) -> IntegrationStore:
+    """An integration store owning its connection to ``target`` (the command-line tools)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresIntegrationStore
+
+        return cast(IntegrationStore, PostgresIntegrationStore(_postgres(target), owned=True))
+    return IntegrationStore(target)
+
+
+def feature_store(target: str | Path) -> FeatureStore:
+    """A feature store owning its connection to ``target`` (``passerelle stats``)."""
+    if is_postgres_url(target):
+        from bot.storage.postgres import PostgresFeatureStore
+
+        return cast(FeatureStore, PostgresFeatureStore(_postgres(target), owned=True))
+    return FeatureStore(target)

@@ -1,0 +1,174 @@
+"""The webhook outbox and the follow-ups with two instances on one PostgreSQL database: each
+event reaches its establishment once (counted by ``webhook-id`` at a real receiver), an event
+claimed by an instance that then died is delivered by the other once the claim lapsed, and a
+due follow-up is claimed by one instance only."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.storage.base import FollowUpTaken, UserChange
+from bot.storage.integration import OutboxEvent
+from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
+from bot.storage.postgres.schema import ensure_current
+from tests.harness.webhooks import Receiver, establishment
+
+
+@pytest.fixture
+async def two(pg_url: str) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+    """Two instances' stores (two pools, two claim identities) on one migrated database."""
+    await ensure_current(pg_url, upgrade=True)
+    first, second = PostgresStorage(pg_url), PostgresStorage(pg_url)
+    await first.open()
+    await second.open()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+def events(count: int) -> list[OutboxEvent]:
+    return [
+        OutboxEvent(f"msg_{n:04d}", "chu", "contact.requested", json.dumps({"n": n}), f"s{n % 7}")
+        for n in range(count)
+    ]
+
+
+async def wait_until(condition: object, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_two_workers_deliver_each_event_once(
+    two: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    receiver = Receiver()
+    try:
+        places = {"chu": establishment("chu", receiver.port)}
+        stores = [PostgresIntegrationStore(core) for core in two]
+        await stores[0].enqueue(events(120))
+        workers = [
+            WebhookWorker(s, places, policy=RetryPolicy(base=0.05), idle_poll=0.05) for s in stores
+        ]
+        for worker in workers:
+            await worker.start()
+        try:
+            await wait_until(lambda: len(receiver.acked) == 120)
+            await asyncio.sleep(0.3)  # a second delivery of any event would land by now
+        finally:
+            for worker in workers:
+                await worker.stop()
+    finally:
+        receiver.stop()
+    ids = collections.Counter(headers["webhook-id"] for headers, _ in receiver.raw)
+    assert set(ids) == {e.id for e in events(120)}
+    assert max(ids.values()) == 1, [i for i, n in ids.items() if n > 1]
+    assert all(w.delivered > 0 for w in workers), [w.delivered for w in workers]
+    assert await stores[0].outbox_list() == []
+
+
+async def test_events_claimed_by_a_dead_instance_are_delivered_by_the_other(
+    two: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    dead, alive = (PostgresIntegrationStore(core) for core in two)
+    dead.core.claim_seconds = 1.0
+    await dead.enqueue(events(10))
+    claimed = await dead.outbox_due(time.time())  # claimed, then the process died
+    assert len(claimed) == 7  # the head of each of the 7 conversations
+    assert await alive.outbox_due(time.time()) == []  # held by the (dead) claimer
+    receiver = Receiver()
+    try:
+        worker = WebhookWorker(
+            alive,
+            {"chu": establishment("chu", receiver.port)},
+            policy=RetryPolicy(base=0.05),
+            idle_poll=0.05,
+        )
+        await worker.start()
+        try:
+            await wait_until(lambda: len(receiver.acked) == 10)
+        finally:
+            await worker.stop()
+    finally:
+        receiver.stop()
+    ids = collections.Counter(headers["webhook-id"] for headers, _ in receiver.raw)
+    assert len(ids) == 10 and max(ids.values()) == 1
+
+
+async def test_a_due_follow_up_is_claimed_by_one_instance(
+    two: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    first, second = two
+    now = time.time()
+    await first.run(
+        [
+            (
+                'INSERT INTO followups ("user", address, roles, due_at, created_at) '
+                "VALUES ('te_x', '42', '[]', %s, %s)",
+                (now - 1, now - 10),
+            )
+        ]
+    )
+    (row,) = await first.rows("SELECT id FROM followups")
+    outcomes = await asyncio.gather(
+        *(
+            store.commit_update(None, "", UserChange(followup=int(row[0])))
+            for store in (first, second, first, second)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(o is None for o in outcomes) == 1
+    assert all(isinstance(o, FollowUpTaken) for o in outcomes if o is not None)
+
+
+async def test_the_retention_lease_has_one_holder_until_it_lapses(pg_url: str) -> None:
+    await ensure_current(pg_url, upgrade=True)
+    now = [1_700_000_000.0]
+    first = PostgresStorage(pg_url, clock=lambda: now[0])
+    second = PostgresStorage(pg_url, clock=lambda: now[0])
+    await first.open()
+    await second.open()
+    try:
+        assert await first.lease("retention", 60)
+        assert not await second.lease("retention", 60)
+        now[0] += 30
+        assert await first.lease("retention", 60)  # the holder renews
+        now[0] += 59
+        assert not await second.lease("retention", 60)  # renewed: still held
+        now[0] += 2
+        assert await second.lease("retention", 60)  # lapsed: the other takes over
+        assert not await first.lease("retention", 60)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_conversation_turn_waits_for_the_other_instance(
+    two: tuple[PostgresStorage, PostgresStorage],
+) -> None:
+    a, b = (PostgresIntegrationStore(core) for core in two)
+    order: list[str] = []
+    inside = asyncio.Event()
+
+    async def first() -> None:
+        async with a.conversation_turn("conv_1"):
+            order.append("a in")
+            inside.set()
+            await asyncio.sleep(0.2)
+            order.append("a out")
+
+    async def second() -> None:
+        await inside.wait()
+        async with b.conversation_turn("conv_1"):
+            order.append("b in")
+
+    await asyncio.gather(first(), second())
+    assert order == ["a in", "a out", "b in"]
