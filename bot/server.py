@@ -309,7 +309,7 @@ async def chart_worker(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await asyncio.to_thread(charts.shutdown)
+        await asyncio.to_thread(charts.stop)
 
 
 def telegram_mode(settings: Settings) -> str:

@@ -103,7 +103,7 @@ async def poll(world: World, **channel_options: Any) -> int:
                         print(f"{line} Ctrl+C pour arrêter.", flush=True)
                     await stop.wait()
             finally:
-                await asyncio.to_thread(charts.shutdown)
+                await asyncio.to_thread(charts.stop)
                 await world.worker.stop()
         finally:
             await world.features.close()
