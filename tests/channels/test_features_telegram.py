@@ -120,6 +120,15 @@ def capture_json_logs() -> tuple[logging.Handler, io.StringIO]:
     return handler, buffer
 
 
+def stats_id(cells: dict[str, list[tuple[Any, ...]]], user: str) -> str:
+    """The statistics id kept in ``user``'s stored session (``sessions``: user, data, …)."""
+    [data] = [row[1] for row in cells["sessions"] if row[0] == user]
+    session = json.loads(data) if isinstance(data, str | bytes) else data
+    found = session["extra"]["stats_id"]
+    assert isinstance(found, str) and found
+    return found
+
+
 def every_cell(db: str | Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the schema (sqlite_master, or PostgreSQL's catalogue)."""
     if str(db).startswith("postgresql://"):
@@ -270,8 +279,13 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         assert any(e["type"] == "contact.requested" for e in data["webhooks_pending"])
 
         user = pseudonym(SECRET, "telegram", patient.id)
-        before = json.dumps(every_cell(db), default=str, ensure_ascii=False)
+        cells = every_cell(db)
+        before = json.dumps(cells, default=str, ensure_ascii=False)
         assert user in before and HOW in before
+        # The anonymous statistics row of each conversation, as an API DELETE erases it.
+        patient_stats = stats_id(cells, user)
+        ids = {str(row[0]) for row in cells["stats_conversations"]}
+        assert {patient_stats, stats_id(cells, pseudonym(SECRET, "telegram", pro.id))} <= ids
 
         shown = await bot.send(patient, patient.text("/oubli"))
         keyboard = last_buttons(shown)
@@ -287,12 +301,13 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
     for table, rows in tables.items():
         for row in rows:
             for cell in map(str, row):
-                for needle in (user, HOW, "camille@example.org"):
+                for needle in (user, HOW, "camille@example.org", patient_stats):
                     assert needle not in cell, f"{table} still holds {needle!r}"
                 assert not telegram_id.search(cell), f"{table} still holds the Telegram id"
-    # The professional's own data is untouched.
+    # The professional's own data is untouched, their statistics row too.
     pro_user = pseudonym(SECRET, "telegram", pro.id)
     assert any(pro_user in str(row) for row in tables["barometer_ratings"])
+    assert stats_id(tables, pro_user) in {str(row[0]) for row in tables["stats_conversations"]}
 
 
 # Here rather than beside the other reload tests: Playwright's loop runs in that module.
