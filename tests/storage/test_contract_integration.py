@@ -11,6 +11,7 @@ from bot.storage.base import (
     BarometerRating,
     CodeTaken,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     OutboxEvent,
     StatsReached,
@@ -177,14 +178,14 @@ async def test_a_turns_feature_rows_exist_only_with_its_state(stores: Stores) ->
         assert await integration.load_conversation("conv_1", "chu-a") is None
         assert await _started(stores) == 0
         return
-    rows = [StatsStarted("s1", "2026-12-01", "api"), StatsReached("s1", "profil")]
+    rows: list[FeatureWrite] = [StatsStarted("s1", "2026-12-01", "api"), StatsReached("s1", "x")]
     first = conversation()
     await integration.save_turn(
         first, created=True, lines=[TranscriptLine(1.0, "bot")], events=[event("e1")], features=rows
     )
     assert await integration.load_conversation("conv_1", "chu-a") == first
     counts = await features.stats_counts(StatsScope())
-    assert counts.started == (1, 0) and counts.reached == {"profil": (1, 0)}
+    assert counts.started == (1, 0) and counts.reached == {"x": (1, 0)}
 
     # Created twice: the whole turn fails, its statistics row with it.
     with pytest.raises(Exception):  # noqa: B017 (each database names it its own way)
