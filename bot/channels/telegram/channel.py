@@ -31,6 +31,7 @@ from telegram import BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot.app.choices import ChoiceIds
 from bot.app.consent import Consent
 from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
@@ -60,10 +61,7 @@ from bot.channels.telegram.queues import (
 from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import FollowUpAsker, schedule_retention
 from bot.config import Settings
-from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine
-from bot.engine.followup import NO as FOLLOWUP_NO
-from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.engine.flow import Engine
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
@@ -153,12 +151,10 @@ class TelegramChannel:
             self.delivery,
             Pseudonyms(settings.secret),
             contexts=lambda: self.contexts,
-            choice_ids=lambda: self._choice_ids,
+            choices=ChoiceIds(self.holder, key=choice_hash),
             transaction=lambda update: StagedTransaction(storage, update.update_id, self.on_events),
         )
         self.followups = FollowUpAsker(self.service, self.delivery, features)
-        self._choice_ids = self._known_choice_ids()
-        self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -170,15 +166,6 @@ class TelegramChannel:
     @property
     def bot(self) -> Any:
         return self.application.bot
-
-    def _known_choice_ids(self) -> dict[str, str]:
-        kb = self.engine.kb
-        ids = [c.id for q in kb.questions.values() for c in q.choices]
-        ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
-        ids += [TERM + term for term in kb.glossary]
-        ids += [CONFIRM, CANCEL, RESUME]
-        ids += [*barometer_choice_ids(kb), CMD + "suivi", FOLLOWUP_YES, FOLLOWUP_NO]
-        return {choice_hash(choice_id): choice_id for choice_id in ids}
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
