@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot.knowledge.checks import check
+from bot.knowledge.checks.changelog import check_changelog
 from bot.knowledge.model import (
     BarometerFile,
     ConditionsFile,
@@ -276,6 +277,7 @@ def load_with_problems(
         if any(p.severity == "error" for p in problems):
             return None, problems
     problems += check(kb)
+    problems += check_changelog(root / "CHANGELOG.md", kb.version)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return kb, problems
