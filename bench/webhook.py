@@ -209,9 +209,10 @@ async def run_passerelle(
     """Passerelle on SQLite (a temporary file) or on the PostgreSQL database ``db_url``, with
     ``instances`` servers on it (PostgreSQL only), updates spread over them."""
     from bot.app.engines import build_engine
+    from bot.cli.compose import build_server_app
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app, freeze_startup_objects
+    from bot.server import freeze_startup_objects
     from bot.storage.factory import build_stores
     from tests.harness.fakebotapi import TOKEN
     from tests.harness.servers import serve

@@ -31,34 +31,25 @@ log = logging.getLogger(__name__)
 PROCESSED_IDS_SECONDS = 2 * 86400
 #: Sessions of people who did not consent are dropped from memory after this much idleness.
 MEMORY_IDLE_DAYS = 1.0
-#: Idle API conversations are looked for this often (the first time at start-up).
-API_RETENTION_EVERY = 24 * 3600.0
+#: Retention runs this often, over every store (the first time at start-up).
+RETENTION_EVERY = 6 * 3600.0
+#: Several instances on one database: the retention lease lasts this long (under the period,
+#: so another instance takes over at the next run when the holder died).
+RETENTION_LEASE = 3 * 3600.0
 
 
 class IdleConversations(Protocol):
-    """What the API's retention needs of its conversation rows."""
+    """What retention needs of the API's conversation rows (``IntegrationStore``)."""
 
     async def purge_idle_conversations(self, idle_days: int) -> int: ...
 
 
-def schedule_api_retention(
-    scheduler: Scheduler,
-    store: IdleConversations,
-    retention_days: int,
-    *,
-    lease: Callable[[str, float], Awaitable[bool]] | None = None,
+def schedule_retention(
+    scheduler: Scheduler, purge: Callable[[], Awaitable[object]], *, first: float = 0.0
 ) -> None:
-    """Erase API conversations idle past the retention period, at start-up then daily.
-    Several instances on one database (``lease``, the store's): the lease holder alone."""
-
-    async def purge() -> None:
-        if lease is not None and not await lease("api-retention", 12 * 3600):
-            return
-        erased = await store.purge_idle_conversations(retention_days)
-        if erased:
-            log.info("retention: %d idle API conversations erased", erased)
-
-    scheduler.every("retention:api", API_RETENTION_EVERY, purge)
+    """The one retention job of a process (:meth:`Privacy.purge`), ``first`` seconds from
+    now, then every :data:`RETENTION_EVERY` seconds."""
+    scheduler.every("retention", RETENTION_EVERY, purge, first=first)
 
 
 class OutboxAbout(Protocol):
@@ -88,11 +79,14 @@ class Privacy:
         integration: OutboxAbout | None = None,
         retention_days: int = 180,
         establishments: Mapping[str, Establishment] | None = None,
+        conversations: IdleConversations | None = None,
     ) -> None:
         self.storage = storage
         self.memory = memory
         self.features = features
         self.integration = integration
+        #: The API's conversations, erased by the same retention run as the people here.
+        self.conversations = conversations
         self.retention_days = retention_days
         self.establishments = dict(establishments or {})
 
@@ -114,15 +108,21 @@ class Privacy:
         return UserChange(erase=True)
 
     async def purge(self) -> int:
-        """Erase people idle past the retention period; forget ids of old applied updates.
-        Several instances: only the one holding the retention lease runs it."""
+        """One retention run: erase people (and API conversations) idle past the retention
+        period; forget ids of old applied updates; return how many were erased. Several
+        instances: only the one holding the retention lease runs it."""
         lease = getattr(self.storage, "lease", None)
-        if lease is not None and not await lease("telegram-retention", 3 * 3600):
+        if lease is not None and not await lease("retention", RETENTION_LEASE):
             return 0
         erased = await self.storage.purge_idle(self.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)
         await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)
         log.info("retention: %d idle person(s) erased", erased)
+        if self.conversations is not None:
+            idle = await self.conversations.purge_idle_conversations(self.retention_days)
+            if idle:
+                log.info("retention: %d idle API conversations erased", idle)
+            erased += idle
         return erased
 
     async def summary(self, engine: Engine, user: str, probe: Session) -> Summary:

@@ -37,7 +37,7 @@ from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
 from bot.app.ordering import KeyedQueues
 from bot.app.outbox import EventRouter
-from bot.app.privacy import OutboxAbout, Privacy
+from bot.app.privacy import OutboxAbout, Privacy, schedule_retention
 from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
@@ -59,7 +59,7 @@ from bot.channels.telegram.queues import (
     StagedTransaction,
 )
 from bot.channels.telegram.render import choice_hash
-from bot.channels.telegram.scheduler import FollowUpAsker, schedule_retention
+from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.knowledge.model import COMMANDS
@@ -121,7 +121,10 @@ class TelegramChannel:
             else {c.establishment for c in self.engine.kb.contacts.values() if c.establishment}
         )
         self.poll_timeout = poll_timeout
+        #: The follow-ups' scheduler. Given one (the composition's, shared with the API), its
+        #: giver schedules retention and stops it; else the channel runs its own, with both.
         self.scheduler = scheduler or Scheduler()
+        self._owns_scheduler = scheduler is None
         self._queues = KeyedQueues(self.apply, max_concurrency=64)
         consent = Consent(storage, memory, retention_days=settings.retention_days)
         #: Sessions of people who did not consent (in this process only).
@@ -173,13 +176,15 @@ class TelegramChannel:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Initialise PTB (getMe), register the command menu, schedule retention and the
-        follow-ups, and apply whatever the inbox holds from before a crash or restart."""
+        """Initialise PTB (getMe), register the command menu, schedule the follow-ups (and
+        retention, on its own scheduler), and apply whatever the inbox holds from before a
+        crash or restart."""
         await self.application.initialize()
         await self.application.start()
         self._started = True
         await self.delivery.call(self.bot.set_my_commands, self._menu())
-        schedule_retention(self.scheduler, self.purge)
+        if self._owns_scheduler:
+            schedule_retention(self.scheduler, self.purge, first=RETENTION_FIRST)
         if self.features is not None:
             self.features.scheduler = self.scheduler.followups(self.send_followup)
             await self.features.followups.rebuild(self.features.scheduler)
@@ -219,7 +224,8 @@ class TelegramChannel:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
         Replies Telegram did not accept yet stay in the outbox for the next start."""
         self.delivery.stop()
-        await self.scheduler.stop()
+        if self._owns_scheduler:
+            await self.scheduler.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
