@@ -217,8 +217,13 @@ class TelegramChannel:
             for chat in await stale(older_than):
                 self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
+            # Due follow-ups no job of this instance waits for (another instance's, or one
+            # left by an instance that stopped); one waiting for its retry is left to it.
+            jobs = self.features.scheduler
+            waiting = jobs.scheduled() if jobs is not None else set()
             for followup in await self.features.followups.due():
-                await self.send_followup(followup)
+                if followup.job_name not in waiting:
+                    await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
