@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.engine.flow import Engine
 from bot.engine.session import EXITED, RECOMMENDED, Session
+from bot.json_types import as_float, as_object
 from bot.knowledge.model import text
 from bot.storage.base import Storage, UserChange
 
@@ -134,16 +135,17 @@ class Privacy:
         view = _View(engine, self.establishments)
         lines = [engine.msg("mydata_intro", probe)]
         if "consent" in stored:
-            lines.append(engine.msg("mydata_consent", probe, date=date(stored["consent"]["at"])))
+            at = as_object(stored["consent"])["at"]
+            lines.append(engine.msg("mydata_consent", probe, date=date(as_float(at))))
         if "session" in stored:
-            lines += view.describe(Session.from_dict(stored["session"]))
+            lines += view.describe(Session.from_dict(as_object(stored["session"])))
         lines += view.describe_features(probe, export)
         if "session" in stored:
             lines.append(
                 engine.msg(
                     "mydata_retention",
                     probe,
-                    date=date(stored.get("updated_at", time.time())),
+                    date=date(as_float(stored.get("updated_at", time.time()))),
                     days=str(self.retention_days),
                 )
             )

@@ -1,0 +1,49 @@
+"""JSON-shaped data, typed: what sessions, events, exports and stored rows are made of.
+
+A leaf module (it imports nothing from ``bot``) so every layer, the engine included, may name
+these types. Values read back from storage or the wire are JSON the program wrote itself, but
+still checked where read: the ``as_*`` helpers narrow one value the way the code used to
+coerce it (``int(...)``, ``dict(...) or {}``), without pretending it has a shape it may lack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
+
+JsonScalar: TypeAlias = str | int | float | bool | None
+#: Any JSON value. ``Sequence``/``Mapping`` (not ``list``/``dict``) so a ``list[str]`` or a
+#: ``dict[str, int]`` is one too; narrow with ``isinstance(value, list | dict)`` to read it.
+JsonValue: TypeAlias = JsonScalar | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
+#: A JSON object the holder owns (and may change).
+JsonObject: TypeAlias = dict[str, JsonValue]
+
+
+def as_object(value: object) -> JsonObject:
+    """A copy of ``value`` if it is an object, else an empty one (missing or damaged state)."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[JsonValue]:
+    """``value`` as a list if it is an array, else an empty one."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def as_int(value: object) -> int:
+    """``int(value)`` for a number or a numeric string; anything else is a ``TypeError``, as
+    ``int()`` itself would raise."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def as_float(value: object) -> float:
+    """``float(value)`` for a number or a numeric string, else a ``TypeError``."""
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def as_text(value: object) -> str | None:
+    """``value`` if it is a string, else ``None`` (a missing optional field)."""
+    return value if isinstance(value, str) else None
