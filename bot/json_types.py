@@ -8,14 +8,13 @@ coerce it (``int(...)``, ``dict(...) or {}``), without pretending it has a shape
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
 JsonScalar: TypeAlias = str | int | float | bool | None
-#: Any JSON value. ``Sequence``/``Mapping`` (not ``list``/``dict``) so a ``list[str]`` or a
-#: ``dict[str, int]`` is one too; narrow with ``isinstance(value, list | dict)`` to read it.
-JsonValue: TypeAlias = JsonScalar | Sequence["JsonValue"] | Mapping[str, "JsonValue"]
-#: A JSON object the holder owns (and may change).
+#: Any JSON value. ``list``/``dict`` (not ``Sequence``/``Mapping``) so that
+#: ``isinstance(value, dict)`` narrows to ``dict[str, JsonValue]``, not to ``dict[Any, Any]``.
+JsonValue: TypeAlias = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
+#: A JSON object.
 JsonObject: TypeAlias = dict[str, JsonValue]
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine import events
 from bot.engine.replies import Event
+from bot.json_types import as_list
 from bot.knowledge.establishments import (
     Establishment,
     address_problem,
@@ -192,7 +193,7 @@ def route(
     for establishment in establishments.values():
         if establishment.webhook_url is None:
             continue
-        if consented is not None and establishment.id not in consented:
+        if consented is not None and establishment.id not in as_list(consented):
             continue  # a contact request goes only where the person agreed to send it
         if establishment.id != owner and not establishment.serves(
             str(context) if context else None, places
