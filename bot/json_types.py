@@ -8,6 +8,7 @@ coerce it (``int(...)``, ``dict(...) or {}``), without pretending it has a shape
 
 from __future__ import annotations
 
+import json
 from typing import TypeAlias
 
 JsonScalar: TypeAlias = str | int | float | bool | None
@@ -16,6 +17,36 @@ JsonScalar: TypeAlias = str | int | float | bool | None
 JsonValue: TypeAlias = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
 #: A JSON object.
 JsonObject: TypeAlias = dict[str, JsonValue]
+
+
+def loads(data: object) -> JsonValue:
+    """``json.loads`` of a text or bytes (a stored column, a body): a JSON value by
+    construction. Anything but text is a ``TypeError``, as ``json.loads`` itself raises."""
+    if not isinstance(data, str | bytes | bytearray):
+        raise TypeError(f"expected JSON text, got {type(data).__name__}")
+    value: JsonValue = json.loads(data)
+    return value
+
+
+def loads_object(data: object) -> JsonObject:
+    """:func:`loads` of a text that must hold an object (a stored session, a payload)."""
+    value = loads(data)
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def at(value: JsonValue, *path: str | int) -> JsonValue:
+    """The value at ``path`` (object keys, array indexes) inside ``value``: ``at(export,
+    "session", "node")``. A missing key or index raises, as indexing would."""
+    for step in path:
+        if isinstance(value, list) and isinstance(step, int):
+            value = value[step]
+            continue
+        if not isinstance(value, dict) or not isinstance(step, str):
+            raise TypeError(f"cannot take {step!r} of {type(value).__name__}")
+        value = value[step]
+    return value
 
 
 def as_object(value: object) -> JsonObject:
