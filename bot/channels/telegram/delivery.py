@@ -19,9 +19,8 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from bot.app.ordering import KeyedQueues
 from bot.app.reload import EngineHolder
-from bot.channels.telegram.queues import CURRENT, Redeliver
+from bot.channels.telegram.queues import CURRENT, ChatQueues, Redeliver
 from bot.channels.telegram.render import (
     MESSAGE_LIMIT,
     Outgoing,
@@ -78,7 +77,7 @@ class Delivery:
         bot: Callable[[], Bot],
         holder: EngineHolder,
         storage: Storage,
-        queues: KeyedQueues,
+        queues: ChatQueues,
         *,
         pause: float = 0.3,
         retry_delay: float = RETRY_BASE_DELAY,
