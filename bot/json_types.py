@@ -12,8 +12,8 @@ import json
 from typing import TypeAlias
 
 JsonScalar: TypeAlias = str | int | float | bool | None
-#: Any JSON value. ``list``/``dict`` (not ``Sequence``/``Mapping``) so that
-#: ``isinstance(value, dict)`` narrows to ``dict[str, JsonValue]``, not to ``dict[Any, Any]``.
+#: A JSON value. ``list``/``dict`` (not ``Sequence``/``Mapping``) so that
+#: ``isinstance(value, dict)`` narrows to ``dict[str, JsonValue]``, not to an untyped ``dict``.
 JsonValue: TypeAlias = JsonScalar | list["JsonValue"] | dict[str, "JsonValue"]
 #: A JSON object.
 JsonObject: TypeAlias = dict[str, JsonValue]

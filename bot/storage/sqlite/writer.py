@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: A value as SQLite stores it (its storage classes); what a query parameter or a column is.
 SqlValue = str | int | float | bytes | None
-#: One result row (``sqlite3`` types rows as ``Any``: this is what they hold).
+#: One result row (``sqlite3`` leaves rows untyped: this is what they hold).
 Row = tuple[SqlValue, ...]
 #: A write: a plain function of the writer's connection, run inside the batch's transaction.
 Operation = Callable[[sqlite3.Connection], object]
