@@ -378,14 +378,16 @@ def _terminate() -> None:
     shutdown()
 
 
-def prestart() -> None:
-    """Start the chart worker now (at server start-up), not when the first person waits."""
+def prestart() -> concurrent.futures.Future[int] | None:
+    """Start the chart worker now (at server start-up), not when the first person waits. The
+    future is done once the worker is warm (None: charts are drawn in a thread here)."""
     if _THREADS_ONLY:
-        return
+        return None
     try:
-        _pool().submit(_pid)
+        return _pool().submit(_pid)
     except (OSError, RuntimeError) as exc:
         _give_up(exc)
+        return None
 
 
 def _pid() -> int:

@@ -76,7 +76,8 @@ def with_store(
         settings = config.load_or_exit()
 
         async def run() -> int:
-            store = integration_store(settings.database_url or settings.db_path)
+            target = settings.database_url or settings.db_path
+            store = integration_store(target, claim_seconds=settings.claim_seconds)
             await store.open()
             try:
                 return await work(store, settings, args)
@@ -144,7 +145,9 @@ def build_world(settings: Settings, kb: KnowledgeBase) -> World:
         # PostgreSQL is never migrated by serve (instances of two versions share it during a
         # rolling restart): a schema older or newer than the code stops here, before anything.
         asyncio.run(ensure_current(settings.database_url))
-    stores = build_stores(settings.database_url or settings.db_path)
+    stores = build_stores(
+        settings.database_url or settings.db_path, claim_seconds=settings.claim_seconds
+    )
     storage = stores.core
     features = Features(telegram_engine.engine, stores.features)
     telegram_engine.on_swap(features.set_engine)

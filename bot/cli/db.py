@@ -18,7 +18,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     target = settings.database_url or settings.db_path
 
     async def run() -> None:
-        stores = build_stores(target, migrate=True)
+        stores = build_stores(target, migrate=True, claim_seconds=settings.claim_seconds)
         await stores.core.open()
         try:
             await stores.features.open()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from bot.knowledge.checks import check
+from bot.knowledge.checks.changelog import check_changelog
 from bot.knowledge.model import (
     BarometerFile,
     ConditionsFile,
@@ -280,6 +281,7 @@ def load_with_problems(
         if any(p.severity == "error" for p in problems):
             return None, problems
     problems += check(kb)
+    problems += check_changelog(root / "CHANGELOG.md", kb.version)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return kb, problems

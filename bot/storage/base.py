@@ -391,8 +391,9 @@ class TranscriptLine:
 @runtime_checkable
 class IntegrationStore(Protocol):
     """API keys (hashed), API conversations with their transcript, and the webhook outbox.
-    A turn's state, transcript lines and events are written all or nothing (:meth:`save_turn`),
-    so an event exists if and only if the state change that caused it was committed."""
+    A turn's state, transcript lines, events and feature rows are written all or nothing
+    (:meth:`save_turn`), so an event or a statistics row exists if and only if the state
+    change that caused it was committed."""
 
     async def open(self) -> None: ...
 
@@ -437,9 +438,19 @@ class IntegrationStore(Protocol):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
-        """The conversation's new state, its new lines and the turn's events, all or nothing."""
+        """The conversation's new state, its new lines, the turn's events and its feature rows
+        (:data:`FeatureWrite`; only for stores whose :meth:`holds_features` is true, others
+        raise :class:`ValueError`), all or nothing: a :class:`BarometerRating` with ``create``
+        on a taken code raises :class:`CodeTaken` and nothing of the turn is written."""
         ...
+
+    async def holds_features(self) -> bool:
+        """Whether the feature tables live with this store's (one database, or one set of
+        dictionaries), so that :meth:`save_turn` can take the turn's feature rows; otherwise
+        the caller writes them through :meth:`FeatureStore.apply`."""
+        return False
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         """Erase a conversation of ``establishment``, its transcript and its undelivered

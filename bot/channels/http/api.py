@@ -12,6 +12,7 @@ with the person.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
@@ -65,6 +66,7 @@ from bot.engine.session import Input, Session
 from bot.knowledge.establishments import Establishment
 from bot.storage.base import (
     ApiKey,
+    CodeTaken,
     Conversation,
     IntegrationStore,
     OutboxEvent,
@@ -80,6 +82,8 @@ T = TypeVar("T")
 #: Engine commands a client may send as a choice at any time (``cmd:aide``…).
 COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 SECRET_PREFIX = "pcs_"
+#: How many times a turn is planned when its new barometer group's code keeps being taken.
+CODE_ATTEMPTS = 3
 
 
 class ConversationApi:
@@ -116,7 +120,9 @@ class ConversationApi:
         # The conversation row is the API's state: the service runs the engine, the features
         # and the routing; the row, its transcript and the events are saved in one.
         router = EventRouter(self.establishments, route, lambda: self.engine.kb)
-        self.service = ConversationService(self.holder, features=features, router=router)
+        self.service = ConversationService(
+            self.holder, features=features, router=router, commits_to=store
+        )
 
     @property
     def engine(self) -> Engine:
@@ -209,8 +215,13 @@ class ConversationApi:
             )
             events = _events(step)
             await self.store.save_turn(
-                conversation, created=True, lines=_bot_lines(turn, now), events=events
+                conversation,
+                created=True,
+                lines=_bot_lines(turn, now),
+                events=events,
+                features=step.features,
             )
+            await self.service.committed(step)
             if events and self.on_events:
                 self.on_events()
             created = ConversationCreated(
@@ -227,7 +238,7 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
 
-            async def in_turn() -> tuple[Turn, list[OutboxEvent]]:
+            async def once() -> tuple[Turn, list[OutboxEvent]]:
                 conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
@@ -258,8 +269,19 @@ class ConversationApi:
                 )
                 events = _events(step)
                 lines = [TranscriptLine(now, "person", person), *_bot_lines(turn, now)]
-                await self.store.save_turn(updated, created=False, lines=lines, events=events)
+                await self.store.save_turn(
+                    updated, created=False, lines=lines, events=events, features=step.features
+                )
+                await self.service.committed(step)
                 return turn, events
+
+            async def in_turn() -> tuple[Turn, list[OutboxEvent]]:
+                # A new barometer group's code taken by another turn since it was drawn:
+                # nothing was written, the turn is planned again (with another code).
+                for _ in range(CODE_ATTEMPTS - 1):
+                    with contextlib.suppress(CodeTaken):
+                        return await once()
+                return await once()
 
             turn, events = await self._in_turn(conversation_id, in_turn)
             if events and self.on_events:

@@ -12,6 +12,7 @@ from bot.json_types import JsonObject, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     KeyKind,
     OutboxEvent,
@@ -21,6 +22,7 @@ from bot.storage.base import (
     new_id,
     new_key_secret,
 )
+from bot.storage.memory.features import MemoryFeatureStore
 
 
 @dataclass
@@ -47,8 +49,17 @@ class _OutboxChange(TypedDict, total=False):
 
 
 class MemoryIntegrationStore(IntegrationStore):
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    """Given a :class:`MemoryFeatureStore` (``features``), a turn's feature rows join its
+    :meth:`save_turn`, all or nothing, as on one database."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        features: MemoryFeatureStore | None = None,
+    ) -> None:
         self._clock = clock
+        self.features = features
         self._keys: dict[str, tuple[ApiKey, str]] = {}
         self._conversations: dict[str, Conversation] = {}
         self._lines: dict[str, list[TranscriptLine]] = {}
@@ -107,11 +118,18 @@ class MemoryIntegrationStore(IntegrationStore):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
         if created and conversation.id in self._conversations:
             raise ValueError(f"conversation {conversation.id} exists already")
         stored = replace(conversation, session=_copy(conversation.session))
         new_lines = [TranscriptLine(line.at, line.author, _copy(line.body)) for line in lines]
+        if features:
+            if self.features is None:
+                raise ValueError("this store holds no feature tables: use FeatureStore.apply")
+            # All or nothing by itself (CodeTaken: nothing written), and the last step that
+            # can fail: the conversation below changes only once the rows are in.
+            await self.features.apply(features)
         if created:
             self._conversations[conversation.id] = stored
         elif conversation.id in self._conversations:
@@ -124,6 +142,9 @@ class MemoryIntegrationStore(IntegrationStore):
             )
         self._lines.setdefault(conversation.id, []).extend(new_lines)
         self._add(events, conversation.updated_at)
+
+    async def holds_features(self) -> bool:
+        return self.features is not None
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         found = self._conversations.get(conversation_id)
