@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.engine.flow import Engine
 from bot.engine.session import EXITED, RECOMMENDED, Session
+from bot.json_types import JsonObject, JsonValue, as_float, as_list, as_object, loads
 from bot.knowledge.model import text
 from bot.storage.base import Storage, UserChange
 
@@ -55,7 +56,7 @@ def schedule_retention(
 class OutboxAbout(Protocol):
     """What privacy needs of the webhook outbox (``IntegrationStore``)."""
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]: ...
+    async def outbox_about(self, subject: str) -> list[JsonObject]: ...
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,16 @@ class Privacy:
         self.retention_days = retention_days
         self.establishments = dict(establishments or {})
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data."""
-        export: dict[str, Any] = {"conversation": await self.storage.export_user(user)}
+        export: JsonObject = {"conversation": await self.storage.export_user(user)}
         if self.features is not None:
             export.update(await self.features.export_user(user))
         if self.integration is not None:
-            export["webhooks_pending"] = await self.integration.outbox_about(user)
+            export["webhooks_pending"] = [*await self.integration.outbox_about(user)]
         return export
 
-    async def erase(self, user: str, session: dict[str, Any] | None = None) -> UserChange:
+    async def erase(self, user: str, session: Mapping[str, JsonValue] | None = None) -> UserChange:
         """Erase ``user`` from the features (with the statistics rows of ``session``, their
         conversation, as an API DELETE does) and memory now; the returned change erases the
         durable rows (and undelivered webhook payloads) with the turn's commit."""
@@ -134,16 +135,17 @@ class Privacy:
         view = _View(engine, self.establishments)
         lines = [engine.msg("mydata_intro", probe)]
         if "consent" in stored:
-            lines.append(engine.msg("mydata_consent", probe, date=date(stored["consent"]["at"])))
+            at = as_object(stored["consent"])["at"]
+            lines.append(engine.msg("mydata_consent", probe, date=date(as_float(at))))
         if "session" in stored:
-            lines += view.describe(Session.from_dict(stored["session"]))
+            lines += view.describe(Session.from_dict(as_object(stored["session"])))
         lines += view.describe_features(probe, export)
         if "session" in stored:
             lines.append(
                 engine.msg(
                     "mydata_retention",
                     probe,
-                    date=date(stored.get("updated_at", time.time())),
+                    date=date(as_float(stored.get("updated_at", time.time()))),
                     days=str(self.retention_days),
                 )
             )
@@ -152,7 +154,7 @@ class Privacy:
 
 
 async def erase_conversation(
-    features: Features | None, member: str, session: dict[str, Any] | None
+    features: Features | None, member: str, session: Mapping[str, JsonValue] | None
 ) -> None:
     """A conversation erased (API DELETE, Telegram /oubli): first the features' rows
     (statistics included: no padding is left behind), before the caller deletes the
@@ -161,7 +163,7 @@ async def erase_conversation(
         await features.erase_conversation(member, session)
 
 
-async def features_export(features: Features | None, member: str) -> dict[str, Any]:
+async def features_export(features: Features | None, member: str) -> JsonObject:
     """The features' rows about ``member`` (empty lists without features)."""
     if features is None:
         return {"barometer_ratings": [], "followups": []}
@@ -175,14 +177,14 @@ class _View:
         self.engine = engine
         self.establishments = establishments
 
-    def readable(self, export: dict[str, Any]) -> Any:
+    def readable(self, export: JsonObject) -> JsonValue:
         """All of it, with questions and answers in words beside their ids, dates readable."""
-        conversation = dict(export.get("conversation") or {})
+        conversation = as_object(export.get("conversation"))
         data = conversation.get("session")
         if isinstance(data, dict):
             session = Session.from_dict(data)
             kb = self.engine.kb
-            answers = []
+            answers: list[JsonValue] = []
             for question_id, choice_id in session.answers:
                 asked = kb.questions.get(question_id)
                 chosen = (
@@ -196,7 +198,9 @@ class _View:
                         "answer_id": choice_id,
                     }
                 )
-            readable_session = {k: v for k, v in data.items() if k not in ("node", "answers")}
+            readable_session: JsonObject = {
+                k: v for k, v in data.items() if k not in ("node", "answers")
+            }
             readable_session |= {"where": self.where(session), "answers": answers}
             stopped = kb.questions.get(session.stopped_at or "")
             if stopped is not None:
@@ -238,20 +242,22 @@ class _View:
             lines.append(msg("mydata_context", session, name=name))
         return lines
 
-    def describe_features(self, session: Session, export: Mapping[str, Any]) -> list[str]:
+    def describe_features(self, session: Session, export: Mapping[str, JsonValue]) -> list[str]:
         msg = self.engine.msg
         lines: list[str] = []
-        ratings = export.get("barometer_ratings") or []
+        ratings = [as_object(r) for r in as_list(export.get("barometer_ratings"))]
         if ratings:
             groups = ", ".join(sorted({str(r.get("group")) for r in ratings if r.get("group")}))
             lines.append(msg("mydata_barometer", session, count=str(len(ratings)), groups=groups))
-        for followup in export.get("followups") or []:
+        for followup in map(as_object, as_list(export.get("followups"))):
             if followup.get("sent_at"):
                 continue
             due = followup.get("due_at")
             if isinstance(due, int | float):
                 lines.append(msg("mydata_followup", session, date=date(due)))
-        pending = [e for e in export.get("webhooks_pending") or [] if e.get("type")]
+        pending = [
+            e for e in map(as_object, as_list(export.get("webhooks_pending"))) if e.get("type")
+        ]
         if pending:
             lines.append(msg("mydata_pending", session, count=str(len(pending))))
         return lines
@@ -265,7 +271,7 @@ def _is_time_key(key: str) -> bool:
     return key == "at" or key.endswith("_at")
 
 
-def readable(value: Any, key: str = "") -> Any:
+def readable(value: JsonValue, key: str = "") -> JsonValue:
     """The export as a person can read it: dates in ISO 8601 (UTC) instead of Unix seconds,
     JSON held as text (scores, roles) unfolded."""
     if isinstance(value, dict):
@@ -277,5 +283,5 @@ def readable(value: Any, key: str = "") -> Any:
         return moment.isoformat().replace("+00:00", "Z")
     if isinstance(value, str) and value[:1] in "[{":
         with contextlib.suppress(ValueError):
-            return readable(json.loads(value), key)
+            return readable(loads(value), key)
     return value

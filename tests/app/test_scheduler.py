@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Never
 
 import pytest
 
@@ -45,7 +46,7 @@ async def test_an_overdue_job_runs_at_once_and_a_failure_does_not_stop_the_next_
 
 
 async def test_one_conversation_in_order_others_meanwhile() -> None:
-    queues = KeyedQueues()
+    queues: KeyedQueues[Never] = KeyedQueues()
     gate = asyncio.Event()
     seen: list[str] = []
 
@@ -71,7 +72,7 @@ async def test_one_conversation_in_order_others_meanwhile() -> None:
 
 
 async def test_an_error_reaches_its_caller_and_the_next_request_still_runs() -> None:
-    queues = KeyedQueues()
+    queues: KeyedQueues[Never] = KeyedQueues()
 
     async def failing() -> None:
         raise ValueError("unknown choice")

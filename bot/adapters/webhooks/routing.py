@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from bot.adapters.webhooks.payloads import payload
 from bot.engine import events
 from bot.engine.replies import Event
+from bot.json_types import as_list
 from bot.knowledge.establishments import Establishment
 from bot.storage.base import OutboxEvent, new_id
 
@@ -49,7 +50,7 @@ def route(
     for establishment in establishments.values():
         if establishment.webhook_url is None:
             continue
-        if consented is not None and establishment.id not in consented:
+        if consented is not None and establishment.id not in as_list(consented):
             continue  # a contact request goes only where the person agreed to send it
         if establishment.id != owner and not establishment.serves(
             str(context) if context else None, places

@@ -301,9 +301,9 @@ class TelegramChannel:
         Raises :class:`ValueError` if ``payload`` is not an update at all (not JSON, no
         ``update_id``): nothing is recorded."""
         data = json_object(payload)
-        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        if type(update_id) is not int:
             raise ValueError("not a Telegram update")
-        update_id: int = data["update_id"]
         if not 0 <= update_id < MAX_INT:
             raise ValueError("update_id out of range")
         try:
