@@ -1,8 +1,10 @@
 """Database round trips per Telegram update and per API turn on PostgreSQL (one instance).
 
-A round trip is a wait for the server's answer: one per statement outside pipeline mode, one
-per pipeline sync (or flush request) inside it, as psycopg 3 counts them. The statements sent
-are listed beside, per update or turn, so that one can see where the round trips go.
+A round trip is a wait for the server's answer: each of psycopg's waits on a connection that
+had to wait for the socket to be readable (one per statement outside pipeline mode; in
+pipeline mode one per sync or fetch of the answers queued so far, none for what is sent
+without waiting). The statements sent are listed beside, per update or turn, so that one can
+see where the round trips go.
 
     .venv/bin/python bench/roundtrips.py [--updates 20] [--turns 20]
 """
@@ -18,6 +20,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,32 +41,31 @@ class Counter:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Counter]:
-        from psycopg import _pipeline_base
+        from psycopg import _connection_base, _cursor_base
         from psycopg.connection_async import AsyncConnection
+        from psycopg.waiting import Wait
 
         counter = self
         wait = AsyncConnection.wait
-        enqueue_sync = _pipeline_base.BasePipeline._enqueue_sync
-        fetch_gen = _pipeline_base.BasePipeline._fetch_gen
-        from psycopg import _connection_base, _cursor_base
-
         prepare = _cursor_base.BaseCursor._maybe_prepare_gen  # every statement of a cursor
         command = _connection_base.BaseConnection._exec_command  # BEGIN, COMMIT, SAVEPOINT
 
+        def watched(gen: Any) -> Any:
+            """``gen``, counting one round trip if it waited for the socket to be readable."""
+            read, ready = False, None
+            try:
+                while True:
+                    state = gen.send(ready)
+                    read = read or state == Wait.R
+                    ready = yield state
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                if read and counter.on:
+                    counter.trips += 1
+
         async def counted_wait(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
-            if counter.on and self._pipeline is None:
-                counter.trips += 1
-            return await wait(self, gen, *args, **kwargs)
-
-        def counted_sync(self: Any) -> None:
-            if counter.on:
-                counter.trips += 1
-            enqueue_sync(self)
-
-        def counted_fetch(self: Any, *, flush: bool) -> Any:
-            if counter.on and flush and self.result_queue:
-                counter.trips += 1
-            return fetch_gen(self, flush=flush)
+            return await wait(self, watched(gen), *args, **kwargs)
 
         def counted_prepare(self: Any, pgq: Any, *args: Any, **kwargs: Any) -> Any:
             if counter.on:
@@ -78,8 +80,6 @@ class Counter:
 
         patches = [
             (AsyncConnection, "wait", counted_wait),
-            (_pipeline_base.BasePipeline, "_enqueue_sync", counted_sync),
-            (_pipeline_base.BasePipeline, "_fetch_gen", counted_fetch),
             (_cursor_base.BaseCursor, "_maybe_prepare_gen", counted_prepare),
             (_connection_base.BaseConnection, "_exec_command", counted_command),
         ]
@@ -101,6 +101,10 @@ class Counter:
             yield
         finally:
             self.on = False
+
+
+def replied(api: Any, chat: int, before: int) -> bool:
+    return bool(api.count_to(chat) > before)
 
 
 def _shape(sql: str) -> str:
@@ -149,7 +153,7 @@ async def telegram(
                     before = api.count_to(user.id)
                     body = "aide" if index % 2 else "glossaire"
                     await channel.receive(json.dumps(user.text(body)).encode())
-                    await api.wait_for(lambda b=before: api.count_to(user.id) > b, timeout=30)
+                    await api.wait_for(partial(replied, api, user.id, before), timeout=30)
                     await channel.drain()
                 await asyncio.sleep(0.05)  # the last reply's deletion
             return counter.trips / updates, counter.statements.copy()
