@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from bot.app.engines import build_engine
 from bot.cli.contents import (
@@ -114,7 +113,7 @@ def cmd_kb_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``kb check``, ``kb test`` and ``kb diff`` to the ``passerelle`` parser."""
     kb = sub.add_parser("kb", help="la base de contenus")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)

@@ -31,6 +31,7 @@ from bot.config import Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
+from bot.json_types import at
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.logging_setup import JsonFormatter
@@ -388,7 +389,7 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
             assert await features.followups.pending() == []
             assert await storage.replies_pending() == []
             saved = await storage.load_session(keys[alice.id])
-            assert saved is not None and saved["extra"]["mode"] == "suivi"
+            assert saved is not None and at(saved, "extra", "mode") == "suivi"
 
             # Telegram down: the next follow-up is claimed, its question stays in the outbox.
             api.fail("sendMessage", 500, times=1000)

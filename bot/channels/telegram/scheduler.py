@@ -1,16 +1,15 @@
-"""Telegram's timed jobs on the application's one scheduler (:mod:`bot.app.scheduler`):
-retention every six hours, and due follow-ups, asked in their chat's queue.
+"""Telegram's timed jobs on the application's one scheduler (:mod:`bot.app.scheduler`): due
+follow-ups, asked in their chat's queue (retention is :func:`bot.app.privacy.schedule_retention`,
+one job for every channel when the composition shares its scheduler).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from bot.app.conversation import ConversationService
-from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import Delivery
 from bot.channels.telegram.queues import CURRENT, PendingTurn
 from bot.engine.followup import asking
@@ -22,16 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Retention runs this often (the first time shortly after start-up).
-RETENTION_EVERY = 6 * 3600.0
+#: A channel running its own scheduler runs its retention this long after start-up first.
 RETENTION_FIRST = 30.0
 #: A follow-up whose sending failed (nothing committed) is tried again this much later by the
 #: instance that tried it, whatever the store (docs/telegram.md, « Relances »).
 FOLLOWUP_RETRY = 300.0
-
-
-def schedule_retention(scheduler: Scheduler, purge: Callable[[], Awaitable[object]]) -> None:
-    scheduler.every("retention:telegram", RETENTION_EVERY, purge, first=RETENTION_FIRST)
 
 
 class FollowUpAsker:
