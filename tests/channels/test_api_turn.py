@@ -42,6 +42,21 @@ REFUSE = {
     ],
 }
 ACCEPT = {"sqlite": ["DROP TRIGGER refuse"], "postgresql": ["DROP TRIGGER refuse ON api_messages"]}
+#: Another turn creating group ABCD2345 inside ours, after our code was drawn and seen free (a
+#: turn's statistics are written before its barometer rows, in the same transaction).
+RACE = {
+    "sqlite": [
+        "CREATE TRIGGER race AFTER UPDATE ON stats_conversations BEGIN "
+        "INSERT OR IGNORE INTO barometer_groups (code, created_at) VALUES ('ABCD2345', 0); END"
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION race() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO barometer_groups (code, created_at) VALUES ('ABCD2345', 0) "
+        "ON CONFLICT DO NOTHING; RETURN NULL; END $$",
+        "CREATE TRIGGER race AFTER UPDATE ON stats_conversations "
+        "FOR EACH ROW EXECUTE FUNCTION race()",
+    ],
+}
 
 
 @dataclass
@@ -159,6 +174,30 @@ def test_a_group_of_a_refused_turn_is_not_created(site: Site) -> None:
         assert site.count("barometer_ratings") == 1
         exported = client.get(f"/conversations/{cid}").json()
         assert [r["group"] for r in exported["barometer_ratings"]] == [code]
+
+
+def test_a_code_taken_by_another_turn_meanwhile_still_gives_a_group_of_its_own(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The code is free when drawn, taken before the turn commits: the turn fails as a
+    whole, is planned again with another code, and the person sees that one."""
+    drawn = iter(["ABCD2345", "EFGH6789"])
+    monkeypatch.setattr(mode, "new_code", lambda: next(drawn))
+    with site.client() as client:
+        cid = client.post("/conversations", json={}).json()["conversation_id"]
+        post(client, cid, {"choice": "cmd:barometre"})
+        post(client, cid, {"choice": mode.RATER + "usager"})
+        for score in PATIENT_SCORES:
+            post(client, cid, {"text": str(score)})
+        for statement in RACE[site.dialect]:
+            site.sql(statement)
+        created = post(client, cid, {"choice": mode.CREATE})
+    assert "Son code : EFGH-6789" in texts(created)
+    assert site.sql("SELECT code FROM barometer_ratings") == [("EFGH6789",)]
+    assert sorted(site.sql("SELECT code FROM barometer_groups")) == [
+        ("ABCD2345",),  # the other turn's
+        ("EFGH6789",),
+    ]
 
 
 def test_a_code_already_taken_still_gives_a_group_of_its_own(
