@@ -26,7 +26,7 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.normalize import normalize
 from bot.engine.replies import STALE, Event, Reply
 from bot.engine.session import Input, Session
-from bot.storage.base import FeatureWrite, Storage, UserChange
+from bot.storage.base import FeatureWrite, OutboxEvent, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class Step:
     feature rows to commit with it (empty when the features wrote them already)."""
 
     turn: Turn
-    outbox: tuple[object, ...]
+    outbox: tuple[OutboxEvent, ...]
     features: tuple[FeatureWrite, ...] = ()
 
 
@@ -193,7 +193,7 @@ class ConversationService:
         if step.features and self.features is not None:
             await self.features.committed(step.features)
 
-    def route(self, identity: Identity, events: Sequence[Event]) -> tuple[object, ...]:
+    def route(self, identity: Identity, events: Sequence[Event]) -> tuple[OutboxEvent, ...]:
         if self.router is None:
             return ()
         return self.router.route(
@@ -209,7 +209,7 @@ class ConversationService:
         tx: Transaction,
         consent: bool | None,
         session: Session | None,
-        outbox: tuple[object, ...] = (),
+        outbox: tuple[OutboxEvent, ...] = (),
         features: tuple[FeatureWrite, ...] = (),
     ) -> None:
         """The turn's one commit: the session durable with consent (else in memory), its

@@ -17,14 +17,14 @@ commit. Where the feature tables live in another database than the turn's state,
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from bot.app.barometer import BarometerGroups, BarometerService
 from bot.app.followups import FollowUps, Scheduler
 from bot.app.stats import StatsRecorder
-from bot.app.stats_report import DEFAULT_K, Scope, StatsReader
+from bot.app.stats_report import DEFAULT_K, ReportJson, Scope, StatsReader
 from bot.engine.flow import Engine, Turn
+from bot.json_types import JsonObject, JsonValue
 from bot.storage.base import FeatureWrite, FollowUpScheduled
 from bot.storage.features import FeatureStore
 
@@ -102,7 +102,7 @@ class Features:
         k: int = DEFAULT_K,
         *,
         contexts: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
+    ) -> ReportJson:
         """The body of ``GET /api/v1/stats``: the caller's establishment only (conversations
         its keys created, and Telegram ones with its id or ``contexts`` as deep link), with
         its own conversations unable to lift a hidden count (see :mod:`bot.app.stats_report`)."""
@@ -115,10 +115,12 @@ class Features:
         await self.followups.cancel(member)
         await self.store.erase_user(member)
 
-    async def erase_conversation(self, member: str, session: dict[str, Any] | None) -> None:
+    async def erase_conversation(
+        self, member: str, session: Mapping[str, JsonValue] | None
+    ) -> None:
         """An API conversation erased: its member's rows and its statistics rows."""
         await self.erase_user(member)
         await self.stats.forget(session)
 
-    async def export_user(self, member: str) -> dict[str, Any]:
+    async def export_user(self, member: str) -> JsonObject:
         return await self.store.export_user(member)

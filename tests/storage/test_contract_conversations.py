@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.json_types import as_object
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -48,7 +49,7 @@ async def test_refusing_consent_keeps_nothing(conversations: ConversationStore) 
     assert consent is not True and session is None
     exported = await conversations.export_user(ALICE)
     assert "session" not in exported
-    assert exported.get("consent", {}).get("granted") in (None, False)
+    assert as_object(exported.get("consent")).get("granted") in (None, False)
 
 
 async def test_without_consent_a_durable_store_keeps_no_session(

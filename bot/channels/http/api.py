@@ -18,7 +18,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Never, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -115,7 +115,7 @@ class ConversationApi:
         self.key_cache_seconds = key_cache_seconds
         self._authenticate = KeyCheck(store, self.limiter, demo_key, key_cache_seconds)
         # Requests of one conversation one after the other (as Telegram's chats).
-        self._order = KeyedQueues(max_concurrency=100_000)
+        self._order: KeyedQueues[Never] = KeyedQueues(max_concurrency=100_000)
         # The conversation row is the API's state: the service runs the engine, the features
         # and the routing; the row, its transcript and the events are saved in one.
         router = EventRouter(self.establishments, route, lambda: self.engine.kb)

@@ -262,7 +262,8 @@ class Handlers:
         probe = session or self.engine.new_session()
         tx = self.transaction(update)
         if yes:
-            await tx.commit(user, await self.privacy.erase(user))
+            erased = await self.privacy.erase(user, session.to_dict() if session else None)
+            await tx.commit(user, erased)
             await self.delivery.say(chat.id, [Reply(self.engine.msg("forget_done", probe))])
             return
         await self.service.touch(tx)

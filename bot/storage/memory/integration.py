@@ -6,8 +6,9 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypedDict, Unpack
 
+from bot.json_types import JsonObject, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
@@ -32,10 +33,19 @@ class _Event:
     order: int
 
 
-def _copy(data: dict[str, Any]) -> dict[str, Any]:
+def _copy(data: JsonObject) -> JsonObject:
     """A JSON round trip: only JSON-safe data survives, as in a database."""
-    copied: dict[str, Any] = json.loads(json.dumps(data))
-    return copied
+    return loads_object(json.dumps(data))
+
+
+class _OutboxChange(TypedDict, total=False):
+    """The fields of an :class:`OutboxItem` a delivery attempt or a retry changes."""
+
+    status: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    last_error: str | None
 
 
 class MemoryIntegrationStore(IntegrationStore):
@@ -202,7 +212,7 @@ class MemoryIntegrationStore(IntegrationStore):
         events = sorted(self._outbox.values(), key=lambda e: (e.item.status, e.item.created_at))
         return [e.item for e in events]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         events = sorted(
             (e for e in self._outbox.values() if e.subject == subject),
             key=lambda e: (e.item.created_at, e.order),
@@ -212,7 +222,7 @@ class MemoryIntegrationStore(IntegrationStore):
                 "id": e.item.id,
                 "establishment": e.item.establishment,
                 "type": e.item.event_type,
-                "payload": json.loads(e.item.payload),
+                "payload": loads(e.item.payload),
                 "status": e.item.status,
                 "created_at": e.item.created_at,
             }
@@ -222,7 +232,7 @@ class MemoryIntegrationStore(IntegrationStore):
     async def outbox_delivered(self, event_id: str) -> None:
         self._outbox.pop(event_id, None)
 
-    def _update(self, event_id: str, **changes: Any) -> bool:
+    def _update(self, event_id: str, **changes: Unpack[_OutboxChange]) -> bool:
         found = self._outbox.get(event_id)
         if found is None:
             return False

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bot.json_types import as_float, as_list, as_text, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
@@ -130,14 +131,14 @@ class SqliteIntegrationStore(IntegrationStore):
             return None
         row = rows[0]
         return Conversation(
-            id=row[0],
-            key_id=row[1],
-            establishment=row[2],
-            session=json.loads(row[3]),
-            offered=tuple(json.loads(row[4])),
-            created_at=row[5],
-            updated_at=row[6],
-            secret_hash=row[7],
+            id=str(row[0]),
+            key_id=str(row[1]),
+            establishment=str(row[2]),
+            session=loads_object(row[3]),
+            offered=tuple(str(offer) for offer in as_list(loads(row[4]))),
+            created_at=as_float(row[5]),
+            updated_at=as_float(row[6]),
+            secret_hash=as_text(row[7]),
         )
 
     async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
