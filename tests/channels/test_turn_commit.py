@@ -49,18 +49,21 @@ REFUSE = {
     ],
 }
 ACCEPT = {"sqlite": ["DROP TRIGGER refuse"], "postgresql": ["DROP TRIGGER refuse ON api_messages"]}
-#: Another turn creating group ABCD2345 inside ours, after our code was drawn and seen free (a
-#: turn's statistics are written before its barometer rows, in the same transaction).
+#: Another turn creating group ABCD2345 just before ours does, after our code was drawn and
+#: seen free (in our transaction, so it is undone with it: the group is taken only for that
+#: attempt).
 RACE = {
     "sqlite": [
-        "CREATE TRIGGER race AFTER UPDATE ON stats_conversations BEGIN "
-        "INSERT OR IGNORE INTO barometer_groups (code, created_at) VALUES ('ABCD2345', 0); END"
+        "CREATE TRIGGER race BEFORE INSERT ON barometer_groups WHEN NEW.code = 'ABCD2345' "
+        "BEGIN INSERT OR IGNORE INTO barometer_groups (code, created_at) "
+        "VALUES ('ABCD2345', 0); END"
     ],
     "postgresql": [
         "CREATE OR REPLACE FUNCTION race() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF pg_trigger_depth() = 1 AND NEW.code = 'ABCD2345' THEN "
         "INSERT INTO barometer_groups (code, created_at) VALUES ('ABCD2345', 0) "
-        "ON CONFLICT DO NOTHING; RETURN NULL; END $$",
-        "CREATE TRIGGER race AFTER UPDATE ON stats_conversations "
+        "ON CONFLICT DO NOTHING; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER race BEFORE INSERT ON barometer_groups "
         "FOR EACH ROW EXECUTE FUNCTION race()",
     ],
 }
@@ -209,10 +212,7 @@ def test_a_code_taken_by_another_turn_meanwhile_still_gives_a_group_of_its_own(
         created = post(client, cid, {"choice": mode.CREATE})
     assert "Son code : EFGH-6789" in texts(created)
     assert site.sql("SELECT code FROM barometer_ratings") == [("EFGH6789",)]
-    assert sorted(site.sql("SELECT code FROM barometer_groups")) == [
-        ("ABCD2345",),  # the other turn's
-        ("EFGH6789",),
-    ]
+    assert site.sql("SELECT code FROM barometer_groups") == [("EFGH6789",)]
 
 
 def test_a_code_already_taken_still_gives_a_group_of_its_own(
