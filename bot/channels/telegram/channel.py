@@ -63,7 +63,7 @@ from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.knowledge.model import COMMANDS
-from bot.storage.base import OutgoingReply, Storage, UserChange
+from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -81,6 +81,8 @@ OWN_COMMANDS = ("mesdonnees", "oubli")
 MAX_BODY = 1 << 20
 #: An update whose application failed this many times is dead-lettered (payload dropped).
 MAX_APPLY_ATTEMPTS = 3
+#: How many times an update is applied at once when its new barometer group's code is taken.
+CODE_ATTEMPTS = 3
 
 
 class TelegramChannel:
@@ -352,24 +354,34 @@ class TelegramChannel:
 
     async def _apply_update(self, job: Update) -> None:
         started = time.perf_counter()
-        turn = PendingTurn(job.update_id)
-        token = CURRENT.set(turn)
-        try:
-            await self.application.process_update(job)
-        finally:
-            CURRENT.reset(token)
+        for attempt in range(1, CODE_ATTEMPTS + 1):
+            turn = PendingTurn(job.update_id)
+            token = CURRENT.set(turn)
+            error: BaseException | None = None
+            try:
+                await self.application.process_update(job)
+            except BaseException as exc:  # what was staged is committed all the same
+                error = exc
+            finally:
+                CURRENT.reset(token)
             change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
             try:
                 await self.storage.commit_update(job.update_id, turn.user, change)
-            except Exception as exc:
-                # Left pending for the next start, up to MAX_APPLY_ATTEMPTS times.
-                dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
-                log.warning(
-                    "update not applied (%s)%s",
-                    type(exc).__name__,
-                    ": dead-lettered" if dead else "; retried at the next start",
-                )
+            except CodeTaken:
+                # A new barometer group's code taken by another turn since it was drawn:
+                # nothing was committed, so a consenting person's update (state read from
+                # the store) is applied again at once, with another code.
+                fresh = error is None and bool(turn.user) and not turn.committed
+                if fresh and attempt < CODE_ATTEMPTS:
+                    continue
+                await self._not_applied(job, CodeTaken.__name__)
                 raise
+            except Exception as exc:
+                await self._not_applied(job, type(exc).__name__)
+                raise
+            if error is not None:
+                raise error
+            break
         if turn.events and self.on_events is not None:
             self.on_events()
         if change.features and self.features is not None:
@@ -380,6 +392,15 @@ class TelegramChannel:
         for chat_id, replies in chats.items():
             await self.delivery.deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
+
+    async def _not_applied(self, job: Update, reason: str) -> None:
+        """Left pending for the next start, up to :data:`MAX_APPLY_ATTEMPTS` times."""
+        dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
+        log.warning(
+            "update not applied (%s)%s",
+            reason,
+            ": dead-lettered" if dead else "; retried at the next start",
+        )
 
     async def poll(self, stop: asyncio.Event) -> None:
         """Long polling until ``stop`` is set. An offset is confirmed to Telegram (by asking
