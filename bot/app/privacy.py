@@ -99,11 +99,11 @@ class Privacy:
             export["webhooks_pending"] = await self.integration.outbox_about(user)
         return export
 
-    async def erase(self, user: str) -> UserChange:
-        """Erase ``user`` from the features and memory now; the returned change erases the
+    async def erase(self, user: str, session: dict[str, Any] | None = None) -> UserChange:
+        """Erase ``user`` from the features (with the statistics rows of ``session``, their
+        conversation, as an API DELETE does) and memory now; the returned change erases the
         durable rows (and undelivered webhook payloads) with the turn's commit."""
-        if self.features is not None:
-            await self.features.erase_user(user)
+        await erase_conversation(self.features, user, session)
         await self.memory.erase_user(user)
         return UserChange(erase=True)
 
@@ -153,8 +153,9 @@ class Privacy:
 async def erase_conversation(
     features: Features | None, member: str, session: dict[str, Any] | None
 ) -> None:
-    """An API conversation erased: first the features' rows (statistics included: no padding
-    is left behind), before the caller deletes the conversation (which scrubs the disk)."""
+    """A conversation erased (API DELETE, Telegram /oubli): first the features' rows
+    (statistics included: no padding is left behind), before the caller deletes the
+    conversation (which scrubs the disk)."""
     if features is not None:
         await features.erase_conversation(member, session)
 

@@ -31,6 +31,7 @@ from telegram import BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot.app.choices import ChoiceIds
 from bot.app.consent import Consent
 from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
@@ -60,10 +61,7 @@ from bot.channels.telegram.queues import (
 from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
-from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine
-from bot.engine.followup import NO as FOLLOWUP_NO
-from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.engine.flow import Engine
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
@@ -156,12 +154,10 @@ class TelegramChannel:
             self.delivery,
             Pseudonyms(settings.secret),
             contexts=lambda: self.contexts,
-            choice_ids=lambda: self._choice_ids,
+            choices=ChoiceIds(self.holder, key=choice_hash),
             transaction=lambda update: StagedTransaction(storage, update.update_id, self.on_events),
         )
         self.followups = FollowUpAsker(self.service, self.delivery, features)
-        self._choice_ids = self._known_choice_ids()
-        self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -173,15 +169,6 @@ class TelegramChannel:
     @property
     def bot(self) -> Any:
         return self.application.bot
-
-    def _known_choice_ids(self) -> dict[str, str]:
-        kb = self.engine.kb
-        ids = [c.id for q in kb.questions.values() for c in q.choices]
-        ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
-        ids += [TERM + term for term in kb.glossary]
-        ids += [CONFIRM, CANCEL, RESUME]
-        ids += [*barometer_choice_ids(kb), CMD + "suivi", FOLLOWUP_YES, FOLLOWUP_NO]
-        return {choice_hash(choice_id): choice_id for choice_id in ids}
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -225,8 +212,13 @@ class TelegramChannel:
         for chat in await self.storage.inbox_stale_chats(older_than):
             self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
+            # Due follow-ups no job of this instance waits for (another instance's, or one
+            # left by an instance that stopped); one waiting for its retry is left to it.
+            jobs = self.features.scheduler
+            waiting = jobs.scheduled() if jobs is not None else set()
             for followup in await self.features.followups.due():
-                await self.send_followup(followup)
+                if followup.job_name not in waiting:
+                    await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
