@@ -37,11 +37,9 @@ from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.knowledge.model import KnowledgeBase
-from bot.storage.base import Storage
+from bot.storage.base import IntegrationStore, Storage
 from bot.storage.factory import build_stores, integration_for, integration_store
-from bot.storage.integration import IntegrationStore
 from bot.storage.memory import MemoryStorage
-from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -151,7 +149,7 @@ class World:
 
     settings: Settings
     establishments: dict[str, Establishment]
-    storage: SqliteStorage
+    storage: Storage
     features: Features
     outbox: IntegrationStore
     worker: WebhookWorker
@@ -229,7 +227,7 @@ class Integration:
 def build_integration(
     settings: Settings,
     engine: Engine | EngineHolder,
-    storage: SqliteStorage,
+    storage: Storage,
     *,
     features: Features | None = None,
     world: World | None = None,
@@ -296,7 +294,7 @@ def build_server_app(
     *,
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
-    storage: SqliteStorage | None = None,
+    storage: Storage | None = None,
     features: Features | None = None,
     jobs: Jobs | None = None,
     **telegram_options: Any,

@@ -198,7 +198,7 @@ class TelegramChannel:
         """Several instances: what another instance left behind when it died, taken over
         once its claims lapsed (replies recorded and not sent, updates recorded and not
         applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
-        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        interval = max(0.2, self.storage.claim_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -207,17 +207,12 @@ class TelegramChannel:
                 log.warning("sweep failed: %s", type(exc).__name__)
 
     async def sweep_once(self, older_than: float) -> None:
-        renew = getattr(self.storage, "renew_claims", None)
-        if renew is not None:
-            await renew()  # what this instance is sending stays its own while it lives
-        orphaned = getattr(self.storage, "replies_orphaned", None)
-        for reply in await orphaned() if orphaned is not None else ():
+        await self.storage.renew_claims()  # what this instance sends stays its own while it lives
+        for reply in await self.storage.replies_orphaned():
             if self.delivery.adopt(reply):
                 self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
-        stale = getattr(self.storage, "inbox_stale_chats", None)
-        if stale is not None:
-            for chat in await stale(older_than):
-                self._queues.submit(chat_of(chat), CatchUp(chat))
+        for chat in await self.storage.inbox_stale_chats(older_than):
+            self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
             # Due follow-ups no job of this instance waits for (another instance's, or one
             # left by an instance that stopped); one waiting for its retry is left to it.
