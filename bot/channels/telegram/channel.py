@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
@@ -64,6 +64,7 @@ from bot.engine.barometer import choice_ids as barometer_choice_ids
 from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine
 from bot.engine.followup import NO as FOLLOWUP_NO
 from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.json_types import JsonObject
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
@@ -168,8 +169,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def _known_choice_ids(self) -> dict[str, str]:
         kb = self.engine.kb
@@ -289,7 +291,7 @@ class TelegramChannel:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 
