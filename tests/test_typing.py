@@ -17,12 +17,23 @@ from tests.harness.paths import ROOT
 
 #: Modules allowed to say ``Any``, each with why: the value really has no type there.
 EDGES: dict[str, str] = {
-    "bot/channels/http/examples.py": "OpenAPI examples: JSON documents written as literals",
-    "bot/channels/http/openapi.py": "the OpenAPI document, JSON assembled by hand",
+    "bot/channels/http/openapi.py": "the OpenAPI document: pydantic's JSON schemas, assembled",
     "bot/channels/http/schemas.py": "pydantic fields holding a stored JSON body as it is",
     "bot/channels/http/limits.py": "subclass of uvicorn's protocol, its constructor passed on",
     "bot/channels/telegram/channel.py": "python-telegram-bot's Application generics",
     "bot/adapters/charts.py": "matplotlib's Agg canvas methods are untyped",
+}
+
+#: Modules still saying ``Any`` where it could be typed, each with the branch rewriting them
+#: this session (typed once it lands): the test fails when an entry is no longer needed.
+PENDING: dict[str, str] = {
+    "bot/server.py": "compose (server.py only assembles the ASGI app)",
+    "bot/cli/compose.py": "compose",
+    "bot/cli/serve.py": "compose",
+    "bot/app/reload.py": "compose (its lifespan type meets server.py's)",
+    "bot/storage/postgres/core.py": "pgperf (fewer round trips: core, rows, integration)",
+    "bot/storage/postgres/rows.py": "pgperf",
+    "bot/storage/postgres/integration.py": "pgperf",
 }
 
 
@@ -59,12 +70,13 @@ USES = uses_by_module()
 
 
 def test_any_is_used_only_in_the_edge_modules() -> None:
-    outside = {module: lines for module, lines in USES.items() if module not in EDGES}
+    allowed = EDGES.keys() | PENDING.keys()
+    outside = {module: lines for module, lines in USES.items() if module not in allowed}
     assert outside == {}, "type these (JsonValue, a TypedDict, a dataclass, object, a Protocol)"
 
 
 def test_each_edge_module_still_needs_its_entry() -> None:
-    assert [module for module in EDGES if module not in USES] == []
+    assert [module for module in [*EDGES, *PENDING] if module not in USES] == []
 
 
 def test_the_counter_sees_every_spelling_of_any() -> None:

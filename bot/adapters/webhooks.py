@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine import events
 from bot.engine.replies import Event
-from bot.json_types import as_list
+from bot.json_types import JsonObject, JsonValue, as_list
 from bot.knowledge.establishments import (
     Establishment,
     address_problem,
@@ -144,7 +144,7 @@ EVENT_MODELS: dict[str, type[ContactRequested] | type[ConversationCompleted]] = 
 }
 
 
-def payload(kind: str, timestamp: str, data: Mapping[str, Any]) -> str:
+def payload(kind: str, timestamp: str, data: Mapping[str, JsonValue]) -> str:
     """The JSON body of one event, validated by its model (a drift fails loudly in tests)."""
     body = EVENT_MODELS[kind].model_validate({"type": kind, "timestamp": timestamp, "data": data})
     dumped = body.model_dump(mode="json", exclude_none=False)
@@ -467,7 +467,7 @@ class WebhookWorker:
         return f"HTTP {response.status_code}"
 
 
-def describe(item: OutboxItem) -> dict[str, Any]:
+def describe(item: OutboxItem) -> JsonObject:
     """A line of ``passerelle webhooks status`` (no payload: it may hold personal data)."""
     return {
         "id": item.id,
