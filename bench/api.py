@@ -90,7 +90,10 @@ def child(kind: str, port: int, workdir: Path) -> None:
             return Response(status_code=204)
 
         app = Starlette(routes=[Route("/hook", receive, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none")
+    # Keep-alive longer than the runs' idle gaps: a client reusing a connection never races
+    # uvicorn closing it (httpx.ReadError under load with the 5 s default).
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws="none",
+                timeout_keep_alive=120)  # fmt: skip
 
 
 def start(kind: str, workdir: Path, db: str | None = None) -> tuple[subprocess.Popen[bytes], str]:

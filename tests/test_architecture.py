@@ -127,6 +127,14 @@ RULES: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
             or within(m, "bot.server", "bot.cli")
         ),
     ),
+    (
+        "bot.server",
+        "the server assembles the parts it is given: no CLI, no Telegram part, no concrete store",
+        lambda m: (
+            within(m, "bot.cli", "bot.channels.telegram", "telegram")
+            or (within(m, "bot.storage") and m != "bot.storage.base")
+        ),
+    ),
 )
 
 

@@ -45,9 +45,10 @@ def any_uses(source: str, filename: str = "<string>") -> Iterator[int]:
         if isinstance(node, ast.ImportFrom) and node.module in ("typing", "typing_extensions"):
             names |= {a.asname for a in node.names if a.name == "Any" and a.asname}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name | ast.Attribute):
-            if node.id in names if isinstance(node, ast.Name) else node.attr == "Any":
-                yield node.lineno
+        if (isinstance(node, ast.Name) and node.id in names) or (
+            isinstance(node, ast.Attribute) and node.attr == "Any"
+        ):
+            yield node.lineno
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             try:  # a string annotation ("asyncio.Future[Any]"); prose does not parse
                 inner = ast.parse(node.value, mode="eval")

@@ -32,34 +32,25 @@ log = logging.getLogger(__name__)
 PROCESSED_IDS_SECONDS = 2 * 86400
 #: Sessions of people who did not consent are dropped from memory after this much idleness.
 MEMORY_IDLE_DAYS = 1.0
-#: Idle API conversations are looked for this often (the first time at start-up).
-API_RETENTION_EVERY = 24 * 3600.0
+#: Retention runs this often, over every store (the first time at start-up).
+RETENTION_EVERY = 6 * 3600.0
+#: Several instances on one database: the retention lease lasts this long (under the period,
+#: so another instance takes over at the next run when the holder died).
+RETENTION_LEASE = 3 * 3600.0
 
 
 class IdleConversations(Protocol):
-    """What the API's retention needs of its conversation rows."""
+    """What retention needs of the API's conversation rows (``IntegrationStore``)."""
 
     async def purge_idle_conversations(self, idle_days: int) -> int: ...
 
 
-def schedule_api_retention(
-    scheduler: Scheduler,
-    store: IdleConversations,
-    retention_days: int,
-    *,
-    lease: Callable[[str, float], Awaitable[bool]] | None = None,
+def schedule_retention(
+    scheduler: Scheduler, purge: Callable[[], Awaitable[object]], *, first: float = 0.0
 ) -> None:
-    """Erase API conversations idle past the retention period, at start-up then daily.
-    Several instances on one database (``lease``, the store's): the lease holder alone."""
-
-    async def purge() -> None:
-        if lease is not None and not await lease("api-retention", 12 * 3600):
-            return
-        erased = await store.purge_idle_conversations(retention_days)
-        if erased:
-            log.info("retention: %d idle API conversations erased", erased)
-
-    scheduler.every("retention:api", API_RETENTION_EVERY, purge)
+    """The one retention job of a process (:meth:`Privacy.purge`), ``first`` seconds from
+    now, then every :data:`RETENTION_EVERY` seconds."""
+    scheduler.every("retention", RETENTION_EVERY, purge, first=first)
 
 
 class OutboxAbout(Protocol):
@@ -89,11 +80,14 @@ class Privacy:
         integration: OutboxAbout | None = None,
         retention_days: int = 180,
         establishments: Mapping[str, Establishment] | None = None,
+        conversations: IdleConversations | None = None,
     ) -> None:
         self.storage = storage
         self.memory = memory
         self.features = features
         self.integration = integration
+        #: The API's conversations, erased by the same retention run as the people here.
+        self.conversations = conversations
         self.retention_days = retention_days
         self.establishments = dict(establishments or {})
 
@@ -106,24 +100,30 @@ class Privacy:
             export["webhooks_pending"] = [*await self.integration.outbox_about(user)]
         return export
 
-    async def erase(self, user: str) -> UserChange:
-        """Erase ``user`` from the features and memory now; the returned change erases the
+    async def erase(self, user: str, session: Mapping[str, JsonValue] | None = None) -> UserChange:
+        """Erase ``user`` from the features (with the statistics rows of ``session``, their
+        conversation, as an API DELETE does) and memory now; the returned change erases the
         durable rows (and undelivered webhook payloads) with the turn's commit."""
-        if self.features is not None:
-            await self.features.erase_user(user)
+        await erase_conversation(self.features, user, session)
         await self.memory.erase_user(user)
         return UserChange(erase=True)
 
     async def purge(self) -> int:
-        """Erase people idle past the retention period; forget ids of old applied updates.
-        Several instances: only the one holding the retention lease runs it."""
+        """One retention run: erase people (and API conversations) idle past the retention
+        period; forget ids of old applied updates; return how many were erased. Several
+        instances: only the one holding the retention lease runs it."""
         lease = getattr(self.storage, "lease", None)
-        if lease is not None and not await lease("telegram-retention", 3 * 3600):
+        if lease is not None and not await lease("retention", RETENTION_LEASE):
             return 0
         erased = await self.storage.purge_idle(self.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)
         await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)
         log.info("retention: %d idle person(s) erased", erased)
+        if self.conversations is not None:
+            idle = await self.conversations.purge_idle_conversations(self.retention_days)
+            if idle:
+                log.info("retention: %d idle API conversations erased", idle)
+            erased += idle
         return erased
 
     async def summary(self, engine: Engine, user: str, probe: Session) -> Summary:
@@ -156,8 +156,9 @@ class Privacy:
 async def erase_conversation(
     features: Features | None, member: str, session: Mapping[str, JsonValue] | None
 ) -> None:
-    """An API conversation erased: first the features' rows (statistics included: no padding
-    is left behind), before the caller deletes the conversation (which scrubs the disk)."""
+    """A conversation erased (API DELETE, Telegram /oubli): first the features' rows
+    (statistics included: no padding is left behind), before the caller deletes the
+    conversation (which scrubs the disk)."""
     if features is not None:
         await features.erase_conversation(member, session)
 

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.adapters.webhooks import route
+from bot.app.choices import ChoiceIds
 from bot.app.conversation import ConversationService, Step
 from bot.app.identity import Identity, pseudonym
 from bot.app.ordering import KeyedQueues
@@ -61,7 +62,7 @@ from bot.channels.http.schemas import (
 )
 from bot.channels.http.webchat import webchat_routes
 from bot.config import BODY_TIMEOUT
-from bot.engine.flow import CMD, Engine, Turn
+from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
 from bot.json_types import JsonObject
 from bot.knowledge.establishments import Establishment
@@ -80,8 +81,6 @@ if TYPE_CHECKING:
     from bot.app.features import Features
 
 T = TypeVar("T")
-#: Engine commands a client may send as a choice at any time (``cmd:aide``…).
-COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 SECRET_PREFIX = "pcs_"
 #: How many times a turn is planned when its new barometer group's code keeps being taken.
 CODE_ATTEMPTS = 3
@@ -124,6 +123,8 @@ class ConversationApi:
         self.service = ConversationService(
             self.holder, features=features, router=router, commits_to=store
         )
+        # What a client may send as a choice: the last turn's, or a command (as on Telegram).
+        self.choices = ChoiceIds(self.holder)
 
     @property
     def engine(self) -> Engine:
@@ -179,11 +180,6 @@ class ConversationApi:
         except ApiError as exc:
             return error_response(exc)
         return response
-
-    def _is_command(self, choice: str) -> bool:
-        """Engine commands (and side modes such as the barometer) are accepted at any step."""
-        name = choice[len(CMD) :] if choice.startswith(CMD) else None
-        return name is not None and (name in COMMANDS or name in self.engine.modes)
 
     def _context(self, key: ApiKey, context: str | None) -> str | None:
         return allowed_context(self.establishments, key, context)
@@ -245,9 +241,7 @@ class ConversationApi:
                 now = time.time()
                 person: JsonObject
                 if body.choice is not None:
-                    if body.choice not in conversation.offered and not self._is_command(
-                        body.choice
-                    ):
+                    if not self.choices.accepts(body.choice, conversation.offered):
                         raise ApiError(
                             422,
                             "unknown_choice",

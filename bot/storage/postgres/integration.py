@@ -31,6 +31,7 @@ from bot.storage.integration import (
     new_id,
 )
 from bot.storage.postgres import rows as feature_rows
+from bot.storage.postgres import turns
 from bot.storage.postgres.core import PostgresStorage, _lock_key, outbox_insert
 
 #: Namespace of the per-conversation advisory locks.
@@ -119,25 +120,32 @@ class PostgresIntegrationStore:
     @contextlib.asynccontextmanager
     async def conversation_turn(self, conversation_id: str) -> AsyncIterator[None]:
         """Hold the conversation's lock across every instance for one turn (load → engine →
-        :meth:`save_turn`): two requests of one conversation never interleave."""
-        key = _lock_key(conversation_id)
-        async with self.core.lock_pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CONVERSATION_LOCK_SPACE, key))
-            try:
-                yield
-            finally:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock(%s, %s)", (CONVERSATION_LOCK_SPACE, key)
-                )
+        :meth:`save_turn`): two requests of one conversation never interleave.
+
+        A transaction-level lock, in one transaction with the load and the save on the
+        turn's connection: the lock is taken in the load's round trip and goes with the
+        save's commit (see :mod:`.turns`), two round trips for the turn."""
+        async with turns.turn(
+            self.core.lock_pool,
+            CONVERSATION_LOCK_SPACE,
+            _lock_key(conversation_id),
+            transactional=True,
+        ):
+            yield
 
     async def load_conversation(
         self, conversation_id: str, establishment: str
     ) -> Conversation | None:
-        rows = await self.core.rows(
+        select = (
             "SELECT id, key_id, establishment, session, offered, created_at, updated_at, "
             "secret_hash FROM api_conversations WHERE id = %s AND establishment = %s",
             (conversation_id, establishment),
         )
+        turn = turns.current(self.core.lock_pool)
+        if turn is not None and turn.transactional:
+            [rows] = await turn.run([select])
+        else:
+            rows = await self.core.rows(*select)
         if not rows:
             return None
         row = rows[0]
@@ -198,22 +206,42 @@ class PostgresIntegrationStore:
                     (session, offered, now, conversation.id),
                 )
             )
-        for line in lines:
+        lines = list(lines)
+        if lines:
+            # One statement for the turn's lines, numbered after the conversation's last.
             statements.append(
                 (
-                    "INSERT INTO api_messages (conversation_id, seq, at, author, body) VALUES "
-                    "(%s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM api_messages "
-                    "WHERE conversation_id = %s), %s, %s, %s)",
+                    "INSERT INTO api_messages (conversation_id, seq, at, author, body) "
+                    "SELECT %s, last.seq + l.n, l.at, l.author, l.body FROM "
+                    "(SELECT COALESCE(MAX(seq), 0) AS seq FROM api_messages "
+                    "WHERE conversation_id = %s) AS last, unnest(%s::float8[], %s::text[], "
+                    "%s::text[]) WITH ORDINALITY AS l(at, author, body, n)",
                     (
                         conversation.id,
                         conversation.id,
-                        line.at,
-                        line.author,
-                        json.dumps(line.body, ensure_ascii=False),
+                        [line.at for line in lines],
+                        [line.author for line in lines],
+                        [json.dumps(line.body, ensure_ascii=False) for line in lines],
                     ),
                 )
             )
         statements += [outbox_insert(event, now) for event in events]
+        turn = turns.current(self.core.lock_pool)
+        if turn is not None and turn.transactional:
+            # The turn's transaction (opened with its lock by the load): committed here, the
+            # features first (a taken group code fails before anything else), those that need
+            # no answer pipelined with the state.
+            batch: list[turns.Statement] = []
+            for write in features:
+                blind = feature_rows.blind(write, now)
+                if blind is None:
+                    await turn.ensure()
+                    await feature_rows.apply_write(turn.conn, write, now)
+                else:
+                    batch += blind
+            await turn.run([*batch, *statements, ("COMMIT", ())])
+            turn.committed()
+            return
         if not features:
             await self.core.run(statements)
             return

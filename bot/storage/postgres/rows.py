@@ -38,74 +38,107 @@ async def _count(conn: Connection, sql: Any, params: Sequence[Any]) -> int:
     return (await conn.execute(sql, params)).rowcount
 
 
-async def apply_write(conn: Connection, write: FeatureWrite, now: float) -> int:
-    """Apply one write in ``conn``'s transaction; the rows it changed (for a
-    :class:`BarometerRating`, the round the rating went to, 0 for an unknown group)."""
+Statement = tuple[Any, Sequence[Any]]
+
+
+def blind(write: FeatureWrite, now: float) -> list[Statement] | None:
+    """The statements of a write that needs no answer on the way (they can be pipelined),
+    its row count that of the last one; ``None`` for a write that does (see
+    :func:`apply_write`)."""
     match write:
         case StatsStarted():
-            return await _count(
-                conn,
-                "INSERT INTO stats_conversations (id, day, context, channel, establishment) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (write.conversation, write.day, write.context, write.channel, write.establishment),
-            )
+            return [
+                (
+                    "INSERT INTO stats_conversations (id, day, context, channel, establishment) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (
+                        write.conversation,
+                        write.day,
+                        write.context,
+                        write.channel,
+                        write.establishment,
+                    ),
+                )
+            ]
         case StatsReached():
-            await conn.execute(
-                "INSERT INTO stats_nodes (conversation, node) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (write.conversation, write.node),
-            )
-            return await _count(
-                conn,
-                "UPDATE stats_conversations SET last_node = %s WHERE id = %s",
-                (write.node, write.conversation),
-            )
+            return [
+                (
+                    "INSERT INTO stats_nodes (conversation, node) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (write.conversation, write.node),
+                ),
+                (
+                    "UPDATE stats_conversations SET last_node = %s WHERE id = %s",
+                    (write.node, write.conversation),
+                ),
+            ]
         case StatsCompleted():
-            count = await _count(
-                conn,
-                "UPDATE stats_conversations SET completed = 1, territory = %s WHERE id = %s",
-                (write.territory, write.conversation),
-            )
-            for role in write.roles:
-                await conn.execute(
+            roles = [
+                (
                     "INSERT INTO stats_roles (conversation, role) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING",
                     (write.conversation, role),
                 )
-            return count
+                for role in write.roles
+            ]
+            return [
+                *roles,
+                (
+                    "UPDATE stats_conversations SET completed = 1, territory = %s WHERE id = %s",
+                    (write.territory, write.conversation),
+                ),
+            ]
         case StatsOutcome():
-            return await _outcome(conn, write.conversation, write.kind, write.value)
+            return [_outcome_statement(write.conversation, write.kind, write.value)]
         case StatsForgotten():
             sid = (write.conversation,)
-            await conn.execute("DELETE FROM stats_nodes WHERE conversation = %s", sid)
-            await conn.execute("DELETE FROM stats_roles WHERE conversation = %s", sid)
-            await conn.execute("DELETE FROM stats_outcomes WHERE conversation = %s", sid)
-            return await _count(conn, "DELETE FROM stats_conversations WHERE id = %s", sid)
-        case BarometerRating():
-            return await _rating(conn, write, now)
+            return [
+                ("DELETE FROM stats_nodes WHERE conversation = %s", sid),
+                ("DELETE FROM stats_roles WHERE conversation = %s", sid),
+                ("DELETE FROM stats_outcomes WHERE conversation = %s", sid),
+                ("DELETE FROM stats_conversations WHERE id = %s", sid),
+            ]
         case FollowUpScheduled():
             # One open follow-up per person (unique partial index): asking twice keeps one.
-            return await _count(
-                conn,
-                'INSERT INTO followups ("user", address, conversation, context, roles, due_at, '
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            return [
                 (
-                    write.user,
-                    write.address,
-                    write.conversation,
-                    write.context,
-                    json.dumps(list(write.roles)),
-                    write.due_at,
-                    now,
-                ),
-            )
+                    'INSERT INTO followups ("user", address, conversation, context, roles, '
+                    "due_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        write.user,
+                        write.address,
+                        write.conversation,
+                        write.context,
+                        json.dumps(list(write.roles)),
+                        write.due_at,
+                        now,
+                    ),
+                )
+            ]
         case FollowUpCancelled():
-            return await _count(
-                conn,
-                "UPDATE followups SET cancelled_at = %s, address = '' "
-                'WHERE "user" = %s AND sent_at IS NULL AND cancelled_at IS NULL',
-                (now, write.user),
-            )
+            return [
+                (
+                    "UPDATE followups SET cancelled_at = %s, address = '' "
+                    'WHERE "user" = %s AND sent_at IS NULL AND cancelled_at IS NULL',
+                    (now, write.user),
+                )
+            ]
+    return None
+
+
+async def apply_write(conn: Connection, write: FeatureWrite, now: float) -> int:
+    """Apply one write in ``conn``'s transaction; the rows it changed (for a
+    :class:`BarometerRating`, the round the rating went to, 0 for an unknown group)."""
+    statements = blind(write, now)
+    if statements is not None:
+        count = 0
+        for sql, params in statements:
+            count = await _count(conn, sql, params)
+        return count
+    match write:
+        case BarometerRating():
+            return await _rating(conn, write, now)
         case FollowUpAnswered():
             cursor = await conn.execute(
                 "SELECT conversation FROM followups WHERE id = %s AND answer IS NULL",
@@ -125,13 +158,16 @@ async def apply_write(conn: Connection, write: FeatureWrite, now: float) -> int:
     raise TypeError(f"not a feature write: {type(write).__name__}")
 
 
-async def _outcome(conn: Connection, conversation: str, kind: str, value: str) -> int:
-    return await _count(
-        conn,
+def _outcome_statement(conversation: str, kind: str, value: str) -> Statement:
+    return (
         "INSERT INTO stats_outcomes (conversation, kind, value) VALUES (%s, %s, %s) "
         "ON CONFLICT (conversation, kind) DO UPDATE SET value = excluded.value",
         (conversation, kind, value),
     )
+
+
+async def _outcome(conn: Connection, conversation: str, kind: str, value: str) -> int:
+    return await _count(conn, *_outcome_statement(conversation, kind, value))
 
 
 async def _rating(conn: Connection, write: BarometerRating, now: float) -> int:
@@ -177,14 +213,23 @@ async def _rating(conn: Connection, write: BarometerRating, now: float) -> int:
     return target
 
 
+def erase_statements(user: str) -> list[Statement]:
+    """``user``'s ratings and follow-ups (groups left empty go too)."""
+    return [
+        ("DELETE FROM barometer_ratings WHERE member = %s", (user,)),
+        (
+            "DELETE FROM barometer_groups WHERE code NOT IN "
+            "(SELECT DISTINCT code FROM barometer_ratings)",
+            (),
+        ),
+        ('DELETE FROM followups WHERE "user" = %s', (user,)),
+    ]
+
+
 async def erase(conn: Connection, user: str) -> None:
     """``user``'s ratings and follow-ups (groups left empty go too)."""
-    await conn.execute("DELETE FROM barometer_ratings WHERE member = %s", (user,))
-    await conn.execute(
-        "DELETE FROM barometer_groups WHERE code NOT IN "
-        "(SELECT DISTINCT code FROM barometer_ratings)"
-    )
-    await conn.execute('DELETE FROM followups WHERE "user" = %s', (user,))
+    for sql, params in erase_statements(user):
+        await conn.execute(sql, params)
 
 
 async def claim_followup(conn: Connection, followup_id: int, now: float) -> bool:
