@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.abc import Params
 from psycopg.rows import TupleRow
 
 from bot.storage.sqlite.migrations import MIGRATIONS as SQLITE_MIGRATIONS
@@ -27,6 +28,10 @@ from bot.storage.sqlite.migrations import Migration, check
 
 #: A connection with psycopg's default rows (tuples of the columns' Python values).
 Connection = psycopg.AsyncConnection[TupleRow]
+#: SQL as the stores write it (text, or bytes for a query built at run time).
+Query = str | bytes
+#: One statement: its SQL and its parameters, as psycopg takes them.
+Statement = tuple[Query, Params]
 
 #: Coordination of several instances (PostgreSQL only: one SQLite file has one process).
 COORDINATION_MIGRATIONS: list[Migration] = [
