@@ -30,7 +30,7 @@ from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.personas import PATIENT_TRAINER
 from tests.harness.servers import serve
-from tests.harness.wait import DEADLINE
+from tests.harness.wait import BROWSER_WAIT_MS, DEADLINE
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_on_a_phone_the_page_fits_the_answer_starts_in_view_and_links_work(
     url, _ = site
     context = browser.new_context(locale="fr-FR", viewport={"width": 360, "height": 740})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(BROWSER_WAIT_MS)
     try:
         page.goto(url + "/")
         walk_to_recommendation(page)
