@@ -23,7 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from bot import config
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from bot.channels.http import ConversationApi
+    from bot.channels.telegram.compose import BuildOptions, ChannelOptions
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class World:
     #: The one scheduler and the one retention, shared by Telegram and the API.
     jobs: Jobs
 
-    def telegram_options(self) -> dict[str, Any]:
+    def telegram_options(self) -> ChannelOptions:
         """The Telegram channel's share of the world (see ``bot.channels.telegram.build``)."""
         return {
             "establishments": self.establishments,
@@ -270,7 +271,10 @@ def build_integration(
 
 
 def telegram_parts(
-    engine: Engine | EngineHolder, storage: Storage, settings: Settings, **options: Any
+    engine: Engine | EngineHolder,
+    storage: Storage,
+    settings: Settings,
+    **options: Unpack[BuildOptions],
 ) -> tuple[list[BaseRoute], list[Lifespan]]:
     """The Telegram routes (the webhook's) and lifespan for the web server (none without a
     token); ``options`` go to ``bot.channels.telegram.build``."""
@@ -297,7 +301,7 @@ def build_server_app(
     storage: Storage | None = None,
     features: Features | None = None,
     jobs: Jobs | None = None,
-    **telegram_options: Any,
+    **telegram_options: Unpack[ChannelOptions],
 ) -> Starlette:
     """The web server's app: the store first (``PASSERELLE_DB``'s unless given), then the
     features (statistics, barometer groups, follow-ups, on the same database), then Telegram

@@ -352,6 +352,15 @@ KeyKind = Literal["api", "widget"]
 KEY_PREFIXES: dict[str, str] = {"api": "psk_", "widget": "pwk_"}
 
 
+def key_kind(value: object) -> KeyKind:
+    """The :data:`KeyKind` of a stored key row."""
+    if value == "api":
+        return "api"
+    if value == "widget":
+        return "widget"
+    raise ValueError(f"unknown key kind {value!r}")
+
+
 def hash_key(key: str) -> str:
     """Keys are 256-bit random strings, so a plain SHA-256 is enough to store them safely."""
     return hashlib.sha256(key.encode()).hexdigest()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
@@ -62,6 +62,7 @@ from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.json_types import JsonObject
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
@@ -169,8 +170,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -284,7 +286,7 @@ class TelegramChannel:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 
