@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
@@ -62,8 +62,9 @@ from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.json_types import JsonObject
 from bot.knowledge.model import COMMANDS
-from bot.storage.base import OutgoingReply, Storage, UserChange
+from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -81,6 +82,8 @@ OWN_COMMANDS = ("mesdonnees", "oubli")
 MAX_BODY = 1 << 20
 #: An update whose application failed this many times is dead-lettered (payload dropped).
 MAX_APPLY_ATTEMPTS = 3
+#: How many times an update is applied at once when its new barometer group's code is taken.
+CODE_ATTEMPTS = 3
 
 
 class TelegramChannel:
@@ -167,8 +170,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -196,7 +200,7 @@ class TelegramChannel:
         """Several instances: what another instance left behind when it died, taken over
         once its claims lapsed (replies recorded and not sent, updates recorded and not
         applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
-        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        interval = max(0.2, self.storage.claim_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -205,17 +209,12 @@ class TelegramChannel:
                 log.warning("sweep failed: %s", type(exc).__name__)
 
     async def sweep_once(self, older_than: float) -> None:
-        renew = getattr(self.storage, "renew_claims", None)
-        if renew is not None:
-            await renew()  # what this instance is sending stays its own while it lives
-        orphaned = getattr(self.storage, "replies_orphaned", None)
-        for reply in await orphaned() if orphaned is not None else ():
+        await self.storage.renew_claims()  # what this instance sends stays its own while it lives
+        for reply in await self.storage.replies_orphaned():
             if self.delivery.adopt(reply):
                 self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
-        stale = getattr(self.storage, "inbox_stale_chats", None)
-        if stale is not None:
-            for chat in await stale(older_than):
-                self._queues.submit(chat_of(chat), CatchUp(chat))
+        for chat in await self.storage.inbox_stale_chats(older_than):
+            self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
             # Due follow-ups no job of this instance waits for (another instance's, or one
             # left by an instance that stopped); one waiting for its retry is left to it.
@@ -287,7 +286,7 @@ class TelegramChannel:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 
@@ -352,24 +351,34 @@ class TelegramChannel:
 
     async def _apply_update(self, job: Update) -> None:
         started = time.perf_counter()
-        turn = PendingTurn(job.update_id)
-        token = CURRENT.set(turn)
-        try:
-            await self.application.process_update(job)
-        finally:
-            CURRENT.reset(token)
+        for attempt in range(1, CODE_ATTEMPTS + 1):
+            turn = PendingTurn(job.update_id)
+            token = CURRENT.set(turn)
+            error: BaseException | None = None
+            try:
+                await self.application.process_update(job)
+            except BaseException as exc:  # what was staged is committed all the same
+                error = exc
+            finally:
+                CURRENT.reset(token)
             change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
             try:
                 await self.storage.commit_update(job.update_id, turn.user, change)
-            except Exception as exc:
-                # Left pending for the next start, up to MAX_APPLY_ATTEMPTS times.
-                dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
-                log.warning(
-                    "update not applied (%s)%s",
-                    type(exc).__name__,
-                    ": dead-lettered" if dead else "; retried at the next start",
-                )
+            except CodeTaken:
+                # A new barometer group's code taken by another turn since it was drawn:
+                # nothing was committed, so a consenting person's update (state read from
+                # the store) is applied again at once, with another code.
+                fresh = error is None and bool(turn.user) and not turn.committed
+                if fresh and attempt < CODE_ATTEMPTS:
+                    continue
+                await self._not_applied(job, CodeTaken.__name__)
                 raise
+            except Exception as exc:
+                await self._not_applied(job, type(exc).__name__)
+                raise
+            if error is not None:
+                raise error
+            break
         if turn.events and self.on_events is not None:
             self.on_events()
         if change.features and self.features is not None:
@@ -380,6 +389,15 @@ class TelegramChannel:
         for chat_id, replies in chats.items():
             await self.delivery.deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
+
+    async def _not_applied(self, job: Update, reason: str) -> None:
+        """Left pending for the next start, up to :data:`MAX_APPLY_ATTEMPTS` times."""
+        dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
+        log.warning(
+            "update not applied (%s)%s",
+            reason,
+            ": dead-lettered" if dead else "; retried at the next start",
+        )
 
     async def poll(self, stop: asyncio.Event) -> None:
         """Long polling until ``stop`` is set. An offset is confirmed to Telegram (by asking
