@@ -311,9 +311,9 @@ def test_the_chart_opens_full_size(kb: KnowledgeBase, tmp_path: Path, page: Page
         features=Features(engine, FeatureStore(db)),
     )
     with serve(create_app(api)) as url:
-        # The server started its chart worker; on a loaded machine its first start (importing
-        # matplotlib, loading the fonts) can outlast the page's timeouts: wait until it is warm,
-        # as a person arriving after start-up finds it.
+        # The chart worker, started as `passerelle serve` starts it: on a loaded machine its
+        # first start (importing matplotlib, loading the fonts) can outlast the page's
+        # timeouts, so wait until it is warm, as a person arriving after start-up finds it.
         warm = charts.prestart()
         if warm is not None:
             warm.result(timeout=DEADLINE)
