@@ -171,17 +171,18 @@ async def fill(db: str, engine: Any, stored: int) -> None:
 
         store = PostgresStorage(db)
         await store.open()
+        now = time.time()  # recent: the retention job at start-up keeps them
         await store.run(
             [
                 (
                     'INSERT INTO consents ("user", granted_at) SELECT '
-                    "'te_' || lpad(n::text, 40, '0'), 0 FROM generate_series(1, %s) n",
-                    (stored,),
+                    "'te_' || lpad(n::text, 40, '0'), %s FROM generate_series(1, %s) n",
+                    (now, stored),
                 ),
                 (
                     'INSERT INTO sessions ("user", data, updated_at) SELECT '
-                    "'te_' || lpad(n::text, 40, '0'), %s, 0 FROM generate_series(1, %s) n",
-                    (json.dumps(session), stored),
+                    "'te_' || lpad(n::text, 40, '0'), %s, %s FROM generate_series(1, %s) n",
+                    (json.dumps(session), now, stored),
                 ),
             ]
         )
@@ -407,6 +408,7 @@ def echo_app(api_base: str, sized: bool) -> Any:
     from telegram import InlineKeyboardMarkup, Update
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
+    from bot.channels.telegram.compose import READ_TIMEOUT
     from bot.server import build_app
     from tests.harness.fakebotapi import TOKEN
 
@@ -418,6 +420,12 @@ def echo_app(api_base: str, sized: bool) -> Any:
         .updater(None)
         .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
         .connection_pool_size(64)
+        # Passerelle's own timeouts (bot/channels/telegram/compose.py): on a loaded machine
+        # the echo bot then loses no reply to a timeout where Passerelle would not.
+        .pool_timeout(10)
+        .connect_timeout(5)
+        .read_timeout(READ_TIMEOUT)
+        .write_timeout(10)
         .build()
     )
 
@@ -531,7 +539,7 @@ def main() -> int:
         command += ["--stored", str(args.stored), "--rate", str(args.rate)]
         command += ["--paced-seconds", str(args.paced_seconds), "--instances", str(instances)]
         command += ["--db-url", db_url] if db_url else []
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
         data: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
         return data
 
