@@ -278,9 +278,9 @@ def serve_instance(variant: str, port: int, api_base: str, db: str) -> int:
 
 def passerelle_app(api_base: str, db: str) -> Any:
     from bot.app.engines import build_engine
+    from bot.cli.compose import build_server_app
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app
     from bot.storage.factory import build_stores, is_postgres_url
     from tests.harness.fakebotapi import TOKEN
 

@@ -7,7 +7,8 @@ request sees either the old base everywhere or the new one everywhere. An invali
 refused with the validator's messages and the old engines keep serving.
 
 Sessions started on the old version carry over: :meth:`Engine.upgrade` keeps the same node if
-it still exists, else goes back to the nearest earlier question, with one sentence.
+it still exists, else goes back to the nearest earlier question, with one sentence; an open
+« which comes first? » stays open while every answer still holds.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from bot.json_types import JsonObject
 
 
 # -- conversation store records ------------
@@ -168,10 +170,10 @@ class UserChange:
     ``erase`` also removes undelivered events whose ``subject`` is the user.
     """
 
-    session: dict[str, Any] | None = None
+    session: JsonObject | None = None
     consent: bool | None = None
     erase: bool = False
-    outbox: tuple[Any, ...] = ()
+    outbox: tuple[OutboxEvent, ...] = ()
     #: Replies of the update (:class:`OutgoingReply`), kept until sent (stores without a reply
     #: table ignore them: the channel still sends them, without crash recovery).
     replies: tuple[OutgoingReply, ...] = ()
@@ -206,14 +208,14 @@ class ConversationStore(Protocol):
 
     # -- sessions and consent --------------------------------------------------------------
     @abstractmethod
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         """The stored session of ``user``, or ``None``."""
 
     @abstractmethod
     async def get_consent(self, user: str) -> bool | None:
         """``True``/``False`` once the user answered, ``None`` if never asked (or forgotten)."""
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
         """``(consent, session)`` of ``user`` (durable stores answer in one read)."""
         consent = await self.get_consent(user)
         return consent, (await self.load_session(user) if consent else None)
@@ -222,7 +224,7 @@ class ConversationStore(Protocol):
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         """Apply ``change`` and mark ``update_id`` applied (if given), all or nothing."""
 
-    async def save_session(self, user: str, session: dict[str, Any]) -> None:
+    async def save_session(self, user: str, session: JsonObject) -> None:
         """Store ``user``'s session (durable stores keep it only if the user consented)."""
         await self.commit_update(None, user, UserChange(session=session))
 
@@ -235,7 +237,7 @@ class ConversationStore(Protocol):
         await self.commit_update(None, user, UserChange(erase=True))
 
     @abstractmethod
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (empty if nothing)."""
 
     @abstractmethod
@@ -371,7 +373,7 @@ class Conversation:
     id: str
     key_id: str
     establishment: str
-    session: dict[str, Any]
+    session: JsonObject
     offered: tuple[str, ...]
     created_at: float
     updated_at: float
@@ -383,14 +385,15 @@ class Conversation:
 class TranscriptLine:
     at: float
     author: str
-    body: dict[str, Any] = field(default_factory=dict)
+    body: JsonObject = field(default_factory=dict)
 
 
 @runtime_checkable
 class IntegrationStore(Protocol):
     """API keys (hashed), API conversations with their transcript, and the webhook outbox.
-    A turn's state, transcript lines and events are written all or nothing (:meth:`save_turn`),
-    so an event exists if and only if the state change that caused it was committed."""
+    A turn's state, transcript lines, events and feature rows are written all or nothing
+    (:meth:`save_turn`), so an event or a statistics row exists if and only if the state
+    change that caused it was committed."""
 
     async def open(self) -> None: ...
 
@@ -435,9 +438,19 @@ class IntegrationStore(Protocol):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
-        """The conversation's new state, its new lines and the turn's events, all or nothing."""
+        """The conversation's new state, its new lines, the turn's events and its feature rows
+        (:data:`FeatureWrite`; only for stores whose :meth:`holds_features` is true, others
+        raise :class:`ValueError`), all or nothing: a :class:`BarometerRating` with ``create``
+        on a taken code raises :class:`CodeTaken` and nothing of the turn is written."""
         ...
+
+    async def holds_features(self) -> bool:
+        """Whether the feature tables live with this store's (one database, or one set of
+        dictionaries), so that :meth:`save_turn` can take the turn's feature rows; otherwise
+        the caller writes them through :meth:`FeatureStore.apply`."""
+        return False
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         """Erase a conversation of ``establishment``, its transcript and its undelivered
@@ -469,7 +482,7 @@ class IntegrationStore(Protocol):
         """Every event kept (pending and dead)."""
         ...
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         """Undelivered events about one person or conversation (for their data export)."""
         ...
 
@@ -598,7 +611,7 @@ class FeatureStore(Protocol):
         ...
 
     # -- the person's rights ----------------------------------------------------------------
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         """Rows about ``user`` (barometer ratings, follow-ups); statistics are anonymous."""
         ...
 

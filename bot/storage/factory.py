@@ -8,7 +8,6 @@ tests/postgres/test_parity.py), hence the casts here and nowhere else.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -21,6 +20,9 @@ if TYPE_CHECKING:
     from bot.storage.postgres import PostgresStorage
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: How long a dead instance's claims last by default (``PASSERELLE_CLAIM_SECONDS``, read by
+#: :mod:`bot.config` and passed here by the composition).
+CLAIM_SECONDS = 30.0
 
 
 def is_postgres_url(value: str | Path) -> bool:
@@ -37,28 +39,25 @@ class Stores:
         return integration_for(self.core)
 
 
-def build_stores(target: str | Path, *, migrate: bool = False) -> Stores:
+def build_stores(
+    target: str | Path, *, migrate: bool = False, claim_seconds: float = CLAIM_SECONDS
+) -> Stores:
     """The core and feature stores on ``target`` (a SQLite file or a PostgreSQL URL), not yet
     opened; open the core first (the feature store shares its database). ``migrate`` brings
-    a PostgreSQL schema up to date at open (SQLite always migrates itself)."""
+    a PostgreSQL schema up to date at open (SQLite always migrates itself); ``claim_seconds``:
+    how long a dead PostgreSQL instance's claims last."""
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
 
-        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds())
+        core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds)
         return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
     return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
 
 
-def claim_seconds() -> float:
-    """How long a dead instance's claims (replies, webhook events) last before another
-    instance takes them over (``PASSERELLE_CLAIM_SECONDS``, 30 by default)."""
-    return float(os.environ.get("PASSERELLE_CLAIM_SECONDS") or 30)
-
-
-def _postgres(target: str | Path) -> PostgresStorage:
+def _postgres(target: str | Path, claim_seconds: float) -> PostgresStorage:
     from bot.storage.postgres import PostgresStorage
 
-    return PostgresStorage(str(target), claim_seconds=claim_seconds())
+    return PostgresStorage(str(target), claim_seconds=claim_seconds)
 
 
 def integration_for(core: SqliteStorage) -> IntegrationStore:
@@ -70,19 +69,23 @@ def integration_for(core: SqliteStorage) -> IntegrationStore:
     return IntegrationStore(core)
 
 
-def integration_store(target: str | Path) -> IntegrationStore:
+def integration_store(
+    target: str | Path, *, claim_seconds: float = CLAIM_SECONDS
+) -> IntegrationStore:
     """An integration store owning its connection to ``target`` (the command-line tools)."""
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresIntegrationStore
 
-        return cast(IntegrationStore, PostgresIntegrationStore(_postgres(target), owned=True))
+        store = PostgresIntegrationStore(_postgres(target, claim_seconds), owned=True)
+        return cast(IntegrationStore, store)
     return IntegrationStore(target)
 
 
-def feature_store(target: str | Path) -> FeatureStore:
+def feature_store(target: str | Path, *, claim_seconds: float = CLAIM_SECONDS) -> FeatureStore:
     """A feature store owning its connection to ``target`` (``passerelle stats``)."""
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore
 
-        return cast(FeatureStore, PostgresFeatureStore(_postgres(target), owned=True))
+        store = PostgresFeatureStore(_postgres(target, claim_seconds), owned=True)
+        return cast(FeatureStore, store)
     return FeatureStore(target)

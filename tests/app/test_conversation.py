@@ -14,6 +14,7 @@ from bot.app.identity import Identity, pseudonym
 from bot.app.privacy import Privacy
 from bot.engine.flow import Engine
 from bot.engine.session import Input
+from bot.json_types import as_int, at
 from bot.storage.base import Storage, UserChange
 from bot.storage.features import FeatureStore
 from bot.storage.memory import MemoryStorage
@@ -107,7 +108,7 @@ async def test_erasure_reaches_every_store(engine: Engine, tmp_path: Path) -> No
         await features.followups.schedule(PERSON.user, "7", ["patient-partenaire"])
         await memory.save_session(PERSON.user, engine.new_session().to_dict())
         before = await privacy.export(PERSON.user)
-        assert before["conversation"]["session"] and before["followups"]
+        assert at(before, "conversation", "session") and before["followups"]
         await tx.commit(PERSON.user, await privacy.erase(PERSON.user))
         after = await privacy.export(PERSON.user)
         assert after == {"conversation": {}, "barometer_ratings": [], "followups": []}
@@ -143,7 +144,7 @@ async def test_a_crash_before_the_commit_leaves_no_statistics_row(
 
     async def conversations() -> int:
         [(count,)] = await features.store.read("SELECT COUNT(*) FROM stats_conversations")
-        return int(count)
+        return as_int(count)
 
     try:
         crashing = Crashing()

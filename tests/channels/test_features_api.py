@@ -141,6 +141,11 @@ def test_export_then_delete_leaves_no_row_about_the_conversation(site: Site) -> 
             assert exported["session"]["node"] == exported["node"]
             assert len(exported["barometer_ratings"]) == 1
             assert any(line["text"] == typed for line in exported["transcript"])
+            # Its anonymous statistics row goes with it, as with /oubli on Telegram.
+            stats = exported["session"]["extra"]["stats_id"]
+            with contextlib.closing(sqlite3.connect(site.db)) as conn:
+                found = conn.execute("SELECT id FROM stats_conversations WHERE id = ?", (stats,))
+                assert found.fetchall() == [(stats,)]
             assert client.delete(f"/conversations/{cid}").status_code == 204
             assert client.get(f"/conversations/{cid}").status_code == 404
             member = pseudonym(API_SECRET, "api", cid)
@@ -159,7 +164,7 @@ def test_export_then_delete_leaves_no_row_about_the_conversation(site: Site) -> 
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{table}"'):
                 cells = " ".join(str(cell) for cell in row)
-                for needle in (cid, member, typed):
+                for needle in (cid, member, typed, stats):
                     assert needle not in cells, f"{table} still holds {needle!r}"
     logs = handler_buffer.getvalue()
     for line in logs.splitlines():

@@ -16,10 +16,9 @@ import httpx
 
 from bot.app.features import Features
 from bot.channels.telegram import TelegramChannel
-from bot.cli.compose import build_integration, establishments_or_exit
+from bot.cli.compose import build_integration, build_server_app, establishments_or_exit, jobs_for
 from bot.config import Settings
 from bot.engine.flow import Engine
-from bot.server import build_server_app
 from bot.storage.factory import build_stores, is_postgres_url
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
@@ -193,6 +192,7 @@ async def full_bot(
         lifespans=parts.lifespans,
         storage=storage,
         features=features,
+        jobs=jobs_for(settings, storage, conversations=parts.store),
         establishments=parts.establishments,
         integration=parts.store,
         on_events=parts.worker.wake,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.json_types import JsonObject
 from bot.storage.base import FollowUpTaken, UserChange
 from bot.storage.integration import Conversation, OutboxEvent, TranscriptLine
 from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
@@ -170,10 +171,12 @@ async def test_a_conversation_turn_waits_for_the_other_instance(
         async with store.conversation_turn("conv_1"):
             loaded = await store.load_conversation("conv_1", "chu")
             assert loaded is not None
-            order.append(f"{name} loaded {loaded.session['turns']}")
+            turns = loaded.session["turns"]
+            assert isinstance(turns, int)
+            order.append(f"{name} loaded {turns}")
             inside.set()
             await asyncio.sleep(0.2)
-            session = {"turns": loaded.session["turns"] + 1}
+            session: JsonObject = {"turns": turns + 1}
             line = TranscriptLine(time.time(), "person", {"text": name})
             await store.save_turn(
                 dataclasses.replace(loaded, session=session), created=False, lines=[line]

@@ -31,12 +31,13 @@ from telegram import BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot.app.choices import ChoiceIds
 from bot.app.consent import Consent
 from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
 from bot.app.ordering import KeyedQueues
 from bot.app.outbox import EventRouter
-from bot.app.privacy import OutboxAbout, Privacy
+from bot.app.privacy import OutboxAbout, Privacy, schedule_retention
 from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
@@ -58,12 +59,9 @@ from bot.channels.telegram.queues import (
     StagedTransaction,
 )
 from bot.channels.telegram.render import choice_hash
-from bot.channels.telegram.scheduler import FollowUpAsker, schedule_retention
+from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
-from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine
-from bot.engine.followup import NO as FOLLOWUP_NO
-from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.engine.flow import Engine
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
@@ -123,7 +121,10 @@ class TelegramChannel:
             else {c.establishment for c in self.engine.kb.contacts.values() if c.establishment}
         )
         self.poll_timeout = poll_timeout
+        #: The follow-ups' scheduler. Given one (the composition's, shared with the API), its
+        #: giver schedules retention and stops it; else the channel runs its own, with both.
         self.scheduler = scheduler or Scheduler()
+        self._owns_scheduler = scheduler is None
         self._queues = KeyedQueues(self.apply, max_concurrency=64)
         consent = Consent(storage, memory, retention_days=settings.retention_days)
         #: Sessions of people who did not consent (in this process only).
@@ -153,12 +154,10 @@ class TelegramChannel:
             self.delivery,
             Pseudonyms(settings.secret),
             contexts=lambda: self.contexts,
-            choice_ids=lambda: self._choice_ids,
+            choices=ChoiceIds(self.holder, key=choice_hash),
             transaction=lambda update: StagedTransaction(storage, update.update_id, self.on_events),
         )
         self.followups = FollowUpAsker(self.service, self.delivery, features)
-        self._choice_ids = self._known_choice_ids()
-        self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -171,28 +170,21 @@ class TelegramChannel:
     def bot(self) -> Any:
         return self.application.bot
 
-    def _known_choice_ids(self) -> dict[str, str]:
-        kb = self.engine.kb
-        ids = [c.id for q in kb.questions.values() for c in q.choices]
-        ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
-        ids += [TERM + term for term in kb.glossary]
-        ids += [CONFIRM, CANCEL, RESUME]
-        ids += [*barometer_choice_ids(kb), CMD + "suivi", FOLLOWUP_YES, FOLLOWUP_NO]
-        return {choice_hash(choice_id): choice_id for choice_id in ids}
-
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
         self.handlers.install(self.application)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Initialise PTB (getMe), register the command menu, schedule retention and the
-        follow-ups, and apply whatever the inbox holds from before a crash or restart."""
+        """Initialise PTB (getMe), register the command menu, schedule the follow-ups (and
+        retention, on its own scheduler), and apply whatever the inbox holds from before a
+        crash or restart."""
         await self.application.initialize()
         await self.application.start()
         self._started = True
         await self.delivery.call(self.bot.set_my_commands, self._menu())
-        schedule_retention(self.scheduler, self.purge)
+        if self._owns_scheduler:
+            schedule_retention(self.scheduler, self.purge, first=RETENTION_FIRST)
         if self.features is not None:
             self.features.scheduler = self.scheduler.followups(self.send_followup)
             await self.features.followups.rebuild(self.features.scheduler)
@@ -225,14 +217,20 @@ class TelegramChannel:
             for chat in await stale(older_than):
                 self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
+            # Due follow-ups no job of this instance waits for (another instance's, or one
+            # left by an instance that stopped); one waiting for its retry is left to it.
+            jobs = self.features.scheduler
+            waiting = jobs.scheduled() if jobs is not None else set()
             for followup in await self.features.followups.due():
-                await self.send_followup(followup)
+                if followup.job_name not in waiting:
+                    await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
         Replies Telegram did not accept yet stay in the outbox for the next start."""
         self.delivery.stop()
-        await self.scheduler.stop()
+        if self._owns_scheduler:
+            await self.scheduler.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -303,9 +301,9 @@ class TelegramChannel:
         Raises :class:`ValueError` if ``payload`` is not an update at all (not JSON, no
         ``update_id``): nothing is recorded."""
         data = json_object(payload)
-        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        if type(update_id) is not int:
             raise ValueError("not a Telegram update")
-        update_id: int = data["update_id"]
         if not 0 <= update_id < MAX_INT:
             raise ValueError("update_id out of range")
         try:

@@ -16,6 +16,7 @@ from telegram.ext import AIORateLimiter, Application
 from bot.app.outbox import EventRouter
 from bot.app.privacy import OutboxAbout
 from bot.app.reload import EngineHolder, holder_of
+from bot.app.scheduler import Scheduler
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY
 from bot.config import Settings
@@ -59,8 +60,10 @@ def build(
     establishments: Mapping[str, Establishment] | None = None,
     integration: OutboxAbout | None = None,
     on_events: Callable[[], None] | None = None,
+    scheduler: Scheduler | None = None,
 ) -> TelegramChannel:
-    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
+    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel
+    (``scheduler``: the composition's one scheduler, see :class:`TelegramChannel`).
 
     Outgoing calls go through :class:`AIORateLimiter` (``settings.telegram_rate`` messages per
     second overall; 0 disables the cap, for a local fake server) which waits on 429s.
@@ -106,6 +109,7 @@ def build(
         integration=integration,
         on_events=on_events,
         router=router_for(establishments or {}, holder),
+        scheduler=scheduler,
     )
     channel.install()
     return channel

@@ -14,14 +14,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from telegram import Update
+
 from bot.app.ordering import KeyedQueues
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
 if TYPE_CHECKING:
     from bot.app.followups import FollowUp
-
-#: Per-chat ordering (kept under its former name for readers of the channel).
-ChatQueues = KeyedQueues
 
 
 @dataclass
@@ -56,6 +55,11 @@ class CatchUp:
 
     chat: str
 
+
+#: A job of a chat's queue.
+ChatJob = Update | Redeliver | FollowUpDue | CatchUp
+#: Per-chat ordering (kept under its former name for readers of the channel).
+ChatQueues = KeyedQueues[ChatJob]
 
 CURRENT: ContextVar[PendingTurn | None] = ContextVar("passerelle_turn", default=None)
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
+from bot.storage.base import FeatureWrite
 from bot.storage.integration import (
     KEY_PREFIXES,
     ApiKey,
@@ -29,6 +30,7 @@ from bot.storage.integration import (
     hash_key,
     new_id,
 )
+from bot.storage.postgres import rows as feature_rows
 from bot.storage.postgres import turns
 from bot.storage.postgres.core import PostgresStorage, _lock_key, outbox_insert
 
@@ -172,6 +174,7 @@ class PostgresIntegrationStore:
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
         now = conversation.updated_at
         session = json.dumps(conversation.session, ensure_ascii=False)
@@ -225,11 +228,31 @@ class PostgresIntegrationStore:
         statements += [outbox_insert(event, now) for event in events]
         turn = turns.current(self.core.lock_pool)
         if turn is not None and turn.transactional:
-            # The turn's transaction (opened with its lock by the load): committed here.
-            await turn.run([*statements, ("COMMIT", ())])
+            # The turn's transaction (opened with its lock by the load): committed here, the
+            # features first (a taken group code fails before anything else), those that need
+            # no answer pipelined with the state.
+            batch: list[turns.Statement] = []
+            for write in features:
+                blind = feature_rows.blind(write, now)
+                if blind is None:
+                    await turn.ensure()
+                    await feature_rows.apply_write(turn.conn, write, now)
+                else:
+                    batch += blind
+            await turn.run([*batch, *statements, ("COMMIT", ())])
             turn.committed()
             return
-        await self.core.run(statements)
+        if not features:
+            await self.core.run(statements)
+            return
+        async with self.core.transaction() as conn:  # one database holds every table
+            for write in features:  # first: a taken group code fails before anything else
+                await feature_rows.apply_write(conn, write, now)
+            for sql, params in statements:
+                await conn.execute(sql, params)
+
+    async def holds_features(self) -> bool:
+        return True
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         counts = await self.core.run(

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bot.json_types import as_float, as_list, as_text, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     KeyKind,
     OutboxEvent,
@@ -27,6 +29,7 @@ from bot.storage.base import (
     new_id,
     new_key_secret,
 )
+from bot.storage.sqlite import features as feature_rows
 from bot.storage.sqlite.writer import HasWriter, SqliteWriter, Statement, has_table, own_or_share
 
 
@@ -128,14 +131,14 @@ class SqliteIntegrationStore(IntegrationStore):
             return None
         row = rows[0]
         return Conversation(
-            id=row[0],
-            key_id=row[1],
-            establishment=row[2],
-            session=json.loads(row[3]),
-            offered=tuple(json.loads(row[4])),
-            created_at=row[5],
-            updated_at=row[6],
-            secret_hash=row[7],
+            id=str(row[0]),
+            key_id=str(row[1]),
+            establishment=str(row[2]),
+            session=loads_object(row[3]),
+            offered=tuple(str(offer) for offer in as_list(loads(row[4]))),
+            created_at=as_float(row[5]),
+            updated_at=as_float(row[6]),
+            secret_hash=as_text(row[7]),
         )
 
     async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
@@ -152,9 +155,10 @@ class SqliteIntegrationStore(IntegrationStore):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
-        """Store the conversation's new state, its new transcript lines and the webhook
-        events of the turn, all or nothing."""
+        """Store the conversation's new state, its new transcript lines, the webhook events
+        and the feature rows of the turn, all or nothing (one savepoint)."""
         now = conversation.updated_at
         session = json.dumps(conversation.session, ensure_ascii=False)
         offered = json.dumps(list(conversation.offered))
@@ -200,7 +204,23 @@ class SqliteIntegrationStore(IntegrationStore):
                 )
             )
         statements += [_outbox_insert(event, now) for event in events]
-        await self._write(statements)
+        if not features:
+            await self._write(statements)
+            return
+        writes = tuple(features)
+
+        def operation(db: sqlite3.Connection) -> None:
+            if not feature_rows.holds_features(db):
+                raise ValueError("this database has no feature tables: use FeatureStore")
+            for write in writes:  # first: a taken group code fails before anything else
+                feature_rows.apply_write(db, write, now)
+            for sql, params in statements:
+                db.execute(sql, params)
+
+        await self.writer.write(operation)
+
+    async def holds_features(self) -> bool:
+        return await self.writer.read_with(feature_rows.holds_features)
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         """Erase a conversation of ``establishment``, its transcript and its undelivered
