@@ -245,8 +245,10 @@ class PostgresIntegrationStore:
             await turn.run([*batch, *statements, ("COMMIT", ())])
             turn.committed()
             return
-        if not features:
-            await self.core.run(statements)
+        pieces = [feature_rows.blind(write, now) for write in features]
+        if all(piece is not None for piece in pieces):  # one round trip (pipeline mode)
+            head = [statement for piece in pieces if piece for statement in piece]
+            await self.core.run(head + statements)
             return
         async with self.core.transaction() as conn:  # one database holds every table
             for write in features:  # first: a taken group code fails before anything else
