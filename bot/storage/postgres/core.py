@@ -579,13 +579,10 @@ class PostgresStorage(Storage):
         return replies
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
-        """In a chat's turn the deletion (its own transaction) has left for the server when
-        this returns; its answer is read with the turn's next round trip
-        (:meth:`.turns.Turn.send`)."""
         delete = ("DELETE FROM replies WHERE update_id = %s AND seq = %s", (update_id, seq))
         turn = turns.current(self._locks)
         if turn is not None and not turn.transactional:
-            await turn.send(*delete)
+            await turn.run([delete])  # on the turn's connection (in autocommit)
             return
         await self.run([delete])
 
