@@ -40,9 +40,10 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
     import httpx
 
     from bot.app.engines import build_engine
+    from bot.cli.compose import build_server_app
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app, freeze_startup_objects
+    from bot.server import freeze_startup_objects
     from tests.harness.fakebotapi import TOKEN, FakeBotAPI
     from tests.harness.servers import serve
 

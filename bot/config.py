@@ -36,6 +36,9 @@ HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 30.0
 #: Largest request head (request line and headers) accepted, in bytes.
 MAX_HEADER_BYTES = 16 * 1024
+#: Seconds a PostgreSQL instance's claims (replies, webhook events, a chat's turn) last
+#: unrenewed before another instance takes the work over: how long a dead instance is waited.
+CLAIM_SECONDS = 30.0
 
 
 class ConfigError(ValueError):
@@ -52,6 +55,8 @@ class Settings:
     db_path: Path = Path(DEFAULT_DB)
     #: ``PASSERELLE_DB`` when it is a ``postgresql://`` URL (then ``db_path`` is unused).
     database_url: str | None = None
+    #: Several instances on PostgreSQL: ``PASSERELLE_CLAIM_SECONDS`` (see :data:`CLAIM_SECONDS`).
+    claim_seconds: float = CLAIM_SECONDS
     retention_days: int = 90
     log_level: str = "INFO"
     host: str = "127.0.0.1"
@@ -112,6 +117,7 @@ SERVE_SETTINGS = (
     ("PASSERELLE_HOST", "127.0.0.1", "interface d'écoute (0.0.0.0 : toutes, pour un PaaS)"),
     ("PORT", "8080", "port HTTP"),
     ("PASSERELLE_DB", DEFAULT_DB, "fichier SQLite (créé en 0600) ou postgresql://…"),
+    ("PASSERELLE_CLAIM_SECONDS", "30", "PostgreSQL : secondes avant de relayer une instance morte"),
     ("TELEGRAM_BOT_TOKEN", "", "jeton de @BotFather ; absent : pas de Telegram"),
     ("PASSERELLE_SECRET", "", "clé de pseudonymisation (sinon générée dans <base>.secret)"),
     ("PASSERELLE_WEBHOOK_URL", "", "adresse https du webhook Telegram ; vide : long polling"),
@@ -341,6 +347,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
     body_timeout = _number(
         env, "PASSERELLE_BODY_TIMEOUT", BODY_TIMEOUT, 0.1, 600.0, "secondes, par exemple 30"
     )
+    claim = _number(
+        env, "PASSERELLE_CLAIM_SECONDS", CLAIM_SECONDS, 1.0, 3600.0, "secondes, par exemple 30"
+    )
     database = get("PASSERELLE_DB") or DEFAULT_DB
     database_url = database if database.startswith(("postgresql://", "postgres://")) else None
     if database_url is not None and get("PASSERELLE_SECRET") is None:
@@ -355,6 +364,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, need_telegram: bool =
         webhook_secret=webhook_secret,
         db_path=Path(DEFAULT_DB if database_url else database),
         database_url=database_url,
+        claim_seconds=claim,
         retention_days=_number(
             env, "PASSERELLE_RETENTION_DAYS", 90, 1, 3650, "un nombre de jours, par exemple 90"
         ),

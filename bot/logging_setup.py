@@ -12,7 +12,6 @@ import json
 import logging
 import logging.config
 import traceback
-from typing import Any
 
 from bot.config import Settings
 
@@ -87,12 +86,12 @@ def _secrets_of(settings: Settings) -> list[str]:
     ]
 
 
-def logging_config(settings: Settings) -> dict[str, Any]:
+def logging_config(settings: Settings) -> dict[str, object]:
     """The ``logging.config.dictConfig`` of the process, also given to uvicorn as its
     ``log_config``: one handler on standard error (text, or JSON lines with
     ``PASSERELLE_LOG_FORMAT=json``) with the redaction filter, and uvicorn's loggers sending
     their records to it instead of printing them their own way."""
-    formatter: dict[str, Any] = (
+    formatter: dict[str, object] = (
         {"()": JsonFormatter}
         if settings.log_format == "json"
         else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}

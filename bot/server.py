@@ -1,9 +1,9 @@
-"""The ASGI server of ``passerelle serve``: one Starlette app for the Telegram webhook, the
-health check and whatever other features plug in (hospital API, web chat).
+"""The ASGI assembly of ``passerelle serve``: one Starlette app with the health check and the
+routes and lifespans it is given (Telegram webhook, hospital API, web chat), and how uvicorn
+runs it (socket, limits, logging).
 
-:func:`build_app` knows no feature: it takes routes and lifespan hooks. :func:`serve` is the
-composition for a deployment: SQLite store, Telegram (webhook if ``PASSERELLE_WEBHOOK_URL`` is
-set, else long polling beside the web server, or none without a token), uvicorn on ``$PORT``.
+Nothing here builds a part: :func:`build_app` knows no feature, no store, no channel; which
+parts a deployment runs is decided by the composition root (:mod:`bot.cli.compose`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import gc
 import logging
 import shutil
 import socket
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,21 +26,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from bot.app.reload import EngineHolder, Reloader, sighup_lifespan
+from bot.app.reload import Reloader
 from bot.channels.http.errors import model_response
 from bot.channels.http.schemas import ErrorDetail, ErrorOut, HealthOut
 from bot.config import MAX_HEADER_BYTES, Settings, http_address
-from bot.engine.flow import Engine
 from bot.logging_setup import logging_config
-from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
     import uvicorn
 
     from bot.adapters.webhooks import WebhookWorker
-    from bot.app.features import Features
     from bot.channels.http import ConversationApi
-    from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +138,16 @@ async def _run_check(name: str, check: Check) -> tuple[str, str]:
     return name, "ok"
 
 
-def storage_checks(storage: SqliteStorage) -> list[tuple[str, Check]]:
+class Probed(Protocol):
+    """What the health check needs of the store: where it lives, and a real write."""
+
+    @property
+    def path(self) -> str: ...
+
+    async def probe(self) -> None: ...
+
+
+def storage_checks(storage: Probed) -> list[tuple[str, Check]]:
     """``/healthz`` checks of the database: a real write is committed (a full disk, a locked
     or read-only file fail it), and its disk keeps some free space."""
 
@@ -156,24 +159,6 @@ def storage_checks(storage: SqliteStorage) -> list[tuple[str, Check]]:
             raise OSError(f"disk almost full ({free // 1024} KiB free)")
 
     return [("database", storage.probe), ("disk", disk)]
-
-
-def telegram_parts(
-    engine: Engine | EngineHolder, storage: SqliteStorage, settings: Settings, **options: Any
-) -> tuple[list[BaseRoute], list[Lifespan]]:
-    """The Telegram routes and lifespan for :func:`build_app` (none without a token)."""
-    if settings.telegram_token is None:
-        return [], []
-    from bot.channels import telegram
-
-    channel = telegram.build(engine, storage, settings, **options)
-    routes: list[BaseRoute] = [channel.webhook_route()] if settings.webhook_url else []
-
-    def lifespan(app: Starlette) -> AbstractAsyncContextManager[None]:
-        app.state.telegram = channel
-        return telegram.running(channel)
-
-    return routes, [lifespan]
 
 
 class _Resource(Protocol):
@@ -206,59 +191,23 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def build_server_app(
-    settings: Settings,
-    engine: Engine | EngineHolder,
-    *,
-    routes: Sequence[BaseRoute] = (),
-    lifespans: Sequence[Lifespan] = (),
-    storage: SqliteStorage | None = None,
-    features: Features | None = None,
-    **telegram_options: Any,
-) -> Starlette:
-    """The deployment's app: store first, then the features (statistics, barometer groups,
-    follow-ups, on the same database), then Telegram, then the extra features."""
-    storage = storage or SqliteStorage(settings.db_path)
-    feature_lifespans = [opened("features", features)] if features is not None else []
-    tg_routes, tg_lifespans = telegram_parts(
-        engine, storage, settings, features=features, **telegram_options
-    )
-    return build_app(
-        routes=[*tg_routes, *routes],
-        lifespans=[opened("storage", storage), *feature_lifespans, *tg_lifespans, *lifespans],
-        checks=storage_checks(storage),
-    )
-
-
-def startup_line(
-    settings: Settings,
-    *,
-    mode: str,
-    kb_version: str,
-    establishments: Mapping[str, Establishment],
-    address: str | None = None,
-    seconds: float | None = None,
-) -> str:
-    """What an operator needs to see at start-up, all of it as it actually is: how Telegram is
-    reached, the address, the database file, the contents version and the establishments
-    loaded (with those that receive webhooks)."""
-    names = ", ".join(sorted(establishments)) or "aucun"
-    hooked = sorted(e.id for e in establishments.values() if e.webhook_url)
-    if hooked:
-        names += f" (webhook : {', '.join(hooked)})"
-    where = f" sur {address}" if address else ""
-    took = f" ; démarrage en {seconds:.1f} s" if seconds is not None else ""
-    return (
-        f"Passerelle est prête{where} — {mode} ; base de données {settings.database_label} ; "
-        f"contenus version {kb_version} ; établissements : {names}{took}."
-    )
-
-
 #: The PostgreSQL notification channel of contents reloads.
 RELOAD_CHANNEL = "passerelle_reload"
 
 
-def reload_everywhere(reloader: Reloader, storage: Any) -> Lifespan:
+@runtime_checkable
+class ReloadBus(Protocol):
+    """What :func:`reload_everywhere` needs of a store several instances share (PostgreSQL's
+    NOTIFY/LISTEN): who this instance is, and a channel every instance hears."""
+
+    instance: str
+
+    async def notify(self, channel: str, payload: str = "") -> None: ...
+
+    def listen(self, channel: str, ready: asyncio.Event | None = None) -> AsyncIterator[str]: ...
+
+
+def reload_everywhere(reloader: Reloader, storage: ReloadBus) -> Lifespan:
     """Several instances on one PostgreSQL database: a reload asked of any instance (SIGHUP,
     ``POST /admin/reload``) is announced with NOTIFY, and every other instance reloads its
     own copy of the contents on hearing it (deploy the files to every machine first)."""
@@ -298,26 +247,6 @@ def reload_everywhere(reloader: Reloader, storage: Any) -> Lifespan:
     return lifespan
 
 
-@contextlib.asynccontextmanager
-async def chart_worker(app: Starlette) -> AsyncIterator[None]:
-    """The chart worker started with the server (warm before the first barometer ends) and
-    stopped with it, in order: uvicorn ends the process by re-raising SIGTERM, after which
-    nothing registered with ``atexit`` runs."""
-    from bot.adapters import charts
-
-    charts.prestart()
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(charts.stop)
-
-
-def telegram_mode(settings: Settings) -> str:
-    if not settings.telegram_token:
-        return "sans Telegram"
-    return "Telegram par webhook" if settings.webhook_url else "Telegram par long polling"
-
-
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything else starts (so a busy port is known
     before any banner, and the address printed is the one really bound)."""
@@ -352,7 +281,7 @@ def listening(sock: socket.socket) -> str:
     return http_address(host, port)
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """How uvicorn runs the app: the project's logging (``log_config``, so JSON means every
     line), no access log, ``X-Forwarded-*`` believed only from ``PASSERELLE_TRUSTED_PROXIES``,
     and read limits: request head within ``PASSERELLE_HEADER_TIMEOUT`` and
@@ -364,77 +293,18 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
     class Protocol(HeaderTimeoutProtocol):
         header_timeout = settings.header_timeout
 
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": logging_config(settings),
-        "log_level": settings.log_level.lower(),
-        "access_log": False,  # an access log would carry webhook paths and client addresses
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
-        "http": Protocol,
-        "ws": "none",
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "timeout_keep_alive": 5,
-        "lifespan": "on",
-        **overrides,
-    }
-    return uvicorn.Config(app, **options)
-
-
-def serve(
-    settings: Settings,
-    engine: Engine | EngineHolder,
-    *,
-    routes: Sequence[BaseRoute] = (),
-    lifespans: Sequence[Lifespan] = (),
-    storage: SqliteStorage | None = None,
-    features: Features | None = None,
-    reloader: Reloader | None = None,
-    telegram_options: dict[str, Any] | None = None,
-) -> int:
-    """Run the app under uvicorn on ``settings.host:settings.port`` until interrupted."""
-    import uvicorn
-
-    started = time.perf_counter()
-    try:
-        sock = bind(settings.host, settings.port)
-    except OSError as exc:
-        print(bind_error(settings.host, settings.port, exc), file=sys.stderr, flush=True)
-        return 2
-    address = listening(sock)
-
-    @contextlib.asynccontextmanager
-    async def announce(app: Starlette) -> AsyncIterator[None]:
-        freeze_startup_objects()
-        line = startup_line(
-            settings,
-            mode=telegram_mode(settings),
-            kb_version=engine.kb.version,
-            establishments=(telegram_options or {}).get("establishments") or {},
-            address=address,
-            seconds=time.perf_counter() - started,
-        )
-        if settings.log_format == "json":
-            log.info("%s", line)  # JSON logs: every line on standard error is JSON
-        else:
-            print(line, file=sys.stderr, flush=True)
-        yield
-
-    extra = [sighup_lifespan(reloader)] if reloader is not None else []
-    if reloader is not None and storage is not None and storage.shared:
-        extra.append(reload_everywhere(reloader, storage))
-    extra.append(chart_worker)
-    app = build_server_app(
-        settings,
-        engine,
-        routes=routes,
-        lifespans=[*lifespans, *extra, announce],
-        storage=storage,
-        features=features,
-        **(telegram_options or {}),
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings),
+        log_level=settings.log_level.lower(),
+        access_log=False,  # an access log would carry webhook paths and client addresses
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        http=Protocol,
+        ws="none",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,
+        lifespan="on",
     )
-    server = uvicorn.Server(uvicorn_config(app, settings))
-    with sock:
-        server.run(sockets=[sock])
-    return 0

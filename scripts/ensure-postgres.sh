@@ -1,8 +1,9 @@
 #!/bin/sh
 # The PostgreSQL tests start their own throwaway cluster with Debian's initdb and pg_ctl (never a
 # downloaded build, never the machine's own cluster). Installs Debian's postgresql with apt-get
-# when we are root and the binaries are missing; otherwise one French line. Prints nothing when
-# everything is there (tests/harness/postgres.py finds the binaries the same way).
+# when we are root and the binaries are missing (scripts/apt-install.sh); otherwise one French
+# line. Prints nothing when everything is there (tests/harness/postgres.py finds the binaries
+# the same way).
 set -eu
 found() {
   if [ -n "${PASSERELLE_PG_BIN:-}" ]; then
@@ -16,15 +17,8 @@ found() {
   return 1
 }
 found && exit 0
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "PostgreSQL manque (initdb, pg_ctl) et apt-get est absent : installez PostgreSQL (ou indiquez son dossier bin dans PASSERELLE_PG_BIN), puis relancez « make test »." >&2
-  exit 1
-fi
-if [ "$(id -u)" -ne 0 ]; then
-  echo "PostgreSQL manque (initdb, pg_ctl) : installez-le avec « sudo apt-get install postgresql », puis relancez « make test »." >&2
-  exit 1
-fi
-echo "→ Installation de PostgreSQL (Debian) pour les tests multi-instances…"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
+sh "$here/apt-install.sh" postgresql "PostgreSQL manque (initdb, pg_ctl)" \
+  "installez PostgreSQL (ou indiquez son dossier bin dans PASSERELLE_PG_BIN)" \
+  "PostgreSQL (Debian) pour les tests multi-instances"
 found || { echo "PostgreSQL installé mais initdb/pg_ctl introuvables dans /usr/lib/postgresql/*/bin." >&2; exit 1; }

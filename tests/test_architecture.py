@@ -83,17 +83,28 @@ def within(module: str, *prefixes: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
+#: Leaf modules every layer may import: types only (the JSON value types, which the engine's
+#: sessions and events are made of and storage keeps), no behaviour of any layer.
+LEAVES = ("bot.json_types",)
+
 #: (who, rule, is the import forbidden?) for every layer.
 RULES: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
     (
         "bot.engine",
-        "the engine imports only bot.engine and bot.knowledge.model",
-        lambda m: m.startswith("bot") and not within(m, "bot.engine", "bot.knowledge.model"),
+        "the engine imports only bot.engine, bot.knowledge.model and bot.json_types",
+        lambda m: (
+            m.startswith("bot") and not within(m, "bot.engine", "bot.knowledge.model", *LEAVES)
+        ),
     ),
     (
         "bot.knowledge",
-        "knowledge imports only bot.knowledge (never the engine)",
-        lambda m: m.startswith("bot") and not within(m, "bot.knowledge"),
+        "knowledge imports only bot.knowledge and bot.json_types (never the engine)",
+        lambda m: m.startswith("bot") and not within(m, "bot.knowledge", *LEAVES),
+    ),
+    (
+        "bot.json_types",
+        "bot.json_types is a leaf: it imports no bot module",
+        lambda m: m.startswith("bot"),
     ),
     (
         "bot.app",
@@ -114,6 +125,14 @@ RULES: tuple[tuple[str, str, Callable[[str], bool]], ...] = (
         lambda m: (
             (within(m, "bot.storage") and m != "bot.storage.base")
             or within(m, "bot.server", "bot.cli")
+        ),
+    ),
+    (
+        "bot.server",
+        "the server assembles the parts it is given: no CLI, no Telegram part, no concrete store",
+        lambda m: (
+            within(m, "bot.cli", "bot.channels.telegram", "telegram")
+            or (within(m, "bot.storage") and m != "bot.storage.base")
         ),
     ),
 )

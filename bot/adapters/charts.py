@@ -35,7 +35,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec
 
 if TYPE_CHECKING:
+    from multiprocessing.context import BaseContext
+
+    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Polygon
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -156,8 +161,8 @@ class _Radar:
         from matplotlib.patches import Patch
 
         figure, axes = self.figure, self.axes
-        fills: list[Any] = []
-        lines: list[Any] = []
+        fills: list[Polygon] = []
+        lines: list[Line2D] = []
         for one in sorted(series, key=lambda s: not s.faded):
             xs, ys = _closed(self.angles, one.values)
             if not xs:
@@ -174,12 +179,12 @@ class _Radar:
                 fills += axes.fill(xs, ys, color=one.colour, alpha=0.18)
             line.set_label(one.name)
             lines.append(line)
-        extra: list[Any] = []
+        extra: list[Artist] = []
         if subtitle:
             extra.append(
                 figure.text(0.5, 0.915, subtitle, ha="center", fontsize=10, color="#444444")
             )
-        legend_items: list[Any] = [
+        legend_items: list[Artist] = [
             *lines,
             *(Patch(color=self.group_colour[g], label=g) for g in self.groups),
         ]
@@ -333,7 +338,7 @@ def _exit_with(sentinel: int) -> None:
     os._exit(0)
 
 
-def _context() -> Any:
+def _context() -> BaseContext:
     methods = multiprocessing.get_all_start_methods()
     # Never fork the server itself (threads, sockets, the event loop): a clean worker instead.
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -374,14 +379,16 @@ def stop() -> None:
     shutdown()
 
 
-def prestart() -> None:
-    """Start the chart worker now (at server start-up), not when the first person waits."""
+def prestart() -> concurrent.futures.Future[int] | None:
+    """Start the chart worker now (at server start-up), not when the first person waits. The
+    future is done once the worker is warm (None: charts are drawn in a thread here)."""
     if _THREADS_ONLY:
-        return
+        return None
     try:
-        _pool().submit(_pid)
+        return _pool().submit(_pid)
     except (OSError, RuntimeError) as exc:
         _give_up(exc)
+        return None
 
 
 def _pid() -> int:
@@ -447,7 +454,9 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timings(runs: int, function: Callable[..., bytes], *args: Any, **kwargs: Any) -> list[float]:
+def timings(
+    runs: int, function: Callable[P, bytes], *args: P.args, **kwargs: P.kwargs
+) -> list[float]:
     """Milliseconds of each of ``runs`` calls, after one warm-up (run it where charts are drawn:
     ``loop.run_in_executor(charts._pool(), charts.timings, …)``)."""
     import time

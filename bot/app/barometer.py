@@ -18,16 +18,17 @@ the previous round faded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from bot.adapters.charts import PALETTE, RadarSeries, Spoke, radar_png, render
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply
 from bot.engine.session import Session
+from bot.json_types import JsonValue
 from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
-from bot.storage.base import BarometerRating, CodeTaken, FeatureStore
+from bot.storage.base import BarometerRating, CodeTaken, FeatureStore, FeatureWrite
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,38 @@ async def comparison_chart(
 
 
 # -- storage --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pending:
+    """A rating planned in a turn and not committed yet: comparisons count it already."""
+
+    member: str
+    round: int
+    rater: str
+    scores: dict[str, int]
+
+
 class BarometerGroups:
     """Groups, ratings kept with consent, and comparisons (members only)."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
+
+    async def free_code(self) -> str:
+        """A fresh code no group has (the turn's commit claims it: a group created meanwhile
+        with the same code makes that commit raise :class:`CodeTaken`)."""
+        for _ in range(10):
+            code = mode.new_code()
+            if await self.store.barometer_round(code) is None:
+                return code
+        raise RuntimeError("could not find a free group code")
+
+    async def joining(self, code: str, member: str) -> int | None:
+        """The round ``member``'s rating in group ``code`` would go to (``None``: no such
+        group), as :meth:`join` would write it."""
+        current = await self.store.barometer_round(code)
+        if current is None:
+            return None
+        return current + 1 if await self.store.barometer_rated(code, current, member) else current
 
     async def create(
         self,
@@ -158,15 +186,21 @@ class BarometerGroups:
     async def is_member(self, code: str, member: str) -> bool:
         return await self.store.barometer_is_member(code, member)
 
-    async def compare(self, code: str, member: str) -> Comparison | None:
-        """The group's current round against its previous one; ``None`` for a non-member."""
-        if not await self.is_member(code, member):
+    async def compare(
+        self, code: str, member: str, pending: Pending | None = None
+    ) -> Comparison | None:
+        """The group's current round against its previous one; ``None`` for a non-member.
+        ``pending``: a rating of this turn, counted as if committed."""
+        mine = pending is not None and pending.member == member
+        if not mine and not await self.is_member(code, member):
             return None
         current = await self.store.barometer_round(code)
         if current is None:
             return None
-        sides = await self._sides(code, current)
-        previous = await self._sides(code, current - 1) if current > 1 else {}
+        if pending is not None:
+            current = max(current, pending.round)
+        sides = await self._sides(code, current, pending)
+        previous = await self._sides(code, current - 1, pending) if current > 1 else {}
         gaps: list[tuple[str, float, float]] = []
         pro, usr = sides.get(BAROMETER_RATERS[0]), sides.get(BAROMETER_RATERS[1])
         if pro and usr:
@@ -176,9 +210,13 @@ class BarometerGroups:
                     gaps.append((criterion, a, b))
         return Comparison(code, current, sides, previous, tuple(gaps))
 
-    async def _sides(self, code: str, round_: int) -> dict[str, Side]:
+    async def _sides(self, code: str, round_: int, pending: Pending | None) -> dict[str, Side]:
         collected: dict[str, list[dict[str, int]]] = {}
-        for rater, scores in await self.store.barometer_ratings(code, round_):
+        kept = [*await self.store.barometer_ratings(code, round_)]
+        if pending is not None and pending.round == round_:
+            # Its member had not rated in that round (else it would be the next one).
+            kept.append((pending.rater, pending.scores))
+        for rater, scores in kept:
             collected.setdefault(rater, []).append(scores)
         sides: dict[str, Side] = {}
         for rater in [*BAROMETER_RATERS, *sorted(set(collected) - set(BAROMETER_RATERS))]:
@@ -205,7 +243,9 @@ def _before_prompt(turn: Turn, *replies: Reply) -> Turn:
 
 
 class BarometerService:
-    """What channels call after each engine turn: ``turn = await service.apply(member, turn)``.
+    """What channels call after each engine turn: ``turn, writes = await service.plan(member,
+    turn)``, the writes (a rating kept, a group code claimed) going into the turn's commit;
+    :meth:`apply` writes them at once where the feature tables live apart.
 
     ``member`` is the person's pseudonymous key (``None`` when the channel has none: groups are
     then unavailable). ``groups`` is ``None`` without storage: only the personal chart is shown.
@@ -217,22 +257,41 @@ class BarometerService:
         self.mode = mode.BarometerMode()
 
     async def apply(self, member: str | None, turn: Turn) -> Turn:
+        """:meth:`plan`, its writes applied at once (another code if the one drawn was taken
+        meanwhile)."""
+        for _ in range(10):
+            planned, writes = await self.plan(member, turn)
+            if not writes or self.groups is None:
+                return planned
+            try:
+                await self.groups.store.apply(writes)
+            except CodeTaken:
+                continue
+            return planned
+        raise RuntimeError("could not find a free group code")
+
+    async def plan(self, member: str | None, turn: Turn) -> tuple[Turn, tuple[FeatureWrite, ...]]:
+        """The turn with the charts, groups and comparisons it shows, and the ratings to
+        commit with it (a new group's code is claimed by that commit: :class:`CodeTaken` if
+        another turn took it since it was drawn, and then nothing is written)."""
+        writes: list[FeatureWrite] = []
         for event in turn.events:
             if event.kind == mode.COMPLETED:
                 turn = await self._completed(turn, event.data)
             elif event.kind == mode.KEEP:
-                turn = await self._keep(member, turn, event.data)
+                turn, kept = await self._keep(member, turn, event.data)
+                writes += kept
             elif event.kind == mode.COMPARE_EVENT:
                 turn = await self._compare(member, turn, None)
-        return turn
+        return turn, tuple(writes)
 
     def msg(self, key: str, session: Session, **values: str) -> str:
         return self.engine.msg(key, session, **values)
 
-    async def _completed(self, turn: Turn, data: dict[str, Any]) -> Turn:
+    async def _completed(self, turn: Turn, data: Mapping[str, JsonValue]) -> Turn:
         session = turn.session
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         alt = self.mode.result_text(self.engine, session, rater, scores)
         try:
             image = await rating_chart(self.engine.kb, rater, scores, alt, session.lang)
@@ -243,27 +302,35 @@ class BarometerService:
             turn, Reply(self.msg("barometer_chart_caption", session), image=image)
         )
 
-    async def _keep(self, member: str | None, turn: Turn, data: dict[str, Any]) -> Turn:
+    async def _keep(
+        self, member: str | None, turn: Turn, data: Mapping[str, JsonValue]
+    ) -> tuple[Turn, tuple[BarometerRating, ...]]:
         session = turn.session
         if self.groups is None or member is None:
-            return _before_prompt(turn, Reply(self.msg("barometer_groups_unavailable", session)))
+            unavailable = Reply(self.msg("barometer_groups_unavailable", session))
+            return _before_prompt(turn, unavailable), ()
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         version = str(data.get("kb_version", self.engine.kb.version))
         if data.get("action") == "create":
-            code = await self.groups.create(member, rater, scores, version, session.context)
+            code = await self.groups.free_code()
+            rating = BarometerRating(code, member, rater, scores, version, True, session.context)
             turn = replace(turn, session=mode.remember_group(session, code))
             created = self.msg("barometer_group_created", session, code=mode.format_code(code))
-            return _before_prompt(turn, Reply(created))
+            return _before_prompt(turn, Reply(created)), (rating,)
         code = str(data.get("code") or "")
-        round_ = await self.groups.join(code, member, rater, scores, version)
+        round_ = await self.groups.joining(code, member)
         if round_ is None:
-            return self.mode.code_unknown(self.engine, session, data)
+            return self.mode.code_unknown(self.engine, session, data), ()
+        rating = BarometerRating(code, member, rater, scores, version)
         turn = replace(turn, session=mode.remember_group(session, code))
         joined = Reply(self.msg("barometer_group_joined", session, code=mode.format_code(code)))
-        return await self._compare(member, _before_prompt(turn, joined), code)
+        pending = Pending(member, round_, rater, scores)
+        return await self._compare(member, _before_prompt(turn, joined), code, pending), (rating,)
 
-    async def _compare(self, member: str | None, turn: Turn, code: str | None) -> Turn:
+    async def _compare(
+        self, member: str | None, turn: Turn, code: str | None, pending: Pending | None = None
+    ) -> Turn:
         session = turn.session
         if self.groups is None or member is None:
             return _before_prompt(turn, Reply(self.msg("barometer_groups_unavailable", session)))
@@ -272,7 +339,7 @@ class BarometerService:
             known = [str(c) for c in session.groups]
             chosen = [c for c in known if c in mine] or mine
             code = chosen[-1] if chosen else None
-        comparison = await self.groups.compare(code, member) if code else None
+        comparison = await self.groups.compare(code, member, pending) if code else None
         if comparison is None:
             return _before_prompt(turn, Reply(self.msg("barometer_not_member", session)))
         if comparison.raters < 2:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
 from bot.engine.session import Session
-from bot.storage.base import Storage, UserChange
+from bot.storage.base import OutboxEvent, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 
 #: The buttons of the consent question (the application's own, not the engine's).
@@ -62,7 +62,11 @@ class Consent:
         return State(consent, Session.from_dict(data) if data else None)
 
     async def keep(
-        self, user: str, consent: bool | None, session: Session | None, outbox: tuple[object, ...]
+        self,
+        user: str,
+        consent: bool | None,
+        session: Session | None,
+        outbox: tuple[OutboxEvent, ...],
     ) -> tuple[str, UserChange]:
         """The change to commit for a turn (and who it is about): the session goes to the
         durable store only with consent, else to memory now. Events go in either way."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from bot.app.consent import Consent, State
 from bot.app.identity import Identity
@@ -26,11 +26,17 @@ from bot.engine.flow import Engine, Turn
 from bot.engine.normalize import normalize
 from bot.engine.replies import STALE, Event, Reply
 from bot.engine.session import Input, Session
-from bot.storage.base import FeatureWrite, Storage, UserChange
+from bot.storage.base import FeatureWrite, OutboxEvent, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
+
+
+class HoldsFeatures(Protocol):
+    """A store a turn commits to, asked whether the feature tables live with it."""
+
+    async def holds_features(self) -> bool: ...
 
 
 class Transaction(Protocol):
@@ -96,13 +102,22 @@ class Result:
         return self.previous is None or any(r.kind == STALE for r in self.replies)
 
 
+class _FeatureOptions(TypedDict):
+    """Who a turn's feature rows are about (:meth:`bot.app.features.Features.plan`)."""
+
+    channel: str
+    member: str
+    address: str | None
+    establishment: str | None
+
+
 @dataclass(frozen=True)
 class Step:
     """The engine's turn after the features, its events routed to the outbox, and the
     feature rows to commit with it (empty when the features wrote them already)."""
 
     turn: Turn
-    outbox: tuple[object, ...]
+    outbox: tuple[OutboxEvent, ...]
     features: tuple[FeatureWrite, ...] = ()
 
 
@@ -117,13 +132,17 @@ class ConversationService:
         consent: Consent | None = None,
         features: Features | None = None,
         router: EventRouter | None = None,
+        commits_to: HoldsFeatures | None = None,
     ) -> None:
+        """``commits_to``: the store the channel commits a :class:`Step` to when it keeps its
+        own state (the API's integration store); ``storage`` otherwise."""
         self.holder = holder_of(engine)
         # No store: a channel that keeps its own state (the API's conversation rows).
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.consent = consent or Consent(self.storage)
         self.features = features
         self.router = router
+        self.commits_to: HoldsFeatures = commits_to if commits_to is not None else self.storage
         self._holds_features: bool | None = None
 
     @classmethod
@@ -144,12 +163,13 @@ class ConversationService:
     # -- the shared core: engine → features → routing (no commit) --------------------------
     async def advance(self, identity: Identity, turn: Turn) -> Step:
         """Features then routing for an engine ``turn``; the caller commits :class:`Step`.
-        Feature rows join the turn's commit when the store holds them (one transaction: a
-        crash before it leaves no statistics row of a turn that never happened); otherwise
-        the features write them themselves, before the commit."""
+        Feature rows (statistics, barometer ratings and group codes, follow-ups) join the
+        turn's commit when the store holds them (one transaction: a crash or a failed write
+        leaves no statistics row nor rating of a turn that never happened); otherwise the
+        features write them themselves, before the commit."""
         writes: tuple[FeatureWrite, ...] = ()
         if self.features is not None:
-            options: dict[str, Any] = {
+            options: _FeatureOptions = {
                 "channel": identity.channel,
                 "member": identity.user,
                 "address": identity.address,
@@ -163,7 +183,7 @@ class ConversationService:
 
     async def _joins_features(self) -> bool:
         if self._holds_features is None:
-            self._holds_features = await self.storage.holds_features()
+            self._holds_features = await self.commits_to.holds_features()
         return self._holds_features
 
     async def begin(self, identity: Identity, context: str | None = None) -> Step:
@@ -172,10 +192,17 @@ class ConversationService:
 
     async def step(self, identity: Identity, session: Session, event: Input) -> Step:
         """One input to a conversation whose state the channel holds itself (no commit: the
-        HTTP API saves its conversation row, transcript and ``Step.outbox`` in one)."""
+        HTTP API saves its conversation row, transcript, ``Step.outbox`` and
+        ``Step.features`` in one, then calls :meth:`committed`)."""
         return await self.advance(identity, self.engine.handle(session, event))
 
-    def route(self, identity: Identity, events: Sequence[Event]) -> tuple[object, ...]:
+    async def committed(self, step: Step) -> None:
+        """A :class:`Step` the channel committed itself: what follows its feature rows (a new
+        follow-up's job)."""
+        if step.features and self.features is not None:
+            await self.features.committed(step.features)
+
+    def route(self, identity: Identity, events: Sequence[Event]) -> tuple[OutboxEvent, ...]:
         if self.router is None:
             return ()
         return self.router.route(
@@ -191,7 +218,7 @@ class ConversationService:
         tx: Transaction,
         consent: bool | None,
         session: Session | None,
-        outbox: tuple[object, ...] = (),
+        outbox: tuple[OutboxEvent, ...] = (),
         features: tuple[FeatureWrite, ...] = (),
     ) -> None:
         """The turn's one commit: the session durable with consent (else in memory), its

@@ -1,29 +1,31 @@
-"""One object for channels: statistics, barometer charts and groups, follow-ups.
+"""One object for the conversation service: statistics, barometer charts and groups,
+follow-ups.
 
-A channel builds it once and calls :meth:`Features.after_turn` after every engine turn, before
-saving the session and sending the replies::
+:class:`bot.app.conversation.ConversationService` calls :meth:`Features.plan` after every
+engine turn: the turn comes back with what the features show (charts, group codes,
+comparisons) and the feature rows to commit with it, in the turn's one transaction (the
+conversation store's :attr:`~bot.storage.base.UserChange.features`, or the API's
+:meth:`~bot.storage.base.IntegrationStore.save_turn`); :meth:`Features.committed` follows the
+commit. Where the feature tables live in another database than the turn's state,
+:meth:`Features.after_turn` writes the rows itself, before the commit::
 
-    features = Features(engine, FeatureStore(settings_db_path))
-    await features.open()
-    ...
-    turn = engine.handle(session, event)
-    turn = await features.after_turn(turn, channel="telegram", member=user, address=str(chat_id))
-    save(turn.session); send(turn.replies)   # replies may now carry an Image (the chart)
+    turn, writes = await features.plan(turn, channel="telegram", member=user, address=chat)
+    commit(turn.session, features=writes); await features.committed(writes)
+    send(turn.replies)   # replies may now carry an Image (the chart)
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from bot.app.barometer import BarometerGroups, BarometerService
 from bot.app.followups import FollowUps, Scheduler
 from bot.app.stats import StatsRecorder
-from bot.app.stats_report import DEFAULT_K, Scope, StatsReader
+from bot.app.stats_report import DEFAULT_K, ReportJson, Scope, StatsReader
 from bot.engine.flow import Engine, Turn
-from bot.storage.base import FeatureWrite, FollowUpScheduled
-from bot.storage.features import FeatureStore
+from bot.json_types import JsonObject, JsonValue
+from bot.storage.base import FeatureStore, FeatureWrite, FollowUpScheduled
 
 
 class Features:
@@ -75,12 +77,14 @@ class Features:
         address: str | None = None,
         establishment: str | None = None,
     ) -> tuple[Turn, tuple[FeatureWrite, ...]]:
-        """As :meth:`after_turn`, but the statistics and follow-up rows come back as writes
-        for the turn's one commit (:attr:`bot.storage.base.UserChange.features`) instead of
-        being written now; call :meth:`committed` once they are. A barometer rating kept on
-        request is still written at once (its group code must be claimed to be shown)."""
+        """As :meth:`after_turn`, but the statistics, barometer and follow-up rows come back
+        as writes for the turn's one commit instead of being written now; call
+        :meth:`committed` once they are. A new barometer group's code is claimed by that
+        commit: it raises :class:`~bot.storage.base.CodeTaken` (nothing written) if another
+        turn took the code since it was drawn, and the turn is then planned again."""
         turn, writes = self.stats.plan(turn, channel, establishment=establishment)
-        turn = await self.barometer.apply(member, turn)
+        turn, kept = await self.barometer.plan(member, turn)
+        writes += kept
         if member is not None and address is not None:
             writes += self.followups.plan(member, address, turn)
         return turn, writes
@@ -97,7 +101,7 @@ class Features:
         k: int = DEFAULT_K,
         *,
         contexts: tuple[str, ...] = (),
-    ) -> dict[str, Any]:
+    ) -> ReportJson:
         """The body of ``GET /api/v1/stats``: the caller's establishment only (conversations
         its keys created, and Telegram ones with its id or ``contexts`` as deep link), with
         its own conversations unable to lift a hidden count (see :mod:`bot.app.stats_report`)."""
@@ -110,10 +114,12 @@ class Features:
         await self.followups.cancel(member)
         await self.store.erase_user(member)
 
-    async def erase_conversation(self, member: str, session: dict[str, Any] | None) -> None:
+    async def erase_conversation(
+        self, member: str, session: Mapping[str, JsonValue] | None
+    ) -> None:
         """An API conversation erased: its member's rows and its statistics rows."""
         await self.erase_user(member)
         await self.stats.forget(session)
 
-    async def export_user(self, member: str) -> dict[str, Any]:
+    async def export_user(self, member: str) -> JsonObject:
         return await self.store.export_user(member)

@@ -23,6 +23,7 @@ from typing import Protocol
 from bot.app.stats import STATS_ID, StatsRecorder
 from bot.engine.flow import Turn
 from bot.engine.followup import ANSWERED, DEFAULT_DAYS, REQUESTED
+from bot.json_types import as_int, as_list, as_text
 from bot.storage.base import (
     FeatureStore,
     FeatureWrite,
@@ -132,19 +133,19 @@ class FollowUps:
         writes: list[FeatureWrite] = []
         for event in turn.events:
             if event.kind == REQUESTED and event.data.get("consent"):
-                days = int(event.data.get("days", DEFAULT_DAYS))
+                days = as_int(event.data.get("days", DEFAULT_DAYS))
                 writes.append(
                     FollowUpScheduled(
                         user,
                         address,
-                        tuple(str(r) for r in event.data.get("roles", [])),
+                        tuple(str(r) for r in as_list(event.data.get("roles"))),
                         now + days * DAY,
-                        event.data.get("context"),
-                        turn.session.extra.get(STATS_ID),
+                        as_text(event.data.get("context")),
+                        as_text(turn.session.extra.get(STATS_ID)),
                     )
                 )
             elif event.kind == ANSWERED:
                 writes.append(
-                    self.answered(int(event.data.get("id", 0)), bool(event.data.get("reached")))
+                    self.answered(as_int(event.data.get("id", 0)), bool(event.data.get("reached")))
                 )
         return tuple(writes)

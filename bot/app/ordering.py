@@ -14,34 +14,40 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: The plain jobs a queue's runner takes (``Never`` for a queue of awaited calls only).
+J = TypeVar("J")
 
 
 @dataclass(frozen=True)
 class _Call:
-    work: Callable[[], Awaitable[Any]]
-    done: asyncio.Future[Any]
+    """Awaited work (:meth:`KeyedQueues.run`): ``call()`` runs it and settles its caller."""
+
+    call: Callable[[], Awaitable[None]]
 
 
-class KeyedQueues:
+class KeyedQueues(Generic[J]):
     """Runs jobs of one key in submission order; ``run(job)`` is awaited for plain jobs."""
 
     def __init__(
-        self, run: Callable[[Any], Awaitable[None]] | None = None, max_concurrency: int = 256
+        self, run: Callable[[J], Awaitable[None]] | None = None, max_concurrency: int = 256
     ) -> None:
         self._run = run
-        self._queues: dict[Hashable, deque[Any]] = {}
+        self._queues: dict[Hashable, deque[J | _Call]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def submit(self, key: Hashable, job: Any) -> None:
+    def submit(self, key: Hashable, job: J) -> None:
         """Queue ``job`` behind the jobs of ``key``; a failure is logged (type only) and never
         stops the jobs after it."""
+        self._enqueue(key, job)
+
+    def _enqueue(self, key: Hashable, job: J | _Call) -> None:
         queue = self._queues.get(key)
         if queue is not None:
             queue.append(job)
@@ -55,7 +61,23 @@ class KeyedQueues:
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> T:
         """Run ``work`` in ``key``'s turn and return its result (or raise its error)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self.submit(key, _Call(work, done))
+
+        async def call() -> None:
+            if done.cancelled():  # the caller went away before its turn
+                return
+            try:
+                result = await work()
+            except Exception as exc:  # handed to the waiting caller
+                if not done.cancelled():
+                    done.set_exception(exc)
+                return
+            except BaseException:
+                done.cancel()
+                raise
+            if not done.cancelled():
+                done.set_result(result)
+
+        self._enqueue(key, _Call(call))
         return await done
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -70,7 +92,7 @@ class KeyedQueues:
                 job = queue.popleft()
                 async with self._slots:
                     if isinstance(job, _Call):
-                        await self._call(job)
+                        await job.call()
                         continue
                     assert self._run is not None, "plain jobs need a runner"
                     try:
@@ -79,22 +101,6 @@ class KeyedQueues:
                         log.error("update failed: %s", type(exc).__name__)
         finally:
             del self._queues[key]
-
-    @staticmethod
-    async def _call(job: _Call) -> None:
-        if job.done.cancelled():  # the caller went away before its turn
-            return
-        try:
-            result = await job.work()
-        except Exception as exc:  # handed to the waiting caller
-            if not job.done.cancelled():
-                job.done.set_exception(exc)
-            return
-        except BaseException:
-            job.done.cancel()
-            raise
-        if not job.done.cancelled():
-            job.done.set_result(result)
 
     async def join(self) -> None:
         """Wait until every submitted job has run."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.engine.recommendation import territory_chain
 from bot.engine.replies import Event
+from bot.json_types import as_text
+from bot.storage.base import OutboxEvent
 
 if TYPE_CHECKING:
     from bot.knowledge.establishments import Establishment
@@ -31,7 +33,7 @@ class RoutingRule(Protocol):
         owner: str | None = ...,
         subject: str | None = ...,
         territories: Iterable[str] = ...,
-    ) -> Sequence[Any]: ...
+    ) -> Sequence[OutboxEvent]: ...
 
 
 class EventRouter:
@@ -55,16 +57,16 @@ class EventRouter:
         owner: str | None = None,
         subject: str | None = None,
         conversation: str | None = None,
-    ) -> tuple[Any, ...]:
+    ) -> tuple[OutboxEvent, ...]:
         """Entries for ``events``. ``subject`` is kept beside each entry (never sent) so the
         person's erasure also removes undelivered payloads; ``conversation`` (an API
         conversation id) is what only the owner may receive with a contact request."""
         if not self.establishments or not events:
             return ()
         kb = self.kb()
-        entries: list[Any] = []
+        entries: list[OutboxEvent] = []
         for event in events:
-            chain = territory_chain(kb, event.data.get("territory"))
+            chain = territory_chain(kb, as_text(event.data.get("territory")))
             for entry in self.rule(
                 event,
                 self.establishments,

@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.engine.flow import Engine
 from bot.engine.session import EXITED, RECOMMENDED, Session
+from bot.json_types import JsonObject, JsonValue, as_float, as_list, as_object, loads
 from bot.knowledge.model import text
 from bot.storage.base import Storage, UserChange
 
@@ -31,40 +32,31 @@ log = logging.getLogger(__name__)
 PROCESSED_IDS_SECONDS = 2 * 86400
 #: Sessions of people who did not consent are dropped from memory after this much idleness.
 MEMORY_IDLE_DAYS = 1.0
-#: Idle API conversations are looked for this often (the first time at start-up).
-API_RETENTION_EVERY = 24 * 3600.0
+#: Retention runs this often, over every store (the first time at start-up).
+RETENTION_EVERY = 6 * 3600.0
+#: Several instances on one database: the retention lease lasts this long (under the period,
+#: so another instance takes over at the next run when the holder died).
+RETENTION_LEASE = 3 * 3600.0
 
 
 class IdleConversations(Protocol):
-    """What the API's retention needs of its conversation rows."""
+    """What retention needs of the API's conversation rows (``IntegrationStore``)."""
 
     async def purge_idle_conversations(self, idle_days: int) -> int: ...
 
 
-def schedule_api_retention(
-    scheduler: Scheduler,
-    store: IdleConversations,
-    retention_days: int,
-    *,
-    lease: Callable[[str, float], Awaitable[bool]] | None = None,
+def schedule_retention(
+    scheduler: Scheduler, purge: Callable[[], Awaitable[object]], *, first: float = 0.0
 ) -> None:
-    """Erase API conversations idle past the retention period, at start-up then daily.
-    Several instances on one database (``lease``, the store's): the lease holder alone."""
-
-    async def purge() -> None:
-        if lease is not None and not await lease("api-retention", 12 * 3600):
-            return
-        erased = await store.purge_idle_conversations(retention_days)
-        if erased:
-            log.info("retention: %d idle API conversations erased", erased)
-
-    scheduler.every("retention:api", API_RETENTION_EVERY, purge)
+    """The one retention job of a process (:meth:`Privacy.purge`), ``first`` seconds from
+    now, then every :data:`RETENTION_EVERY` seconds."""
+    scheduler.every("retention", RETENTION_EVERY, purge, first=first)
 
 
 class OutboxAbout(Protocol):
     """What privacy needs of the webhook outbox (``IntegrationStore``)."""
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]: ...
+    async def outbox_about(self, subject: str) -> list[JsonObject]: ...
 
 
 @dataclass(frozen=True)
@@ -88,41 +80,49 @@ class Privacy:
         integration: OutboxAbout | None = None,
         retention_days: int = 180,
         establishments: Mapping[str, Establishment] | None = None,
+        conversations: IdleConversations | None = None,
     ) -> None:
         self.storage = storage
         self.memory = memory
         self.features = features
         self.integration = integration
+        #: The API's conversations, erased by the same retention run as the people here.
+        self.conversations = conversations
         self.retention_days = retention_days
         self.establishments = dict(establishments or {})
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data."""
-        export: dict[str, Any] = {"conversation": await self.storage.export_user(user)}
+        export: JsonObject = {"conversation": await self.storage.export_user(user)}
         if self.features is not None:
             export.update(await self.features.export_user(user))
         if self.integration is not None:
-            export["webhooks_pending"] = await self.integration.outbox_about(user)
+            export["webhooks_pending"] = [*await self.integration.outbox_about(user)]
         return export
 
-    async def erase(self, user: str) -> UserChange:
-        """Erase ``user`` from the features and memory now; the returned change erases the
+    async def erase(self, user: str, session: Mapping[str, JsonValue] | None = None) -> UserChange:
+        """Erase ``user`` from the features (with the statistics rows of ``session``, their
+        conversation, as an API DELETE does) and memory now; the returned change erases the
         durable rows (and undelivered webhook payloads) with the turn's commit."""
-        if self.features is not None:
-            await self.features.erase_user(user)
+        await erase_conversation(self.features, user, session)
         await self.memory.erase_user(user)
         return UserChange(erase=True)
 
     async def purge(self) -> int:
-        """Erase people idle past the retention period; forget ids of old applied updates.
-        Several instances: only the one holding the retention lease runs it."""
-        lease = getattr(self.storage, "lease", None)
-        if lease is not None and not await lease("telegram-retention", 3 * 3600):
+        """One retention run: erase people (and API conversations) idle past the retention
+        period; forget ids of old applied updates; return how many were erased. Several
+        instances: only the one holding the retention lease runs it."""
+        if not await self.storage.lease("retention", RETENTION_LEASE):
             return 0
         erased = await self.storage.purge_idle(self.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)
         await self.storage.inbox_prune(PROCESSED_IDS_SECONDS)
         log.info("retention: %d idle person(s) erased", erased)
+        if self.conversations is not None:
+            idle = await self.conversations.purge_idle_conversations(self.retention_days)
+            if idle:
+                log.info("retention: %d idle API conversations erased", idle)
+            erased += idle
         return erased
 
     async def summary(self, engine: Engine, user: str, probe: Session) -> Summary:
@@ -134,16 +134,17 @@ class Privacy:
         view = _View(engine, self.establishments)
         lines = [engine.msg("mydata_intro", probe)]
         if "consent" in stored:
-            lines.append(engine.msg("mydata_consent", probe, date=date(stored["consent"]["at"])))
+            at = as_object(stored["consent"])["at"]
+            lines.append(engine.msg("mydata_consent", probe, date=date(as_float(at))))
         if "session" in stored:
-            lines += view.describe(Session.from_dict(stored["session"]))
+            lines += view.describe(Session.from_dict(as_object(stored["session"])))
         lines += view.describe_features(probe, export)
         if "session" in stored:
             lines.append(
                 engine.msg(
                     "mydata_retention",
                     probe,
-                    date=date(stored.get("updated_at", time.time())),
+                    date=date(as_float(stored.get("updated_at", time.time()))),
                     days=str(self.retention_days),
                 )
             )
@@ -152,15 +153,16 @@ class Privacy:
 
 
 async def erase_conversation(
-    features: Features | None, member: str, session: dict[str, Any] | None
+    features: Features | None, member: str, session: Mapping[str, JsonValue] | None
 ) -> None:
-    """An API conversation erased: first the features' rows (statistics included: no padding
-    is left behind), before the caller deletes the conversation (which scrubs the disk)."""
+    """A conversation erased (API DELETE, Telegram /oubli): first the features' rows
+    (statistics included: no padding is left behind), before the caller deletes the
+    conversation (which scrubs the disk)."""
     if features is not None:
         await features.erase_conversation(member, session)
 
 
-async def features_export(features: Features | None, member: str) -> dict[str, Any]:
+async def features_export(features: Features | None, member: str) -> JsonObject:
     """The features' rows about ``member`` (empty lists without features)."""
     if features is None:
         return {"barometer_ratings": [], "followups": []}
@@ -174,14 +176,14 @@ class _View:
         self.engine = engine
         self.establishments = establishments
 
-    def readable(self, export: dict[str, Any]) -> Any:
+    def readable(self, export: JsonObject) -> JsonValue:
         """All of it, with questions and answers in words beside their ids, dates readable."""
-        conversation = dict(export.get("conversation") or {})
+        conversation = as_object(export.get("conversation"))
         data = conversation.get("session")
         if isinstance(data, dict):
             session = Session.from_dict(data)
             kb = self.engine.kb
-            answers = []
+            answers: list[JsonValue] = []
             for question_id, choice_id in session.answers:
                 asked = kb.questions.get(question_id)
                 chosen = (
@@ -195,7 +197,9 @@ class _View:
                         "answer_id": choice_id,
                     }
                 )
-            readable_session = {k: v for k, v in data.items() if k not in ("node", "answers")}
+            readable_session: JsonObject = {
+                k: v for k, v in data.items() if k not in ("node", "answers")
+            }
             readable_session |= {"where": self.where(session), "answers": answers}
             stopped = kb.questions.get(session.stopped_at or "")
             if stopped is not None:
@@ -237,20 +241,22 @@ class _View:
             lines.append(msg("mydata_context", session, name=name))
         return lines
 
-    def describe_features(self, session: Session, export: Mapping[str, Any]) -> list[str]:
+    def describe_features(self, session: Session, export: Mapping[str, JsonValue]) -> list[str]:
         msg = self.engine.msg
         lines: list[str] = []
-        ratings = export.get("barometer_ratings") or []
+        ratings = [as_object(r) for r in as_list(export.get("barometer_ratings"))]
         if ratings:
             groups = ", ".join(sorted({str(r.get("group")) for r in ratings if r.get("group")}))
             lines.append(msg("mydata_barometer", session, count=str(len(ratings)), groups=groups))
-        for followup in export.get("followups") or []:
+        for followup in map(as_object, as_list(export.get("followups"))):
             if followup.get("sent_at"):
                 continue
             due = followup.get("due_at")
             if isinstance(due, int | float):
                 lines.append(msg("mydata_followup", session, date=date(due)))
-        pending = [e for e in export.get("webhooks_pending") or [] if e.get("type")]
+        pending = [
+            e for e in map(as_object, as_list(export.get("webhooks_pending"))) if e.get("type")
+        ]
         if pending:
             lines.append(msg("mydata_pending", session, count=str(len(pending))))
         return lines
@@ -264,7 +270,7 @@ def _is_time_key(key: str) -> bool:
     return key == "at" or key.endswith("_at")
 
 
-def readable(value: Any, key: str = "") -> Any:
+def readable(value: JsonValue, key: str = "") -> JsonValue:
     """The export as a person can read it: dates in ISO 8601 (UTC) instead of Unix seconds,
     JSON held as text (scores, roles) unfolded."""
     if isinstance(value, dict):
@@ -276,5 +282,5 @@ def readable(value: Any, key: str = "") -> Any:
         return moment.isoformat().replace("+00:00", "Z")
     if isinstance(value, str) and value[:1] in "[{":
         with contextlib.suppress(ValueError):
-            return readable(json.loads(value), key)
+            return readable(loads(value), key)
     return value

@@ -7,7 +7,8 @@ request sees either the old base everywhere or the new one everywhere. An invali
 refused with the validator's messages and the old engines keep serving.
 
 Sessions started on the old version carry over: :meth:`Engine.upgrade` keeps the same node if
-it still exists, else goes back to the nearest earlier question, with one sentence.
+it still exists, else goes back to the nearest earlier question, with one sentence; an open
+« which comes first? » stays open while every answer still holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load_with_problems
@@ -110,11 +110,11 @@ class Reloader:
             return ReloadResult(True, kb.version)
 
 
-def sighup_lifespan(reloader: Reloader) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A server lifespan reloading the knowledge base on ``SIGHUP``."""
+def sighup_lifespan(reloader: Reloader) -> Callable[[object], AbstractAsyncContextManager[None]]:
+    """A server lifespan reloading the knowledge base on ``SIGHUP`` (of any app: unused)."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[ReloadResult]] = set()
 

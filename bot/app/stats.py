@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from bot.engine import events
 from bot.engine.flow import Turn
+from bot.json_types import JsonValue, as_list, as_text
 from bot.storage.base import (
     FeatureStore,
     FeatureWrite,
@@ -86,7 +87,7 @@ class StatsRecorder:
             log.exception("statistics not recorded")
             return turn, ()
 
-    async def forget(self, session: dict[str, Any] | None) -> None:
+    async def forget(self, session: Mapping[str, JsonValue] | None) -> None:
         """Drop the statistics rows of the conversation whose session this is (API erasure:
         nothing of it, not even an anonymous row, is left to pad a count)."""
         write = forget(session)
@@ -120,8 +121,8 @@ def plan(
     for event in turn.events:
         data = event.data
         if event.kind == events.CONVERSATION_COMPLETED:
-            roles = tuple(str(role) for role in data.get("roles", []))
-            writes.append(StatsCompleted(sid, data.get("territory"), roles))
+            roles = tuple(str(role) for role in as_list(data.get("roles")))
+            writes.append(StatsCompleted(sid, as_text(data.get("territory")), roles))
         elif event.kind in OUTCOMES:
             # The value is a fixed word, never a field a person typed.
             value = str(data.get("rater", "1")) if event.kind == events.BAROMETER_COMPLETED else "1"
@@ -129,7 +130,7 @@ def plan(
     return turn, tuple(writes)
 
 
-def forget(session: dict[str, Any] | None) -> StatsForgotten | None:
+def forget(session: Mapping[str, JsonValue] | None) -> StatsForgotten | None:
     """The write dropping the statistics rows of the conversation whose session this is."""
     extra = (session or {}).get("extra") or {}
     sid = extra.get(STATS_ID) if isinstance(extra, dict) else None

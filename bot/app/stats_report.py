@@ -19,7 +19,7 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from bot.adapters.charts import FunnelStep, funnel_png
 from bot.engine.session import EXITED, RECOMMENDED
@@ -58,6 +58,38 @@ class FollowupRow:
         return round(self.reached / self.answered, 3)
 
 
+class RowJson(TypedDict):
+    id: str
+    label: str
+    count: Cell
+
+
+class FollowupRowJson(TypedDict):
+    id: str
+    label: str
+    answered: Cell
+    reached: Cell
+    share_reached: float | None
+
+
+class ReportJson(TypedDict):
+    """:meth:`Report.to_dict`: the body of ``GET /api/v1/stats`` (``StatsOut``)."""
+
+    since: str | None
+    context: str | None
+    k: int
+    conversations: Cell
+    completed: Cell
+    completion_rate: float | None
+    funnel: list[RowJson]
+    dropoff: list[RowJson]
+    roles: list[RowJson]
+    territories: list[RowJson]
+    outcomes: list[RowJson]
+    followup_by_role: list[FollowupRowJson]
+    followup_by_context: list[FollowupRowJson]
+
+
 @dataclass(frozen=True)
 class Report:
     since: dt.date | None
@@ -79,13 +111,13 @@ class Report:
             return None
         return round(self.completed / self.started, 3)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ReportJson:
         """JSON-safe figures; ``null`` means hidden (fewer than ``k``)."""
 
-        def rows(values: Iterable[Row]) -> list[dict[str, Any]]:
+        def rows(values: Iterable[Row]) -> list[RowJson]:
             return [{"id": r.key, "label": r.label, "count": r.count} for r in values]
 
-        def followups(values: Iterable[FollowupRow]) -> list[dict[str, Any]]:
+        def followups(values: Iterable[FollowupRow]) -> list[FollowupRowJson]:
             return [
                 {
                     "id": r.key,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -108,7 +108,7 @@ class Report:
 
 
 def load_corpus(path: Path) -> CorpusFile:
-    data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         return CorpusFile.model_validate(data)
     except ValidationError as exc:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -67,7 +66,7 @@ class Outcome:
 
 
 def load_script(path: Path) -> Script:
-    data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:
         return Script.model_validate(data)
     except ValidationError as exc:

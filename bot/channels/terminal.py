@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterable
-from typing import Any, TextIO
+from collections.abc import Coroutine, Iterable
+from typing import TextIO
 
 from bot.app.conversation import ConversationService, DirectTransaction, Result
 from bot.app.identity import Identity
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Choice
 from bot.engine.session import Input
+from bot.json_types import loads
 
 QUIT_WORDS = frozenset({"/quit", "/exit", ":q"})
 #: The one person at this terminal.
@@ -38,8 +39,8 @@ class Terminal:
     def handle(self, event: Input) -> Turn:
         return self._turn(self.service.turn(PERSON, event, self.tx))
 
-    def _turn(self, work: Any) -> Turn:
-        result: Result = self.loop.run_until_complete(work)
+    def _turn(self, work: Coroutine[object, object, Result]) -> Turn:
+        result = self.loop.run_until_complete(work)
         assert result.turn is not None  # no consent gate here: the engine always answers
         return result.turn
 
@@ -98,7 +99,7 @@ def run_interactive(
 def parse_json_input(line: str) -> Input | str:
     """One JSON-lines input, or an error message explaining the expected shape."""
     try:
-        data: Any = json.loads(line)
+        data = loads(line)
     except json.JSONDecodeError as exc:
         return f"JSON invalide ({exc.msg}, colonne {exc.colno})"
     if not isinstance(data, dict):

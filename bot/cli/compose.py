@@ -1,10 +1,12 @@
 """The composition root: :func:`build_world` builds, once, what every long-running command
 shares (the stores, the features, the establishments, the webhook outbox and its worker, the
-engines), so ``passerelle serve`` and ``passerelle telegram`` run the same world.
+engines, the one scheduler and the one retention), so ``passerelle serve`` and
+``passerelle telegram`` run the same world.
 
 Nothing is opened here: ``serve`` opens the parts in the web server's lifespans,
 ``telegram`` around its polling loop. :func:`build_integration` adds the HTTP API and its
-lifespan (webhook worker, daily erasure of idle API conversations) for the web server;
+lifespan (webhook worker) for the web server; :func:`build_server_app` assembles the web
+server's parts (store, features, Telegram, timed jobs) with :func:`bot.server.build_app`;
 :func:`with_store` opens the integration store for the one-shot ``keys`` and ``webhooks``
 commands. Which store implementation a deployment uses is decided here and nowhere else.
 """
@@ -18,16 +20,16 @@ import functools
 import logging
 import secrets
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from bot import config
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.app.engines import build_engine
 from bot.app.features import Features
-from bot.app.privacy import schedule_api_retention
+from bot.app.privacy import IdleConversations, Privacy, schedule_retention
 from bot.app.reload import EngineHolder, Reloader
 from bot.app.scheduler import Scheduler
 from bot.cli.contents import default_contenus, extra_contenus
@@ -35,15 +37,16 @@ from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.knowledge.model import KnowledgeBase
+from bot.storage.base import IntegrationStore, Storage
 from bot.storage.factory import build_stores, integration_for, integration_store
-from bot.storage.integration import IntegrationStore
-from bot.storage.sqlite import SqliteStorage
+from bot.storage.memory import MemoryStorage
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.routing import BaseRoute
 
     from bot.channels.http import ConversationApi
+    from bot.channels.telegram.compose import BuildOptions, ChannelOptions
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,8 @@ def with_store(
         settings = config.load_or_exit()
 
         async def run() -> int:
-            store = integration_store(settings.database_url or settings.db_path)
+            target = settings.database_url or settings.db_path
+            store = integration_store(target, claim_seconds=settings.claim_seconds)
             await store.open()
             try:
                 return await work(store, settings, args)
@@ -104,12 +108,49 @@ def webhook_worker(
 
 
 @dataclass
+class Jobs:
+    """The timed jobs of one process: ONE scheduler (retention, Telegram's follow-ups) and ONE
+    retention run over every store (people of every channel, API conversations)."""
+
+    scheduler: Scheduler
+    #: Sessions of people who did not consent (this process only), erased by retention too.
+    memory: Storage
+    retention: Privacy
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Retention at once (then every six hours) until left; then the scheduler stops,
+        waiting for a job under way. Enter it after the channels started, so it is left
+        before they stop."""
+        schedule_retention(self.scheduler, self.retention.purge)
+        try:
+            yield
+        finally:
+            await self.scheduler.stop()
+
+    def lifespan(self, app: Starlette) -> AbstractAsyncContextManager[None]:
+        app.state.scheduler = self.scheduler
+        return self.running()
+
+
+def jobs_for(
+    settings: Settings, storage: Storage, conversations: IdleConversations | None = None
+) -> Jobs:
+    """The :class:`Jobs` of a process on ``storage`` (and the API's ``conversations``)."""
+    memory = MemoryStorage()
+    retention = Privacy(
+        storage, memory, retention_days=settings.retention_days, conversations=conversations
+    )
+    return Jobs(Scheduler(), memory, retention)
+
+
+@dataclass
 class World:
     """What ``serve`` and ``telegram`` share, built by :func:`build_world`, not yet opened."""
 
     settings: Settings
     establishments: dict[str, Establishment]
-    storage: SqliteStorage
+    storage: Storage
     features: Features
     outbox: IntegrationStore
     worker: WebhookWorker
@@ -119,8 +160,10 @@ class World:
     telegram_engine: EngineHolder
     #: Swaps both engines at once (SIGHUP, ``POST /admin/reload``).
     reloader: Reloader
+    #: The one scheduler and the one retention, shared by Telegram and the API.
+    jobs: Jobs
 
-    def telegram_options(self) -> dict[str, Any]:
+    def telegram_options(self) -> ChannelOptions:
         """The Telegram channel's share of the world (see ``bot.channels.telegram.build``)."""
         return {
             "establishments": self.establishments,
@@ -144,7 +187,9 @@ def build_world(settings: Settings, kb: KnowledgeBase) -> World:
         # PostgreSQL is never migrated by serve (instances of two versions share it during a
         # rolling restart): a schema older or newer than the code stops here, before anything.
         asyncio.run(ensure_current(settings.database_url))
-    stores = build_stores(settings.database_url or settings.db_path)
+    stores = build_stores(
+        settings.database_url or settings.db_path, claim_seconds=settings.claim_seconds
+    )
     storage = stores.core
     features = Features(telegram_engine.engine, stores.features)
     telegram_engine.on_swap(features.set_engine)
@@ -164,6 +209,7 @@ def build_world(settings: Settings, kb: KnowledgeBase) -> World:
         api_engine=api_engine,
         telegram_engine=telegram_engine,
         reloader=reloader,
+        jobs=jobs_for(settings, storage, conversations=outbox),
     )
 
 
@@ -182,14 +228,15 @@ class Integration:
 def build_integration(
     settings: Settings,
     engine: Engine | EngineHolder,
-    storage: SqliteStorage,
+    storage: Storage,
     *,
     features: Features | None = None,
     world: World | None = None,
 ) -> Integration:
     """The conversation API (``/api/v1``, ``/``, ``/widget.js``) and the lifespan running the
-    webhook worker and the daily erasure of idle API conversations; over ``world``'s outbox,
-    worker and establishments when given, else over new ones on ``storage``."""
+    webhook worker; over ``world``'s outbox, worker and establishments when given, else over
+    new ones on ``storage``. (Idle API conversations are erased by the process's one
+    retention: :class:`Jobs`.)"""
     from bot.channels.http import ConversationApi, RateLimiter
 
     if world is not None:
@@ -215,15 +262,76 @@ def build_integration(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.api = api
         await worker.start()
-        # The application's one scheduler (as Telegram's retention and follow-ups).
-        scheduler = Scheduler()
-        schedule_api_retention(
-            scheduler, store, settings.retention_days, lease=getattr(storage, "lease", None)
-        )
         try:
             yield
         finally:
-            await scheduler.stop()
             await worker.stop()
 
     return Integration(api, store, worker, establishments, api.routes(), [lifespan])
+
+
+def telegram_parts(
+    engine: Engine | EngineHolder,
+    storage: Storage,
+    settings: Settings,
+    **options: Unpack[BuildOptions],
+) -> tuple[list[BaseRoute], list[Lifespan]]:
+    """The Telegram routes (the webhook's) and lifespan for the web server (none without a
+    token); ``options`` go to ``bot.channels.telegram.build``."""
+    if settings.telegram_token is None:
+        return [], []
+    from bot.channels import telegram
+
+    channel = telegram.build(engine, storage, settings, **options)
+    routes: list[BaseRoute] = [channel.webhook_route()] if settings.webhook_url else []
+
+    def lifespan(app: Starlette) -> AbstractAsyncContextManager[None]:
+        app.state.telegram = channel
+        return telegram.running(channel)
+
+    return routes, [lifespan]
+
+
+def build_server_app(
+    settings: Settings,
+    engine: Engine | EngineHolder,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    lifespans: Sequence[Lifespan] = (),
+    storage: Storage | None = None,
+    features: Features | None = None,
+    jobs: Jobs | None = None,
+    **telegram_options: Unpack[ChannelOptions],
+) -> Starlette:
+    """The web server's app: the store first (``PASSERELLE_DB``'s unless given), then the
+    features (statistics, barometer groups, follow-ups, on the same database), then Telegram
+    (webhook, or polling beside the server; none without a token), then the extra parts, then
+    the timed jobs: ``jobs``' one scheduler serves Telegram's follow-ups and one retention
+    every store (by default over the store alone)."""
+    from bot.server import build_app, opened, storage_checks
+
+    if storage is None:
+        target = settings.database_url or settings.db_path
+        storage = build_stores(target, claim_seconds=settings.claim_seconds).core
+    jobs = jobs or jobs_for(settings, storage)
+    feature_lifespans = [opened("features", features)] if features is not None else []
+    tg_routes, tg_lifespans = telegram_parts(
+        engine,
+        storage,
+        settings,
+        features=features,
+        scheduler=jobs.scheduler,
+        memory=jobs.memory,
+        **telegram_options,
+    )
+    return build_app(
+        routes=[*tg_routes, *routes],
+        lifespans=[
+            opened("storage", storage),
+            *feature_lifespans,
+            *tg_lifespans,
+            *lifespans,
+            jobs.lifespan,
+        ],
+        checks=storage_checks(storage),
+    )

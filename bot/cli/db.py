@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -19,7 +18,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     target = settings.database_url or settings.db_path
 
     async def run() -> None:
-        stores = build_stores(target, migrate=True)
+        stores = build_stores(target, migrate=True, claim_seconds=settings.claim_seconds)
         await stores.core.open()
         try:
             await stores.features.open()
@@ -36,7 +35,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``db migrate`` to the ``passerelle`` parser."""
     db = sub.add_parser("db", help="la base de données (SQLite ou PostgreSQL)")
     db_sub = db.add_subparsers(dest="db_command", required=True)

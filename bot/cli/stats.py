@@ -8,9 +8,15 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from bot.app.stats_report import DEFAULT_K, StatsReader, funnel_chart, render_csv, render_table
+from bot.app.stats_report import (
+    DEFAULT_K,
+    Report,
+    StatsReader,
+    funnel_chart,
+    render_csv,
+    render_table,
+)
 from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.factory import feature_store, is_postgres_url
 
@@ -45,9 +51,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"Base de données introuvable : {target}", file=sys.stderr)
         return 1
 
-    async def compute() -> Any:
-        async with feature_store(target) as store:
+    async def compute() -> Report:
+        store = feature_store(target)
+        await store.open()
+        try:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
+        finally:
+            await store.close()
 
     report = asyncio.run(compute())
     print(render_table(report))
@@ -60,7 +70,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``stats`` to the ``passerelle`` parser."""
     stats = sub.add_parser("stats", help="statistiques d'utilisation (anonymes)")
     stats.add_argument("--since", type=_date, help="depuis cette date (AAAA-MM-JJ)")

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.engine import events
 from bot.engine.normalize import normalize
 from bot.engine.replies import Choice, Event, Reply
 from bot.engine.session import GROUPS_KEY, Input, Session
+from bot.json_types import JsonObject, JsonValue, as_int, as_object
 from bot.knowledge.model import BAROMETER_LEVELS, BarometerFile, KnowledgeBase, text
 
 if TYPE_CHECKING:
@@ -205,7 +207,7 @@ class BarometerMode:
         lang = session.lang
         if step == "rating":
             criteria = barometer.criteria()
-            index = int(state.get("index", 0))
+            index = as_int(state.get("index", 0))
             dim_id, criterion = criteria[index]
             levels = "\n".join(
                 f"{level} — {text(barometer.levels[level], lang)}" for level in BAROMETER_LEVELS
@@ -257,7 +259,7 @@ class BarometerMode:
             return self._again(engine, session, "barometer_help")
         if name == "stop":
             return self._quit(engine, session)
-        # Any other command (recommencer, contacts…) leaves the barometer first.
+        # Every other command (recommencer, contacts…) leaves the barometer first.
         return engine.handle(self._leave(session), Input.command(name))
 
     def _choice(self, engine: Engine, session: Session, step: str, value: str) -> Turn:
@@ -359,13 +361,13 @@ class BarometerMode:
         assert barometer is not None
         state = self._state(session)
         criteria = barometer.criteria()
-        index = int(state.get("index", 0))
-        scores = {**dict(state.get("scores", {})), criteria[index][1].id: score}
+        index = as_int(state.get("index", 0))
+        scores = {**scores_of(state), criteria[index][1].id: score}
         if index + 1 < len(criteria):
-            nxt = self._with_state(session, {**state, "index": index + 1, "scores": scores})
+            nxt = self._with_state(session, {**state, "index": index + 1, "scores": dict(scores)})
             return engine.turn(nxt, self.prompt(engine, nxt))
         rater = str(state.get("rater"))
-        done = self._with_state(session, {"step": "keep", "rater": rater, "scores": scores})
+        done = self._with_state(session, {"step": "keep", "rater": rater, "scores": dict(scores)})
         event = Event(
             COMPLETED,
             {
@@ -391,7 +393,7 @@ class BarometerMode:
                 "action": action,
                 "code": code,
                 "rater": state.get("rater"),
-                "scores": dict(state.get("scores", {})),
+                "scores": dict(scores_of(state)),
                 "consent": True,
                 "context": session.context,
                 "kb_version": engine.kb.version,
@@ -399,7 +401,7 @@ class BarometerMode:
         )
         return engine.turn(left, engine.prompt(left), events=(event,))
 
-    def code_unknown(self, engine: Engine, session: Session, data: dict[str, Any]) -> Turn:
+    def code_unknown(self, engine: Engine, session: Session, data: Mapping[str, JsonValue]) -> Turn:
         """For the group service: the code typed matches no group; ask for it again.
 
         ``session`` is the one returned with the ``barometer.keep`` event (already out of the
@@ -407,7 +409,7 @@ class BarometerMode:
         """
         asking = self._with_state(
             session,
-            {"step": "code", "rater": data.get("rater"), "scores": dict(data.get("scores", {}))},
+            {"step": "code", "rater": data.get("rater"), "scores": dict(scores_of(data))},
         )
         return engine.turn(
             asking,
@@ -418,8 +420,8 @@ class BarometerMode:
     def _back(self, engine: Engine, session: Session) -> Turn:
         state = self._state(session)
         step = state.get("step")
-        if step == "rating" and int(state.get("index", 0)) > 0:
-            back = self._with_state(session, {**state, "index": int(state["index"]) - 1})
+        if step == "rating" and as_int(state.get("index", 0)) > 0:
+            back = self._with_state(session, {**state, "index": as_int(state["index"]) - 1})
             return engine.turn(back, self.prompt(engine, back))
         if step == "rating":
             back = self._with_state(session, {"step": "rater"})
@@ -444,7 +446,7 @@ class BarometerMode:
         row gets ``barometer_again_other`` instead (and a third the first one again)."""
         if not key:
             return engine.turn(session, self.prompt(engine, session))
-        state = dict(session.mode_state.get(STATE) or {})
+        state = as_object(session.mode_state.get(STATE))
         repeated = state.get("missed") == [key, session.turns - 1]
         body = engine.msg("barometer_again_other" if repeated else key, session)
         state["missed"] = None if repeated else [key, session.turns]
@@ -475,12 +477,11 @@ class BarometerMode:
 
     # -- state helpers ---------------------------------------------------------------------
     @staticmethod
-    def _state(session: Session) -> dict[str, Any]:
-        state = session.mode_state.get(STATE)
-        return dict(state) if isinstance(state, dict) else {}
+    def _state(session: Session) -> JsonObject:
+        return as_object(session.mode_state.get(STATE))
 
     @staticmethod
-    def _with_state(session: Session, state: dict[str, Any]) -> Session:
+    def _with_state(session: Session, state: JsonObject) -> Session:
         return replace(
             session, pending=None, mode=NAME, mode_state={**session.mode_state, STATE: state}
         )
@@ -495,8 +496,13 @@ class BarometerMode:
         if barometer is None:
             return None
         criteria = barometer.criteria()
-        index = int(self._state(session).get("index", 0))
+        index = as_int(self._state(session).get("index", 0))
         return criteria[index][1].id if 0 <= index < len(criteria) else None
+
+
+def scores_of(state: Mapping[str, JsonValue]) -> dict[str, int]:
+    """The scores given so far, by criterion id, from a mode state or a ``keep`` event."""
+    return {k: as_int(v) for k, v in as_object(state.get("scores")).items()}
 
 
 def strongest_weakest(engine: Engine, session: Session, summary: Summary) -> list[str]:

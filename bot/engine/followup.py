@@ -16,6 +16,7 @@ from bot.engine.normalize import normalize
 from bot.engine.recommendation import recommend
 from bot.engine.replies import Choice, Event, Reply
 from bot.engine.session import RECOMMENDED, Input, Session
+from bot.json_types import as_int, as_object
 
 if TYPE_CHECKING:
     from bot.engine.flow import Engine, Turn
@@ -62,11 +63,11 @@ class FollowUpMode:
             )
         if state.get("step") == "consent":
             return self._consent(engine, session, answer)
-        return self._answered(engine, session, int(state.get("id", 0)), answer)
+        return self._answered(engine, session, as_int(state.get("id", 0)), answer)
 
     @staticmethod
     def prompt(engine: Engine, session: Session) -> Reply:
-        state = session.mode_state.get(STATE) or {}
+        state = as_object(session.mode_state.get(STATE))
         key = "followup_consent" if state.get("step") == "consent" else "followup_question"
         days = str(state.get("days", DEFAULT_DAYS))
         yes, no = ("followup_yes", "followup_no")

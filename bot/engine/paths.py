@@ -22,7 +22,7 @@ from bot.engine.places import (
     next_target,
     offered,
 )
-from bot.engine.recommendation import facts_of
+from bot.engine.recommendation import facts_of, leads_that_matter
 from bot.engine.replies import (
     Reply,
 )
@@ -30,6 +30,7 @@ from bot.engine.session import (
     EXITED,
     RECOMMENDED,
     UNKNOWN,
+    Pending,
     Session,
 )
 from bot.knowledge.model import EXIT, RECOMMENDATION, Question, text
@@ -193,7 +194,8 @@ def upgrade(self: Engine, session: Session) -> tuple[Session, tuple[Reply, ...]]
     """Carry a session started on another knowledge-base version over to this one.
 
     Answers whose question or choice no longer exists are dropped; if the current question
-    is gone, the person goes back to the nearest earlier question that still exists.
+    is gone, the person goes back to the nearest earlier question that still exists. An open
+    « which comes first? » is kept while it still applies.
     """
     if session.kb_version == self.kb.version:
         return session, ()
@@ -219,7 +221,20 @@ def upgrade(self: Engine, session: Session) -> tuple[Session, tuple[Reply, ...]]
         and country_of(self.kb, facts_of(self.kb, answers)) is None
     ):
         moved, node = True, asking  # the new flow asks the country before this point
+    # « Which comes first? » stays open while every answer and the question still hold and
+    # the wishes still lead to different first roles: asked again, answerable. Every other
+    # pending question is dropped (the person is asked where they stand).
+    keep = (
+        session.pending == Pending.WISH_LEAD
+        and not moved
+        and answers == session.answers
+        and bool(leads_that_matter(self.kb, answers)[1])
+    )
     upgraded = replace(
-        session, kb_version=self.kb.version, node=node, answers=answers, pending=None
+        session,
+        kb_version=self.kb.version,
+        node=node,
+        answers=answers,
+        pending=session.pending if keep else None,
     )
     return upgraded, ((Reply(self.msg("kb_changed", session)),) if moved else ())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from bot.json_types import JsonObject
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Reply:
     image: Image | None = None
     kind: str = PLAIN
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "text": self.text,
             "choices": [{"id": c.id, "label": c.label} for c in self.choices],
@@ -59,7 +60,7 @@ class ContactInfo:
     #: True when the contact belongs to the person's own territory (not a wider level).
     own: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         data = asdict(self)
         data["territories"] = list(self.territories)
         data["roles"] = list(self.roles)
@@ -80,7 +81,7 @@ class RoleMatch:
     first_steps: tuple[str, ...]
     caution: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "id": self.id,
             "title": self.title,
@@ -104,7 +105,7 @@ class Recommendation:
     contacts_note: str | None = None
     country: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "roles": [role.to_dict() for role in self.roles],
             "contacts": [contact.to_dict() for contact in self.contacts],
@@ -120,4 +121,4 @@ class Event:
     """Something an integration may want to hear about (e.g. ``conversation.completed``)."""
 
     kind: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: JsonObject = field(default_factory=dict)

@@ -6,9 +6,12 @@ serialises to JSON-safe data so any storage can keep it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
+
+from bot.json_types import JsonObject, JsonValue, as_int, as_list, as_object, as_text
 
 NOT_STARTED = ""
 RECOMMENDED = "recommendation"
@@ -54,7 +57,7 @@ class Undo:
     place: str | None = None
     relative: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return {
             "node": self.node,
             "answers": [list(pair) for pair in self.answers],
@@ -104,13 +107,13 @@ class Session:
     pending: Pending | None = None
     stopped_at: str | None = None
     turns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: JsonObject = field(default_factory=dict)
     #: The establishment whose API key created the conversation.
     owner: str | None = None
     #: The side mode the conversation is in (``barometre``, ``suivi``), and the modes' own
     #: JSON state by key (``barometer``, ``followup``).
     mode: str | None = None
-    mode_state: dict[str, Any] = field(default_factory=dict)
+    mode_state: JsonObject = field(default_factory=dict)
     #: Barometer group codes the person joined.
     groups: tuple[str, ...] = ()
     prefill: Prefill = field(default_factory=dict)
@@ -138,9 +141,9 @@ class Session:
     def answered(self, question_id: str, choice_id: str) -> Session:
         return replace(self, answers=(*self.answers, (question_id, choice_id)))
 
-    def to_dict(self) -> dict[str, Any]:
-        extra: dict[str, Any] = dict(self.extra)
-        own: dict[str, Any] = {
+    def to_dict(self) -> JsonObject:
+        extra: JsonObject = dict(self.extra)
+        own: JsonObject = {
             "owner": self.owner,
             "mode": self.mode,
             GROUPS_KEY: list(self.groups) or None,
@@ -176,37 +179,39 @@ class Session:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Session:
+    def from_dict(cls, data: Mapping[str, JsonValue]) -> Session:
         """A stored session, of this version or an older one (all in ``extra``)."""
-        extra = dict(data.get("extra") or {})
+        extra = as_object(data.get("extra"))
         misses = extra.pop("misses", None)
-        ids = [str(i) for i in extra.pop("handoff_ids", None) or []]
-        names = [str(n) for n in extra.pop("handoff_names", None) or []]
+        ids = [str(i) for i in as_list(extra.pop("handoff_ids", None))]
+        names = [str(n) for n in as_list(extra.pop("handoff_names", None))]
         lead = extra.pop("lead", None)
         return cls(
             kb_version=str(data.get("kb_version", "")),
             node=str(data.get("node", NOT_STARTED)),
             answers=_answers(data.get("answers")),
-            context=data.get("context"),
+            context=as_text(data.get("context")),
             lang=str(data.get("lang", "fr")),
             pending=Pending.parse(data.get("pending")),
-            stopped_at=data.get("stopped_at"),
-            turns=int(data.get("turns", 0)),
+            stopped_at=as_text(data.get("stopped_at")),
+            turns=as_int(data.get("turns", 0)),
             owner=_text(extra.pop("owner", None)),
             mode=_text(extra.pop("mode", None)),
             mode_state={k: extra.pop(k) for k in MODE_STATES if k in extra},
-            groups=tuple(str(c) for c in extra.pop(GROUPS_KEY, None) or []),
+            groups=tuple(str(c) for c in as_list(extra.pop(GROUPS_KEY, None))),
             prefill=_prefill(extra.pop("prefill", None)),
             condition=_text(extra.pop("condition", None)),
             place=_text(extra.pop("place", None)),
             relative=_text(extra.pop("relative", None)),
             gender=_text(extra.pop("gender", None)),
-            lead=Lead(str(lead.get("choice") or ""), tuple(str(c) for c in lead.get("among") or []))
+            lead=Lead(
+                str(lead.get("choice") or ""), tuple(str(c) for c in as_list(lead.get("among")))
+            )
             if isinstance(lead, dict)
             else None,
             undo=Undo.from_dict(extra.pop("undo", None)),
             glossary=bool(extra.pop("glossary", False)),
-            misses=int(misses.get("count", 0)) if isinstance(misses, dict) else 0,
+            misses=as_int(misses.get("count", 0)) if isinstance(misses, dict) else 0,
             missed_at=_text(misses.get("node")) if isinstance(misses, dict) else None,
             last_miss=_text(extra.pop("last_miss", None)),
             offer_skip=_text(extra.pop("offer_skip", None)),

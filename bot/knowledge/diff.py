@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel
 
 from bot.knowledge.model import KnowledgeBase, text
 
 
-def _dump(value: Any) -> Any:
+def _dump(value: object) -> object:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
@@ -19,7 +18,7 @@ def _changed_fields(old: BaseModel, new: BaseModel) -> list[str]:
     return sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
 
 
-def _compare(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _compare(kind: str, old: Mapping[str, BaseModel], new: Mapping[str, BaseModel]) -> list[str]:
     lines = [f"+ {kind} « {key} » ajouté" for key in new if key not in old]
     lines += [f"- {kind} « {key} » supprimé" for key in old if key not in new]
     for key in old:

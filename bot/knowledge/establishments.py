@@ -25,11 +25,12 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.json_types import JsonObject
 from bot.knowledge.loader import read_yaml, validate_file
 from bot.knowledge.model import ID_PATTERN, Location, SourceMap
 from bot.knowledge.problems import Problem
@@ -244,7 +245,7 @@ def target_problem(url: str) -> str | None:
     return None
 
 
-def plain(establishments: Mapping[str, Establishment]) -> list[dict[str, Any]]:
+def plain(establishments: Mapping[str, Establishment]) -> list[JsonObject]:
     """A printable summary (no secrets)."""
     return [
         {

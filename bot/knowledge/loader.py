@@ -12,12 +12,14 @@ import pickle
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from bot.knowledge.checks import check
+from bot.knowledge.checks.changelog import check_changelog
 from bot.knowledge.model import (
     BarometerFile,
     ConditionsFile,
@@ -42,6 +44,7 @@ from bot.knowledge.model import (
 from bot.knowledge.problems import Problem
 
 Path_ = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 class KnowledgeBaseError(Exception):
@@ -77,11 +80,11 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
 EXTRA_FILES = ("contacts.yaml", "glossary.yaml")
 
 #: The C parser when PyYAML has it (the lexicons are long); both give the same nodes and lines.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LOADER: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: What one file's text parses to, without its label: the data, the line of every value (by
 #: path) and the problems (line, message).
-Parsed = tuple[Any, dict[Path_, int], list[tuple[int | None, str]]]
+Parsed = tuple[object, dict[Path_, int], list[tuple[int | None, str]]]
 
 #: Recent parses by content digest, pickled (each load gets its own fresh objects). Reloading a
 #: base, or a base where one file changed, parses only what changed; bounded to a few bases.
@@ -96,10 +99,11 @@ def _to_python(
     lines: dict[Path_, int],
     problems: list[tuple[int | None, str]],
     constructor: yaml.constructor.SafeConstructor,
-) -> Any:
+) -> object:
+    """The raw YAML value of ``node`` (unvalidated: the models check it)."""
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
+        result: dict[object, object] = {}
         for key_node, value_node in node.value:
             key = constructor.construct_object(key_node)
             if isinstance(key, dt.date | int | float | bool) or key is None:
@@ -166,7 +170,7 @@ def _parsed(raw: str) -> Parsed:
     return result
 
 
-def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[Any, list[Problem]]:
+def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[object, list[Problem]]:
     """Parse one YAML file, recording the line of every value in ``source_map``."""
     try:
         raw = path.read_text(encoding="utf-8")
@@ -179,7 +183,7 @@ def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[Any, list[P
     return data, [Problem(Location(file, line), message) for line, message in found]
 
 
-_MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
+_MESSAGES: dict[str, Callable[[ErrorDetails], str]] = {
     "missing": lambda e: f"champ obligatoire manquant : « {e['loc'][-1]} »",
     "extra_forbidden": lambda e: f"champ inconnu « {e['loc'][-1]} » (faute de frappe ?)",
     "string_type": lambda e: "un texte est attendu ici",
@@ -198,7 +202,7 @@ _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def _explain(error: dict[str, Any]) -> str:
+def _explain(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind in _MESSAGES:
         return _MESSAGES[kind](error)
@@ -218,8 +222,8 @@ def _explain(error: dict[str, Any]) -> str:
 
 
 def validate_file(
-    model: type[BaseModel], data: Any, file: str, source_map: SourceMap
-) -> tuple[Any, list[Problem]]:
+    model: type[M], data: object, file: str, source_map: SourceMap
+) -> tuple[M | None, list[Problem]]:
     """Validate parsed YAML against ``model``; problems point at the offending line."""
     try:
         return model.model_validate(data), []
@@ -235,7 +239,7 @@ def validate_file(
                 where = source_map.locate(file, loc)
             field = ".".join(str(p) for p in loc)
             problems.append(
-                Problem(where, f"{_explain(dict(error))}" + (f" (dans {field})" if field else ""))
+                Problem(where, f"{_explain(error)}" + (f" (dans {field})" if field else ""))
             )
         return None, problems
 
@@ -247,9 +251,9 @@ def load_directory(
     labels: dict[str, str],
     *,
     required: bool = True,
-) -> tuple[dict[str, Any], list[Problem]]:
+) -> tuple[dict[str, BaseModel], list[Problem]]:
     """Parse and validate the named files of ``directory``; ``labels`` gets each file's label."""
-    parsed: dict[str, Any] = {}
+    parsed: dict[str, BaseModel] = {}
     problems: list[Problem] = []
     for name in names:
         model, is_required = FILES[name]
@@ -295,30 +299,40 @@ def load_with_problems(
     parsed, problems = load_directory(root, FILES, source_map, labels)
     if problems:
         return None, problems
+    territories = _file(parsed, "territories.yaml", TerritoriesFile)
     kb = KnowledgeBase(
-        meta=parsed["meta.yaml"],
-        roles=dict(parsed["roles.yaml"].roles),
-        flow=parsed["flow.yaml"],
-        glossary=dict(parsed["glossary.yaml"].terms),
-        territories=dict(parsed["territories.yaml"].territories),
-        contacts=dict(parsed["contacts.yaml"].contacts),
-        crisis=parsed["crisis.yaml"],
-        guide=parsed["guide.yaml"],
-        messages=dict(parsed["messages.yaml"].messages),
-        safety=parsed["safety.yaml"],
+        meta=_file(parsed, "meta.yaml", Meta),
+        roles=dict(_file(parsed, "roles.yaml", RolesFile).roles),
+        flow=_file(parsed, "flow.yaml", FlowFile),
+        glossary=dict(_file(parsed, "glossary.yaml", GlossaryFile).terms),
+        territories=dict(territories.territories),
+        contacts=dict(_file(parsed, "contacts.yaml", ContactsFile).contacts),
+        crisis=_file(parsed, "crisis.yaml", CrisisFile),
+        guide=_file(parsed, "guide.yaml", GuideFile),
+        messages=dict(_file(parsed, "messages.yaml", MessagesFile).messages),
+        safety=_file(parsed, "safety.yaml", SafetyFile),
         source_map=source_map,
         files=labels,
         extra={name: value for name, value in parsed.items() if name not in _CORE},
-        country_words=dict(parsed["territories.yaml"].country_words),
+        country_words=dict(territories.country_words),
     )
     if extra is not None:
         problems += merge_extra(kb, Path(extra))
         if any(p.severity == "error" for p in problems):
             return None, problems
     problems += check(kb)
+    problems += check_changelog(root / "CHANGELOG.md", kb.version)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return kb, problems
+
+
+def _file(parsed: dict[str, BaseModel], name: str, model: type[M]) -> M:
+    """The validated file ``name`` (validated against ``model`` by :data:`FILES`)."""
+    value = parsed[name]
+    if not isinstance(value, model):
+        raise TypeError(f"{name} was validated as {type(value).__name__}, not {model.__name__}")
+    return value
 
 
 _CORE = frozenset(
@@ -344,11 +358,11 @@ def merge_extra(kb: KnowledgeBase, directory: Path) -> list[Problem]:
     labels: dict[str, str] = {}
     parsed, problems = load_directory(directory, EXTRA_FILES, kb.source_map, labels, required=False)
     if "contacts.yaml" in parsed:
-        for key, contact in parsed["contacts.yaml"].contacts.items():
+        for key, contact in _file(parsed, "contacts.yaml", ContactsFile).contacts.items():
             kb.contacts[key] = contact
             kb.origins[("contacts", key)] = labels["contacts.yaml"]
     if "glossary.yaml" in parsed:
-        for key, term in parsed["glossary.yaml"].terms.items():
+        for key, term in _file(parsed, "glossary.yaml", GlossaryFile).terms.items():
             kb.glossary[key] = term
             kb.origins[("terms", key)] = labels["glossary.yaml"]
     return problems

@@ -15,7 +15,7 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -50,13 +50,13 @@ def normalize(value: str) -> str:
     return _SPACES.sub(" ", value).strip()
 
 
-def _as_text(value: Any) -> Any:
+def _as_text(value: object) -> object:
     if isinstance(value, str):
         return {DEFAULT_LANG: value}
     return value
 
 
-def _as_words(value: Any) -> Any:
+def _as_words(value: object) -> object:
     if isinstance(value, list):
         return {DEFAULT_LANG: value}
     return value
@@ -855,7 +855,8 @@ class KnowledgeBase:
     source_map: SourceMap = field(default_factory=SourceMap)
     files: dict[str, str] = field(default_factory=dict)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: The optional files (lexicons, barometer) as validated, by file name.
+    extra: dict[str, BaseModel] = field(default_factory=dict)
     #: ``territories.yaml`` ``country_words``: words naming one country's own rules.
     country_words: dict[str, list[str]] = field(default_factory=dict)
 

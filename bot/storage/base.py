@@ -23,7 +23,9 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+from bot.json_types import JsonObject
 
 
 # -- conversation store records ------------
@@ -168,10 +170,10 @@ class UserChange:
     ``erase`` also removes undelivered events whose ``subject`` is the user.
     """
 
-    session: dict[str, Any] | None = None
+    session: JsonObject | None = None
     consent: bool | None = None
     erase: bool = False
-    outbox: tuple[Any, ...] = ()
+    outbox: tuple[OutboxEvent, ...] = ()
     #: Replies of the update (:class:`OutgoingReply`), kept until sent (stores without a reply
     #: table ignore them: the channel still sends them, without crash recovery).
     replies: tuple[OutgoingReply, ...] = ()
@@ -206,14 +208,14 @@ class ConversationStore(Protocol):
 
     # -- sessions and consent --------------------------------------------------------------
     @abstractmethod
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         """The stored session of ``user``, or ``None``."""
 
     @abstractmethod
     async def get_consent(self, user: str) -> bool | None:
         """``True``/``False`` once the user answered, ``None`` if never asked (or forgotten)."""
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
         """``(consent, session)`` of ``user`` (durable stores answer in one read)."""
         consent = await self.get_consent(user)
         return consent, (await self.load_session(user) if consent else None)
@@ -222,7 +224,7 @@ class ConversationStore(Protocol):
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         """Apply ``change`` and mark ``update_id`` applied (if given), all or nothing."""
 
-    async def save_session(self, user: str, session: dict[str, Any]) -> None:
+    async def save_session(self, user: str, session: JsonObject) -> None:
         """Store ``user``'s session (durable stores keep it only if the user consented)."""
         await self.commit_update(None, user, UserChange(session=session))
 
@@ -235,7 +237,7 @@ class ConversationStore(Protocol):
         await self.commit_update(None, user, UserChange(erase=True))
 
     @abstractmethod
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (empty if nothing)."""
 
     @abstractmethod
@@ -248,10 +250,42 @@ class ConversationStore(Protocol):
         """Durably record an update; ``False`` if this ``update_id`` was already seen.
         ``chat`` names whose turn it is (shared stores apply a chat's updates in order)."""
 
+    # -- health: what ``/healthz`` checks -------------------------------------------------
+    #: Where the store lives, for the health check's disk watch: a file, or ``":memory:"``
+    #: or ``":postgresql:"`` when there is no local file to watch.
+    path: str = ":memory:"
+
+    async def probe(self) -> None:
+        """Commit one small write: raises if the store cannot be written now (a store in
+        memory always can)."""
+        return None
+
     # -- several instances on one store (PostgreSQL); no-ops for a store of one process ---
     #: Whether several processes share this store (then the channels take the per-chat
     #: turn below, and sweep what a dead instance left).
     shared: bool = False
+    #: How long this instance's claims (replies, webhook events) last unrenewed before
+    #: another instance takes them over (``PASSERELLE_CLAIM_SECONDS``).
+    claim_seconds: float = 30.0
+
+    async def lease(self, name: str, seconds: float = 30.0) -> bool:
+        """Take or renew the lease ``name`` for ``seconds``: ``True`` for exactly one process
+        at a time (the holder renews; another takes it once it lapsed). One process: its own."""
+        return True
+
+    async def renew_claims(self) -> None:
+        """Extend this instance's claims while it lives, so no other takes over what it is
+        sending."""
+        return None
+
+    async def replies_orphaned(self) -> list[OutgoingReply]:
+        """Unsent replies whose claim lapsed (their instance died), claimed for this one."""
+        return []
+
+    async def inbox_stale_chats(self, older_than: float, limit: int = 100) -> list[str]:
+        """Chats with an update recorded more than ``older_than`` seconds ago and still not
+        applied (its instance died): any instance may apply them, under :meth:`chat_turn`."""
+        return []
 
     def chat_turn(self, chat: str) -> AbstractAsyncContextManager[None]:
         """Hold ``chat``'s turn across every process sharing the store (one process: its own
@@ -318,6 +352,15 @@ KeyKind = Literal["api", "widget"]
 KEY_PREFIXES: dict[str, str] = {"api": "psk_", "widget": "pwk_"}
 
 
+def key_kind(value: object) -> KeyKind:
+    """The :data:`KeyKind` of a stored key row."""
+    if value == "api":
+        return "api"
+    if value == "widget":
+        return "widget"
+    raise ValueError(f"unknown key kind {value!r}")
+
+
 def hash_key(key: str) -> str:
     """Keys are 256-bit random strings, so a plain SHA-256 is enough to store them safely."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -371,7 +414,7 @@ class Conversation:
     id: str
     key_id: str
     establishment: str
-    session: dict[str, Any]
+    session: JsonObject
     offered: tuple[str, ...]
     created_at: float
     updated_at: float
@@ -383,14 +426,15 @@ class Conversation:
 class TranscriptLine:
     at: float
     author: str
-    body: dict[str, Any] = field(default_factory=dict)
+    body: JsonObject = field(default_factory=dict)
 
 
 @runtime_checkable
 class IntegrationStore(Protocol):
     """API keys (hashed), API conversations with their transcript, and the webhook outbox.
-    A turn's state, transcript lines and events are written all or nothing (:meth:`save_turn`),
-    so an event exists if and only if the state change that caused it was committed."""
+    A turn's state, transcript lines, events and feature rows are written all or nothing
+    (:meth:`save_turn`), so an event or a statistics row exists if and only if the state
+    change that caused it was committed."""
 
     async def open(self) -> None: ...
 
@@ -435,9 +479,19 @@ class IntegrationStore(Protocol):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
-        """The conversation's new state, its new lines and the turn's events, all or nothing."""
+        """The conversation's new state, its new lines, the turn's events and its feature rows
+        (:data:`FeatureWrite`; only for stores whose :meth:`holds_features` is true, others
+        raise :class:`ValueError`), all or nothing: a :class:`BarometerRating` with ``create``
+        on a taken code raises :class:`CodeTaken` and nothing of the turn is written."""
         ...
+
+    async def holds_features(self) -> bool:
+        """Whether the feature tables live with this store's (one database, or one set of
+        dictionaries), so that :meth:`save_turn` can take the turn's feature rows; otherwise
+        the caller writes them through :meth:`FeatureStore.apply`."""
+        return False
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         """Erase a conversation of ``establishment``, its transcript and its undelivered
@@ -469,7 +523,7 @@ class IntegrationStore(Protocol):
         """Every event kept (pending and dead)."""
         ...
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         """Undelivered events about one person or conversation (for their data export)."""
         ...
 
@@ -598,7 +652,7 @@ class FeatureStore(Protocol):
         ...
 
     # -- the person's rights ----------------------------------------------------------------
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         """Rows about ``user`` (barometer ratings, follow-ups); statistics are anonymous."""
         ...
 

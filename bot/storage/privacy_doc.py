@@ -205,7 +205,7 @@ TABLES: dict[str, Table] = {
     ),
     "stats_conversations": Table(
         "Statistiques anonymes (aucun texte tapé, aucun lien avec la personne)",
-        "sans limite (anonyme)",
+        "sans limite (anonyme), sauf effacement de la conversation (`/oubli`, DELETE)",
         "chaque établissement, pour les siennes, au-dessus de 5 conversations (voir stats.md)",
         {
             "id": "identifiant aléatoire, sans lien avec un identifiant de personne",
@@ -216,24 +216,24 @@ TABLES: dict[str, Table] = {
             "completed": "parcours terminé",
             "territory": "territoire choisi",
             "establishment": "établissement dont une clé d'API a créé la conversation (vide "
-            "sur Telegram) ; la ligne est effacée avec la conversation (DELETE)",
+            "sur Telegram) ; la ligne est effacée avec la conversation (DELETE, `/oubli`)",
         },
     ),
     "stats_nodes": Table(
         "Statistiques anonymes : questions atteintes",
-        "sans limite (anonyme)",
+        "sans limite (anonyme), sauf effacement de la conversation (`/oubli`, DELETE)",
         "les établissements (agrégé)",
         {"conversation": "identifiant aléatoire", "node": "question"},
     ),
     "stats_roles": Table(
         "Statistiques anonymes : rôles proposés",
-        "sans limite (anonyme)",
+        "sans limite (anonyme), sauf effacement de la conversation (`/oubli`, DELETE)",
         "les établissements (agrégé)",
         {"conversation": "identifiant aléatoire", "role": "rôle"},
     ),
     "stats_outcomes": Table(
         "Statistiques anonymes : issues (relance, baromètre)",
-        "sans limite (anonyme)",
+        "sans limite (anonyme), sauf effacement de la conversation (`/oubli`, DELETE)",
         "les établissements (agrégé)",
         {"conversation": "identifiant aléatoire", "kind": "type d'issue", "value": "valeur"},
     ),

@@ -17,6 +17,7 @@ from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image
 from bot.engine.session import Input
+from bot.json_types import JsonObject, as_object, at
 from bot.knowledge.loader import load_with_problems
 from bot.knowledge.model import KnowledgeBase, text
 from bot.storage.features import FeatureStore
@@ -60,7 +61,7 @@ def rate(engine: Engine, rater: str, scores: list[int], *, typed: bool = False) 
     return turn
 
 
-def completed(turn: Turn) -> dict[str, object]:
+def completed(turn: Turn) -> JsonObject:
     events = [e for e in turn.events if e.kind == mode.COMPLETED]
     assert len(events) == 1
     return events[0].data
@@ -95,7 +96,7 @@ def test_full_rating_by_buttons(bengine: Engine, kb: KnowledgeBase) -> None:
     data = completed(turn)
     assert data["rater"] == "professionnel"
     assert data["scores"] == dict(zip(criteria(kb), SCORES_A, strict=True))
-    assert turn.session.mode_state["barometer"]["step"] == "keep"
+    assert at(turn.session.mode_state, "barometer", "step") == "keep"
     result = turn.replies[0].text
     assert kb.barometer is not None
     for _, criterion in kb.barometer.criteria():
@@ -120,7 +121,7 @@ def test_each_criterion_offers_five_levels_explained(bengine: Engine) -> None:
 def test_full_rating_by_typed_numbers_words_and_back(bengine: Engine, kb: KnowledgeBase) -> None:
     turn = bengine.handle(bengine.start().session, Input.command("barometre"))
     turn = bengine.handle(turn.session, Input.text("Je suis une patiente"))
-    assert turn.session.mode_state["barometer"]["rater"] == "usager"
+    assert at(turn.session.mode_state, "barometer", "rater") == "usager"
     answers = ["3", "trois", "2/4", "souvent", "zéro", "4 sur 4", "bof", "1", "retour", "2"]
     for answer in answers:
         turn = bengine.handle(turn.session, Input.text(answer))
@@ -137,7 +138,9 @@ def test_stale_score_button_is_not_applied(bengine: Engine) -> None:
     turn = rate(bengine, "usager", [2, 2])
     old_button = f"{mode.PREFIX}points_de_vue:4"
     after = bengine.handle(turn.session, Input.choice(old_button))
-    kept = {k: v for k, v in after.session.mode_state["barometer"].items() if k != "missed"}
+    kept = {
+        k: v for k, v in as_object(after.session.mode_state["barometer"]).items() if k != "missed"
+    }
     assert kept == turn.session.mode_state["barometer"], "scores and step unchanged"
     assert after.replies[0].text == bengine.msg("stale_button", turn.session)
 
@@ -147,7 +150,7 @@ def test_back_at_first_criterion_returns_to_who_and_quit_resumes_flow(bengine: E
     turn = bengine.handle(start.session, Input.choice("cmd:barometre"))
     turn = bengine.handle(turn.session, Input.choice(mode.RATER + "usager"))
     turn = bengine.handle(turn.session, Input.text("retour"))
-    assert turn.session.mode_state["barometer"]["step"] == "rater"
+    assert at(turn.session.mode_state, "barometer", "step") == "rater"
     turn = bengine.handle(turn.session, Input.choice(mode.QUIT))
     assert turn.session.mode is None and "barometer" not in turn.session.mode_state
     assert turn.node == start.node
@@ -258,8 +261,8 @@ async def test_unknown_code_asks_again_and_keeps_the_scores(
     assert "8 lettres" in bengine.handle(turn.session, Input.text("12")).replies[0].text
     turn = await service.apply("p", bengine.handle(turn.session, Input.text("ZZZZ-ZZZZ")))
     assert "Je ne trouve pas" in turn.replies[0].text
-    assert turn.session.mode_state["barometer"]["step"] == "code"
-    assert len(turn.session.mode_state["barometer"]["scores"]) == len(SCORES_A)
+    assert at(turn.session.mode_state, "barometer", "step") == "code"
+    assert len(as_object(at(turn.session.mode_state, "barometer", "scores"))) == len(SCORES_A)
 
 
 async def test_single_rating_waits_and_rating_again_starts_a_faded_round(
@@ -289,7 +292,7 @@ async def test_erasing_a_member_removes_their_ratings(store: FeatureStore) -> No
     code = await groups.create("pro", "professionnel", {"points_de_vue": 1}, "1.0.0")
     await groups.join(code, "patient", "usager", {"points_de_vue": 3}, "1.0.0")
     exported = await store.export_user("patient")
-    assert exported["barometer_ratings"][0]["group"] == code
+    assert at(exported, "barometer_ratings", 0, "group") == code
     await store.erase_user("patient")
     assert await groups.groups_of("patient") == []
     await store.erase_user("pro")

@@ -23,6 +23,8 @@ def test_defaults() -> None:
     assert settings.host == "127.0.0.1"
     assert settings.trusted_proxies == (), "X-Forwarded-For believed from no one by default"
     assert settings.header_timeout == 10 and settings.body_timeout == 30
+    assert settings.claim_seconds == 30, "a dead PostgreSQL instance is relayed after 30 s"
+    assert load_settings({"PASSERELLE_CLAIM_SECONDS": "4"}).claim_seconds == 4
 
 
 def test_trusted_proxies_are_addresses_or_networks() -> None:
@@ -70,6 +72,8 @@ def test_full_webhook_configuration() -> None:
         ({"PASSERELLE_TRUSTED_PROXIES": "my-proxy"}, "PASSERELLE_TRUSTED_PROXIES"),
         ({"PASSERELLE_HEADER_TIMEOUT": "0"}, "PASSERELLE_HEADER_TIMEOUT"),
         ({"PASSERELLE_BODY_TIMEOUT": "lent"}, "PASSERELLE_BODY_TIMEOUT"),
+        ({"PASSERELLE_CLAIM_SECONDS": "trente"}, "PASSERELLE_CLAIM_SECONDS"),
+        ({"PASSERELLE_CLAIM_SECONDS": "0"}, "PASSERELLE_CLAIM_SECONDS"),
     ],
 )
 def test_each_mistake_names_the_variable(env: dict[str, str], named: str) -> None:

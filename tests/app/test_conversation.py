@@ -14,6 +14,7 @@ from bot.app.identity import Identity, pseudonym
 from bot.app.privacy import Privacy
 from bot.engine.flow import Engine
 from bot.engine.session import Input
+from bot.json_types import as_int, at
 from bot.storage.base import Storage, UserChange
 from bot.storage.features import FeatureStore
 from bot.storage.memory import MemoryStorage
@@ -107,7 +108,7 @@ async def test_erasure_reaches_every_store(engine: Engine, tmp_path: Path) -> No
         await features.followups.schedule(PERSON.user, "7", ["patient-partenaire"])
         await memory.save_session(PERSON.user, engine.new_session().to_dict())
         before = await privacy.export(PERSON.user)
-        assert before["conversation"]["session"] and before["followups"]
+        assert at(before, "conversation", "session") and before["followups"]
         await tx.commit(PERSON.user, await privacy.erase(PERSON.user))
         after = await privacy.export(PERSON.user)
         assert after == {"conversation": {}, "barometer_ratings": [], "followups": []}
@@ -135,15 +136,16 @@ async def test_a_crash_before_the_commit_leaves_no_statistics_row(
     path = tmp_path / "p.db"
     storage = SqliteStorage(path, migrations=ALL_MIGRATIONS)
     await storage.open()
-    features = Features(engine, FeatureStore(path))
+    feature_store = FeatureStore(path)
+    features = Features(engine, feature_store)
     await features.open()
     service = ConversationService(
         engine, storage, consent=Consent(storage, MemoryStorage()), features=features
     )
 
     async def conversations() -> int:
-        [(count,)] = await features.store.read("SELECT COUNT(*) FROM stats_conversations")
-        return int(count)
+        [(count,)] = await feature_store.read("SELECT COUNT(*) FROM stats_conversations")
+        return as_int(count)
 
     try:
         crashing = Crashing()

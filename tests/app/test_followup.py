@@ -12,6 +12,7 @@ from bot.app.stats_report import StatsReader
 from bot.engine import followup as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input
+from bot.json_types import as_list
 from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore
 
@@ -58,7 +59,7 @@ async def test_consent_schedules_one_follow_up(kb: KnowledgeBase, tmp_path: Path
         await followups.apply("u1", "telegram:1", agreed, scheduler)
         await followups.apply("u1", "telegram:1", agreed, scheduler)  # asked twice: still one
         [pending] = await followups.pending()
-        assert pending.roles == tuple(event.data["roles"])
+        assert pending.roles == tuple(as_list(event.data["roles"]))
         assert pending.due_at >= before + 14 * 86400 - 1
         assert list(scheduler.jobs) == [pending.job_name]
 

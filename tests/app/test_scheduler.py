@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Never
 
 import pytest
 
 from bot.app.ordering import KeyedQueues
-from bot.app.privacy import schedule_api_retention
+from bot.app.privacy import Privacy, schedule_retention
 from bot.app.scheduler import Scheduler
 from bot.storage.base import Conversation
-from bot.storage.memory import MemoryIntegrationStore
+from bot.storage.memory import MemoryIntegrationStore, MemoryStorage
 
 
 async def test_an_overdue_job_runs_at_once_and_a_failure_does_not_stop_the_next_run() -> None:
@@ -45,7 +46,7 @@ async def test_an_overdue_job_runs_at_once_and_a_failure_does_not_stop_the_next_
 
 
 async def test_one_conversation_in_order_others_meanwhile() -> None:
-    queues = KeyedQueues()
+    queues: KeyedQueues[Never] = KeyedQueues()
     gate = asyncio.Event()
     seen: list[str] = []
 
@@ -71,7 +72,7 @@ async def test_one_conversation_in_order_others_meanwhile() -> None:
 
 
 async def test_an_error_reaches_its_caller_and_the_next_request_still_runs() -> None:
-    queues = KeyedQueues()
+    queues: KeyedQueues[Never] = KeyedQueues()
 
     async def failing() -> None:
         raise ValueError("unknown choice")
@@ -97,18 +98,32 @@ class Watched(MemoryIntegrationStore):
         return erased
 
 
-async def test_idle_api_conversations_are_erased_at_start_up() -> None:
+async def test_one_retention_run_at_start_up_erases_idle_people_and_api_conversations() -> None:
+    """One job on one scheduler serves every channel: a Telegram person and an API
+    conversation idle past the retention period are both erased by its first run, at
+    start-up; the recent ones stay."""
     store = Watched()
     now = time.time()
     for cid, at in (("conv_old", now - 400 * 86400), ("conv_new", now)):
         row = Conversation(cid, "key_1", "chu-a", {"node": "start"}, (), at, at)
         await store.save_turn(row, created=True, lines=[])
+    clock = [now - 400 * 86400]
+    people = MemoryStorage(clock=lambda: clock[0])
+    await people.set_consent("idle-person", True)
+    await people.save_session("idle-person", {"node": "start"})
+    clock[0] = now
+    await people.set_consent("recent-person", True)
+    await people.save_session("recent-person", {"node": "start"})
+    retention = Privacy(people, MemoryStorage(), retention_days=180, conversations=store)
     scheduler = Scheduler()
-    schedule_api_retention(scheduler, store, retention_days=180)
+    schedule_retention(scheduler, retention.purge)
     try:
         async with asyncio.timeout(30):  # at start-up: at once, whatever the load
             await store.purged.wait()
     finally:
         await scheduler.stop()
+    assert scheduler.scheduled() == set()
     assert await store.load_conversation("conv_old", "chu-a") is None
     assert await store.load_conversation("conv_new", "chu-a") is not None
+    assert await people.load_session("idle-person") is None
+    assert await people.load_session("recent-person") == {"node": "start"}

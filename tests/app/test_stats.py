@@ -164,7 +164,7 @@ async def test_small_counts_are_hidden_with_the_default_threshold(
 async def test_no_typed_text_is_kept(engine_b: Engine, store: FeatureStore) -> None:
     await record_set(engine_b, store)
     tables = [
-        row[0]
+        str(row[0])
         for row in await store.read("SELECT name FROM sqlite_master WHERE type = 'table'")
         if str(row[0]).startswith("stats_")
     ]

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bot.channels.corpus import load_corpus
 from bot.channels.terminal import run_interactive, run_json
 from bot.engine.flow import Engine
-from tests.harness.paths import CONVERSATIONS, ROOT
+from tests.harness.paths import CONVERSATIONS, ROOT, UNDERSTANDING
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -95,3 +96,39 @@ def test_kb_test_runs_every_persona() -> None:
     assert result.returncode == 0, result.stdout
     count = len(list(CONVERSATIONS.glob("*.yaml")))
     assert f"{count} passed, 0 failed" in result.stdout
+
+
+def test_kb_test_gives_the_tuned_corpus_and_the_held_out_set_a_figure_each() -> None:
+    counts = {True: 0, False: 0}
+    for path in UNDERSTANDING.glob("*.yaml"):
+        counts[path.name.startswith("holdout")] += len(load_corpus(path).utterances)
+    result = cli("kb", "test")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    for title, count in (("corpus de réglage", counts[False]), ("jeu tenu à part", counts[True])):
+        expected = f"Compréhension ({title}) : {count} phrases comprises comme attendu sur {count}"
+        assert expected in lines, result.stdout[-400:]
+    assert counts[True] and counts[False]
+
+
+def test_a_miss_of_the_held_out_set_is_counted_there_only(tmp_path: Path) -> None:
+    for name in ("01_profil.yaml", "holdout_01_debut.yaml"):
+        (tmp_path / name).write_text((UNDERSTANDING / name).read_text("utf-8"), "utf-8")
+    held_out = load_corpus(tmp_path / "holdout_01_debut.yaml")
+    tuned = load_corpus(tmp_path / "01_profil.yaml")
+    wrong = tmp_path / "holdout_02_faux.yaml"
+    wrong.write_text(
+        "name: faux\nat: profil\nutterances:\n"
+        '  - text: "je suis infirmière"\n    understood: {profile: patient}\n',
+        "utf-8",
+    )
+    result = cli("kb", "test", "--corpus", str(tmp_path))
+    assert result.returncode == 1
+    n, m = len(tuned.utterances), len(held_out.utterances) + 1
+    assert f"Compréhension (corpus de réglage) : {n} phrases comprises comme attendu sur {n}" in (
+        result.stdout
+    )
+    assert f"Compréhension (jeu tenu à part) : {m - 1} phrases comprises comme attendu sur {m}" in (
+        result.stdout
+    )
+    assert "ÉCHEC holdout_02_faux.yaml [profil] « je suis infirmière »" in result.stdout

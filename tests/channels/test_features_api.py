@@ -39,6 +39,7 @@ from bot.storage.integration import IntegrationStore
 from tests.harness.knowledge import version_b
 from tests.harness.paths import CONTENUS
 from tests.harness.servers import serve
+from tests.harness.wait import BROWSER_WAIT_MS
 
 API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
@@ -141,6 +142,11 @@ def test_export_then_delete_leaves_no_row_about_the_conversation(site: Site) -> 
             assert exported["session"]["node"] == exported["node"]
             assert len(exported["barometer_ratings"]) == 1
             assert any(line["text"] == typed for line in exported["transcript"])
+            # Its anonymous statistics row goes with it, as with /oubli on Telegram.
+            stats = exported["session"]["extra"]["stats_id"]
+            with contextlib.closing(sqlite3.connect(site.db)) as conn:
+                found = conn.execute("SELECT id FROM stats_conversations WHERE id = ?", (stats,))
+                assert found.fetchall() == [(stats,)]
             assert client.delete(f"/conversations/{cid}").status_code == 204
             assert client.get(f"/conversations/{cid}").status_code == 404
             member = pseudonym(API_SECRET, "api", cid)
@@ -159,7 +165,7 @@ def test_export_then_delete_leaves_no_row_about_the_conversation(site: Site) -> 
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{table}"'):
                 cells = " ".join(str(cell) for cell in row)
-                for needle in (cid, member, typed):
+                for needle in (cid, member, typed, stats):
                     assert needle not in cells, f"{table} still holds {needle!r}"
     logs = handler_buffer.getvalue()
     for line in logs.splitlines():
@@ -196,7 +202,7 @@ def web_chat(browser: Browser, url: str) -> Page:
     """A fresh web chat in its own browser context (its own storage: its own conversation)."""
     context = browser.new_context(locale="fr-FR")
     chat = context.new_page()
-    chat.set_default_timeout(10_000)
+    chat.set_default_timeout(BROWSER_WAIT_MS)
     chat.goto(url + "/")
     expect(
         chat.get_by_role("button", name="Je vis avec une maladie ou un handicap")

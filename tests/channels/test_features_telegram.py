@@ -31,6 +31,7 @@ from bot.config import Settings
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine
 from bot.engine.followup import asking
+from bot.json_types import at
 from bot.knowledge.loader import load
 from bot.knowledge.model import KnowledgeBase
 from bot.logging_setup import JsonFormatter
@@ -50,7 +51,7 @@ from tests.harness.telegram import (
     press_choice,
     settled,
 )
-from tests.harness.wait import within
+from tests.harness.wait import eventually, within
 from tests.harness.webhooks import SECRET as HOOK_SECRET
 from tests.harness.webhooks import Receiver
 
@@ -118,6 +119,15 @@ def capture_json_logs() -> tuple[logging.Handler, io.StringIO]:
     logging.getLogger().addHandler(handler)
     logging.getLogger("bot").setLevel(logging.DEBUG)
     return handler, buffer
+
+
+def stats_id(cells: dict[str, list[tuple[Any, ...]]], user: str) -> str:
+    """The statistics id kept in ``user``'s stored session (``sessions``: user, data, …)."""
+    [data] = [row[1] for row in cells["sessions"] if row[0] == user]
+    session = json.loads(data) if isinstance(data, str | bytes) else data
+    found = session["extra"]["stats_id"]
+    assert isinstance(found, str) and found
+    return found
 
 
 def every_cell(db: str | Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -270,8 +280,13 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
         assert any(e["type"] == "contact.requested" for e in data["webhooks_pending"])
 
         user = pseudonym(SECRET, "telegram", patient.id)
-        before = json.dumps(every_cell(db), default=str, ensure_ascii=False)
+        cells = every_cell(db)
+        before = json.dumps(cells, default=str, ensure_ascii=False)
         assert user in before and HOW in before
+        # The anonymous statistics row of each conversation, as an API DELETE erases it.
+        patient_stats = stats_id(cells, user)
+        ids = {str(row[0]) for row in cells["stats_conversations"]}
+        assert {patient_stats, stats_id(cells, pseudonym(SECRET, "telegram", pro.id))} <= ids
 
         shown = await bot.send(patient, patient.text("/oubli"))
         keyboard = last_buttons(shown)
@@ -287,12 +302,13 @@ async def test_export_then_erasure_leaves_no_row_about_the_person(
     for table, rows in tables.items():
         for row in rows:
             for cell in map(str, row):
-                for needle in (user, HOW, "camille@example.org"):
+                for needle in (user, HOW, "camille@example.org", patient_stats):
                     assert needle not in cell, f"{table} still holds {needle!r}"
                 assert not telegram_id.search(cell), f"{table} still holds the Telegram id"
-    # The professional's own data is untouched.
+    # The professional's own data is untouched, their statistics row too.
     pro_user = pseudonym(SECRET, "telegram", pro.id)
     assert any(pro_user in str(row) for row in tables["barometer_ratings"])
+    assert stats_id(tables, pro_user) in {str(row[0]) for row in tables["stats_conversations"]}
 
 
 # Here rather than beside the other reload tests: Playwright's loop runs in that module.
@@ -373,7 +389,7 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
             assert await features.followups.pending() == []
             assert await storage.replies_pending() == []
             saved = await storage.load_session(keys[alice.id])
-            assert saved is not None and saved["extra"]["mode"] == "suivi"
+            assert saved is not None and at(saved, "extra", "mode") == "suivi"
 
             # Telegram down: the next follow-up is claimed, its question stays in the outbox.
             api.fail("sendMessage", 500, times=1000)
@@ -402,6 +418,79 @@ async def test_due_follow_up_is_asked_once_even_across_a_crash(
             await channel.send_followup(first)
             await settled(api, channel, storage)
             assert (api.count_to(alice.id), api.count_to(bruno.id)) == (1, 1)
+
+
+@contextlib.contextmanager
+def claims_refused(database: str) -> Any:
+    """The database itself refuses to mark a follow-up as sent (a trigger), on SQLite as on
+    PostgreSQL: the whole commit of its question fails, as when the database is in trouble."""
+    if database.startswith("postgresql://"):
+        with psycopg.connect(database, autocommit=True) as pg:
+            pg.execute(
+                "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$"
+            )
+            pg.execute(
+                "CREATE TRIGGER refuse_claim BEFORE UPDATE ON followups "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_claim()"
+            )
+            yield
+            pg.execute("DROP TRIGGER refuse_claim ON followups")
+        return
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as db:
+        db.execute(
+            "CREATE TRIGGER refuse_claim BEFORE UPDATE ON followups "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        yield
+        db.execute("DROP TRIGGER refuse_claim")
+
+
+async def test_a_follow_up_whose_sending_failed_is_tried_again_later_on_either_store(
+    tmp_path: Path,
+    database: str,
+    fengine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One policy whatever the store: a follow-up whose question could not be committed stays
+    pending and is asked by a later try of the same instance (not only at the next start, not
+    every sweep of the PostgreSQL sweeper), once it can be."""
+    monkeypatch.setenv("CHU_A_SECRET", HOOK_SECRET)
+    caplog.set_level(logging.ERROR, "bot.channels.telegram.scheduler")
+
+    def failures() -> int:
+        return sum("follow-up not sent" in r.getMessage() for r in caplog.records)
+
+    async with FakeBotAPI() as api, full_bot(api, tmp_path, fengine, free_port(), database) as bot:
+        user = api.user(4201)
+        await begin(bot, user, fengine)
+        channel, features = bot.channel, bot.channel.features
+        assert features is not None and features.scheduler is not None
+        channel.followups.retry_seconds = 5.0
+        key = pseudonym(SECRET, "telegram", user.id)
+        before = api.count_to(user.id)
+        with claims_refused(database):
+            followup = await features.followups.schedule(
+                key, str(user.id), ["r"], now=time.time() - 15 * 86400
+            )
+            await channel.send_followup(followup)
+            await eventually(lambda: failures() == 1, "the first try failed")
+            assert followup.job_name in features.scheduler.scheduled(), "a retry waits"
+            # Sweeps meanwhile (several instances sweep every few seconds) leave it to that retry.
+            for _ in range(3):
+                await channel.sweep_once(older_than=0)
+            await channel.drain()
+            assert failures() == 1 and followup.job_name in features.scheduler.scheduled()
+            assert [f.id for f in await features.followups.pending()] == [followup.id]
+            assert api.count_to(user.id) == before
+        # The database accepts it again: the retry asks the question, once.
+        await api.wait_for(lambda: api.count_to(user.id) == before + 1)
+        await settled(api, channel, bot.storage)
+        [asked] = api.to_chat(user.id)[before:]
+        assert asked.text == asking(fengine, fengine.new_session(), followup.id)[1].text
+        assert await features.followups.pending() == []
+        assert failures() == 1
 
 
 def failed(api: FakeBotAPI) -> list[Any]:

@@ -15,6 +15,7 @@ import pytest
 
 from bot.channels.telegram import MAX_APPLY_ATTEMPTS, update_problem
 from bot.engine.flow import Engine
+from bot.json_types import JsonObject
 from bot.storage.base import UserChange
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import FakeBotAPI
@@ -99,7 +100,7 @@ def test_checks_cover_ids_ranges_sizes_and_depth() -> None:
         node["x"] = {}
         node = node["x"]
     assert update_problem(deep) == "too deeply nested"
-    callback = {
+    callback: JsonObject = {
         "update_id": 4,
         "callback_query": {"id": "1", "from": {"id": 5, "is_bot": False, "first_name": "A"},
                            "chat_instance": "c", "data": "x" * 65},

@@ -112,7 +112,8 @@ def test_the_command_line_speaks_french(tmp_path: Path) -> None:
     helped = run_cli("serve", "--help", cwd=tmp_path, env={})
     assert helped.returncode == 0
     assert "afficher cette aide et quitter" in helped.stdout
-    for setting in ("PASSERELLE_HOST", "PORT", "PASSERELLE_DB", "TELEGRAM_BOT_TOKEN", ".env"):
+    shown = ("PASSERELLE_HOST", "PORT", "PASSERELLE_DB", "TELEGRAM_BOT_TOKEN", ".env")
+    for setting in (*shown, "PASSERELLE_CLAIM_SECONDS"):
         assert setting in helped.stdout
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.cli.compose import build_server_app
 from bot.config import Settings, ensure_secret, load_settings, secret_file
 from bot.engine.flow import Engine
-from bot.server import build_server_app
 from bot.storage.integration import IntegrationStore
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.ports import free_port

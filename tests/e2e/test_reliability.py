@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.cli.compose import build_server_app
 from bot.engine.flow import Engine
-from bot.server import build_server_app
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.api import Api, run_api
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
+from bot.json_types import JsonObject
 from bot.knowledge.establishments import Establishment
 from bot.knowledge.model import KnowledgeBase
 
@@ -280,7 +281,7 @@ def test_a_named_condition_is_said_back_without_nested_brackets(engine: Engine) 
 
 
 #: A session as an older version stored it: the engine's state as plain keys of ``extra``.
-OLD_SESSION = {
+OLD_SESSION: JsonObject = {
     "kb_version": "old",
     "node": "recul",
     "answers": [["profil", "patient"], ["experience", "chronique"]],

@@ -196,8 +196,15 @@ class FakeBotAPI:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
+        # Keep-alive longer than any idle gap: a client reusing a kept-alive connection never
+        # races uvicorn closing it (httpx.ReadError in PTB with the 5 s default).
         config = uvicorn.Config(
-            app, lifespan="off", log_level="warning", access_log=False, backlog=2048
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            backlog=2048,
+            timeout_keep_alive=int(DEADLINE),
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))

@@ -208,3 +208,38 @@ def test_a_button_message_too_long_for_a_phone_is_a_warning(base_copy: Path) -> 
     warnings = [str(p) for p in problems if p.severity == "warning"]
     line = line_of(messages, long)
     assert any(f"« {long} »" in w and f"messages.yaml:{line}" in w for w in warnings), warnings
+
+
+# -- the history of versions (CHANGELOG.md) ----------------------------------------------------
+def changelog_warnings(base: Path) -> list[str]:
+    kb, problems = load_with_problems(base)
+    assert kb is not None, "\n".join(map(str, problems))
+    return [str(p) for p in problems if p.severity == "warning" and "CHANGELOG.md" in str(p)]
+
+
+def test_the_shipped_history_reads_right(base_copy: Path) -> None:
+    """One paragraph per version, newest first, the first one the version of meta.yaml."""
+    assert changelog_warnings(base_copy) == []
+    history = (base_copy / "CHANGELOG.md").read_text(encoding="utf-8")
+    version = yaml.safe_load((base_copy / "meta.yaml").read_text(encoding="utf-8"))["version"]
+    first = re.search(r"^## (\S+)", history, re.MULTILINE)
+    assert first is not None and first[1] == version
+
+
+def test_a_version_bumped_without_its_paragraph_is_pointed_out(base_copy: Path) -> None:
+    meta = base_copy / "meta.yaml"
+    meta.write_text(re.sub(r"version: \S+", "version: 9.9.9", meta.read_text("utf-8")), "utf-8")
+    [warning] = changelog_warnings(base_copy)
+    assert "CHANGELOG.md:" in warning and "version 9.9.9" in warning
+
+
+def test_a_version_with_two_paragraphs_or_out_of_order_is_pointed_out(base_copy: Path) -> None:
+    history = base_copy / "CHANGELOG.md"
+    second = line_of(history, "## 2.0.0 —")
+    text = history.read_text("utf-8")
+    text = text.replace("## 2.0.0 —", "## 2.1.0 —").replace("## 1.1.1 —", "## 1.3.0 —")
+    history.write_text(text, "utf-8")
+    warnings = changelog_warnings(base_copy)
+    assert any("2.1.0 a déjà son paragraphe" in w for w in warnings), warnings
+    assert any("1.3.0 est sous la 1.2.0" in w for w in warnings), warnings
+    assert any(f"CHANGELOG.md:{second}:" in w for w in warnings), warnings

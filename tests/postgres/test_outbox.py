@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
+from bot.json_types import JsonObject
 from bot.storage.base import FollowUpTaken, UserChange
-from bot.storage.integration import OutboxEvent
+from bot.storage.integration import Conversation, OutboxEvent, TranscriptLine
 from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
 from bot.storage.postgres.schema import ensure_current
 from tests.harness.webhooks import Receiver, establishment
@@ -154,21 +156,36 @@ async def test_the_retention_lease_has_one_holder_until_it_lapses(pg_url: str) -
 async def test_a_conversation_turn_waits_for_the_other_instance(
     two: tuple[PostgresStorage, PostgresStorage],
 ) -> None:
+    """Two instances' turns of one conversation (load, then save a changed state): the second
+    one's load waits for the first one's save, so that no turn's change is lost."""
     a, b = (PostgresIntegrationStore(core) for core in two)
+    now = time.time()
+    start = Conversation("conv_1", "key_1", "chu", {"turns": 0}, (), now, now)
+    await a.save_turn(start, created=True, lines=[])
     order: list[str] = []
     inside = asyncio.Event()
 
-    async def first() -> None:
-        async with a.conversation_turn("conv_1"):
-            order.append("a in")
+    async def turn(store: PostgresIntegrationStore, name: str, first: bool) -> None:
+        if not first:
+            await inside.wait()
+        async with store.conversation_turn("conv_1"):
+            loaded = await store.load_conversation("conv_1", "chu")
+            assert loaded is not None
+            turns = loaded.session["turns"]
+            assert isinstance(turns, int)
+            order.append(f"{name} loaded {turns}")
             inside.set()
             await asyncio.sleep(0.2)
-            order.append("a out")
+            session: JsonObject = {"turns": turns + 1}
+            line = TranscriptLine(time.time(), "person", {"text": name})
+            await store.save_turn(
+                dataclasses.replace(loaded, session=session), created=False, lines=[line]
+            )
+            order.append(f"{name} saved")
 
-    async def second() -> None:
-        await inside.wait()
-        async with b.conversation_turn("conv_1"):
-            order.append("b in")
-
-    await asyncio.gather(first(), second())
-    assert order == ["a in", "a out", "b in"]
+    await asyncio.gather(turn(a, "a", True), turn(b, "b", False))
+    # b's load came after a's commit (it saw a's change), whichever task then ran first.
+    assert sorted(order) == ["a loaded 0", "a saved", "b loaded 1", "b saved"]
+    final = await b.load_conversation("conv_1", "chu")
+    assert final is not None and final.session == {"turns": 2}
+    assert [line.body["text"] for line in await a.transcript("conv_1")] == ["a", "b"]

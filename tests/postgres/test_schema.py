@@ -3,6 +3,7 @@ traceback) when the database is unreachable, older or newer than the code."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import subprocess
@@ -12,6 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bot.cli.compose import build_world
+from bot.config import load_settings
+from bot.knowledge.model import KnowledgeBase
 from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from bot.storage.postgres import (
@@ -20,7 +24,7 @@ from bot.storage.postgres import (
     PostgresStorage,
     SchemaMismatch,
 )
-from bot.storage.postgres.schema import LATEST, MIGRATIONS, to_postgres
+from bot.storage.postgres.schema import LATEST, MIGRATIONS, ensure_current, to_postgres
 from bot.storage.sqlite import SqliteStorage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,9 +127,9 @@ def test_translation_keeps_timestamps_exact_and_ids_wide() -> None:
 def test_postgres_stores_offer_every_public_method_with_the_same_parameters(
     sqlite: type, postgres: type
 ) -> None:
-    """The consumers are typed against the SQLite classes (bot/storage/factory.py casts):
-    every public method they may call exists on the PostgreSQL one, taking the same
-    arguments (PostgreSQL may add optional ones)."""
+    """Beyond the Protocols mypy checks (bot/storage/factory.py returns them): every public
+    method of a SQLite store, contract or helper, exists on the PostgreSQL one, taking the
+    same arguments (PostgreSQL may add optional ones)."""
     for name, member in inspect.getmembers(sqlite, inspect.isfunction):
         if name.startswith("_") and name not in ("__aenter__", "__aexit__"):
             continue
@@ -133,3 +137,17 @@ def test_postgres_stores_offer_every_public_method_with_the_same_parameters(
         mine = inspect.signature(getattr(postgres, name)).parameters
         for parameter in inspect.signature(member).parameters:
             assert parameter in mine, f"{postgres.__name__}.{name} lacks {parameter}"
+
+
+def test_the_claim_period_of_the_settings_reaches_every_store(
+    pg_url: str, kb: KnowledgeBase
+) -> None:
+    """``PASSERELLE_CLAIM_SECONDS`` decides how soon another instance relays a dead one: the
+    composition gives the settings' value to the conversation store and the outbox."""
+    asyncio.run(ensure_current(pg_url, upgrade=True))
+    env = {"PASSERELLE_DB": pg_url, "PASSERELLE_SECRET": SECRET, "PASSERELLE_CLAIM_SECONDS": "4"}
+    world = build_world(load_settings(env), kb)
+    assert isinstance(world.storage, PostgresStorage)
+    assert world.storage.claim_seconds == 4.0
+    assert isinstance(world.outbox, PostgresIntegrationStore)
+    assert world.outbox.core.claim_seconds == 4.0

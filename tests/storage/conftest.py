@@ -27,6 +27,8 @@ from bot.storage.sqlite import (
     SqliteIntegrationStore,
     SqliteStorage,
 )
+from bot.storage.sqlite.migrations import INTEGRATION_MIGRATIONS
+from bot.storage.sqlite.writer import SqliteWriter
 
 
 class Clock:
@@ -86,13 +88,15 @@ class Backend:
 @contextlib.asynccontextmanager
 async def _memory(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
     store = MemoryStorage(clock=clock)
+    features = MemoryFeatureStore(clock=clock)
     await store.open()
     try:
         yield Stores(
             store,
             Traits(durable=False, replies=False, attempts=False),
-            MemoryIntegrationStore(),  # its clock is the wall clock, like SQLite's
-            MemoryFeatureStore(clock=clock),
+            # Its clock is the wall clock, like SQLite's; an API turn's feature rows join it.
+            MemoryIntegrationStore(features=features),
+            features,
         )
     finally:
         await store.close()
@@ -118,18 +122,22 @@ async def _sqlite(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
 
 @contextlib.asynccontextmanager
 async def _sqlite_apart(tmp_path: Path, clock: Clock) -> AsyncIterator[Stores]:
-    """Each store on its own file with its own writer (the core schema for conversations)."""
+    """Each store on its own file with its own writer, the conversations' and the
+    integration's without the feature tables (a turn's feature rows cannot join them)."""
     core = SqliteStorage(
         tmp_path / "core.db", synchronous="NORMAL", migrations=CORE_MIGRATIONS, clock=clock
     )
-    integration = SqliteIntegrationStore(tmp_path / "integration.db", synchronous="NORMAL")
+    writer = SqliteWriter(
+        tmp_path / "integration.db", synchronous="NORMAL", migrations=INTEGRATION_MIGRATIONS
+    )
+    integration = SqliteIntegrationStore(writer)
     features = SqliteFeatureStore(tmp_path / "features.db", synchronous="NORMAL", clock=clock)
-    for opened in (core, integration, features):
+    for opened in (core, writer, features):
         await opened.open()
     try:
         yield Stores(core, Traits(durable=True, replies=True, attempts=True), integration, features)
     finally:
-        for opened in (features, integration, core):
+        for opened in (features, writer, core):
             await opened.close()
 
 

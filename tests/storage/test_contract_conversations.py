@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bot.json_types import as_object
 from bot.storage.base import (
+    BarometerRating,
+    CodeTaken,
     ConversationStore,
     FollowUpScheduled,
     FollowUpTaken,
@@ -46,7 +49,7 @@ async def test_refusing_consent_keeps_nothing(conversations: ConversationStore) 
     assert consent is not True and session is None
     exported = await conversations.export_user(ALICE)
     assert "session" not in exported
-    assert exported.get("consent", {}).get("granted") in (None, False)
+    assert as_object(exported.get("consent")).get("granted") in (None, False)
 
 
 async def test_without_consent_a_durable_store_keeps_no_session(
@@ -204,6 +207,34 @@ async def test_feature_writes_join_the_turn_or_are_refused(stores: Stores) -> No
         assert await store.load_state(ALICE) == (None, None)
 
 
+async def test_a_failing_feature_write_leaves_neither_the_state_nor_the_statistics(
+    together: Stores,
+) -> None:
+    """A barometer group whose code another turn took meanwhile fails the whole turn: the
+    session, the statistics row and the inbox mark stay as they were; a rating kept in an
+    existing group commits with the session."""
+    store, features = together.conversations, together.features
+    assert features is not None and await store.holds_features()
+    await store.commit_update(None, ALICE, UserChange(consent=True, session={"n": 0}))
+    await features.apply([BarometerRating("ABCD2345", BRUNO, "usager", {"c": 1}, "1", True)])
+    await store.inbox_add(5, b"{}")
+    taken = BarometerRating("ABCD2345", ALICE, "professionnel", {"c": 4}, "1", True)
+    change = UserChange(
+        session={"n": 1}, features=(StatsStarted("conv1", "2026-12-01", "telegram"), taken)
+    )
+    with pytest.raises(CodeTaken):
+        await store.commit_update(5, ALICE, change)
+    assert await store.load_session(ALICE) == {"n": 0}
+    assert (await features.stats_counts(StatsScope())).started == (0, 0)
+    assert not await features.barometer_is_member("ABCD2345", ALICE)
+    assert [i.update_id for i in await store.inbox_pending()] == [5]
+    joined = BarometerRating("ABCD2345", ALICE, "professionnel", {"c": 4}, "1")
+    await store.commit_update(5, ALICE, UserChange(session={"n": 1}, features=(joined,)))
+    assert await store.load_session(ALICE) == {"n": 1}
+    assert await features.barometer_is_member("ABCD2345", ALICE)
+    assert await store.inbox_pending() == []
+
+
 async def test_a_follow_up_no_longer_pending_commits_nothing(together: Stores) -> None:
     """The question of a due follow-up is recorded with its claim: a second claim (another
     process, a restart) raises and leaves the session, the replies and the inbox as they were."""
@@ -222,3 +253,18 @@ async def test_a_follow_up_no_longer_pending_commits_nothing(together: Stores) -
     assert await store.load_session(ALICE) == {"n": 1}
     assert [(r.update_id, r.seq) for r in await store.replies_pending()] == [(-1, 0)]
     assert [i.update_id for i in await store.inbox_pending()] == [9]
+
+
+async def test_alone_on_the_store_the_lease_is_ours_and_nothing_is_left_to_take_over(
+    conversations: ConversationStore,
+) -> None:
+    """What the retention and the sweeper ask of every store (PostgreSQL answers for several
+    instances, the others for their one process): a process alone holds the retention lease
+    and renews it, and finds no reply nor update left behind by a dead instance."""
+    assert await conversations.lease("retention", 60)
+    assert await conversations.lease("retention", 60)
+    await conversations.inbox_add(1, b"{}", chat="chat:7")
+    await conversations.renew_claims()
+    assert await conversations.replies_orphaned() == []
+    assert await conversations.inbox_stale_chats(older_than=3600) == []
+    assert conversations.claim_seconds > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.json_types import as_list, at
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -148,8 +149,11 @@ async def test_export_and_erase_cover_ratings_and_follow_ups(features: FeatureSt
         ]
     )
     exported = await features.export_user(ALICE)
-    assert [r["group"] for r in exported["barometer_ratings"]] == ["ABCD2345", "EFGH6789"]
-    assert [f["due_at"] for f in exported["followups"]] == [100.0]
+    assert [at(r, "group") for r in as_list(exported["barometer_ratings"])] == [
+        "ABCD2345",
+        "EFGH6789",
+    ]
+    assert [at(f, "due_at") for f in as_list(exported["followups"])] == [100.0]
     await features.erase_user(ALICE)
     assert await features.export_user(ALICE) == {"barometer_ratings": [], "followups": []}
     assert await features.followups_pending() == []
@@ -182,5 +186,5 @@ async def test_erasure_reaches_every_table_of_the_database(together: Stores, clo
     assert await features.export_user(ALICE) == {"barometer_ratings": [], "followups": []}
     assert await store.load_state(BRUNO) == (True, {"u": BRUNO})
     assert [e["id"] for e in await integration.outbox_about(BRUNO)] == [f"ev_{BRUNO}"]
-    assert len((await features.export_user(BRUNO))["barometer_ratings"]) == 1
+    assert len(as_list((await features.export_user(BRUNO))["barometer_ratings"])) == 1
     assert [f.user for f in await features.followups_pending()] == [BRUNO]

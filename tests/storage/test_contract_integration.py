@@ -8,12 +8,19 @@ import time
 import pytest
 
 from bot.storage.base import (
+    BarometerRating,
+    CodeTaken,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     OutboxEvent,
+    StatsReached,
+    StatsScope,
+    StatsStarted,
     TranscriptLine,
     hash_key,
 )
+from tests.storage.conftest import Stores
 
 
 def conversation(
@@ -150,3 +157,68 @@ async def test_a_turns_events_exist_only_with_its_state(integration: Integration
     assert [e["id"] for e in await integration.outbox_about("conv_1")] == ["e1"]
     [about] = await integration.outbox_about("conv_1")
     assert about["payload"] == {"id": "e1"} and about["establishment"] == "chu-a"
+
+
+# -- a turn's feature rows ---------------------------------------------------------------------
+async def _started(stores: Stores) -> int:
+    assert stores.features is not None
+    return (await stores.features.stats_counts(StatsScope())).started[0]
+
+
+async def test_a_turns_feature_rows_exist_only_with_its_state(stores: Stores) -> None:
+    """Statistics and barometer rows of an API turn commit with its conversation row, its
+    transcript and its events: a failing turn leaves none of them, a good one all."""
+    integration, features = stores.integration, stores.features
+    assert integration is not None and features is not None
+    if not await integration.holds_features():  # the feature tables on another database
+        with pytest.raises(ValueError):
+            await integration.save_turn(
+                conversation(), created=True, lines=[], features=[StatsStarted("s1", "d", "api")]
+            )
+        assert await integration.load_conversation("conv_1", "chu-a") is None
+        assert await _started(stores) == 0
+        return
+    rows: list[FeatureWrite] = [StatsStarted("s1", "2026-12-01", "api"), StatsReached("s1", "x")]
+    first = conversation()
+    await integration.save_turn(
+        first, created=True, lines=[TranscriptLine(1.0, "bot")], events=[event("e1")], features=rows
+    )
+    assert await integration.load_conversation("conv_1", "chu-a") == first
+    counts = await features.stats_counts(StatsScope())
+    assert counts.started == (1, 0) and counts.reached == {"x": (1, 0)}
+
+    # Created twice: the whole turn fails, its statistics row with it.
+    with pytest.raises(Exception):  # noqa: B017 (each database names it its own way)
+        await integration.save_turn(
+            first, created=True, lines=[], features=[StatsStarted("s2", "2026-12-01", "api")]
+        )
+    assert await _started(stores) == 1
+
+    # A group code taken meanwhile: nothing of the turn is written, not even its other rows.
+    await features.apply([BarometerRating("ABCD2345", "m0", "usager", {"c": 1}, "1", True)])
+    later = Conversation(**{**first.__dict__, "session": {"node": "fin"}, "updated_at": 2000.0})
+    with pytest.raises(CodeTaken):
+        await integration.save_turn(
+            later,
+            created=False,
+            lines=[TranscriptLine(2000.0, "person", {"text": "créer"})],
+            events=[event("e2")],
+            features=[
+                StatsStarted("s3", "2026-12-01", "api"),
+                BarometerRating("ABCD2345", "m1", "professionnel", {"c": 4}, "1", True),
+            ],
+        )
+    assert await integration.load_conversation("conv_1", "chu-a") == first
+    assert [line.at for line in await integration.transcript("conv_1")] == [1.0]
+    assert [e["id"] for e in await integration.outbox_about("conv_1")] == ["e1"]
+    assert await _started(stores) == 1
+    assert not await features.barometer_is_member("ABCD2345", "m1")
+
+    # A rating kept in an existing group, with the turn.
+    joined = BarometerRating("ABCD2345", "m1", "professionnel", {"c": 4}, "1")
+    await integration.save_turn(later, created=False, lines=[], features=[joined])
+    assert await integration.load_conversation("conv_1", "chu-a") == later
+    assert await features.barometer_ratings("ABCD2345", 1) == [
+        ("usager", {"c": 1}),
+        ("professionnel", {"c": 4}),
+    ]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.app.identity import pseudonym
+from bot.json_types import at
 from bot.storage.base import OutgoingReply, Storage, UserChange
 from bot.storage.memory import MemoryStorage
 from bot.storage.postgres import PostgresStorage
@@ -62,7 +63,7 @@ async def test_session_round_trip_and_consent(store: Storage) -> None:
     assert await store.get_consent(user) is True
     assert await store.load_session(user) == {"node": "profil", "answers": [["a", "b"]]}
     exported = await store.export_user(user)
-    assert exported["session"]["node"] == "profil" and exported["consent"]["granted"]
+    assert at(exported, "session", "node") == "profil" and at(exported, "consent", "granted")
     await store.erase_user(user)
     assert await store.load_session(user) is None
     assert await store.export_user(user) == {}

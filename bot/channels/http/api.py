@@ -12,12 +12,13 @@ with the person.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Never, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from bot.adapters.webhooks import route
+from bot.app.choices import ChoiceIds
 from bot.app.conversation import ConversationService, Step
 from bot.app.identity import Identity, pseudonym
 from bot.app.ordering import KeyedQueues
@@ -60,11 +62,13 @@ from bot.channels.http.schemas import (
 )
 from bot.channels.http.webchat import webchat_routes
 from bot.config import BODY_TIMEOUT
-from bot.engine.flow import CMD, Engine, Turn
+from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
+from bot.json_types import JsonObject
 from bot.knowledge.establishments import Establishment
 from bot.storage.base import (
     ApiKey,
+    CodeTaken,
     Conversation,
     IntegrationStore,
     OutboxEvent,
@@ -77,9 +81,9 @@ if TYPE_CHECKING:
     from bot.app.features import Features
 
 T = TypeVar("T")
-#: Engine commands a client may send as a choice at any time (``cmd:aide``…).
-COMMANDS = frozenset({"aide", "retour", "recommencer", "contacts", "glossaire", "stop", "relation"})
 SECRET_PREFIX = "pcs_"
+#: How many times a turn is planned when its new barometer group's code keeps being taken.
+CODE_ATTEMPTS = 3
 
 
 class ConversationApi:
@@ -112,11 +116,15 @@ class ConversationApi:
         self.key_cache_seconds = key_cache_seconds
         self._authenticate = KeyCheck(store, self.limiter, demo_key, key_cache_seconds)
         # Requests of one conversation one after the other (as Telegram's chats).
-        self._order = KeyedQueues(max_concurrency=100_000)
+        self._order: KeyedQueues[Never] = KeyedQueues(max_concurrency=100_000)
         # The conversation row is the API's state: the service runs the engine, the features
         # and the routing; the row, its transcript and the events are saved in one.
         router = EventRouter(self.establishments, route, lambda: self.engine.kb)
-        self.service = ConversationService(self.holder, features=features, router=router)
+        self.service = ConversationService(
+            self.holder, features=features, router=router, commits_to=store
+        )
+        # What a client may send as a choice: the last turn's, or a command (as on Telegram).
+        self.choices = ChoiceIds(self.holder)
 
     @property
     def engine(self) -> Engine:
@@ -173,11 +181,6 @@ class ConversationApi:
             return error_response(exc)
         return response
 
-    def _is_command(self, choice: str) -> bool:
-        """Engine commands (and side modes such as the barometer) are accepted at any step."""
-        name = choice[len(CMD) :] if choice.startswith(CMD) else None
-        return name is not None and (name in COMMANDS or name in self.engine.modes)
-
     def _context(self, key: ApiKey, context: str | None) -> str | None:
         return allowed_context(self.establishments, key, context)
 
@@ -209,8 +212,13 @@ class ConversationApi:
             )
             events = _events(step)
             await self.store.save_turn(
-                conversation, created=True, lines=_bot_lines(turn, now), events=events
+                conversation,
+                created=True,
+                lines=_bot_lines(turn, now),
+                events=events,
+                features=step.features,
             )
+            await self.service.committed(step)
             if events and self.on_events:
                 self.on_events()
             created = ConversationCreated(
@@ -227,15 +235,13 @@ class ConversationApi:
             conversation_id = request.path_params["conversation_id"]
             body: NewMessage = await self._body(request, NewMessage, empty_ok=False)
 
-            async def in_turn() -> tuple[Turn, list[OutboxEvent]]:
+            async def once() -> tuple[Turn, list[OutboxEvent]]:
                 conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
-                person: dict[str, Any]
+                person: JsonObject
                 if body.choice is not None:
-                    if body.choice not in conversation.offered and not self._is_command(
-                        body.choice
-                    ):
+                    if not self.choices.accepts(body.choice, conversation.offered):
                         raise ApiError(
                             422,
                             "unknown_choice",
@@ -258,8 +264,19 @@ class ConversationApi:
                 )
                 events = _events(step)
                 lines = [TranscriptLine(now, "person", person), *_bot_lines(turn, now)]
-                await self.store.save_turn(updated, created=False, lines=lines, events=events)
+                await self.store.save_turn(
+                    updated, created=False, lines=lines, events=events, features=step.features
+                )
+                await self.service.committed(step)
                 return turn, events
+
+            async def in_turn() -> tuple[Turn, list[OutboxEvent]]:
+                # A new barometer group's code taken by another turn since it was drawn:
+                # nothing was written, the turn is planned again (with another code).
+                for _ in range(CODE_ATTEMPTS - 1):
+                    with contextlib.suppress(CodeTaken):
+                        return await once()
+                return await once()
 
             turn, events = await self._in_turn(conversation_id, in_turn)
             if events and self.on_events:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-#: Any page may call the API: keys travel in the Authorization header, never in a cookie.
+#: Every page may call the API: keys travel in the Authorization header, never in a cookie.
 CORS = Middleware(
     CORSMiddleware,
     allow_origins=["*"],

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.engine.flow import MAX_TEXT_LENGTH, Turn
 from bot.engine.replies import Reply
+from bot.json_types import as_list
 from bot.storage.base import TranscriptLine
 
 API_PREFIX = "/api/v1"
@@ -289,5 +290,5 @@ def transcript_entry(line: TranscriptLine) -> TranscriptEntry:
         author="person" if line.author == "person" else "bot",
         text=line.body.get("text"),
         choice=line.body.get("choice"),
-        choices=[ChoiceOut.model_validate(c) for c in line.body.get("choices", [])],
+        choices=[ChoiceOut.model_validate(c) for c in as_list(line.body.get("choices"))],
     )

@@ -27,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot.app.choices import ChoiceIds
 from bot.app.consent import Consent
 from bot.app.conversation import ConversationService
 from bot.app.identity import Pseudonyms
 from bot.app.ordering import KeyedQueues
 from bot.app.outbox import EventRouter
-from bot.app.privacy import OutboxAbout, Privacy
+from bot.app.privacy import OutboxAbout, Privacy, schedule_retention
 from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
@@ -58,14 +59,12 @@ from bot.channels.telegram.queues import (
     StagedTransaction,
 )
 from bot.channels.telegram.render import choice_hash
-from bot.channels.telegram.scheduler import FollowUpAsker, schedule_retention
+from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
-from bot.engine.barometer import choice_ids as barometer_choice_ids
-from bot.engine.flow import CANCEL, CMD, CONFIRM, RESUME, TERM, Engine
-from bot.engine.followup import NO as FOLLOWUP_NO
-from bot.engine.followup import YES as FOLLOWUP_YES
+from bot.engine.flow import Engine
+from bot.json_types import JsonObject
 from bot.knowledge.model import COMMANDS
-from bot.storage.base import OutgoingReply, Storage, UserChange
+from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -83,6 +82,8 @@ OWN_COMMANDS = ("mesdonnees", "oubli")
 MAX_BODY = 1 << 20
 #: An update whose application failed this many times is dead-lettered (payload dropped).
 MAX_APPLY_ATTEMPTS = 3
+#: How many times an update is applied at once when its new barometer group's code is taken.
+CODE_ATTEMPTS = 3
 
 
 class TelegramChannel:
@@ -123,7 +124,10 @@ class TelegramChannel:
             else {c.establishment for c in self.engine.kb.contacts.values() if c.establishment}
         )
         self.poll_timeout = poll_timeout
+        #: The follow-ups' scheduler. Given one (the composition's, shared with the API), its
+        #: giver schedules retention and stops it; else the channel runs its own, with both.
         self.scheduler = scheduler or Scheduler()
+        self._owns_scheduler = scheduler is None
         self._queues = KeyedQueues(self.apply, max_concurrency=64)
         consent = Consent(storage, memory, retention_days=settings.retention_days)
         #: Sessions of people who did not consent (in this process only).
@@ -153,12 +157,10 @@ class TelegramChannel:
             self.delivery,
             Pseudonyms(settings.secret),
             contexts=lambda: self.contexts,
-            choice_ids=lambda: self._choice_ids,
+            choices=ChoiceIds(self.holder, key=choice_hash),
             transaction=lambda update: StagedTransaction(storage, update.update_id, self.on_events),
         )
         self.followups = FollowUpAsker(self.service, self.delivery, features)
-        self._choice_ids = self._known_choice_ids()
-        self.holder.on_swap(lambda _: setattr(self, "_choice_ids", self._known_choice_ids()))
         self._started = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -168,17 +170,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
-
-    def _known_choice_ids(self) -> dict[str, str]:
-        kb = self.engine.kb
-        ids = [c.id for q in kb.questions.values() for c in q.choices]
-        ids += [CMD + name for name in (*COMMANDS, "relation", *self.engine.modes)]
-        ids += [TERM + term for term in kb.glossary]
-        ids += [CONFIRM, CANCEL, RESUME]
-        ids += [*barometer_choice_ids(kb), CMD + "suivi", FOLLOWUP_YES, FOLLOWUP_NO]
-        return {choice_hash(choice_id): choice_id for choice_id in ids}
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -186,13 +180,15 @@ class TelegramChannel:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Initialise PTB (getMe), register the command menu, schedule retention and the
-        follow-ups, and apply whatever the inbox holds from before a crash or restart."""
+        """Initialise PTB (getMe), register the command menu, schedule the follow-ups (and
+        retention, on its own scheduler), and apply whatever the inbox holds from before a
+        crash or restart."""
         await self.application.initialize()
         await self.application.start()
         self._started = True
         await self.delivery.call(self.bot.set_my_commands, self._menu())
-        schedule_retention(self.scheduler, self.purge)
+        if self._owns_scheduler:
+            schedule_retention(self.scheduler, self.purge, first=RETENTION_FIRST)
         if self.features is not None:
             self.features.scheduler = self.scheduler.followups(self.send_followup)
             await self.features.followups.rebuild(self.features.scheduler)
@@ -204,7 +200,7 @@ class TelegramChannel:
         """Several instances: what another instance left behind when it died, taken over
         once its claims lapsed (replies recorded and not sent, updates recorded and not
         applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
-        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        interval = max(0.2, self.storage.claim_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -213,26 +209,27 @@ class TelegramChannel:
                 log.warning("sweep failed: %s", type(exc).__name__)
 
     async def sweep_once(self, older_than: float) -> None:
-        renew = getattr(self.storage, "renew_claims", None)
-        if renew is not None:
-            await renew()  # what this instance is sending stays its own while it lives
-        orphaned = getattr(self.storage, "replies_orphaned", None)
-        for reply in await orphaned() if orphaned is not None else ():
+        await self.storage.renew_claims()  # what this instance sends stays its own while it lives
+        for reply in await self.storage.replies_orphaned():
             if self.delivery.adopt(reply):
                 self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
-        stale = getattr(self.storage, "inbox_stale_chats", None)
-        if stale is not None:
-            for chat in await stale(older_than):
-                self._queues.submit(chat_of(chat), CatchUp(chat))
+        for chat in await self.storage.inbox_stale_chats(older_than):
+            self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
+            # Due follow-ups no job of this instance waits for (another instance's, or one
+            # left by an instance that stopped); one waiting for its retry is left to it.
+            jobs = self.features.scheduler
+            waiting = jobs.scheduled() if jobs is not None else set()
             for followup in await self.features.followups.due():
-                await self.send_followup(followup)
+                if followup.job_name not in waiting:
+                    await self.send_followup(followup)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
         Replies Telegram did not accept yet stay in the outbox for the next start."""
         self.delivery.stop()
-        await self.scheduler.stop()
+        if self._owns_scheduler:
+            await self.scheduler.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -289,7 +286,7 @@ class TelegramChannel:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 
@@ -303,9 +300,9 @@ class TelegramChannel:
         Raises :class:`ValueError` if ``payload`` is not an update at all (not JSON, no
         ``update_id``): nothing is recorded."""
         data = json_object(payload)
-        if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        update_id = data.get("update_id") if isinstance(data, dict) else None
+        if type(update_id) is not int:
             raise ValueError("not a Telegram update")
-        update_id: int = data["update_id"]
         if not 0 <= update_id < MAX_INT:
             raise ValueError("update_id out of range")
         try:
@@ -354,24 +351,34 @@ class TelegramChannel:
 
     async def _apply_update(self, job: Update) -> None:
         started = time.perf_counter()
-        turn = PendingTurn(job.update_id)
-        token = CURRENT.set(turn)
-        try:
-            await self.application.process_update(job)
-        finally:
-            CURRENT.reset(token)
+        for attempt in range(1, CODE_ATTEMPTS + 1):
+            turn = PendingTurn(job.update_id)
+            token = CURRENT.set(turn)
+            error: BaseException | None = None
+            try:
+                await self.application.process_update(job)
+            except BaseException as exc:  # what was staged is committed all the same
+                error = exc
+            finally:
+                CURRENT.reset(token)
             change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
             try:
                 await self.storage.commit_update(job.update_id, turn.user, change)
-            except Exception as exc:
-                # Left pending for the next start, up to MAX_APPLY_ATTEMPTS times.
-                dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
-                log.warning(
-                    "update not applied (%s)%s",
-                    type(exc).__name__,
-                    ": dead-lettered" if dead else "; retried at the next start",
-                )
+            except CodeTaken:
+                # A new barometer group's code taken by another turn since it was drawn:
+                # nothing was committed, so a consenting person's update (state read from
+                # the store) is applied again at once, with another code.
+                fresh = error is None and bool(turn.user) and not turn.committed
+                if fresh and attempt < CODE_ATTEMPTS:
+                    continue
+                await self._not_applied(job, CodeTaken.__name__)
                 raise
+            except Exception as exc:
+                await self._not_applied(job, type(exc).__name__)
+                raise
+            if error is not None:
+                raise error
+            break
         if turn.events and self.on_events is not None:
             self.on_events()
         if change.features and self.features is not None:
@@ -382,6 +389,15 @@ class TelegramChannel:
         for chat_id, replies in chats.items():
             await self.delivery.deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
+
+    async def _not_applied(self, job: Update, reason: str) -> None:
+        """Left pending for the next start, up to :data:`MAX_APPLY_ATTEMPTS` times."""
+        dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
+        log.warning(
+            "update not applied (%s)%s",
+            reason,
+            ": dead-lettered" if dead else "; retried at the next start",
+        )
 
     async def poll(self, stop: asyncio.Event) -> None:
         """Long polling until ``stop`` is set. An offset is confirmed to Telegram (by asking

@@ -9,13 +9,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from telegram.ext import AIORateLimiter, Application
 
 from bot.app.outbox import EventRouter
 from bot.app.privacy import OutboxAbout
 from bot.app.reload import EngineHolder, holder_of
+from bot.app.scheduler import Scheduler
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY
 from bot.config import Settings
@@ -31,6 +32,28 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for Telegram's answer to one call before retrying it.
 READ_TIMEOUT = 10.0
+
+
+class ChannelOptions(TypedDict, total=False):
+    """Keyword options of :func:`build` a composition passes on as they are: the world's
+    share (establishments, outbox, worker) and how the channel waits and polls."""
+
+    contexts: Collection[str] | None
+    pause: float
+    poll_timeout: int
+    retry_delay: float
+    read_timeout: float
+    establishments: Mapping[str, Establishment] | None
+    integration: OutboxAbout | None
+    on_events: Callable[[], None] | None
+
+
+class BuildOptions(ChannelOptions, total=False):
+    """Every keyword option of :func:`build`: also the stores and the scheduler it shares."""
+
+    memory: Storage | None
+    features: Features | None
+    scheduler: Scheduler | None
 
 
 def router_for(
@@ -59,8 +82,10 @@ def build(
     establishments: Mapping[str, Establishment] | None = None,
     integration: OutboxAbout | None = None,
     on_events: Callable[[], None] | None = None,
+    scheduler: Scheduler | None = None,
 ) -> TelegramChannel:
-    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel.
+    """The PTB application wired to ``engine`` and ``storage``, wrapped in a channel
+    (``scheduler``: the composition's one scheduler, see :class:`TelegramChannel`).
 
     Outgoing calls go through :class:`AIORateLimiter` (``settings.telegram_rate`` messages per
     second overall; 0 disables the cap, for a local fake server) which waits on 429s.
@@ -106,6 +131,7 @@ def build(
         integration=integration,
         on_events=on_events,
         router=router_for(establishments or {}, holder),
+        scheduler=scheduler,
     )
     channel.install()
     return channel

@@ -13,15 +13,14 @@ import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
-from bot.app.ordering import KeyedQueues
 from bot.app.reload import EngineHolder
-from bot.channels.telegram.queues import CURRENT, Redeliver
+from bot.channels.telegram.queues import CURRENT, ChatQueues, Redeliver
 from bot.channels.telegram.render import (
     MESSAGE_LIMIT,
     Outgoing,
@@ -34,10 +33,12 @@ from bot.channels.telegram.render import (
 from bot.engine.flow import Engine
 from bot.engine.replies import Choice, Reply
 from bot.engine.session import Session
+from bot.json_types import JsonObject, loads_object
 from bot.storage.base import OutgoingReply, Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Bounded retries of one outgoing call on 5xx answers and timeouts (429 is handled by the
 #: rate limiter, which waits as long as Telegram asks).
@@ -78,7 +79,7 @@ class Delivery:
         bot: Callable[[], Bot],
         holder: EngineHolder,
         storage: Storage,
-        queues: KeyedQueues,
+        queues: ChatQueues,
         *,
         pause: float = 0.3,
         retry_delay: float = RETRY_BASE_DELAY,
@@ -126,7 +127,7 @@ class Delivery:
             handle.cancel()
         self._timers.clear()
 
-    async def call(self, method: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def call(self, method: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call the Bot API with bounded retries on 5xx answers, timeouts and 429s."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
@@ -218,9 +219,7 @@ class Delivery:
         messages = self.engine.kb.messages
         return tuple(self.engine.msg(key, session) for key in keys if key in messages)
 
-    def _record(
-        self, chat_id: int, method: str, params: dict[str, Any], file: bytes | None
-    ) -> None:
+    def _record(self, chat_id: int, method: str, params: JsonObject, file: bytes | None) -> None:
         turn = CURRENT.get()
         assert turn is not None
         turn.replies.append(
@@ -239,7 +238,7 @@ class Delivery:
     ) -> None:
         """Change a message already shown (the reply outbox keeps it in order with the rest):
         its text (HTML) and buttons, or its buttons only."""
-        params: dict[str, Any] = {
+        params: JsonObject = {
             "chat_id": message.chat.id,
             "message_id": message.message_id,
             "reply_markup": markup,
@@ -271,14 +270,15 @@ class Delivery:
         await self.edit(message, body)
 
     async def document(self, chat_id: int, body: bytes, caption: str) -> None:
-        params = {"chat_id": chat_id, "caption": esc(caption), "parse_mode": ParseMode.HTML}
+        escaped = esc(caption)
+        params: JsonObject = {"chat_id": chat_id, "caption": escaped, "parse_mode": ParseMode.HTML}
         if CURRENT.get() is None:
             await self.call(
                 self.bot.send_document,
                 chat_id,
                 body,
                 filename=EXPORT_NAME,
-                caption=params["caption"],
+                caption=escaped,
                 parse_mode=ParseMode.HTML,
             )
             return
@@ -290,7 +290,7 @@ class Delivery:
         if CURRENT.get() is None:  # outside an update (nothing to commit with): send right away
             await self._send(chat_id, messages, node)
             return
-        params: dict[str, Any]
+        params: JsonObject
         if any(m.choices for m in messages):
             if self._keyboard_nodes.get(chat_id) != node:
                 # The conversation moved on (an answer typed, say): the buttons of the question
@@ -361,7 +361,7 @@ class Delivery:
         handle = loop.call_later(delay, fire)
         self._timers.add(handle)
 
-    def _remember_keyboard(self, chat_id: int, reply: OutgoingReply, sent: Any) -> None:
+    def _remember_keyboard(self, chat_id: int, reply: OutgoingReply, sent: object) -> None:
         """The chat's latest messages with buttons (in memory: after a restart, none is known)."""
         if not reply.method.startswith("send") or not isinstance(sent, Message):
             return
@@ -373,11 +373,11 @@ class Delivery:
             if len(self._live_keyboards) > LIVE_KEYBOARDS:
                 self._live_keyboards.popitem(last=False)
 
-    async def _post_reply(self, reply: OutgoingReply) -> Any:
+    async def _post_reply(self, reply: OutgoingReply) -> object:
         """One recorded reply through PTB's typed method (rate limiter included). The keyboard
         travels as the JSON recorded (serialised once per question, see
         :meth:`keyboard_json`), which PTB sends as it is."""
-        params: dict[str, Any] = json.loads(reply.params)
+        params: dict[str, object] = {**loads_object(reply.params)}
         name = METHODS.get(reply.method)
         if name is None:  # a row of another version: refused for good, as Telegram would
             raise BadRequest(f"unknown method {reply.method!r}")
@@ -385,4 +385,5 @@ class Delivery:
             params |= {"document": reply.photo, "filename": EXPORT_NAME}
         elif reply.photo is not None:
             params |= {"photo": reply.photo, "filename": "image.png"}
-        return await getattr(self.bot, name)(**params)
+        sent: object = await getattr(self.bot, name)(**params)
+        return sent

@@ -23,6 +23,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.app.choices import ChoiceIds
 from bot.app.consent import CONSENT_NO, CONSENT_YES
 from bot.app.conversation import ConversationService, Result, Transaction
 from bot.app.identity import Identity, Pseudonyms
@@ -55,7 +56,7 @@ class Handlers:
         pseudonyms: Pseudonyms,
         *,
         contexts: Callable[[], Collection[str]],
-        choice_ids: Callable[[], dict[str, str]],
+        choices: ChoiceIds,
         transaction: Callable[[Update], Transaction],
     ) -> None:
         self.service = service
@@ -63,7 +64,7 @@ class Handlers:
         self.delivery = delivery
         self.pseudonyms = pseudonyms
         self.contexts = contexts
-        self.choice_ids = choice_ids
+        self.choices = choices
         self.transaction = transaction
 
     @property
@@ -222,7 +223,9 @@ class Handlers:
             if not found:
                 continue
             if separator == "#":
-                value = self.choice_ids().get(value, "")
+                value = self.choices.lookup(value) or ""
+            if self.choices.unknown_command(value):
+                value = ""  # refused as on the API: the current question is asked again
             node = current if tag == node_tag(current) else f"~{tag}"
             return Input.choice(value or "~", node)
         return Input.choice("~", "~")
@@ -259,7 +262,8 @@ class Handlers:
         probe = session or self.engine.new_session()
         tx = self.transaction(update)
         if yes:
-            await tx.commit(user, await self.privacy.erase(user))
+            erased = await self.privacy.erase(user, session.to_dict() if session else None)
+            await tx.commit(user, erased)
             await self.delivery.say(chat.id, [Reply(self.engine.msg("forget_done", probe))])
             return
         await self.service.touch(tx)

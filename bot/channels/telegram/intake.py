@@ -5,9 +5,10 @@ belongs to (its ordering key). Checked before anything is recorded.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from telegram import Bot, Update
+
+from bot.json_types import JsonValue, loads
 
 #: Intake checks (:func:`update_problem`): Telegram's ids fit in 52 bits, callback data in 64
 #: bytes; updates are a few levels deep. Texts (4096 characters on Telegram) are allowed up to
@@ -20,9 +21,9 @@ TEXT_LIMITS = {"text": 32_768, "caption": 32_768, "data": 64, "query": 4096}
 ID_OBJECTS = ("chat", "from", "sender_chat", "user", "forward_from", "forward_from_chat")
 
 
-def json_object(payload: bytes) -> Any:
+def json_object(payload: bytes) -> JsonValue:
     try:
-        return json.loads(payload)
+        return loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError("not JSON") from None
 
@@ -47,17 +48,18 @@ def chat_of(name: str) -> tuple[str, int]:
     return (kind, int(number))
 
 
-def update_problem(data: Any) -> str | None:
+def update_problem(data: JsonValue) -> str | None:
     """Why ``data`` is not an update we can safely record and apply, or ``None``.
 
     Checked before anything is recorded: ``update_id`` and every integer in range (SQLite
     stores 64 bits), the ids of chats and people integers of at most 53 bits, texts within
     Telegram's limits, a shallow structure, and PTB able to read it."""
-    if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+    update_id = data.get("update_id") if isinstance(data, dict) else None
+    if type(update_id) is not int:
         return "not a Telegram update"
-    if not 0 <= data["update_id"] < MAX_INT:
+    if not 0 <= update_id < MAX_INT:
         return "update_id out of range"
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    stack: list[tuple[JsonValue, int]] = [(data, 0)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
@@ -83,11 +85,11 @@ def update_problem(data: Any) -> str | None:
     return None
 
 
-def parse(data: Any, bot: Bot) -> Update:
+def parse(data: JsonValue, bot: Bot) -> Update:
     """The PTB update of checked ``data``; :class:`ValueError` if it fails a check."""
     problem = update_problem(data)
-    if problem is not None:
-        raise ValueError(problem)
+    if problem is not None or not isinstance(data, dict):
+        raise ValueError(problem or "not a Telegram update")
     try:
         update = Update.de_json(data, bot)
     except Exception as exc:

@@ -14,14 +14,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from telegram import Update
+
 from bot.app.ordering import KeyedQueues
 from bot.storage.base import OutgoingReply, Storage, UserChange
 
 if TYPE_CHECKING:
     from bot.app.followups import FollowUp
-
-#: Per-chat ordering (kept under its former name for readers of the channel).
-ChatQueues = KeyedQueues
 
 
 @dataclass
@@ -33,6 +32,9 @@ class PendingTurn:
     change: UserChange | None = None
     replies: list[OutgoingReply] = field(default_factory=list)
     events: bool = False
+    #: An earlier change of the update was committed already (so applying it again would not
+    #: start from the same state).
+    committed: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class CatchUp:
 
     chat: str
 
+
+#: A job of a chat's queue.
+ChatJob = Update | Redeliver | FollowUpDue | CatchUp
+#: Per-chat ordering (kept under its former name for readers of the channel).
+ChatQueues = KeyedQueues[ChatJob]
 
 CURRENT: ContextVar[PendingTurn | None] = ContextVar("passerelle_turn", default=None)
 
@@ -81,5 +88,6 @@ class StagedTransaction:
             return
         if turn.change is not None:  # a second change in one update: keep both, in order
             await self.storage.commit_update(None, turn.user, turn.change)
+            turn.committed = True
         turn.user, turn.change = user, change
         turn.events = turn.events or bool(change.outbox)

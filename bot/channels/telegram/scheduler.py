@@ -1,15 +1,15 @@
-"""Telegram's timed jobs on the application's one scheduler (:mod:`bot.app.scheduler`):
-retention every six hours, and due follow-ups, asked in their chat's queue.
+"""Telegram's timed jobs on the application's one scheduler (:mod:`bot.app.scheduler`): due
+follow-ups, asked in their chat's queue (retention is :func:`bot.app.privacy.schedule_retention`,
+one job for every channel when the composition shares its scheduler).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
 from typing import TYPE_CHECKING
 
 from bot.app.conversation import ConversationService
-from bot.app.scheduler import Scheduler
 from bot.channels.telegram.delivery import Delivery
 from bot.channels.telegram.queues import CURRENT, PendingTurn
 from bot.engine.followup import asking
@@ -21,24 +21,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Retention runs this often (the first time shortly after start-up).
-RETENTION_EVERY = 6 * 3600.0
+#: A channel running its own scheduler runs its retention this long after start-up first.
 RETENTION_FIRST = 30.0
-
-
-def schedule_retention(scheduler: Scheduler, purge: Callable[[], Awaitable[object]]) -> None:
-    scheduler.every("retention:telegram", RETENTION_EVERY, purge, first=RETENTION_FIRST)
+#: A follow-up whose sending failed (nothing committed) is tried again this much later by the
+#: instance that tried it, whatever the store (docs/telegram.md, « Relances »).
+FOLLOWUP_RETRY = 300.0
 
 
 class FollowUpAsker:
     """Asks a due follow-up in its chat (the job :meth:`ask` runs in that chat's queue)."""
 
     def __init__(
-        self, service: ConversationService, delivery: Delivery, features: Features | None
+        self,
+        service: ConversationService,
+        delivery: Delivery,
+        features: Features | None,
+        retry_seconds: float = FOLLOWUP_RETRY,
     ) -> None:
         self.service = service
         self.delivery = delivery
         self.features = features
+        self.retry_seconds = retry_seconds
 
     async def ask(self, followup: FollowUp) -> None:
         """The follow-up's turn, its saved session, its question (reply outbox) and its claim
@@ -76,9 +79,18 @@ class FollowUpAsker:
         except FollowUpTaken:
             return  # already asked (or cancelled, or erased) by someone else
         except Exception as exc:
-            log.error("follow-up not sent: %s", type(exc).__name__)
+            log.error(
+                "follow-up not sent: %s; tried again in %.0f s",
+                type(exc).__name__,
+                self.retry_seconds,
+            )
             if not together:
                 await features.followups.release(followup.id)
+            if features.scheduler is not None:
+                # Still pending: this instance's job queue tries again later (the sweeper of
+                # several instances leaves a follow-up alone while a job of its own waits).
+                when = time.time() + self.retry_seconds
+                features.scheduler.schedule(followup.job_name, when, followup)
             return
         if not consent:
             await self.service.consent.remember_unconsented(followup.user, session)

@@ -9,8 +9,8 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
+from bot.json_types import JsonObject, loads_object
 from bot.storage.base import ConversationStore, InboxItem, UserChange
 
 
@@ -20,7 +20,7 @@ class MemoryStorage(ConversationStore):
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
+        self._sessions: dict[str, tuple[JsonObject, float]] = {}
         self._consents: dict[str, tuple[bool, float]] = {}
         self._inbox: dict[int, tuple[bytes | None, float, float | None]] = {}
 
@@ -30,7 +30,7 @@ class MemoryStorage(ConversationStore):
     async def close(self) -> None:
         return None
 
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         found = self._sessions.get(user)
         return copy.deepcopy(found[0]) if found else None
 
@@ -52,12 +52,12 @@ class MemoryStorage(ConversationStore):
                 self._consents[user] = (True, now)
             if change.session is not None:
                 # A JSON round trip keeps the store honest: only JSON-safe data survives.
-                self._sessions[user] = (json.loads(json.dumps(change.session)), now)
+                self._sessions[user] = (loads_object(json.dumps(change.session)), now)
         if update_id is not None and update_id in self._inbox:
             self._inbox[update_id] = (None, self._inbox[update_id][1], now)
 
-    async def export_user(self, user: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
+    async def export_user(self, user: str) -> JsonObject:
+        data: JsonObject = {}
         if user in self._consents:
             granted, at = self._consents[user]
             data["consent"] = {"granted": granted, "at": at}

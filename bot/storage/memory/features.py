@@ -7,8 +7,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from bot.json_types import JsonObject
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -41,6 +41,21 @@ class _Conversation:
 
 
 @dataclass
+class _FollowUpRow:
+    """A row of the follow-ups table."""
+
+    user: str
+    address: str
+    conversation: str | None
+    context: str | None
+    roles: tuple[str, ...]
+    due_at: float
+    sent_at: float | None = None
+    answer: str | None = None
+    cancelled_at: float | None = None
+
+
+@dataclass
 class _State:
     conversations: dict[str, _Conversation] = field(default_factory=dict)
     nodes: dict[str, set[str]] = field(default_factory=dict)
@@ -53,7 +68,7 @@ class _State:
     ratings: dict[tuple[str, int, str], tuple[int, str, dict[str, int], float]] = field(
         default_factory=dict
     )
-    followups: dict[int, dict[str, Any]] = field(default_factory=dict)
+    followups: dict[int, _FollowUpRow] = field(default_factory=dict)
     next_id: int = 1
 
 
@@ -119,41 +134,38 @@ class MemoryFeatureStore(FeatureStore):
             case BarometerRating():
                 return self._rating(write, now)
             case FollowUpScheduled():
-                if any(self._open(f) and f["user"] == write.user for f in state.followups.values()):
+                if any(self._open(f) and f.user == write.user for f in state.followups.values()):
                     return 0
-                state.followups[self._id()] = {
-                    "user": write.user,
-                    "address": write.address,
-                    "conversation": write.conversation,
-                    "context": write.context,
-                    "roles": tuple(write.roles),
-                    "due_at": write.due_at,
-                    "sent_at": None,
-                    "answer": None,
-                    "cancelled_at": None,
-                }
+                state.followups[self._id()] = _FollowUpRow(
+                    write.user,
+                    write.address,
+                    write.conversation,
+                    write.context,
+                    tuple(write.roles),
+                    write.due_at,
+                )
                 return 1
             case FollowUpCancelled():
                 mine = [
-                    f for f in state.followups.values() if self._open(f) and f["user"] == write.user
+                    f for f in state.followups.values() if self._open(f) and f.user == write.user
                 ]
                 for cancelled in mine:
-                    cancelled.update(cancelled_at=now, address="")
+                    cancelled.cancelled_at, cancelled.address = now, ""
                 return len(mine)
             case FollowUpAnswered():
                 followup = state.followups.get(write.followup)
-                if followup is None or followup["answer"] is not None:
+                if followup is None or followup.answer is not None:
                     return 0
                 value = "reached" if write.reached else "not_reached"
-                followup.update(answer=value, address="")
-                if write.stats and followup["conversation"]:
-                    state.outcomes.setdefault(followup["conversation"], {})["followup"] = value
+                followup.answer, followup.address = value, ""
+                if write.stats and followup.conversation:
+                    state.outcomes.setdefault(followup.conversation, {})["followup"] = value
                 return 1
         raise TypeError(f"not a feature write: {type(write).__name__}")
 
     @staticmethod
-    def _open(followup: dict[str, Any]) -> bool:
-        return followup["sent_at"] is None and followup["cancelled_at"] is None
+    def _open(followup: _FollowUpRow) -> bool:
+        return followup.sent_at is None and followup.cancelled_at is None
 
     def _rating(self, write: BarometerRating, now: float) -> int:
         state = self._state
@@ -269,15 +281,7 @@ class MemoryFeatureStore(FeatureStore):
     # -- follow-ups ------------------------------------------------------------------------
     async def followups_pending(self) -> list[FollowUp]:
         pending = [
-            FollowUp(
-                fid,
-                f["user"],
-                f["address"],
-                f["conversation"],
-                f["context"],
-                f["roles"],
-                f["due_at"],
-            )
+            FollowUp(fid, f.user, f.address, f.conversation, f.context, f.roles, f.due_at)
             for fid, f in self._state.followups.items()
             if self._open(f)
         ]
@@ -287,16 +291,16 @@ class MemoryFeatureStore(FeatureStore):
         followup = self._state.followups.get(followup_id)
         if followup is None or not self._open(followup):
             return False
-        followup["sent_at"] = now
+        followup.sent_at = now
         return True
 
     async def followup_release(self, followup_id: int) -> None:
         followup = self._state.followups.get(followup_id)
-        if followup is not None and followup["answer"] is None:
-            followup["sent_at"] = None
+        if followup is not None and followup.answer is None:
+            followup.sent_at = None
 
     # -- the person's rights ---------------------------------------------------------------
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         return {
             "barometer_ratings": [
                 {
@@ -311,13 +315,13 @@ class MemoryFeatureStore(FeatureStore):
             ],
             "followups": [
                 {
-                    "roles": json.dumps(list(f["roles"])),
-                    "due_at": f["due_at"],
-                    "sent_at": f["sent_at"],
-                    "answer": f["answer"],
+                    "roles": json.dumps(list(f.roles)),
+                    "due_at": f.due_at,
+                    "sent_at": f.sent_at,
+                    "answer": f.answer,
                 }
                 for f in self._state.followups.values()
-                if f["user"] == user
+                if f.user == user
             ],
         }
 
@@ -327,4 +331,4 @@ class MemoryFeatureStore(FeatureStore):
             del state.ratings[key]
         kept = {code for code, _, _ in state.ratings}
         state.groups = {code: r for code, r in state.groups.items() if code in kept}
-        state.followups = {i: f for i, f in state.followups.items() if f["user"] != user}
+        state.followups = {i: f for i, f in state.followups.items() if f.user != user}

@@ -6,11 +6,13 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TypedDict, Unpack
 
+from bot.json_types import JsonObject, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     KeyKind,
     OutboxEvent,
@@ -20,6 +22,7 @@ from bot.storage.base import (
     new_id,
     new_key_secret,
 )
+from bot.storage.memory.features import MemoryFeatureStore
 
 
 @dataclass
@@ -30,15 +33,33 @@ class _Event:
     order: int
 
 
-def _copy(data: dict[str, Any]) -> dict[str, Any]:
+def _copy(data: JsonObject) -> JsonObject:
     """A JSON round trip: only JSON-safe data survives, as in a database."""
-    copied: dict[str, Any] = json.loads(json.dumps(data))
-    return copied
+    return loads_object(json.dumps(data))
+
+
+class _OutboxChange(TypedDict, total=False):
+    """The fields of an :class:`OutboxItem` a delivery attempt or a retry changes."""
+
+    status: str
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    last_error: str | None
 
 
 class MemoryIntegrationStore(IntegrationStore):
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    """Given a :class:`MemoryFeatureStore` (``features``), a turn's feature rows join its
+    :meth:`save_turn`, all or nothing, as on one database."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        features: MemoryFeatureStore | None = None,
+    ) -> None:
         self._clock = clock
+        self.features = features
         self._keys: dict[str, tuple[ApiKey, str]] = {}
         self._conversations: dict[str, Conversation] = {}
         self._lines: dict[str, list[TranscriptLine]] = {}
@@ -97,11 +118,18 @@ class MemoryIntegrationStore(IntegrationStore):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
         if created and conversation.id in self._conversations:
             raise ValueError(f"conversation {conversation.id} exists already")
         stored = replace(conversation, session=_copy(conversation.session))
         new_lines = [TranscriptLine(line.at, line.author, _copy(line.body)) for line in lines]
+        if features:
+            if self.features is None:
+                raise ValueError("this store holds no feature tables: use FeatureStore.apply")
+            # All or nothing by itself (CodeTaken: nothing written), and the last step that
+            # can fail: the conversation below changes only once the rows are in.
+            await self.features.apply(features)
         if created:
             self._conversations[conversation.id] = stored
         elif conversation.id in self._conversations:
@@ -114,6 +142,9 @@ class MemoryIntegrationStore(IntegrationStore):
             )
         self._lines.setdefault(conversation.id, []).extend(new_lines)
         self._add(events, conversation.updated_at)
+
+    async def holds_features(self) -> bool:
+        return self.features is not None
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         found = self._conversations.get(conversation_id)
@@ -181,7 +212,7 @@ class MemoryIntegrationStore(IntegrationStore):
         events = sorted(self._outbox.values(), key=lambda e: (e.item.status, e.item.created_at))
         return [e.item for e in events]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         events = sorted(
             (e for e in self._outbox.values() if e.subject == subject),
             key=lambda e: (e.item.created_at, e.order),
@@ -191,7 +222,7 @@ class MemoryIntegrationStore(IntegrationStore):
                 "id": e.item.id,
                 "establishment": e.item.establishment,
                 "type": e.item.event_type,
-                "payload": json.loads(e.item.payload),
+                "payload": loads(e.item.payload),
                 "status": e.item.status,
                 "created_at": e.item.created_at,
             }
@@ -201,7 +232,7 @@ class MemoryIntegrationStore(IntegrationStore):
     async def outbox_delivered(self, event_id: str) -> None:
         self._outbox.pop(event_id, None)
 
-    def _update(self, event_id: str, **changes: Any) -> bool:
+    def _update(self, event_id: str, **changes: Unpack[_OutboxChange]) -> bool:
         found = self._outbox.get(event_id)
         if found is None:
             return False

@@ -29,18 +29,31 @@ import os
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 
 import psycopg
+from psycopg.abc import Params
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.storage.base import FollowUpTaken, InboxItem, OutgoingReply, Storage, UserChange
+from bot.json_types import JsonObject, loads, loads_object
+from bot.storage.base import (
+    FollowUpTaken,
+    InboxItem,
+    OutboxEvent,
+    OutgoingReply,
+    Storage,
+    UserChange,
+)
 from bot.storage.postgres import rows as features
+from bot.storage.postgres import turns
 from bot.storage.postgres.schema import (
     Connection,
     DatabaseUnavailable,
+    Query,
     SchemaMismatch,
+    Statement,
     applied,
     connect,
     migrate,
@@ -55,6 +68,8 @@ log = logging.getLogger(__name__)
 CLAIM_SECONDS = 30.0
 #: Namespace of the per-chat advisory locks (the second key is a hash of the chat).
 CHAT_LOCK_SPACE = 0x5053  # "PS"
+#: Chats whose person this instance remembers (to read their state with the lock).
+REMEMBERED_CHATS = 10_000
 
 
 #: Tables an erasure deletes from (vacuumed right after).
@@ -66,6 +81,13 @@ ERASED_TABLES = (
     "barometer_ratings",
     "followups",
 )
+
+
+#: A person's consent and session (no row: never consented).
+STATE_SQL = (
+    'SELECT s.data FROM consents c LEFT JOIN sessions s ON s."user" = c."user" WHERE c."user" = %s'
+)
+IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 def instance_id() -> str:
@@ -106,6 +128,9 @@ class PostgresStorage(Storage):
         self._locks: AsyncConnectionPool[Connection] | None = None
         self.instance = instance_id()
         self._vacuum: asyncio.Task[None] | None = None
+        #: The person of each chat seen lately (chat name → pseudonymous id): their state is
+        #: read in the round trip that takes the chat's lock.
+        self._people: OrderedDict[str, str] = OrderedDict()
 
     shared = True
 
@@ -174,34 +199,37 @@ class PostgresStorage(Storage):
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """One connection in one transaction: committed on exit, rolled back on error."""
+        await self._in_turn()
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 yield conn
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"PostgreSQL injoignable : {exc}") from exc
 
-    async def rows(self, sql: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _in_turn(self) -> turns.Turn | None:
+        """The current turn (its lock taken now if not yet: nothing of a turn reaches the
+        database before its lock is held)."""
+        turn = turns.current(self._locks)
+        if turn is not None:
+            await turn.ensure()
+        return turn
+
+    async def rows(self, sql: Query, params: Params = ()) -> list[TupleRow]:
         """A read in autocommit (committed data only)."""
+        await self._in_turn()
         async with self.pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return list(await cursor.fetchall())
 
-    async def run(self, statements: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
-        """Statements in one transaction; each one's row count (a single statement runs in
-        autocommit: as atomic, two round trips fewer)."""
-        if len(statements) == 1:
-            [(sql, params)] = statements
-            try:
-                async with self.pool.connection() as conn:
-                    return [(await conn.execute(sql, params)).rowcount]
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(f"PostgreSQL injoignable : {exc}") from exc
-        async with self.transaction() as conn:
-            counts = []
-            for sql, params in statements:
-                cursor = await conn.execute(sql, params)
-                counts.append(cursor.rowcount)
-            return counts
+    async def run(self, statements: Sequence[Statement]) -> list[int]:
+        """Statements in one transaction, in one round trip (pipeline mode); each one's row
+        count (a single statement runs in autocommit: as atomic)."""
+        await self._in_turn()
+        try:
+            async with self.pool.connection() as conn:
+                return await pipelined(conn, statements)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL injoignable : {exc}") from exc
 
     def vacuum_soon(self, *tables: str) -> None:
         """Reclaim erased rows' space now rather than at autovacuum's next pass (outside any
@@ -219,105 +247,135 @@ class PostgresStorage(Storage):
             self._vacuum = asyncio.create_task(vacuum(), name="postgres-vacuum")
 
     # -- sessions and consent --------------------------------------------------------------
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         rows = await self.rows('SELECT data FROM sessions WHERE "user" = %s', (user,))
         if not rows:
             return None
-        data: dict[str, Any] = json.loads(rows[0][0])
-        return data
+        return loads_object(rows[0][0])
 
     async def get_consent(self, user: str) -> bool | None:
         rows = await self.rows('SELECT 1 FROM consents WHERE "user" = %s', (user,))
         return True if rows else None
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
-        rows = await self.rows(
-            'SELECT s.data FROM consents c LEFT JOIN sessions s ON s."user" = c."user" '
-            'WHERE c."user" = %s',
-            (user,),
-        )
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
+        turn = turns.current(self._locks)
+        if turn is not None and turn.prefetched is not None and turn.prefetched[0] == user:
+            rows = turn.prefetched[1]  # read with the chat's lock, nothing committed since
+            turn.prefetched = None
+        else:
+            rows = await self.rows(STATE_SQL, (user,))
         if not rows:
             return None, None
-        data: dict[str, Any] | None = json.loads(rows[0][0]) if rows[0][0] else None
-        return True, data
+        return True, (loads_object(rows[0][0]) if rows[0][0] else None)
 
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
+        """One transaction, in one round trip (pipeline mode) unless a write needs an answer
+        on the way (a follow-up's claim, a barometer rating, a follow-up's answer)."""
         now = self._clock()
+        erasing = bool(user) and (change.erase or change.consent is False)
+        turn = await self._in_turn()
+        if turn is not None:
+            turn.prefetched = None  # the state may change now
+            if user and turn.chat is not None:
+                self._remember(turn.chat, user)
+        blind = [features.blind(write, now) for write in change.features]
+        try:
+            async with self.pool.connection() as conn:
+                if change.followup is None and all(b is not None for b in blind):
+                    head = [statement for writes in blind if writes for statement in writes]
+                    statements = head + self._commit_statements(update_id, user, change, now)
+                    await pipelined(conn, statements, transaction=True)
+                else:
+                    async with conn.transaction():
+                        if change.followup is not None and not await features.claim_followup(
+                            conn, change.followup, now
+                        ):
+                            raise FollowUpTaken(change.followup)  # nothing of the turn committed
+                        for write in change.features:
+                            await features.apply_write(conn, write, now)
+                        for sql, params in self._commit_statements(update_id, user, change, now):
+                            await conn.execute(sql, params)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL injoignable : {exc}") from exc
+        if erasing:
+            self.vacuum_soon(*ERASED_TABLES)
+
+    def _commit_statements(
+        self, update_id: int | None, user: str, change: UserChange, now: float
+    ) -> list[Statement]:
+        """The statements of a commit after its feature writes, in order."""
         session = None if change.session is None else json.dumps(change.session)
         erasing = bool(user) and (change.erase or change.consent is False)
-        async with self.transaction() as conn:
-            if change.followup is not None and not await features.claim_followup(
-                conn, change.followup, now
-            ):
-                raise FollowUpTaken(change.followup)  # nothing of the turn is committed
-            for write in change.features:
-                await features.apply_write(conn, write, now)
-            if user and change.erase:
-                await conn.execute("DELETE FROM webhook_outbox WHERE subject = %s", (user,))
-            for event in change.outbox:
-                await conn.execute(*outbox_insert(event, now))
-            if erasing:
-                await conn.execute('DELETE FROM sessions WHERE "user" = %s', (user,))
-                await conn.execute('DELETE FROM consents WHERE "user" = %s', (user,))
-            elif user:
-                if change.consent:
-                    await conn.execute(
+        out: list[Statement] = []
+        if user and change.erase:
+            out.append(("DELETE FROM webhook_outbox WHERE subject = %s", (user,)))
+        out += [outbox_insert(event, now) for event in change.outbox]
+        if erasing:
+            out.append(('DELETE FROM sessions WHERE "user" = %s', (user,)))
+            out.append(('DELETE FROM consents WHERE "user" = %s', (user,)))
+        elif user:
+            if change.consent:
+                out.append(
+                    (
                         'INSERT INTO consents ("user", granted_at) VALUES (%s, %s) '
                         "ON CONFLICT DO NOTHING",
                         (user, now),
                     )
-                if session is not None:
-                    await conn.execute(
+                )
+            if session is not None:
+                out.append(
+                    (
                         'INSERT INTO sessions ("user", data, updated_at) SELECT %s, %s, %s '
                         'WHERE EXISTS (SELECT 1 FROM consents WHERE "user" = %s) '
                         'ON CONFLICT ("user") DO UPDATE SET data = excluded.data, '
                         "updated_at = excluded.updated_at",
                         (user, session, now, user),
                     )
-            if user and change.erase:
-                await features.erase(conn, user)
-                chats = sorted({r.chat_id for r in change.replies})
-                if chats:
-                    await conn.execute("DELETE FROM replies WHERE chat_id = ANY(%s)", (chats,))
-            if change.replies:
-                async with conn.cursor() as cursor:
-                    await cursor.executemany(
-                        "INSERT INTO replies (update_id, seq, chat_id, method, params, photo, "
-                        "created_at, claimed_until, claimed_by) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        [
-                            (
-                                r.update_id,
-                                r.seq,
-                                r.chat_id,
-                                r.method,
-                                r.params,
-                                r.photo,
-                                now,
-                                now + self.claim_seconds,
-                                self.instance,
-                            )
-                            for r in change.replies
-                        ],
-                    )
-            if update_id is not None:
-                await conn.execute(
+                )
+        if user and change.erase:
+            out += features.erase_statements(user)
+            chats = sorted({r.chat_id for r in change.replies})
+            if chats:
+                out.append(("DELETE FROM replies WHERE chat_id = ANY(%s)", (chats,)))
+        if change.replies:
+            until = now + self.claim_seconds
+            out.append(
+                (
+                    "INSERT INTO replies (update_id, seq, chat_id, method, params, photo, "
+                    "created_at, claimed_until, claimed_by) SELECT u, s, c, m, p, f, %s, %s, %s "
+                    "FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], "
+                    "%s::text[], %s::bytea[]) AS r(u, s, c, m, p, f) ON CONFLICT DO NOTHING",
+                    (
+                        now,
+                        until,
+                        self.instance,
+                        [r.update_id for r in change.replies],
+                        [r.seq for r in change.replies],
+                        [r.chat_id for r in change.replies],
+                        [r.method for r in change.replies],
+                        [r.params for r in change.replies],
+                        [r.photo for r in change.replies],
+                    ),
+                )
+            )
+        if update_id is not None:
+            out.append(
+                (
                     "UPDATE inbox SET done_at = %s, payload = NULL, chat = NULL "
                     "WHERE update_id = %s AND done_at IS NULL",
                     (now, update_id),
                 )
-        if erasing:
-            self.vacuum_soon(
-                "sessions",
-                "consents",
-                "replies",
-                "webhook_outbox",
-                "barometer_ratings",
-                "followups",
             )
+        return out
 
-    async def export_user(self, user: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
+    def _remember(self, chat: str, user: str) -> None:
+        self._people[chat] = user
+        self._people.move_to_end(chat)
+        if len(self._people) > REMEMBERED_CHATS:
+            self._people.popitem(last=False)
+
+    async def export_user(self, user: str) -> JsonObject:
+        data: JsonObject = {}
         consent = await self.rows('SELECT granted_at FROM consents WHERE "user" = %s', (user,))
         if consent:
             data["consent"] = {"granted": True, "at": consent[0][0]}
@@ -325,7 +383,7 @@ class PostgresStorage(Storage):
             'SELECT data, updated_at FROM sessions WHERE "user" = %s', (user,)
         )
         if session:
-            data["session"] = json.loads(session[0][0])
+            data["session"] = loads(session[0][0])
             data["updated_at"] = session[0][1]
         return data
 
@@ -403,24 +461,36 @@ class PostgresStorage(Storage):
     async def chat_turn(self, chat: str) -> AsyncIterator[None]:
         """Hold ``chat``'s lock across every instance of the deployment (a session-level
         advisory lock on a connection kept for the turn): two instances never apply two
-        updates of one chat at once. Reentrant per process only through the caller's queue."""
-        key = _lock_key(chat)
-        async with self.lock_pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CHAT_LOCK_SPACE, key))
-            try:
-                yield
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (CHAT_LOCK_SPACE, key))
+        updates of one chat at once. Reentrant per process only through the caller's queue.
+
+        The lock is taken with the turn's first statement, in its round trip (see
+        :mod:`.turns`): :meth:`inbox_pending_of` reads the chat's pending updates and, for
+        a chat seen lately, its person's state with it."""
+        async with turns.turn(
+            self.lock_pool, CHAT_LOCK_SPACE, _lock_key(chat), transactional=False
+        ) as turn:
+            turn.chat = chat
+            yield
 
     async def inbox_pending_of(self, chat: str, up_to: int) -> list[InboxItem]:
         """``chat``'s updates recorded (by any instance) and not yet applied, up to
         ``up_to``, oldest first: what must be applied before ``up_to`` (under
         :meth:`chat_turn`)."""
-        rows = await self.rows(
+        pending = (
             "SELECT update_id, payload, attempts FROM inbox WHERE chat = %s AND "
             "done_at IS NULL AND update_id <= %s ORDER BY update_id",
             (chat, up_to),
         )
+        turn = turns.current(self._locks)
+        if turn is None:
+            rows = await self.rows(*pending)
+        else:
+            user = self._people.get(chat) if turn.chat == chat else None
+            statements = [pending] if user is None else [pending, (STATE_SQL, (user,))]
+            found = await turn.run(statements)
+            rows = found[0]
+            if user is not None:
+                turn.prefetched = (user, found[1])
         return [InboxItem(int(u), bytes(p or b""), int(a or 0)) for u, p, a in rows]
 
     async def inbox_is_done(self, update_id: int) -> bool:
@@ -509,9 +579,12 @@ class PostgresStorage(Storage):
         return replies
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
-        await self.run(
-            [("DELETE FROM replies WHERE update_id = %s AND seq = %s", (update_id, seq))]
-        )
+        delete = ("DELETE FROM replies WHERE update_id = %s AND seq = %s", (update_id, seq))
+        turn = turns.current(self._locks)
+        if turn is not None and not turn.transactional:
+            await turn.run([delete])  # on the turn's connection (in autocommit)
+            return
+        await self.run([delete])
 
     async def holds_followups(self) -> bool:
         return True  # one database holds every table
@@ -594,7 +667,7 @@ def _identifier(name: str) -> str:
     return name
 
 
-def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
+def outbox_insert(event: OutboxEvent, now: float) -> Statement:
     """The INSERT of one webhook event (:class:`bot.storage.integration.OutboxEvent`)."""
     return (
         "INSERT INTO webhook_outbox (id, establishment, event_type, payload, subject, "
@@ -610,3 +683,27 @@ def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
             now,
         ),
     )
+
+
+async def pipelined(
+    conn: Connection, statements: Sequence[Statement], *, transaction: bool = False
+) -> list[int]:
+    """``statements`` in one round trip (pipeline mode): in one transaction if there are
+    several (or ``transaction``), else in autocommit; each one's row count. On an error
+    nothing is committed and the connection is back to idle."""
+    if not statements:
+        return []
+    begin = transaction or len(statements) > 1
+    try:
+        async with conn.pipeline():
+            if begin:
+                await conn.execute("BEGIN")
+            cursors = [await conn.execute(sql, params) for sql, params in statements]
+            if begin:
+                await conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != IDLE and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
+    return [cursor.rowcount for cursor in cursors]

@@ -16,8 +16,11 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
 
+from psycopg.rows import TupleRow
+
+from bot.json_types import JsonObject
+from bot.storage.base import FeatureWrite
 from bot.storage.integration import (
     KEY_PREFIXES,
     ApiKey,
@@ -29,7 +32,10 @@ from bot.storage.integration import (
     hash_key,
     new_id,
 )
+from bot.storage.postgres import rows as feature_rows
+from bot.storage.postgres import turns
 from bot.storage.postgres.core import PostgresStorage, _lock_key, outbox_insert
+from bot.storage.postgres.schema import Statement
 
 #: Namespace of the per-conversation advisory locks.
 CONVERSATION_LOCK_SPACE = 0x5041  # "PA"
@@ -117,25 +123,32 @@ class PostgresIntegrationStore:
     @contextlib.asynccontextmanager
     async def conversation_turn(self, conversation_id: str) -> AsyncIterator[None]:
         """Hold the conversation's lock across every instance for one turn (load → engine →
-        :meth:`save_turn`): two requests of one conversation never interleave."""
-        key = _lock_key(conversation_id)
-        async with self.core.lock_pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CONVERSATION_LOCK_SPACE, key))
-            try:
-                yield
-            finally:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock(%s, %s)", (CONVERSATION_LOCK_SPACE, key)
-                )
+        :meth:`save_turn`): two requests of one conversation never interleave.
+
+        A transaction-level lock, in one transaction with the load and the save on the
+        turn's connection: the lock is taken in the load's round trip and goes with the
+        save's commit (see :mod:`.turns`), two round trips for the turn."""
+        async with turns.turn(
+            self.core.lock_pool,
+            CONVERSATION_LOCK_SPACE,
+            _lock_key(conversation_id),
+            transactional=True,
+        ):
+            yield
 
     async def load_conversation(
         self, conversation_id: str, establishment: str
     ) -> Conversation | None:
-        rows = await self.core.rows(
+        select = (
             "SELECT id, key_id, establishment, session, offered, created_at, updated_at, "
             "secret_hash FROM api_conversations WHERE id = %s AND establishment = %s",
             (conversation_id, establishment),
         )
+        turn = turns.current(self.core.lock_pool)
+        if turn is not None and turn.transactional:
+            [rows] = await turn.run([select])
+        else:
+            rows = await self.core.rows(*select)
         if not rows:
             return None
         row = rows[0]
@@ -164,11 +177,12 @@ class PostgresIntegrationStore:
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
         now = conversation.updated_at
         session = json.dumps(conversation.session, ensure_ascii=False)
         offered = json.dumps(list(conversation.offered))
-        statements: list[tuple[Any, Sequence[Any]]] = []
+        statements: list[Statement] = []
         if created:
             statements.append(
                 (
@@ -195,23 +209,55 @@ class PostgresIntegrationStore:
                     (session, offered, now, conversation.id),
                 )
             )
-        for line in lines:
+        lines = list(lines)
+        if lines:
+            # One statement for the turn's lines, numbered after the conversation's last.
             statements.append(
                 (
-                    "INSERT INTO api_messages (conversation_id, seq, at, author, body) VALUES "
-                    "(%s, (SELECT COALESCE(MAX(seq), 0) + 1 FROM api_messages "
-                    "WHERE conversation_id = %s), %s, %s, %s)",
+                    "INSERT INTO api_messages (conversation_id, seq, at, author, body) "
+                    "SELECT %s, last.seq + l.n, l.at, l.author, l.body FROM "
+                    "(SELECT COALESCE(MAX(seq), 0) AS seq FROM api_messages "
+                    "WHERE conversation_id = %s) AS last, unnest(%s::float8[], %s::text[], "
+                    "%s::text[]) WITH ORDINALITY AS l(at, author, body, n)",
                     (
                         conversation.id,
                         conversation.id,
-                        line.at,
-                        line.author,
-                        json.dumps(line.body, ensure_ascii=False),
+                        [line.at for line in lines],
+                        [line.author for line in lines],
+                        [json.dumps(line.body, ensure_ascii=False) for line in lines],
                     ),
                 )
             )
         statements += [outbox_insert(event, now) for event in events]
-        await self.core.run(statements)
+        turn = turns.current(self.core.lock_pool)
+        if turn is not None and turn.transactional:
+            # The turn's transaction (opened with its lock by the load): committed here, the
+            # features first (a taken group code fails before anything else), those that need
+            # no answer pipelined with the state.
+            batch: list[Statement] = []
+            for write in features:
+                blind = feature_rows.blind(write, now)
+                if blind is None:
+                    await turn.ensure()
+                    await feature_rows.apply_write(turn.conn, write, now)
+                else:
+                    batch += blind
+            await turn.run([*batch, *statements, ("COMMIT", ())])
+            turn.committed()
+            return
+        pieces = [feature_rows.blind(write, now) for write in features]
+        if all(piece is not None for piece in pieces):  # one round trip (pipeline mode)
+            head = [statement for piece in pieces if piece for statement in piece]
+            await self.core.run(head + statements)
+            return
+        async with self.core.transaction() as conn:  # one database holds every table
+            for write in features:  # first: a taken group code fails before anything else
+                await feature_rows.apply_write(conn, write, now)
+            for sql, params in statements:
+                await conn.execute(sql, params)
+
+    async def holds_features(self) -> bool:
+        return True
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         counts = await self.core.run(
@@ -308,7 +354,7 @@ class PostgresIntegrationStore:
         rows = await self.core.rows(_OUTBOX_SELECT + " ORDER BY status, created_at")
         return [_item(row) for row in rows]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         rows = await self.core.rows(
             "SELECT id, establishment, event_type, payload, status, created_at "
             "FROM webhook_outbox WHERE subject = %s ORDER BY created_at",
@@ -374,7 +420,7 @@ _OUTBOX_SELECT = (
 )
 
 
-def _key(row: Any) -> ApiKey:
+def _key(row: TupleRow) -> ApiKey:
     return ApiKey(
         id=row[0],
         establishment=row[1],
@@ -385,7 +431,7 @@ def _key(row: Any) -> ApiKey:
     )
 
 
-def _item(row: Any) -> OutboxItem:
+def _item(row: TupleRow) -> OutboxItem:
     return OutboxItem(
         id=row[0],
         establishment=row[1],

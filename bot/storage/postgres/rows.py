@@ -9,12 +9,12 @@ sums, ``GREATEST``, the ``"user"`` column quoted).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
 import psycopg
+from psycopg.abc import Params
 
+from bot.json_types import as_int
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -31,81 +31,111 @@ from bot.storage.base import (
     StatsScope,
     StatsStarted,
 )
-from bot.storage.postgres.schema import Connection
+from bot.storage.postgres.schema import Connection, Query, Statement
 
 
-async def _count(conn: Connection, sql: Any, params: Sequence[Any]) -> int:
+async def _count(conn: Connection, sql: Query, params: Params) -> int:
     return (await conn.execute(sql, params)).rowcount
+
+
+def blind(write: FeatureWrite, now: float) -> list[Statement] | None:
+    """The statements of a write that needs no answer on the way (they can be pipelined),
+    its row count that of the last one; ``None`` for a write that does (see
+    :func:`apply_write`)."""
+    match write:
+        case StatsStarted():
+            return [
+                (
+                    "INSERT INTO stats_conversations (id, day, context, channel, establishment) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (
+                        write.conversation,
+                        write.day,
+                        write.context,
+                        write.channel,
+                        write.establishment,
+                    ),
+                )
+            ]
+        case StatsReached():
+            return [
+                (
+                    "INSERT INTO stats_nodes (conversation, node) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (write.conversation, write.node),
+                ),
+                (
+                    "UPDATE stats_conversations SET last_node = %s WHERE id = %s",
+                    (write.node, write.conversation),
+                ),
+            ]
+        case StatsCompleted():
+            roles = [
+                (
+                    "INSERT INTO stats_roles (conversation, role) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (write.conversation, role),
+                )
+                for role in write.roles
+            ]
+            return [
+                *roles,
+                (
+                    "UPDATE stats_conversations SET completed = 1, territory = %s WHERE id = %s",
+                    (write.territory, write.conversation),
+                ),
+            ]
+        case StatsOutcome():
+            return [_outcome_statement(write.conversation, write.kind, write.value)]
+        case StatsForgotten():
+            sid = (write.conversation,)
+            return [
+                ("DELETE FROM stats_nodes WHERE conversation = %s", sid),
+                ("DELETE FROM stats_roles WHERE conversation = %s", sid),
+                ("DELETE FROM stats_outcomes WHERE conversation = %s", sid),
+                ("DELETE FROM stats_conversations WHERE id = %s", sid),
+            ]
+        case FollowUpScheduled():
+            # One open follow-up per person (unique partial index): asking twice keeps one.
+            return [
+                (
+                    'INSERT INTO followups ("user", address, conversation, context, roles, '
+                    "due_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        write.user,
+                        write.address,
+                        write.conversation,
+                        write.context,
+                        json.dumps(list(write.roles)),
+                        write.due_at,
+                        now,
+                    ),
+                )
+            ]
+        case FollowUpCancelled():
+            return [
+                (
+                    "UPDATE followups SET cancelled_at = %s, address = '' "
+                    'WHERE "user" = %s AND sent_at IS NULL AND cancelled_at IS NULL',
+                    (now, write.user),
+                )
+            ]
+    return None
 
 
 async def apply_write(conn: Connection, write: FeatureWrite, now: float) -> int:
     """Apply one write in ``conn``'s transaction; the rows it changed (for a
     :class:`BarometerRating`, the round the rating went to, 0 for an unknown group)."""
+    statements = blind(write, now)
+    if statements is not None:
+        count = 0
+        for sql, params in statements:
+            count = await _count(conn, sql, params)
+        return count
     match write:
-        case StatsStarted():
-            return await _count(
-                conn,
-                "INSERT INTO stats_conversations (id, day, context, channel, establishment) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (write.conversation, write.day, write.context, write.channel, write.establishment),
-            )
-        case StatsReached():
-            await conn.execute(
-                "INSERT INTO stats_nodes (conversation, node) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (write.conversation, write.node),
-            )
-            return await _count(
-                conn,
-                "UPDATE stats_conversations SET last_node = %s WHERE id = %s",
-                (write.node, write.conversation),
-            )
-        case StatsCompleted():
-            count = await _count(
-                conn,
-                "UPDATE stats_conversations SET completed = 1, territory = %s WHERE id = %s",
-                (write.territory, write.conversation),
-            )
-            for role in write.roles:
-                await conn.execute(
-                    "INSERT INTO stats_roles (conversation, role) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    (write.conversation, role),
-                )
-            return count
-        case StatsOutcome():
-            return await _outcome(conn, write.conversation, write.kind, write.value)
-        case StatsForgotten():
-            sid = (write.conversation,)
-            await conn.execute("DELETE FROM stats_nodes WHERE conversation = %s", sid)
-            await conn.execute("DELETE FROM stats_roles WHERE conversation = %s", sid)
-            await conn.execute("DELETE FROM stats_outcomes WHERE conversation = %s", sid)
-            return await _count(conn, "DELETE FROM stats_conversations WHERE id = %s", sid)
         case BarometerRating():
             return await _rating(conn, write, now)
-        case FollowUpScheduled():
-            # One open follow-up per person (unique partial index): asking twice keeps one.
-            return await _count(
-                conn,
-                'INSERT INTO followups ("user", address, conversation, context, roles, due_at, '
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (
-                    write.user,
-                    write.address,
-                    write.conversation,
-                    write.context,
-                    json.dumps(list(write.roles)),
-                    write.due_at,
-                    now,
-                ),
-            )
-        case FollowUpCancelled():
-            return await _count(
-                conn,
-                "UPDATE followups SET cancelled_at = %s, address = '' "
-                'WHERE "user" = %s AND sent_at IS NULL AND cancelled_at IS NULL',
-                (now, write.user),
-            )
         case FollowUpAnswered():
             cursor = await conn.execute(
                 "SELECT conversation FROM followups WHERE id = %s AND answer IS NULL",
@@ -125,13 +155,16 @@ async def apply_write(conn: Connection, write: FeatureWrite, now: float) -> int:
     raise TypeError(f"not a feature write: {type(write).__name__}")
 
 
-async def _outcome(conn: Connection, conversation: str, kind: str, value: str) -> int:
-    return await _count(
-        conn,
+def _outcome_statement(conversation: str, kind: str, value: str) -> Statement:
+    return (
         "INSERT INTO stats_outcomes (conversation, kind, value) VALUES (%s, %s, %s) "
         "ON CONFLICT (conversation, kind) DO UPDATE SET value = excluded.value",
         (conversation, kind, value),
     )
+
+
+async def _outcome(conn: Connection, conversation: str, kind: str, value: str) -> int:
+    return await _count(conn, *_outcome_statement(conversation, kind, value))
 
 
 async def _rating(conn: Connection, write: BarometerRating, now: float) -> int:
@@ -177,14 +210,23 @@ async def _rating(conn: Connection, write: BarometerRating, now: float) -> int:
     return target
 
 
+def erase_statements(user: str) -> list[Statement]:
+    """``user``'s ratings and follow-ups (groups left empty go too)."""
+    return [
+        ("DELETE FROM barometer_ratings WHERE member = %s", (user,)),
+        (
+            "DELETE FROM barometer_groups WHERE code NOT IN "
+            "(SELECT DISTINCT code FROM barometer_ratings)",
+            (),
+        ),
+        ('DELETE FROM followups WHERE "user" = %s', (user,)),
+    ]
+
+
 async def erase(conn: Connection, user: str) -> None:
     """``user``'s ratings and follow-ups (groups left empty go too)."""
-    await conn.execute("DELETE FROM barometer_ratings WHERE member = %s", (user,))
-    await conn.execute(
-        "DELETE FROM barometer_groups WHERE code NOT IN "
-        "(SELECT DISTINCT code FROM barometer_ratings)"
-    )
-    await conn.execute('DELETE FROM followups WHERE "user" = %s', (user,))
+    for sql, params in erase_statements(user):
+        await conn.execute(sql, params)
 
 
 async def claim_followup(conn: Connection, followup_id: int, now: float) -> bool:
@@ -200,9 +242,9 @@ async def claim_followup(conn: Connection, followup_id: int, now: float) -> bool
 
 
 # -- statistics --------------------------------------------------------------------------------
-def _where(scope: StatsScope) -> tuple[str, list[Any]]:
+def _where(scope: StatsScope) -> tuple[str, list[object]]:
     clauses: list[str] = ["1 = 1"]
-    params: list[Any] = []
+    params: list[object] = []
     if scope.since is not None:
         clauses.append("c.day >= %s")
         params.append(scope.since)
@@ -218,16 +260,17 @@ def _where(scope: StatsScope) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, Decimal)) else int(value or 0)
+def _int(value: object) -> int:
+    """A count as PostgreSQL answers it (``SUM`` gives a ``Decimal``, or ``NULL`` over none)."""
+    return int(value) if isinstance(value, (int, Decimal)) else as_int(value or 0)
 
 
-async def _counts(conn: Connection, sql: str, params: Sequence[Any]) -> Counts:
+async def _counts(conn: Connection, sql: str, params: Params) -> Counts:
     cursor = await conn.execute(sql.encode(), params)
     return {str(key): (_int(count), _int(mine)) for key, count, mine in await cursor.fetchall()}
 
 
-async def _by_value(conn: Connection, sql: str, params: Sequence[Any]) -> dict[str, Counts]:
+async def _by_value(conn: Connection, sql: str, params: Params) -> dict[str, Counts]:
     found: dict[str, Counts] = {}
     cursor = await conn.execute(sql.encode(), params)
     for key, value, count, mine in await cursor.fetchall():

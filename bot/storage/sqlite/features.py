@@ -16,8 +16,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from bot.json_types import JsonObject, as_float, as_int, as_list, as_text, loads
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -36,7 +36,7 @@ from bot.storage.base import (
     StatsStarted,
 )
 from bot.storage.sqlite import stats
-from bot.storage.sqlite.writer import HasWriter, SqliteWriter, own_or_share
+from bot.storage.sqlite.writer import HasWriter, Row, SqliteWriter, SqlValue, own_or_share
 
 FEATURE_TABLES = ("barometer_ratings", "stats_conversations", "followups")
 
@@ -185,7 +185,7 @@ def erase(db: sqlite3.Connection, user: str) -> None:
     db.execute("DELETE FROM followups WHERE user = ?", (user,))
 
 
-def export(db: sqlite3.Connection, user: str) -> dict[str, Any]:
+def export(db: sqlite3.Connection, user: str) -> JsonObject:
     ratings = db.execute(
         "SELECT code, round, rater, scores, created_at FROM barometer_ratings "
         "WHERE member = ? ORDER BY id",
@@ -203,6 +203,12 @@ def export(db: sqlite3.Connection, user: str) -> dict[str, Any]:
             {"roles": f[0], "due_at": f[1], "sent_at": f[2], "answer": f[3]} for f in followups
         ],
     }
+
+
+def _scores(column: SqlValue) -> dict[str, int]:
+    """A rating's stored scores (a JSON object of criterion id to score)."""
+    scores = loads(column)
+    return {str(k): as_int(v) for k, v in scores.items()} if isinstance(scores, dict) else {}
 
 
 def claim_followup(db: sqlite3.Connection, followup_id: int, now: float) -> bool:
@@ -244,7 +250,7 @@ class SqliteFeatureStore(FeatureStore):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def read(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         """Rows of a raw query (inspection and tests; the application uses the methods)."""
         return [tuple(row) for row in await self.writer.read(sql, params)]
 
@@ -263,7 +269,7 @@ class SqliteFeatureStore(FeatureStore):
         rows = await self.writer.read(
             "SELECT current_round FROM barometer_groups WHERE code = ?", (code,)
         )
-        return int(rows[0][0]) if rows else None
+        return as_int(rows[0][0]) if rows else None
 
     async def barometer_rated(self, code: str, round_: int, member: str) -> bool:
         rows = await self.writer.read(
@@ -292,7 +298,7 @@ class SqliteFeatureStore(FeatureStore):
             "SELECT rater, scores FROM barometer_ratings WHERE code = ? AND round = ? ORDER BY id",
             (code, round_),
         )
-        return [(str(rater), json.loads(scores)) for rater, scores in rows]
+        return [(str(rater), _scores(scores)) for rater, scores in rows]
 
     async def followups_pending(self) -> list[FollowUp]:
         rows = await self.writer.read(
@@ -300,7 +306,15 @@ class SqliteFeatureStore(FeatureStore):
             "WHERE sent_at IS NULL AND cancelled_at IS NULL ORDER BY due_at, id"
         )
         return [
-            FollowUp(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], tuple(json.loads(r[5])), r[6])
+            FollowUp(
+                as_int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                as_text(r[3]),
+                as_text(r[4]),
+                tuple(str(role) for role in as_list(loads(r[5]))),
+                as_float(r[6]),
+            )
             for r in rows
         ]
 
@@ -317,7 +331,7 @@ class SqliteFeatureStore(FeatureStore):
             ]
         )
 
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         return await self.writer.read_with(lambda db: export(db, user))
 
     async def erase_user(self, user: str) -> None:

@@ -13,21 +13,32 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
+from bot.json_types import JsonObject, as_float, as_int, as_list, as_text, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
+    FeatureWrite,
     IntegrationStore,
     KeyKind,
     OutboxEvent,
     OutboxItem,
     TranscriptLine,
     hash_key,
+    key_kind,
     new_id,
     new_key_secret,
 )
-from bot.storage.sqlite.writer import HasWriter, SqliteWriter, Statement, has_table, own_or_share
+from bot.storage.sqlite import features as feature_rows
+from bot.storage.sqlite.writer import (
+    HasWriter,
+    Row,
+    SqliteWriter,
+    SqlValue,
+    Statement,
+    has_table,
+    own_or_share,
+)
 
 
 class SqliteIntegrationStore(IntegrationStore):
@@ -55,7 +66,7 @@ class SqliteIntegrationStore(IntegrationStore):
         """Run statements in one transaction; return each one's row count."""
         return await self.writer.execute(statements)
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _read(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         return await self.writer.read(sql, params)
 
     # -- keys ------------------------------------------------------------------------------
@@ -128,14 +139,14 @@ class SqliteIntegrationStore(IntegrationStore):
             return None
         row = rows[0]
         return Conversation(
-            id=row[0],
-            key_id=row[1],
-            establishment=row[2],
-            session=json.loads(row[3]),
-            offered=tuple(json.loads(row[4])),
-            created_at=row[5],
-            updated_at=row[6],
-            secret_hash=row[7],
+            id=str(row[0]),
+            key_id=str(row[1]),
+            establishment=str(row[2]),
+            session=loads_object(row[3]),
+            offered=tuple(str(offer) for offer in as_list(loads(row[4]))),
+            created_at=as_float(row[5]),
+            updated_at=as_float(row[6]),
+            secret_hash=as_text(row[7]),
         )
 
     async def transcript(self, conversation_id: str) -> list[TranscriptLine]:
@@ -143,7 +154,7 @@ class SqliteIntegrationStore(IntegrationStore):
             "SELECT at, author, body FROM api_messages WHERE conversation_id = ? ORDER BY seq",
             (conversation_id,),
         )
-        return [TranscriptLine(row[0], row[1], json.loads(row[2])) for row in rows]
+        return [TranscriptLine(as_float(row[0]), str(row[1]), loads_object(row[2])) for row in rows]
 
     async def save_turn(
         self,
@@ -152,9 +163,10 @@ class SqliteIntegrationStore(IntegrationStore):
         created: bool,
         lines: Iterable[TranscriptLine],
         events: Iterable[OutboxEvent] = (),
+        features: Sequence[FeatureWrite] = (),
     ) -> None:
-        """Store the conversation's new state, its new transcript lines and the webhook
-        events of the turn, all or nothing."""
+        """Store the conversation's new state, its new transcript lines, the webhook events
+        and the feature rows of the turn, all or nothing (one savepoint)."""
         now = conversation.updated_at
         session = json.dumps(conversation.session, ensure_ascii=False)
         offered = json.dumps(list(conversation.offered))
@@ -200,7 +212,23 @@ class SqliteIntegrationStore(IntegrationStore):
                 )
             )
         statements += [_outbox_insert(event, now) for event in events]
-        await self._write(statements)
+        if not features:
+            await self._write(statements)
+            return
+        writes = tuple(features)
+
+        def operation(db: sqlite3.Connection) -> None:
+            if not feature_rows.holds_features(db):
+                raise ValueError("this database has no feature tables: use FeatureStore")
+            for write in writes:  # first: a taken group code fails before anything else
+                feature_rows.apply_write(db, write, now)
+            for sql, params in statements:
+                db.execute(sql, params)
+
+        await self.writer.write(operation)
+
+    async def holds_features(self) -> bool:
+        return await self.writer.read_with(feature_rows.holds_features)
 
     async def delete_conversation(self, conversation_id: str, establishment: str) -> bool:
         """Erase a conversation of ``establishment``, its transcript and its undelivered
@@ -281,7 +309,7 @@ class SqliteIntegrationStore(IntegrationStore):
         rows = await self._read(_OUTBOX_SELECT + " ORDER BY status, created_at")
         return [_item(row) for row in rows]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         """Undelivered events about one person or conversation (for their data export)."""
         rows = await self._read(
             "SELECT id, establishment, event_type, payload, status, created_at "
@@ -290,12 +318,12 @@ class SqliteIntegrationStore(IntegrationStore):
         )
         return [
             {
-                "id": row[0],
-                "establishment": row[1],
-                "type": row[2],
-                "payload": json.loads(row[3]),
-                "status": row[4],
-                "created_at": row[5],
+                "id": str(row[0]),
+                "establishment": str(row[1]),
+                "type": str(row[2]),
+                "payload": loads(row[3]),
+                "status": str(row[4]),
+                "created_at": as_float(row[5]),
             }
             for row in rows
         ]
@@ -378,26 +406,27 @@ def _outbox_insert(event: OutboxEvent, now: float) -> Statement:
     )
 
 
-def _key(row: Any) -> ApiKey:
+def _key(row: Row) -> ApiKey:
+    revoked = row[5]
     return ApiKey(
-        id=row[0],
-        establishment=row[1],
-        kind=row[2],
-        prefix=row[3],
-        created_at=row[4],
-        revoked_at=row[5],
+        id=str(row[0]),
+        establishment=str(row[1]),
+        kind=key_kind(row[2]),
+        prefix=str(row[3]),
+        created_at=as_float(row[4]),
+        revoked_at=None if revoked is None else as_float(revoked),
     )
 
 
-def _item(row: Any) -> OutboxItem:
+def _item(row: Row) -> OutboxItem:
     return OutboxItem(
-        id=row[0],
-        establishment=row[1],
-        event_type=row[2],
-        payload=row[3],
-        status=row[4],
-        attempts=row[5],
-        created_at=row[6],
-        next_attempt_at=row[7],
-        last_error=row[8],
+        id=str(row[0]),
+        establishment=str(row[1]),
+        event_type=str(row[2]),
+        payload=str(row[3]),
+        status=str(row[4]),
+        attempts=as_int(row[5]),
+        created_at=as_float(row[6]),
+        next_attempt_at=as_float(row[7]),
+        last_error=as_text(row[8]),
     )

@@ -7,9 +7,9 @@ caller's transaction.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from typing import Any
+
+from bot.json_types import JsonObject, loads, loads_object
 
 #: ``(consent, session)`` in one point read.
 LOAD_STATE = (
@@ -41,26 +41,25 @@ def save(db: sqlite3.Connection, user: str, session: str, now: float) -> None:
     )
 
 
-def load(db: sqlite3.Connection, user: str) -> dict[str, Any] | None:
+def load(db: sqlite3.Connection, user: str) -> JsonObject | None:
     row = db.execute("SELECT data FROM sessions WHERE user = ?", (user,)).fetchone()
     if row is None:
         return None
-    data: dict[str, Any] = json.loads(row[0])
-    return data
+    return loads_object(row[0])
 
 
 def consented(db: sqlite3.Connection, user: str) -> bool:
     return db.execute("SELECT 1 FROM consents WHERE user = ?", (user,)).fetchone() is not None
 
 
-def export(db: sqlite3.Connection, user: str) -> dict[str, Any]:
-    data: dict[str, Any] = {}
+def export(db: sqlite3.Connection, user: str) -> JsonObject:
+    data: JsonObject = {}
     consent = db.execute("SELECT granted_at FROM consents WHERE user = ?", (user,)).fetchone()
     if consent:
         data["consent"] = {"granted": True, "at": consent[0]}
     session = db.execute("SELECT data, updated_at FROM sessions WHERE user = ?", (user,)).fetchone()
     if session:
-        data["session"] = json.loads(session[0])
+        data["session"] = loads(session[0])
         data["updated_at"] = session[1]
     return data
 

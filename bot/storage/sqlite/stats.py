@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from bot.storage.base import Counts, StatsCounts, StatsScope
+from bot.storage.sqlite.writer import SqlValue
 
 
-def _where(scope: StatsScope) -> tuple[str, list[Any]]:
-    clauses, params = ["1 = 1"], []
+def _where(scope: StatsScope) -> tuple[str, list[SqlValue]]:
+    clauses: list[str] = ["1 = 1"]
+    params: list[SqlValue] = []
     if scope.since is not None:
         clauses.append("c.day >= ?")
         params.append(scope.since)
@@ -28,12 +29,12 @@ def _where(scope: StatsScope) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _counts(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Counts:
+def _counts(db: sqlite3.Connection, sql: str, params: Sequence[SqlValue]) -> Counts:
     """``sql`` selects (key, count, own count)."""
     return {str(key): (int(count), int(mine or 0)) for key, count, mine in db.execute(sql, params)}
 
 
-def _by_value(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> dict[str, Counts]:
+def _by_value(db: sqlite3.Connection, sql: str, params: Sequence[SqlValue]) -> dict[str, Counts]:
     """``sql`` selects (key, value, count, own count)."""
     found: dict[str, Counts] = {}
     for key, value, count, mine in db.execute(sql, params):

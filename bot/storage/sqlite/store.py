@@ -15,8 +15,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
+from bot.json_types import JsonObject, loads_object
 from bot.storage.base import (
     ConversationStore,
     FollowUpTaken,
@@ -77,19 +77,18 @@ class SqliteStorage(ConversationStore):
         await self._writer.scrub()
 
     # -- sessions and consent --------------------------------------------------------------
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         return await self._writer.read_with(lambda db: sessions.load(db, user))
 
     async def get_consent(self, user: str) -> bool | None:
         found = await self._writer.read_with(lambda db: sessions.consented(db, user))
         return True if found else None
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
         rows = await self._writer.lookup(sessions.LOAD_STATE, (user,))
         if not rows:
             return None, None
-        data: dict[str, Any] | None = json.loads(rows[0][0]) if rows[0][0] else None
-        return True, data
+        return True, (loads_object(rows[0][0]) if rows[0][0] else None)
 
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         now = self._clock()
@@ -130,7 +129,7 @@ class SqliteStorage(ConversationStore):
         if forget:
             await self._writer.scrub()  # the erased rows leave the WAL too, before the answer
 
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         return await self._writer.read_with(lambda db: sessions.export(db, user))
 
     async def purge_idle(self, idle_days: float) -> int:

@@ -27,21 +27,54 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from bot.storage.sqlite.migrations import CORE_MIGRATIONS, MIGRATIONS, Migration, migrate
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: A value as SQLite stores it (its storage classes); what a query parameter or a column is.
+SqlValue = str | int | float | bytes | None
+#: One result row (``sqlite3`` leaves rows untyped: this is what they hold).
+Row = tuple[SqlValue, ...]
 #: A write: a plain function of the writer's connection, run inside the batch's transaction.
-Operation = Callable[[sqlite3.Connection], Any]
+Operation = Callable[[sqlite3.Connection], object]
 #: ``(sql, params)``, for :meth:`SqliteWriter.execute`.
-Statement = tuple[str, Sequence[Any]]
-#: A queued write and its future (``None`` for fire-and-forget writes).
-Job = tuple[Operation, "asyncio.Future[Any] | None"]
-Outcome = tuple["asyncio.Future[Any] | None", Any, "Exception | None"]
+Statement = tuple[str, Sequence[SqlValue]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued write. ``run`` executes it on the writer's connection (inside the batch's
+    transaction) and returns how to hand its result to the caller once committed; ``fail``
+    hands an error instead (``None`` for a fire-and-forget write: nobody waits)."""
+
+    run: Callable[[sqlite3.Connection], Callable[[], None]]
+    fail: Callable[[BaseException], None] | None
+
+    @staticmethod
+    def of(operation: Callable[[sqlite3.Connection], T], future: asyncio.Future[T] | None) -> Job:
+        def run(db: sqlite3.Connection) -> Callable[[], None]:
+            result = operation(db)
+
+            def settle() -> None:
+                if future is not None and not future.done():
+                    future.set_result(result)
+
+            return settle
+
+        def fail(exc: BaseException) -> None:
+            if future is not None and not future.done():
+                future.set_exception(exc)
+
+        return Job(run, fail if future is not None else None)
+
+
+#: A job run in a batch: the job, how to settle it (if it ran), its error (if it failed).
+Outcome = tuple[Job, "Callable[[], None] | None", "Exception | None"]
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: How long one statement waits for another process's write lock before "database is locked".
 BUSY_TIMEOUT_MS = 10_000
@@ -198,24 +231,21 @@ class SqliteWriter:
         self._read_thread = self._write_thread = None
 
     # -- writes ----------------------------------------------------------------------------
-    def _enqueue(self, operation: Operation, wait: bool) -> asyncio.Future[Any] | None:
+    def _enqueue(self, job: Job) -> None:
         if not self.is_open:
             raise RuntimeError("the SQLite store is not open")
-        future = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.put_nowait((operation, future))
-        return future
+        self._queue.put_nowait(job)
 
     async def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``operation`` in the next transaction (its own savepoint); its result once
         committed. An exception it raises undoes its own changes only, and is raised here."""
-        future = self._enqueue(operation, True)
-        assert future is not None
-        result: T = await future
-        return result
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._enqueue(Job.of(operation, future))
+        return await future
 
     def write_later(self, operation: Operation) -> None:
         """Queue ``operation`` without waiting: it joins the next transaction."""
-        self._enqueue(operation, False)
+        self._enqueue(Job.of(operation, None))
 
     async def execute(self, statements: Sequence[Statement]) -> list[int]:
         """Run statements all or nothing; each one's row count."""
@@ -297,20 +327,18 @@ class SqliteWriter:
                     log.warning("database locked by another process, retrying")
                     continue
                 log.error("storage transaction failed: %s", type(exc).__name__)
-                for _, future in batch:
-                    if future is not None and not future.done():
-                        future.set_exception(exc)
+                for job in batch:
+                    if job.fail is not None:
+                        job.fail(exc)
                 return
-            for future, result, error in outcomes:
-                if future is None:
+            for job, settle, error in outcomes:
+                if job.fail is None:
                     if error is not None:
                         log.error("deferred write failed: %s", type(error).__name__)
-                elif future.done():
-                    continue
                 elif error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
+                    job.fail(error)
+                elif settle is not None:
+                    settle()
             return
 
     def _run_batch(self, batch: list[Job]) -> list[Outcome]:
@@ -322,19 +350,19 @@ class SqliteWriter:
         outcomes: list[Outcome] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            for operation, future in batch:
+            for job in batch:
                 db.execute("SAVEPOINT op")
                 try:
-                    result = operation(db)
+                    settle = job.run(db)
                 except Exception as exc:
                     if _locked(exc):
                         raise
                     db.execute("ROLLBACK TO op")
                     db.execute("RELEASE op")
-                    outcomes.append((future, None, exc))
+                    outcomes.append((job, None, exc))
                 else:
                     db.execute("RELEASE op")
-                    outcomes.append((future, result, None))
+                    outcomes.append((job, settle, None))
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -343,11 +371,12 @@ class SqliteWriter:
         return outcomes
 
     # -- reads -----------------------------------------------------------------------------
-    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def read(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         """Rows of a query on the reader connection (committed data), in one thread hop."""
 
-        def fetch(db: sqlite3.Connection) -> list[Any]:
-            return db.execute(sql, params).fetchall()
+        def fetch(db: sqlite3.Connection) -> list[Row]:
+            rows: list[Row] = db.execute(sql, params).fetchall()
+            return rows
 
         return await self.read_with(fetch)
 
@@ -358,7 +387,7 @@ class SqliteWriter:
             raise RuntimeError("the SQLite store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._read_thread, fn, reader)
 
-    async def lookup(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def lookup(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         """A point read by primary key, run inline in the event loop.
 
         In WAL mode a reader never waits for the writer, and a lookup by key takes a few
@@ -368,7 +397,8 @@ class SqliteWriter:
         """
         if self._inline is None:
             return await self.read(sql, params)
-        return self._inline.execute(sql, params).fetchall()
+        rows: list[Row] = self._inline.execute(sql, params).fetchall()
+        return rows
 
 
 class HasWriter(Protocol):

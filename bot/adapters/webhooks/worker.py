@@ -1,220 +1,28 @@
-"""Outgoing webhooks: routing engine events to establishments, Standard Webhooks signatures,
-and the delivery worker draining the durable outbox.
-
-Each delivery is a ``POST`` of a JSON body ``{"type", "timestamp", "data"}`` with the headers
-``webhook-id`` (stable across retries: receivers deduplicate on it), ``webhook-timestamp``
-(Unix seconds of this attempt) and ``webhook-signature`` = ``v1,`` + base64 of
-HMAC-SHA256(secret, ``"{id}.{timestamp}.{body}"``). A 2xx answer acknowledges the event;
-anything else is retried with exponential backoff and jitter for 24 hours, then dead-lettered.
-"""
+"""The delivery worker: drains the durable outbox, one lane per establishment, with retries
+(backoff and jitter) and a total deadline per attempt, so one slow receiver delays only
+itself. Apart from routing and payloads: it is the only part doing network I/O."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
-import json
 import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
-from bot.engine import events
-from bot.engine.replies import Event
-from bot.knowledge.establishments import (
-    Establishment,
-    address_problem,
-    literal_address,
-    target_problem,
-)
-from bot.storage.base import IntegrationStore, OutboxEvent, OutboxItem, new_id
+from bot.adapters.webhooks.signing import sign
+from bot.adapters.webhooks.target import check_target
+from bot.json_types import JsonObject
+from bot.knowledge.establishments import Establishment
+from bot.storage.base import IntegrationStore, OutboxItem
 
 log = logging.getLogger(__name__)
-
-#: Events an establishment can receive.
-EVENT_TYPES = events.WEBHOOK_EVENTS
-#: How long a webhook host's resolved addresses are trusted (see :func:`check_target`).
-RESOLVE_TTL = 60.0
-_resolved: dict[str, tuple[float, str | None]] = {}
-
-
-async def check_target(url: str) -> str | None:
-    """Why ``url`` must not be posted to now, or ``None``: the checks of the configuration
-    (:func:`bot.knowledge.establishments.target_problem`), and the addresses its host name
-    resolves to (none private, link-local or of a metadata service; cached for a minute). A name
-    that cannot be resolved is left to the HTTP client, which fails the attempt the usual way."""
-    problem = target_problem(url)
-    if problem is not None:
-        return problem
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if host == "localhost" or literal_address(host) is not None:
-        return None
-    now = time.monotonic()
-    cached = _resolved.get(host)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-    except OSError:
-        return None
-    problem = None
-    for info in infos:
-        address = literal_address(str(info[4][0]).split("%", 1)[0])
-        if address is not None and (address.is_loopback or address_problem(address)):
-            problem = f"{host} désigne {address}, une adresse qui n'est pas publique"
-            break
-    if len(_resolved) > 1000:
-        _resolved.clear()
-    _resolved[host] = (now + RESOLVE_TTL, problem)
-    return problem
-
-
-# -- payloads: every delivery body is built from these models (they also make the OpenAPI
-# ``webhooks`` section), so the documented shape and what is sent cannot drift apart. -------
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ContactRequestedData(_Payload):
-    """What the person agreed to send, after seeing it, so that someone reaches out to them."""
-
-    establishments: list[str] = Field(
-        description="Les établissements à qui la personne a accepté d'envoyer la demande (ceux "
-        "que le texte de consentement nommait) ; elle n'est envoyée qu'à eux."
-    )
-    contacts: list[str] = Field(
-        description="Identifiants des contacts montrés à la personne (pour information : la "
-        "demande ne leur est pas envoyée)."
-    )
-    roles: list[str] = Field(description="Rôles recommandés (identifiants).")
-    territory: str | None = Field(description="Territoire de la personne, ou null.")
-    context: str | None = Field(description="Contexte de la conversation, ou null.")
-    how_to_reach: str = Field(description="Comment et quand la joindre, écrit par elle-même.")
-    consent: Literal[True] = Field(description="Toujours vrai : elle a confirmé l'envoi.")
-    kb_version: str = Field(description="Version de la base de contenus.")
-    establishment: str | None = Field(
-        description="L'établissement dont la clé a créé la conversation (null pour Telegram)."
-    )
-    conversation_id: str | None = Field(
-        default=None,
-        description="Conversation de l'API ; seulement pour l'établissement qui la possède "
-        "(absent pour Telegram et pour les autres destinataires).",
-    )
-
-
-class ConversationCompletedData(_Payload):
-    """Anonymous: no text typed by the person, no identifier."""
-
-    roles: list[str] = Field(description="Rôles recommandés (identifiants).")
-    territory: str | None
-    context: str | None
-    kb_version: str
-    establishment: str | None = Field(
-        description="L'établissement dont la clé a créé la conversation (null pour Telegram)."
-    )
-
-
-class ContactRequested(_Payload):
-    type: Literal["contact.requested"]
-    timestamp: str = Field(description="Date de l'événement (ISO 8601, UTC).")
-    data: ContactRequestedData
-
-
-class ConversationCompleted(_Payload):
-    type: Literal["conversation.completed"]
-    timestamp: str = Field(description="Date de l'événement (ISO 8601, UTC).")
-    data: ConversationCompletedData
-
-
-#: The delivery body model of each event type.
-EVENT_MODELS: dict[str, type[ContactRequested] | type[ConversationCompleted]] = {
-    events.CONTACT_REQUESTED: ContactRequested,
-    events.CONVERSATION_COMPLETED: ConversationCompleted,
-}
-
-
-def payload(kind: str, timestamp: str, data: Mapping[str, Any]) -> str:
-    """The JSON body of one event, validated by its model (a drift fails loudly in tests)."""
-    body = EVENT_MODELS[kind].model_validate({"type": kind, "timestamp": timestamp, "data": data})
-    dumped = body.model_dump(mode="json", exclude_none=False)
-    if dumped["data"].get("conversation_id") is None:
-        dumped["data"].pop("conversation_id", None)
-    return json.dumps(dumped, ensure_ascii=False, separators=(",", ":"))
-
-
-def sign(secret: bytes, event_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value for one attempt."""
-    signed = f"{event_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def route(
-    event: Event,
-    establishments: Mapping[str, Establishment],
-    *,
-    owner: str | None = None,
-    subject: str | None = None,
-    territories: Iterable[str] = (),
-    now: dt.datetime | None = None,
-) -> list[OutboxEvent]:
-    """One outbox entry per establishment concerned by ``event`` and having a webhook.
-
-    An establishment is concerned when it owns the conversation (its API key created it), when
-    the conversation's context is one of its contexts, or when the person's territory (or a
-    parent of it, given in ``territories``) is one it serves. ``subject`` (an API conversation
-    id) is kept beside the entry so erasing the conversation also erases undelivered payloads.
-
-    Every event says which establishment's key created the conversation (``establishment``,
-    ``null`` for Telegram). Only the owner receives the ``conversation_id`` of a contact
-    request: another establishment gets nothing that could unlock the conversation.
-    """
-    if event.kind not in EVENT_TYPES:
-        return []
-    context = event.data.get("context")
-    places = set(territories)
-    if event.data.get("territory"):
-        places.add(str(event.data["territory"]))
-    stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-    data = {**event.data, "establishment": owner}
-    entries = []
-    consented = event.data.get("establishments") if event.kind == events.CONTACT_REQUESTED else None
-    for establishment in establishments.values():
-        if establishment.webhook_url is None:
-            continue
-        if consented is not None and establishment.id not in consented:
-            continue  # a contact request goes only where the person agreed to send it
-        if establishment.id != owner and not establishment.serves(
-            str(context) if context else None, places
-        ):
-            continue
-        sent = data
-        if (
-            event.kind == events.CONTACT_REQUESTED
-            and subject is not None
-            and establishment.id == owner
-        ):
-            sent = {**data, "conversation_id": subject}  # only the owner may read it back
-        entries.append(
-            OutboxEvent(
-                id=new_id("msg_"),
-                establishment=establishment.id,
-                event_type=event.kind,
-                payload=payload(event.kind, stamp, sent),
-                subject=subject,
-            )
-        )
-    return entries
 
 
 @dataclass(frozen=True)
@@ -466,7 +274,7 @@ class WebhookWorker:
         return f"HTTP {response.status_code}"
 
 
-def describe(item: OutboxItem) -> dict[str, Any]:
+def describe(item: OutboxItem) -> JsonObject:
     """A line of ``passerelle webhooks status`` (no payload: it may hold personal data)."""
     return {
         "id": item.id,
