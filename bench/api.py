@@ -307,6 +307,7 @@ def main() -> int:
             for process, _ in servers:
                 stop(process)
 
+    started_load = os.getloadavg()[0]
     runs: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="passerelle-bench-") as tmp:
         workdir = Path(tmp)
@@ -337,7 +338,12 @@ def main() -> int:
             stop(process)
 
     ratio = ours["requests_per_s"] / bare["requests_per_s"]
-    print(f"cpu cores: {os.cpu_count()}, concurrency {args.concurrency}, {args.seconds:.0f} s each")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(
+        f"{when}, cpu cores: {os.cpu_count()}, load average {started_load:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; concurrency {args.concurrency}, "
+        f"{args.seconds:.0f} s each"
+    )
     print(
         f"{runs[0][0]:32}: {ours['conversations_per_s']:7.1f} conversations/s "
         f"({ours['requests_per_s']:6.0f} req/s), p50 {ours['p50_ms']:.1f} ms, "

@@ -117,9 +117,9 @@ async def telegram(
     url: str, counter: Counter, updates: int
 ) -> tuple[float, collections.Counter[str]]:
     from bot.app.engines import build_engine
+    from bot.cli.compose import build_server_app
     from bot.config import Settings
     from bot.knowledge.loader import load
-    from bot.server import build_server_app
     from bot.storage.factory import build_stores
     from tests.harness.fakebotapi import TOKEN, FakeBotAPI
     from tests.harness.servers import serve

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -49,6 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 SECRET = b"bench-pseudonym-secret-0123456789"
+
+
+#: Seconds without the reply to an update before it counts as lost (printed, never hidden).
+LOST = 30.0
 
 
 def peak_rss_mb() -> float:
@@ -80,6 +85,15 @@ def lean_fake_api() -> Any:
     return Lean()
 
 
+def conditions(started_load: float) -> str:
+    """When and on what the figures were taken (the machine may be shared: its load too)."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return (
+        f"{when}, {os.cpu_count()} cores, load average {started_load:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
@@ -92,6 +106,7 @@ async def drive(
     import httpx
 
     latencies: list[float] = []
+    lost: list[int] = []
     per_chat = [updates // len(users) + (i < updates % len(users)) for i in range(len(users))]
     gate = asyncio.Semaphore(16)
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
@@ -108,7 +123,11 @@ async def drive(
                 async with gate:
                     response = await client.post(url + path, json=update, headers=headers)
                 assert response.status_code == 200, response.status_code
-                await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
+                try:
+                    await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, LOST)
+                except TimeoutError:
+                    lost.append(update["update_id"])
+                    continue
                 latencies.append(time.perf_counter() - start)
 
         began = time.perf_counter()
@@ -116,6 +135,7 @@ async def drive(
         elapsed = time.perf_counter() - began
     return {
         "updates": len(latencies),
+        "lost": len(lost),
         "seconds": elapsed,
         "rate": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -130,6 +150,7 @@ async def paced(
     import httpx
 
     latencies: list[float] = []
+    lost: list[int] = []
     headers = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
     total = int(rate * seconds)
     async with httpx.AsyncClient(timeout=30) as client:
@@ -140,7 +161,11 @@ async def paced(
             start = time.perf_counter()
             response = await client.post(url + path, json=update, headers=headers)
             assert response.status_code == 200, response.status_code
-            await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, timeout=60)
+            try:
+                await api.wait_for(lambda u=user, b=before: api.count_to(u.id) > b, LOST)
+            except TimeoutError:
+                lost.append(update["update_id"])
+                return
             latencies.append(time.perf_counter() - start)
 
         began = time.perf_counter()
@@ -154,6 +179,7 @@ async def paced(
             tasks.append(asyncio.create_task(one(user, index // len(users), url)))
         await asyncio.gather(*tasks)
     return {
+        "paced_lost": len(lost),
         "paced_rate": rate,
         "paced_p50_ms": percentile(latencies, 0.5) * 1000,
         "paced_p99_ms": percentile(latencies, 0.99) * 1000,
@@ -171,17 +197,18 @@ async def fill(db: str, engine: Any, stored: int) -> None:
 
         store = PostgresStorage(db)
         await store.open()
+        now = time.time()  # recent: the retention job at start-up keeps them
         await store.run(
             [
                 (
                     'INSERT INTO consents ("user", granted_at) SELECT '
-                    "'te_' || lpad(n::text, 40, '0'), 0 FROM generate_series(1, %s) n",
-                    (stored,),
+                    "'te_' || lpad(n::text, 40, '0'), %s FROM generate_series(1, %s) n",
+                    (now, stored),
                 ),
                 (
                     'INSERT INTO sessions ("user", data, updated_at) SELECT '
-                    "'te_' || lpad(n::text, 40, '0'), %s, 0 FROM generate_series(1, %s) n",
-                    (json.dumps(session), stored),
+                    "'te_' || lpad(n::text, 40, '0'), %s, %s FROM generate_series(1, %s) n",
+                    (json.dumps(session), now, stored),
                 ),
             ]
         )
@@ -407,6 +434,7 @@ def echo_app(api_base: str, sized: bool) -> Any:
     from telegram import InlineKeyboardMarkup, Update
     from telegram.ext import AIORateLimiter, Application, ContextTypes, MessageHandler, filters
 
+    from bot.channels.telegram.compose import READ_TIMEOUT
     from bot.server import build_app
     from tests.harness.fakebotapi import TOKEN
 
@@ -418,6 +446,12 @@ def echo_app(api_base: str, sized: bool) -> Any:
         .updater(None)
         .rate_limiter(AIORateLimiter(overall_max_rate=0, max_retries=3))
         .connection_pool_size(64)
+        # Passerelle's own timeouts (bot/channels/telegram/compose.py): on a loaded machine
+        # the echo bot then loses no reply to a timeout where Passerelle would not.
+        .pool_timeout(10)
+        .connect_timeout(5)
+        .read_timeout(READ_TIMEOUT)
+        .write_timeout(10)
         .build()
     )
 
@@ -531,10 +565,11 @@ def main() -> int:
         command += ["--stored", str(args.stored), "--rate", str(args.rate)]
         command += ["--paced-seconds", str(args.paced_seconds), "--instances", str(instances)]
         command += ["--db-url", db_url] if db_url else []
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
         data: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
         return data
 
+    started_load = os.getloadavg()[0]
     echo = run("echo")
     sized = run("echo-sized")
     passerelle: list[tuple[str, dict[str, Any]]] = []
@@ -551,6 +586,7 @@ def main() -> int:
                     label = f"Passerelle (PostgreSQL ×{count})"
                     passerelle.append((label, run("passerelle", url, count)))
     ours = passerelle[0][1]
+    print(conditions(started_load))
     print(f"{args.updates} updates from {args.chats} chats, webhook on loopback")
     print(
         f"{'':26}{'saturated':>10}{'p50 ms':>8}{'p99 ms':>8}   {f'at {args.rate:.0f}/s:':<8}"
@@ -563,6 +599,11 @@ def main() -> int:
             f"{row['paced_p50_ms']:>7.1f}{row['paced_p99_ms']:>8.1f}"
             f"{row['rss_mb']:>13.0f}{row['ready_s']:>9.2f}"
         )
+    print(
+        "replies lost (none expected; "
+        f"no reply within {LOST:.0f} s): "
+        + ", ".join(f"{name} {row['lost'] + row['paced_lost']}" for name, row in rows)
+    )
     print(
         f"throughput ratio Passerelle / echo bot: {ours['rate'] / echo['rate']:.2f} "
         "(target ≥ 0.8); "

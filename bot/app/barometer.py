@@ -18,14 +18,15 @@ the previous round faded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from bot.adapters.charts import PALETTE, RadarSeries, Spoke, radar_png, render
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
 from bot.engine.replies import Image, Reply
 from bot.engine.session import Session
+from bot.json_types import JsonValue
 from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
 from bot.storage.base import BarometerRating, CodeTaken, FeatureStore, FeatureWrite
 
@@ -287,10 +288,10 @@ class BarometerService:
     def msg(self, key: str, session: Session, **values: str) -> str:
         return self.engine.msg(key, session, **values)
 
-    async def _completed(self, turn: Turn, data: dict[str, Any]) -> Turn:
+    async def _completed(self, turn: Turn, data: Mapping[str, JsonValue]) -> Turn:
         session = turn.session
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         alt = self.mode.result_text(self.engine, session, rater, scores)
         try:
             image = await rating_chart(self.engine.kb, rater, scores, alt, session.lang)
@@ -302,14 +303,14 @@ class BarometerService:
         )
 
     async def _keep(
-        self, member: str | None, turn: Turn, data: dict[str, Any]
+        self, member: str | None, turn: Turn, data: Mapping[str, JsonValue]
     ) -> tuple[Turn, tuple[BarometerRating, ...]]:
         session = turn.session
         if self.groups is None or member is None:
             unavailable = Reply(self.msg("barometer_groups_unavailable", session))
             return _before_prompt(turn, unavailable), ()
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         version = str(data.get("kb_version", self.engine.kb.version))
         if data.get("action") == "create":
             code = await self.groups.free_code()

@@ -52,8 +52,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 1
 
     async def compute() -> Report:
-        async with feature_store(target) as store:
+        store = feature_store(target)
+        await store.open()
+        try:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
+        finally:
+            await store.close()
 
     report = asyncio.run(compute())
     print(render_table(report))

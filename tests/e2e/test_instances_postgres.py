@@ -23,6 +23,7 @@ import pytest
 from bot.storage.postgres.schema import ensure_current
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
 from tests.harness.instances import Server, post
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.slow
 CHATS = 16
@@ -66,7 +67,7 @@ async def consent_everyone(
         consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
         await deliver(client, servers, i + 1, user.press(consent, consent.buttons[0][1]))
     await api.wait_for(lambda: all(api.count_to(u.id) > counts[u.id] for u in users), 30)
-    await asyncio.sleep(0.3)  # the consent's last messages land (not asserted)
+    await drained(api, servers[0].env["PASSERELLE_DB"])  # the consent's last messages landed
     return {u.id: api.count_to(u.id) for u in users}
 
 
@@ -81,6 +82,19 @@ def check_order(api: FakeBotAPI, users: list[FakeUser], baseline: dict[int, int]
         assert texts[0] != texts[1], "the two kinds of turn have different replies"
         for index, text in enumerate(texts[:TURNS]):
             assert text == texts[index % 2], (user.id, index)
+
+
+async def drained(api: FakeBotAPI, url: str) -> None:
+    """Wait until nothing more can reach Telegram: every update applied, no reply left to send
+    (a reply whose sender died stays in ``replies`` until the other instance sends it again)
+    and no call being answered. After it, a message that did not come never will."""
+
+    async def nothing_left() -> bool:
+        pending, unsent, _ = await asyncio.to_thread(database_state, url)
+        return pending == 0 and unsent == 0 and api.busy == 0
+
+    await eventually(nothing_left, "updates applied and replies sent by the instances")
+    await api.idle()
 
 
 def database_state(url: str) -> tuple[int, int, int]:
@@ -115,7 +129,7 @@ async def test_two_instances_apply_each_update_once_in_order(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= baseline[u.id] + TURNS for u in users), 60
                 )
-                await asyncio.sleep(1.0)  # a reply applied twice would land by now
+                await drained(api, database)  # a reply applied twice would have landed
         finally:
             for server in servers:
                 server.stop()
@@ -162,7 +176,7 @@ async def test_one_instance_killed_five_times_under_load_loses_nothing(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= expected[u.id] for u in users), 90
                 )
-                await asyncio.sleep(2 * float(CLAIM_SECONDS))  # late duplicates land
+                await drained(api, database)  # late duplicates (claims expired) landed
         finally:
             for server in servers:
                 server.stop()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
@@ -62,6 +62,7 @@ from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
 from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.json_types import JsonObject
 from bot.knowledge.model import COMMANDS
 from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
@@ -169,8 +170,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -198,7 +200,7 @@ class TelegramChannel:
         """Several instances: what another instance left behind when it died, taken over
         once its claims lapsed (replies recorded and not sent, updates recorded and not
         applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
-        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
+        interval = max(0.2, self.storage.claim_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -207,17 +209,12 @@ class TelegramChannel:
                 log.warning("sweep failed: %s", type(exc).__name__)
 
     async def sweep_once(self, older_than: float) -> None:
-        renew = getattr(self.storage, "renew_claims", None)
-        if renew is not None:
-            await renew()  # what this instance is sending stays its own while it lives
-        orphaned = getattr(self.storage, "replies_orphaned", None)
-        for reply in await orphaned() if orphaned is not None else ():
+        await self.storage.renew_claims()  # what this instance sends stays its own while it lives
+        for reply in await self.storage.replies_orphaned():
             if self.delivery.adopt(reply):
                 self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
-        stale = getattr(self.storage, "inbox_stale_chats", None)
-        if stale is not None:
-            for chat in await stale(older_than):
-                self._queues.submit(chat_of(chat), CatchUp(chat))
+        for chat in await self.storage.inbox_stale_chats(older_than):
+            self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
             # Due follow-ups no job of this instance waits for (another instance's, or one
             # left by an instance that stopped); one waiting for its retry is left to it.
@@ -289,7 +286,7 @@ class TelegramChannel:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 

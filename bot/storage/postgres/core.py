@@ -31,18 +31,29 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 
 import psycopg
+from psycopg.abc import Params
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.storage.base import FollowUpTaken, InboxItem, OutgoingReply, Storage, UserChange
+from bot.json_types import JsonObject, loads, loads_object
+from bot.storage.base import (
+    FollowUpTaken,
+    InboxItem,
+    OutboxEvent,
+    OutgoingReply,
+    Storage,
+    UserChange,
+)
 from bot.storage.postgres import rows as features
 from bot.storage.postgres import turns
 from bot.storage.postgres.schema import (
     Connection,
     DatabaseUnavailable,
+    Query,
     SchemaMismatch,
+    Statement,
     applied,
     connect,
     migrate,
@@ -203,14 +214,14 @@ class PostgresStorage(Storage):
             await turn.ensure()
         return turn
 
-    async def rows(self, sql: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def rows(self, sql: Query, params: Params = ()) -> list[TupleRow]:
         """A read in autocommit (committed data only)."""
         await self._in_turn()
         async with self.pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return list(await cursor.fetchall())
 
-    async def run(self, statements: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
+    async def run(self, statements: Sequence[Statement]) -> list[int]:
         """Statements in one transaction, in one round trip (pipeline mode); each one's row
         count (a single statement runs in autocommit: as atomic)."""
         await self._in_turn()
@@ -236,18 +247,17 @@ class PostgresStorage(Storage):
             self._vacuum = asyncio.create_task(vacuum(), name="postgres-vacuum")
 
     # -- sessions and consent --------------------------------------------------------------
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         rows = await self.rows('SELECT data FROM sessions WHERE "user" = %s', (user,))
         if not rows:
             return None
-        data: dict[str, Any] = json.loads(rows[0][0])
-        return data
+        return loads_object(rows[0][0])
 
     async def get_consent(self, user: str) -> bool | None:
         rows = await self.rows('SELECT 1 FROM consents WHERE "user" = %s', (user,))
         return True if rows else None
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
         turn = turns.current(self._locks)
         if turn is not None and turn.prefetched is not None and turn.prefetched[0] == user:
             rows = turn.prefetched[1]  # read with the chat's lock, nothing committed since
@@ -256,8 +266,7 @@ class PostgresStorage(Storage):
             rows = await self.rows(STATE_SQL, (user,))
         if not rows:
             return None, None
-        data: dict[str, Any] | None = json.loads(rows[0][0]) if rows[0][0] else None
-        return True, data
+        return True, (loads_object(rows[0][0]) if rows[0][0] else None)
 
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         """One transaction, in one round trip (pipeline mode) unless a write needs an answer
@@ -293,11 +302,11 @@ class PostgresStorage(Storage):
 
     def _commit_statements(
         self, update_id: int | None, user: str, change: UserChange, now: float
-    ) -> list[tuple[Any, Sequence[Any]]]:
+    ) -> list[Statement]:
         """The statements of a commit after its feature writes, in order."""
         session = None if change.session is None else json.dumps(change.session)
         erasing = bool(user) and (change.erase or change.consent is False)
-        out: list[tuple[Any, Sequence[Any]]] = []
+        out: list[Statement] = []
         if user and change.erase:
             out.append(("DELETE FROM webhook_outbox WHERE subject = %s", (user,)))
         out += [outbox_insert(event, now) for event in change.outbox]
@@ -365,8 +374,8 @@ class PostgresStorage(Storage):
         if len(self._people) > REMEMBERED_CHATS:
             self._people.popitem(last=False)
 
-    async def export_user(self, user: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
+    async def export_user(self, user: str) -> JsonObject:
+        data: JsonObject = {}
         consent = await self.rows('SELECT granted_at FROM consents WHERE "user" = %s', (user,))
         if consent:
             data["consent"] = {"granted": True, "at": consent[0][0]}
@@ -374,7 +383,7 @@ class PostgresStorage(Storage):
             'SELECT data, updated_at FROM sessions WHERE "user" = %s', (user,)
         )
         if session:
-            data["session"] = json.loads(session[0][0])
+            data["session"] = loads(session[0][0])
             data["updated_at"] = session[0][1]
         return data
 
@@ -570,13 +579,10 @@ class PostgresStorage(Storage):
         return replies
 
     async def reply_sent(self, update_id: int, seq: int, *, wait: bool = True) -> None:
-        """In a chat's turn the deletion (its own transaction) has left for the server when
-        this returns; its answer is read with the turn's next round trip
-        (:meth:`.turns.Turn.send`)."""
         delete = ("DELETE FROM replies WHERE update_id = %s AND seq = %s", (update_id, seq))
         turn = turns.current(self._locks)
         if turn is not None and not turn.transactional:
-            await turn.send(*delete)
+            await turn.run([delete])  # on the turn's connection (in autocommit)
             return
         await self.run([delete])
 
@@ -661,7 +667,7 @@ def _identifier(name: str) -> str:
     return name
 
 
-def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
+def outbox_insert(event: OutboxEvent, now: float) -> Statement:
     """The INSERT of one webhook event (:class:`bot.storage.integration.OutboxEvent`)."""
     return (
         "INSERT INTO webhook_outbox (id, establishment, event_type, payload, subject, "
@@ -680,7 +686,7 @@ def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
 
 
 async def pipelined(
-    conn: Connection, statements: Sequence[tuple[Any, Sequence[Any]]], *, transaction: bool = False
+    conn: Connection, statements: Sequence[Statement], *, transaction: bool = False
 ) -> list[int]:
     """``statements`` in one round trip (pipeline mode): in one transaction if there are
     several (or ``transaction``), else in autocommit; each one's row count. On an error

@@ -7,9 +7,7 @@ turn reaches the database before the lock is held, so the order and exclusion ac
 instances are those of taking it on entry, one round trip fewer.
 
 - A Telegram chat's turn takes a session-level advisory lock (the replies are sent under it,
-  after the commit, so that two instances never interleave one chat's replies); reply
-  deletions made in the turn are sent at once, each committed on its own, and their answers
-  read with the unlock's, in one round trip (:meth:`Turn.send`).
+  after the commit, so that two instances never interleave one chat's replies).
 - An API conversation's turn takes a transaction-level lock: load and save are one
   transaction on the turn's connection, the lock goes with its commit (two round trips).
 """
@@ -20,16 +18,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
-from typing import Any
 
 import psycopg
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.storage.postgres.schema import Connection
+from bot.storage.postgres.schema import Connection, Statement
 
 log = logging.getLogger(__name__)
-
-Statement = tuple[Any, Sequence[Any]]
 
 
 class Turn:
@@ -52,29 +48,22 @@ class Turn:
         self.active = True
         #: Whose turn it is (a chat's name) and a state read under its lock, for that user.
         self.chat: str | None = None
-        self.prefetched: tuple[str, list[tuple[Any, ...]]] | None = None
+        self.prefetched: tuple[str, list[TupleRow]] | None = None
         self._uncertain = False  # a session lock that may be held after an error
-        self._pipeline: psycopg.AsyncPipeline | None = None
-        self._stack = contextlib.AsyncExitStack()
 
     def _lock(self) -> list[Statement]:
         if self.transactional:
             return [("BEGIN", ()), ("SELECT pg_advisory_xact_lock(%s, %s)", (self.space, self.key))]
         return [("SELECT pg_advisory_lock(%s, %s)", (self.space, self.key))]
 
-    async def run(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    async def run(self, statements: Sequence[Statement]) -> list[list[TupleRow]]:
         """``statements`` on the turn's connection in one round trip, the lock taken first if
         not held yet; each one's rows (empty for a statement that returns none)."""
         lock = [] if self.held else self._lock()
         try:
-            if self._pipeline is not None:
+            async with self.conn.pipeline():
                 cursors = [await self.conn.execute(sql, params) for sql, params in lock]
                 cursors += [await self.conn.execute(sql, params) for sql, params in statements]
-                await self._pipeline.sync()
-            else:
-                async with self.conn.pipeline():
-                    cursors = [await self.conn.execute(sql, params) for sql, params in lock]
-                    cursors += [await self.conn.execute(sql, params) for sql, params in statements]
         except BaseException:
             self._uncertain = self._uncertain or not self.transactional
             raise
@@ -94,48 +83,19 @@ class Turn:
         if not self.held:
             await self.run([])
 
-    async def send(self, sql: Any, params: Sequence[Any]) -> None:
-        """Send a statement, committed on its own (its own sync), without waiting for the
-        answer, which is read with the turn's next round trip (at the latest, its end). The
-        statement has left the process when this returns, as if its answer had come.
-
-        psycopg has no public call for a sync without a wait: the pipeline's own steps are
-        used (``_enqueue_sync``, ``_communicate_gen``; psycopg is pinned in constraints.txt)."""
-        await self.ensure()
-        if self._pipeline is None:
-            self._pipeline = await self._stack.enter_async_context(self.conn.pipeline())
-        pipeline = self._pipeline
-        try:
-            await self.conn.execute(sql, params)
-            async with self.conn.lock:
-                pipeline._enqueue_sync()
-                await self.conn.wait(pipeline._communicate_gen())
-        except BaseException:
-            self._uncertain = True
-            raise
-
     async def end(self) -> None:
-        """Release the lock, reading the answers still due, in one round trip; a connection
-        whose lock could not be released for sure is closed (the server releases it)."""
+        """Release the lock (one round trip); a connection whose lock could not be released
+        for sure is closed (the server releases it)."""
         self.active = False
         try:
             if self._uncertain:
                 raise psycopg.OperationalError("a lock of the turn may still be held")
-            last: list[Statement] = []
             if self.held and not self.transactional:
-                last.append(("SELECT pg_advisory_unlock(%s, %s)", (self.space, self.key)))
+                await self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (self.space, self.key))
             elif self.transactional and self.conn.info.transaction_status != IDLE:
-                last.append(("ROLLBACK", ()))
-            if self._pipeline is not None:
-                for sql, params in last:
-                    await self.conn.execute(sql, params)
-                await self._stack.aclose()  # the pipeline's exit: one sync for everything
-            elif last:
-                async with self.conn.pipeline():
-                    for sql, params in last:
-                        await self.conn.execute(sql, params)
+                await self.conn.rollback()
         except BaseException as exc:
-            log.warning("turn ended on a closed connection (%s)", type(exc).__name__)
+            log.warning("a turn's lock connection is closed (%s)", type(exc).__name__)
             await self.conn.close()  # its locks go with the session
             if not isinstance(exc, Exception):
                 raise
