@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the Storage contract on PostgreSQL (pool, locks,
+# leases); split, it would be mixins sharing private state.
 """The durable store on PostgreSQL (psycopg 3, one async connection pool), for deployments of
 several instances on one database. Same contract and semantics as
 :class:`bot.storage.sqlite.SqliteStorage`: one transaction per applied update (state, replies,
