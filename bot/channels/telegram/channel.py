@@ -210,9 +210,10 @@ class TelegramChannel:
 
     async def sweep_once(self, older_than: float) -> None:
         await self.storage.renew_claims()  # what this instance sends stays its own while it lives
-        for reply in await self.storage.replies_orphaned():
-            if self.delivery.adopt(reply):
-                self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
+        # Sent in the chat's turn (see :meth:`_redeliver`): an instance that is alive but was
+        # too slow to renew its claim still holds the turn while it sends, and is waited for.
+        for chat_id in dict.fromkeys(r.chat_id for r in await self.storage.replies_orphaned()):
+            self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         for chat in await self.storage.inbox_stale_chats(older_than):
             self._queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
@@ -248,7 +249,12 @@ class TelegramChannel:
         A row that cannot be read (recorded by an older version, or damaged) never stops the
         start: a reply is dropped, an update dead-lettered (its payload nulled), with a log
         line each; so is an update that already failed :data:`MAX_APPLY_ATTEMPTS` times."""
-        for chat_id in self.delivery.pending(await self.storage.replies_pending()):
+        replies = await self.storage.replies_pending()
+        if self.storage.shared:  # read again in each chat's turn (see :meth:`_redeliver`)
+            chats = list(dict.fromkeys(reply.chat_id for reply in replies))
+        else:
+            chats = self.delivery.pending(replies)
+        for chat_id in chats:
             self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         pending = await self.storage.inbox_pending(limit=100_000)
         resumed = 0
@@ -319,10 +325,11 @@ class TelegramChannel:
         """One job of a chat's queue. An update: its handlers' change, its inbox mark and its
         replies in one transaction (the reply outbox), then the replies are sent."""
         if isinstance(job, Redeliver):
-            await self.delivery.deliver(job.chat_id, ())
+            await self._redeliver(job.chat_id)
             return
         if isinstance(job, FollowUpDue):
-            await self.followups.ask(job.followup)
+            async with self.storage.chat_turn(chat_name(("chat", int(job.followup.address)))):
+                await self.followups.ask(job.followup)  # its question sent in the chat's turn
             return
         if isinstance(job, CatchUp):
             await self._apply_in_turn(job.chat, MAX_INT, None)
@@ -331,6 +338,20 @@ class TelegramChannel:
             await self._apply_in_turn(chat_name(chat_key(job)), job.update_id, job)
             return
         await self._apply_update(job)
+
+    async def _redeliver(self, chat_id: int) -> None:
+        """Send a chat's replies left unsent. Several instances: in the chat's turn, and only
+        what the database still holds then. Every instance sends a chat's replies in its
+        turn only, so a reply another instance took over (its claim lapsed while this one
+        was frozen or starved) is sent by one of them: whichever holds the turn first, the
+        other then finds it gone. Only a crash (which ends the turn) between Telegram's
+        acceptance and the deletion sends one twice."""
+        if not self.storage.shared:
+            await self.delivery.deliver(chat_id, ())
+            return
+        async with self.storage.chat_turn(chat_name(("chat", chat_id))):
+            replies = await self.storage.replies_of_chat(chat_id)
+            await self.delivery.deliver(chat_id, replies, fresh=True)
 
     async def _apply_in_turn(self, chat: str, up_to: int, current: Update | None) -> None:
         """Several instances on one store: under the chat's turn (a lock in the database),
@@ -387,6 +408,12 @@ class TelegramChannel:
         for reply in turn.replies:
             chats.setdefault(reply.chat_id, []).append(reply)
         for chat_id, replies in chats.items():
+            if self.storage.shared and self.delivery.retrying(chat_id):
+                # Older replies wait for a retry (Telegram was down): still first, as the
+                # store holds them now (another instance may have sent them meanwhile).
+                left = await self.storage.replies_of_chat(chat_id)
+                await self.delivery.deliver(chat_id, left, fresh=True)
+                continue
             await self.delivery.deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
 
