@@ -128,7 +128,7 @@ async def chart_worker(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await asyncio.to_thread(charts.shutdown)
+        await asyncio.to_thread(charts.stop)
 
 
 def telegram_mode(settings: Settings) -> str:
@@ -209,7 +209,7 @@ async def poll(world: World, **channel_options: Unpack[ChannelOptions]) -> int:
                         print(f"{line} Ctrl+C pour arrêter.", flush=True)
                     await stop.wait()
             finally:
-                await asyncio.to_thread(charts.shutdown)
+                await asyncio.to_thread(charts.stop)
                 await world.worker.stop()
         finally:
             await world.features.close()
