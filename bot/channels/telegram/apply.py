@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from telegram import Bot, Update
 
 from bot.channels.telegram.delivery import Delivery
-from bot.channels.telegram.intake import json_object, parse
+from bot.channels.telegram.intake import chat_name, json_object, parse
 from bot.channels.telegram.queues import CURRENT, PendingTurn
 from bot.storage.base import CodeTaken, OutgoingReply, Storage, UserChange
 
@@ -50,6 +50,20 @@ class UpdateApplier:
         self.delivery = delivery
         self.features = features
         self.on_events = on_events
+
+    async def redeliver(self, chat_id: int) -> None:
+        """Send a chat's replies left unsent. Several instances: in the chat's turn, and only
+        what the database still holds then. Every instance sends a chat's replies in its
+        turn only, so a reply another instance took over (its claim lapsed while this one
+        was frozen or starved) is sent by one of them: whichever holds the turn first, the
+        other then finds it gone. Only a crash (which ends the turn) between Telegram's
+        acceptance and the deletion sends one twice."""
+        if not self.storage.shared:
+            await self.delivery.deliver(chat_id, ())
+            return
+        async with self.storage.chat_turn(chat_name(("chat", chat_id))):
+            replies = await self.storage.replies_of_chat(chat_id)
+            await self.delivery.deliver(chat_id, replies, fresh=True)
 
     async def in_turn(self, chat: str, up_to: int, current: Update | None) -> None:
         """Several instances on one store: under the chat's turn (a lock in the database),
@@ -108,6 +122,12 @@ class UpdateApplier:
         for reply in turn.replies:
             chats.setdefault(reply.chat_id, []).append(reply)
         for chat_id, replies in chats.items():
+            if self.storage.shared and self.delivery.retrying(chat_id):
+                # Older replies wait for a retry (Telegram was down): still first, as the
+                # store holds them now (another instance may have sent them meanwhile).
+                left = await self.storage.replies_of_chat(chat_id)
+                await self.delivery.deliver(chat_id, left, fresh=True)
+                continue
             await self.delivery.deliver(chat_id, replies)
         log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
 

@@ -203,7 +203,12 @@ class TelegramChannel:
         A row that cannot be read (recorded by an older version, or damaged) never stops the
         start: a reply is dropped, an update dead-lettered (its payload nulled), with a log
         line each; so is an update that already failed :data:`MAX_APPLY_ATTEMPTS` times."""
-        for chat_id in self.delivery.pending(await self.storage.replies_pending()):
+        replies = await self.storage.replies_pending()
+        if self.storage.shared:  # read again in each chat's turn (UpdateApplier.redeliver)
+            chats = list(dict.fromkeys(reply.chat_id for reply in replies))
+        else:
+            chats = self.delivery.pending(replies)
+        for chat_id in chats:
             self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         pending = await self.storage.inbox_pending(limit=100_000)
         resumed = 0
@@ -266,10 +271,11 @@ class TelegramChannel:
         """One job of a chat's queue. An update: its handlers' change, its inbox mark and its
         replies in one transaction (the reply outbox), then the replies are sent."""
         if isinstance(job, Redeliver):
-            await self.delivery.deliver(job.chat_id, ())
+            await self.applier.redeliver(job.chat_id)
             return
         if isinstance(job, FollowUpDue):
-            await self.followups.ask(job.followup)
+            async with self.storage.chat_turn(chat_name(("chat", int(job.followup.address)))):
+                await self.followups.ask(job.followup)  # its question sent in the chat's turn
             return
         if isinstance(job, CatchUp):
             await self.applier.in_turn(job.chat, MAX_INT, None)

@@ -65,9 +65,10 @@ class Sweeper:
     async def sweep_once(self, older_than: float) -> None:
         """One sweep: updates recorded more than ``older_than`` seconds ago count as left."""
         await self.storage.renew_claims()  # what this instance sends stays its own while it lives
-        for reply in await self.storage.replies_orphaned():
-            if self.delivery.adopt(reply):
-                self.queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
+        # Sent in the chat's turn (:meth:`.apply.UpdateApplier.redeliver`): an instance alive
+        # but too slow to renew its claim still holds the turn while it sends: waited for.
+        for chat_id in dict.fromkeys(r.chat_id for r in await self.storage.replies_orphaned()):
+            self.queues.submit(("chat", chat_id), Redeliver(chat_id))
         for chat in await self.storage.inbox_stale_chats(older_than):
             self.queues.submit(chat_of(chat), CatchUp(chat))
         if self.features is not None:
