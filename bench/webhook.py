@@ -85,6 +85,25 @@ def lean_fake_api() -> Any:
     return Lean()
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU of a process (its threads included; ``children``: with its reaped
+    children's, and its live children's own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    used = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        used += int(fields[13]) + int(fields[14])  # cutime, cstime
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) == pid:  # ppid
+                    used += int(stat[11]) + int(stat[12])
+    return used / tick
+
+
 def conditions(started_load: float) -> str:
     """When and on what the figures were taken (the machine may be shared: its load too)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -366,9 +385,11 @@ async def run_passerelle(
     seconds: float,
     db_url: str | None = None,
     instances: int = 1,
+    pg_pid: int = 0,
 ) -> dict[str, Any]:
     """Passerelle on SQLite (a temporary file) or on the PostgreSQL database ``db_url``, with
-    ``instances`` servers on it (PostgreSQL only), updates spread over them."""
+    ``instances`` servers on it (PostgreSQL only), updates spread over them; ``pg_pid``: the
+    PostgreSQL server's process, whose CPU is counted."""
     from bot.app.engines import build_engine
     from bot.knowledge.loader import load
     from tests.harness.ports import free_port
@@ -387,8 +408,15 @@ async def run_passerelle(
                 users = [api.user(1_000_000 + i) for i in range(chats)]
                 await consent(api, urls[0], users, engine)
                 api.lean = True
+                cpu = [cpu_seconds(p.pid) for p in processes]
+                server = cpu_seconds(pg_pid, children=True) if pg_pid else 0.0
                 result = await drive(api, urls, "/telegram/webhook", users, updates)
                 result.update(await paced(api, urls, "/telegram/webhook", users, rate, seconds))
+                done = result["updates"] + int(rate * seconds)
+                used = sum(cpu_seconds(p.pid) for p in processes) - sum(cpu)
+                result["cpu_ms"] = 1000 * used / done
+                if pg_pid:
+                    result["pg_cpu_ms"] = 1000 * (cpu_seconds(pg_pid, True) - server) / done
             finally:
                 rss = await stop_instances(processes)
         sessions = await stored_sessions(db)
@@ -503,8 +531,11 @@ async def run_echo(
             url = f"http://127.0.0.1:{port}"
             users = [api.user(2_000_000 + i) for i in range(chats)]
             api.lean = True
+            cpu = cpu_seconds(processes[0].pid)
             result = await drive(api, [url], "/telegram/webhook", users, updates)
             result.update(await paced(api, [url], "/telegram/webhook", users, rate, seconds))
+            done = result["updates"] + int(rate * seconds)
+            result["cpu_ms"] = 1000 * (cpu_seconds(processes[0].pid) - cpu) / done
         finally:
             rss = await stop_instances(processes)
     result.update(ready_s=ready[0], sessions=0, rss_mb=rss[0], rss_each=rss)
@@ -516,7 +547,13 @@ def child(args: argparse.Namespace) -> int:
     if args.variant == "passerelle":
         result = asyncio.run(
             run_passerelle(
-                args.updates, args.chats, args.stored, *pace, args.db_url, args.instances
+                args.updates,
+                args.chats,
+                args.stored,
+                *pace,
+                args.db_url,
+                args.instances,
+                args.pg_pid,
             )
         )
     else:
@@ -551,6 +588,7 @@ def main() -> int:
         "--variant", choices=["passerelle", "echo", "echo-sized"], help=argparse.SUPPRESS
     )
     parser.add_argument("--db-url", help=argparse.SUPPRESS)
+    parser.add_argument("--pg-pid", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -559,12 +597,15 @@ def main() -> int:
     if args.variant:
         return child(args)
 
-    def run(variant: str, db_url: str | None = None, instances: int = 1) -> dict[str, Any]:
+    def run(
+        variant: str, db_url: str | None = None, instances: int = 1, pg_pid: int = 0
+    ) -> dict[str, Any]:
         command = [sys.executable, __file__, "--variant", variant]
         command += ["--updates", str(args.updates), "--chats", str(args.chats)]
         command += ["--stored", str(args.stored), "--rate", str(args.rate)]
         command += ["--paced-seconds", str(args.paced_seconds), "--instances", str(instances)]
         command += ["--db-url", db_url] if db_url else []
+        command += ["--pg-pid", str(pg_pid)] if pg_pid else []
         output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
         data: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
         return data
@@ -584,7 +625,8 @@ def main() -> int:
                 with pg.database() as url:
                     asyncio.run(ensure_current(url, upgrade=True))
                     label = f"Passerelle (PostgreSQL ×{count})"
-                    passerelle.append((label, run("passerelle", url, count)))
+                    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+                    passerelle.append((label, run("passerelle", url, count, postmaster)))
     ours = passerelle[0][1]
     print(conditions(started_load))
     print(f"{args.updates} updates from {args.chats} chats, webhook on loopback")
@@ -603,6 +645,14 @@ def main() -> int:
         "replies lost (none expected; "
         f"no reply within {LOST:.0f} s): "
         + ", ".join(f"{name} {row['lost'] + row['paced_lost']}" for name, row in rows)
+    )
+    print(
+        "CPU per update (both phases; the instances' processes, and the PostgreSQL server's): "
+        + ", ".join(
+            f"{name} {row['cpu_ms']:.1f} ms"
+            + (f" + {row['pg_cpu_ms']:.1f} ms" if "pg_cpu_ms" in row else "")
+            for name, row in rows
+        )
     )
     print(
         f"throughput ratio Passerelle / echo bot: {ours['rate'] / echo['rate']:.2f} "

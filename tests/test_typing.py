@@ -21,7 +21,6 @@ from tests.harness.paths import ROOT
 EDGES: dict[str, tuple[int, str]] = {
     "bot/channels/http/openapi.py": (8, "the OpenAPI document: pydantic's JSON schemas, assembled"),
     "bot/channels/http/schemas.py": (2, "pydantic fields holding a stored JSON body as it is"),
-    "bot/channels/http/limits.py": (2, "uvicorn's protocol subclassed, its constructor passed on"),
     "bot/channels/telegram/channel.py": (6, "python-telegram-bot's Application generics"),
     "bot/adapters/charts.py": (3, "matplotlib's Agg canvas methods are untyped"),
 }

@@ -9,14 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from bot.app.stats_report import (
-    DEFAULT_K,
-    Report,
-    StatsReader,
-    funnel_chart,
-    render_csv,
-    render_table,
-)
+from bot.app.stats_output import funnel_chart, render_csv, render_table
+from bot.app.stats_report import DEFAULT_K, Report, StatsReader
 from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.factory import feature_store, is_postgres_url
 

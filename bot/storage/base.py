@@ -282,6 +282,13 @@ class ConversationStore(Protocol):
         """Unsent replies whose claim lapsed (their instance died), claimed for this one."""
         return []
 
+    async def replies_of_chat(self, chat_id: int) -> list[OutgoingReply]:
+        """Under :meth:`chat_turn`: the chat's replies not sent yet, by whichever instance
+        recorded them, in recorded order, claimed for this one. Read under the turn, it is
+        what is left to send: a live instance sends a chat's replies only in the chat's turn,
+        so none of these is being sent by another (one process: nothing shared to read)."""
+        return []
+
     async def inbox_stale_chats(self, older_than: float, limit: int = 100) -> list[str]:
         """Chats with an update recorded more than ``older_than`` seconds ago and still not
         applied (its instance died): any instance may apply them, under :meth:`chat_turn`."""

@@ -3,7 +3,7 @@
 Jobs of one chat run one after the other (:class:`bot.app.ordering.KeyedQueues`): updates,
 re-deliveries of replies Telegram did not accept yet, due follow-ups. While an update is
 applied, the service's commit and the replies the handlers say are staged in a
-:class:`PendingTurn`; :meth:`bot.channels.telegram.channel.TelegramChannel.apply` commits both
+:class:`PendingTurn`; :meth:`bot.channels.telegram.apply.UpdateApplier.update` commits both
 with the inbox mark in one transaction, then sends the replies (the reply outbox).
 """
 

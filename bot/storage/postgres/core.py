@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the Storage contract on PostgreSQL (pool, locks,
+# leases); split, it would be mixins sharing private state.
 """The durable store on PostgreSQL (psycopg 3, one async connection pool), for deployments of
 several instances on one database. Same contract and semantics as
 :class:`bot.storage.sqlite.SqliteStorage`: one transaction per applied update (state, replies,
@@ -538,6 +540,25 @@ class PostgresStorage(Storage):
                 ),
             ]
         )
+
+    async def replies_of_chat(self, chat_id: int) -> list[OutgoingReply]:
+        """Under :meth:`chat_turn`, in the round trip that takes the chat's lock if not held
+        yet: the chat's unsent replies, claimed for this instance (see the contract)."""
+        claim = (
+            "UPDATE replies SET claimed_until = %s, claimed_by = %s WHERE chat_id = %s "
+            "RETURNING update_id, seq, chat_id, method, params, photo, created_at",
+            (self._clock() + self.claim_seconds, self.instance, chat_id),
+        )
+        turn = turns.current(self._locks)
+        if turn is not None:
+            (rows,) = await turn.run([claim])
+        else:
+            rows = await self.rows(*claim)
+        rows.sort(key=lambda row: (row[6], row[0], row[1]))
+        return [
+            OutgoingReply(int(u), int(s), int(c), m, p, None if f is None else bytes(f))
+            for u, s, c, m, p, f, _ in rows
+        ]
 
     async def _claim_replies(
         self, *, orphans_only: bool, limit: int = 10_000

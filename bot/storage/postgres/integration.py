@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the IntegrationStore contract on PostgreSQL (keys,
+# conversations, outbox), each turn one transaction.
 """The integration tables (API keys, API conversations and transcripts, webhook outbox) on
 PostgreSQL: the public methods of :class:`bot.storage.integration.IntegrationStore`, on the
 pool of a :class:`~bot.storage.postgres.core.PostgresStorage`.

@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the IntegrationStore contract on SQLite (keys,
+# conversations, outbox), each turn one transaction.
 """The integration tables in SQLite: API keys (hashed), API conversations with their
 transcript, and the webhook outbox (pending and dead-lettered events).
 
