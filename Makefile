@@ -47,11 +47,13 @@ typecheck: $(STAMP)
 
 # The suite runs in 4 pytest-xdist workers: most tests wait on servers and subprocesses, so
 # even 2 cores are kept busy; every test is safe in parallel (ports: tests/harness/ports.py).
+# Tests are handed out one at a time, the longest first (tests/conftest.py LONGEST), so no long
+# test starts last.
 WORKERS ?= 4
 
 test: lint typecheck browser postgres
 	$(BIN)/passerelle kb check contenus
-	$(BIN)/pytest -n $(WORKERS)
+	$(BIN)/pytest -n $(WORKERS) --maxschedchunk 1
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -18,7 +18,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -195,7 +195,19 @@ def freeze_startup_objects() -> None:
 RELOAD_CHANNEL = "passerelle_reload"
 
 
-def reload_everywhere(reloader: Reloader, storage: Any) -> Lifespan:
+@runtime_checkable
+class ReloadBus(Protocol):
+    """What :func:`reload_everywhere` needs of a store several instances share (PostgreSQL's
+    NOTIFY/LISTEN): who this instance is, and a channel every instance hears."""
+
+    instance: str
+
+    async def notify(self, channel: str, payload: str = "") -> None: ...
+
+    def listen(self, channel: str, ready: asyncio.Event | None = None) -> AsyncIterator[str]: ...
+
+
+def reload_everywhere(reloader: Reloader, storage: ReloadBus) -> Lifespan:
     """Several instances on one PostgreSQL database: a reload asked of any instance (SIGHUP,
     ``POST /admin/reload``) is announced with NOTIFY, and every other instance reloads its
     own copy of the contents on hearing it (deploy the files to every machine first)."""
@@ -269,7 +281,7 @@ def listening(sock: socket.socket) -> str:
     return http_address(host, port)
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """How uvicorn runs the app: the project's logging (``log_config``, so JSON means every
     line), no access log, ``X-Forwarded-*`` believed only from ``PASSERELLE_TRUSTED_PROXIES``,
     and read limits: request head within ``PASSERELLE_HEADER_TIMEOUT`` and
@@ -281,19 +293,18 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **overrides: Any) -> uvicor
     class Protocol(HeaderTimeoutProtocol):
         header_timeout = settings.header_timeout
 
-    options: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": logging_config(settings),
-        "log_level": settings.log_level.lower(),
-        "access_log": False,  # an access log would carry webhook paths and client addresses
-        "proxy_headers": bool(settings.trusted_proxies),
-        "forwarded_allow_ips": list(settings.trusted_proxies) or None,
-        "http": Protocol,
-        "ws": "none",
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "timeout_keep_alive": 5,
-        "lifespan": "on",
-        **overrides,
-    }
-    return uvicorn.Config(app, **options)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings),
+        log_level=settings.log_level.lower(),
+        access_log=False,  # an access log would carry webhook paths and client addresses
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
+        http=Protocol,
+        ws="none",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,
+        lifespan="on",
+    )

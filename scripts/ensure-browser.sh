@@ -5,5 +5,6 @@
 set -eu
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 [ -x "$CHROMIUM" ] && exit 0
-sh "$(dirname "$0")/apt-install.sh" chromium "Chromium manque ($CHROMIUM)" \
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
+sh "$here/apt-install.sh" chromium "Chromium manque ($CHROMIUM)" \
   "installez Chromium à ce chemin" "Chromium (Debian) pour les tests du chat web"

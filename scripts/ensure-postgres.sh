@@ -17,7 +17,8 @@ found() {
   return 1
 }
 found && exit 0
-sh "$(dirname "$0")/apt-install.sh" postgresql "PostgreSQL manque (initdb, pg_ctl)" \
+case $0 in */*) here=${0%/*} ;; *) here=. ;; esac
+sh "$here/apt-install.sh" postgresql "PostgreSQL manque (initdb, pg_ctl)" \
   "installez PostgreSQL (ou indiquez son dossier bin dans PASSERELLE_PG_BIN)" \
   "PostgreSQL (Debian) pour les tests multi-instances"
 found || { echo "PostgreSQL installé mais initdb/pg_ctl introuvables dans /usr/lib/postgresql/*/bin." >&2; exit 1; }

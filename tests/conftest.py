@@ -23,6 +23,39 @@ from tests.harness.postgres import Cluster, cluster
 # The commands the tests start read no .env (a developer's own would change their settings).
 os.environ["PASSERELLE_ENV_FILE"] = ""
 
+#: The longest tests (10 s and more on the 2-core machine, longest first): they start first, so
+#: none of them starts near the end and keeps the suite waiting for it alone. ``make test``
+#: has xdist hand tests out one at a time (``--maxschedchunk 1``), so each worker takes the next
+#: long test as soon as it is free. A missing or renamed entry only costs time.
+LONGEST = (
+    "tests/e2e/test_reliability.py::test_load_run_300_people_loses_and_duplicates_no_reply",
+    "tests/e2e/test_instances_postgres.py::test_one_instance_killed_five_times_under_load",
+    "tests/channels/test_channels_telegram.py::test_two_hundred_chats_at_once",
+    "tests/e2e/test_crash.py::test_sigkill_mid_conversation",
+    "tests/channels/test_api_schema.py::test_api_matches_its_openapi_document",
+    "tests/e2e/test_reliability.py::test_small_load_run",
+    "tests/e2e/test_instances_postgres.py::test_two_instances",
+    "tests/e2e/test_operators.py::test_polling_delivers_a_contact_request",
+    "tests/e2e/test_operations.py::test_serve_without_a_secret_keeps_the_api_pseudonyms",
+    "tests/engine/test_properties.py::test_mutated_yaml",
+)
+
+
+def _rank(item: pytest.Item) -> int | None:
+    return next((i for i, p in enumerate(LONGEST) if item.nodeid.startswith(p)), None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first, each followed by a short one (xdist gives a worker two tests
+    at the start: never two long ones), then the others in their usual order."""
+    ranked = sorted((i for i in items if _rank(i) is not None), key=lambda i: _rank(i) or 0)
+    rest = [i for i in items if _rank(i) is None]
+    ordered: list[pytest.Item] = []
+    for long in ranked:
+        ordered += [long, *rest[:1]]
+        rest = rest[1:]
+    items[:] = ordered + rest
+
 
 @pytest.fixture(scope="session")
 def kb() -> KnowledgeBase:

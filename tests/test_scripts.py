@@ -29,7 +29,7 @@ class Machine:
         self.bin.mkdir()
         self.log = root / "apt.log"
         self.creates: list[Path] = []
-        for tool in ("dirname", "sh", "chmod", "touch", "mkdir"):
+        for tool in ("sh", "chmod", "touch", "mkdir"):  # nothing else: a bare machine
             found = shutil.which(tool)
             assert found is not None, tool
             (self.bin / tool).symlink_to(found)

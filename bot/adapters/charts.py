@@ -360,14 +360,15 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
             global _AT_EXIT
             if not _AT_EXIT:
                 _AT_EXIT = True
-                getattr(threading, "_register_atexit", atexit.register)(_terminate)
+                getattr(threading, "_register_atexit", atexit.register)(stop)
         return _POOL
 
 
-def _terminate() -> None:
-    """At exit: an idle worker is stopped the ordinary way; a busy one (still warming up, or
-    drawing for someone who has gone) is stopped without waiting. Either way the executor is
-    released while the interpreter is still whole."""
+def stop() -> None:
+    """When the server stops, and at exit: an idle worker is stopped the ordinary way; a busy
+    one (still warming up, or drawing for someone who has gone) is stopped without waiting, so a
+    server stopped just after its start does not wait for matplotlib to load. Either way the
+    executor is released while the interpreter is still whole."""
     pool = _POOL
     if pool is None:
         return

@@ -13,104 +13,29 @@ Groups: a code (``ABCD-2345``) is an invitation; whoever rates with it becomes a
 comparison shows side averages (professionals, patients / carers / RU), never a rating by name.
 Rounds: a member who rates again in a group starts the group's next round; the chart then shows
 the previous round faded.
+
+The charts (what they show, drawn in the chart worker): :mod:`bot.app.barometer_chart`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-from bot.adapters.charts import PALETTE, RadarSeries, Spoke, radar_png, render
+from bot.app.barometer_chart import Comparison, Side, comparison_chart, rating_chart
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
-from bot.engine.replies import Image, Reply
+from bot.engine.replies import Reply
 from bot.engine.session import Session
-from bot.knowledge.model import BAROMETER_RATERS, KnowledgeBase, text
+from bot.json_types import JsonValue
+from bot.knowledge.model import BAROMETER_RATERS, text
 from bot.storage.base import BarometerRating, CodeTaken, FeatureStore, FeatureWrite
 
 log = logging.getLogger(__name__)
 
 #: A gap between the two sides' averages larger than this is a topic to discuss.
 GAP_THRESHOLD = 1.0
-SIDE_COLOURS = {"professionnel": PALETTE[0], "usager": PALETTE[1]}
-
-
-# -- charts (drawn off the event loop: the data is built here, the drawing in the worker) -------
-def _spokes(kb: KnowledgeBase, lang: str) -> tuple[list[str], list[Spoke]]:
-    barometer = mode.barometer_of(kb)
-    ids: list[str] = []
-    spokes: list[Spoke] = []
-    for dim_id, criterion in barometer.criteria():
-        ids.append(criterion.id)
-        label = text(barometer.dimensions[dim_id].label, lang)
-        spokes.append(Spoke(text(criterion.short, lang), label))
-    return ids, spokes
-
-
-async def rating_chart(
-    kb: KnowledgeBase, rater: str, scores: dict[str, int], alt: str, lang: str
-) -> Image:
-    """One person's radar chart."""
-    barometer = mode.barometer_of(kb)
-    ids, spokes = _spokes(kb, lang)
-    who = text(barometer.raters[rater].who, lang) if rater in barometer.raters else rater
-    series = RadarSeries(
-        who,
-        [float(scores[i]) if i in scores else None for i in ids],
-        SIDE_COLOURS.get(rater, PALETTE[0]),
-    )
-    png = await render(radar_png, spokes, [series], text(barometer.title, lang), subtitle=who)
-    return Image(png, alt, "barometre.png")
-
-
-@dataclass(frozen=True)
-class Side:
-    """The ratings of one side in one round: how many, and the mean by criterion."""
-
-    count: int
-    means: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    code: str
-    round: int
-    sides: dict[str, Side]
-    previous: dict[str, Side]
-    #: (criterion id, professionals' mean, patients' mean), only when both sides rated.
-    gaps: tuple[tuple[str, float, float], ...]
-
-    @property
-    def raters(self) -> int:
-        return sum(side.count for side in self.sides.values())
-
-
-async def comparison_chart(
-    kb: KnowledgeBase, comparison: Comparison, alt: str, labels: dict[str, str], lang: str
-) -> Image:
-    """Both sides overlaid; the previous round faded behind. ``labels`` come from messages."""
-    barometer = mode.barometer_of(kb)
-    ids, spokes = _spokes(kb, lang)
-    series: list[RadarSeries] = []
-    for rater, side in comparison.previous.items():
-        series.append(
-            RadarSeries(
-                labels[f"previous:{rater}"],
-                [side.means.get(i) for i in ids],
-                SIDE_COLOURS.get(rater, PALETTE[2]),
-                faded=True,
-            )
-        )
-    for rater, side in comparison.sides.items():
-        series.append(
-            RadarSeries(
-                labels[rater], [side.means.get(i) for i in ids], SIDE_COLOURS.get(rater, PALETTE[2])
-            )
-        )
-    title = text(barometer.title, lang)
-    png = await render(radar_png, spokes, series, title, subtitle=labels["subtitle"])
-    return Image(png, alt, "barometre-groupe.png")
 
 
 # -- storage --------------------------------------------------------------------------------------
@@ -287,10 +212,10 @@ class BarometerService:
     def msg(self, key: str, session: Session, **values: str) -> str:
         return self.engine.msg(key, session, **values)
 
-    async def _completed(self, turn: Turn, data: dict[str, Any]) -> Turn:
+    async def _completed(self, turn: Turn, data: Mapping[str, JsonValue]) -> Turn:
         session = turn.session
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         alt = self.mode.result_text(self.engine, session, rater, scores)
         try:
             image = await rating_chart(self.engine.kb, rater, scores, alt, session.lang)
@@ -302,14 +227,14 @@ class BarometerService:
         )
 
     async def _keep(
-        self, member: str | None, turn: Turn, data: dict[str, Any]
+        self, member: str | None, turn: Turn, data: Mapping[str, JsonValue]
     ) -> tuple[Turn, tuple[BarometerRating, ...]]:
         session = turn.session
         if self.groups is None or member is None:
             unavailable = Reply(self.msg("barometer_groups_unavailable", session))
             return _before_prompt(turn, unavailable), ()
         rater = str(data.get("rater"))
-        scores = {str(k): int(v) for k, v in dict(data.get("scores", {})).items()}
+        scores = mode.scores_of(data)
         version = str(data.get("kb_version", self.engine.kb.version))
         if data.get("action") == "create":
             code = await self.groups.free_code()

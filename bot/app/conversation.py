@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from bot.app.consent import Consent, State
 from bot.app.identity import Identity
@@ -102,6 +102,15 @@ class Result:
         return self.previous is None or any(r.kind == STALE for r in self.replies)
 
 
+class _FeatureOptions(TypedDict):
+    """Who a turn's feature rows are about (:meth:`bot.app.features.Features.plan`)."""
+
+    channel: str
+    member: str
+    address: str | None
+    establishment: str | None
+
+
 @dataclass(frozen=True)
 class Step:
     """The engine's turn after the features, its events routed to the outbox, and the
@@ -160,7 +169,7 @@ class ConversationService:
         features write them themselves, before the commit."""
         writes: tuple[FeatureWrite, ...] = ()
         if self.features is not None:
-            options: dict[str, Any] = {
+            options: _FeatureOptions = {
                 "channel": identity.channel,
                 "member": identity.user,
                 "address": identity.address,

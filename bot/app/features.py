@@ -25,8 +25,7 @@ from bot.app.stats import StatsRecorder
 from bot.app.stats_report import DEFAULT_K, ReportJson, Scope, StatsReader
 from bot.engine.flow import Engine, Turn
 from bot.json_types import JsonObject, JsonValue
-from bot.storage.base import FeatureWrite, FollowUpScheduled
-from bot.storage.features import FeatureStore
+from bot.storage.base import FeatureStore, FeatureWrite, FollowUpScheduled
 
 
 class Features:

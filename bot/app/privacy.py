@@ -112,8 +112,7 @@ class Privacy:
         """One retention run: erase people (and API conversations) idle past the retention
         period; forget ids of old applied updates; return how many were erased. Several
         instances: only the one holding the retention lease runs it."""
-        lease = getattr(self.storage, "lease", None)
-        if lease is not None and not await lease("retention", RETENTION_LEASE):
+        if not await self.storage.lease("retention", RETENTION_LEASE):
             return 0
         erased = await self.storage.purge_idle(self.retention_days)
         await self.memory.purge_idle(MEMORY_IDLE_DAYS)

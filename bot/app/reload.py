@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bot.engine.flow import Engine
 from bot.knowledge.loader import load_with_problems
@@ -111,11 +110,11 @@ class Reloader:
             return ReloadResult(True, kb.version)
 
 
-def sighup_lifespan(reloader: Reloader) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A server lifespan reloading the knowledge base on ``SIGHUP``."""
+def sighup_lifespan(reloader: Reloader) -> Callable[[object], AbstractAsyncContextManager[None]]:
+    """A server lifespan reloading the knowledge base on ``SIGHUP`` (of any app: unused)."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[ReloadResult]] = set()
 

@@ -44,12 +44,12 @@ def today() -> dt.date:
 
 
 class StatsRecorder:
-    """What channels call after each engine turn: ``turn = await stats.record(turn, "telegram")``.
+    """What the conversation service asks after each engine turn: ``turn, writes =
+    stats.plan(turn, "telegram")``, the rows committed with the turn.
 
-    Returns the turn with the conversation's random statistics id in its session (the channel
-    saves that session as usual). Never raises: statistics must not break a conversation.
-    :meth:`plan` computes the same rows as :data:`~bot.storage.base.FeatureWrite` values
-    without writing them, for a caller that commits them with the turn.
+    The turn comes back with the conversation's random statistics id in its session (saved
+    with it). Never raises: statistics must not break a conversation. :meth:`record` writes
+    the rows at once, where the statistics tables live in another database than the turn's.
     """
 
     def __init__(self, store: FeatureStore) -> None:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from bot import config
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
@@ -37,17 +37,16 @@ from bot.config import Settings, ensure_secret
 from bot.engine.flow import Engine
 from bot.knowledge.establishments import Establishment, EstablishmentsError, load_establishments
 from bot.knowledge.model import KnowledgeBase
-from bot.storage.base import Storage
+from bot.storage.base import IntegrationStore, Storage
 from bot.storage.factory import build_stores, integration_for, integration_store
-from bot.storage.integration import IntegrationStore
 from bot.storage.memory import MemoryStorage
-from bot.storage.sqlite import SqliteStorage
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.routing import BaseRoute
 
     from bot.channels.http import ConversationApi
+    from bot.channels.telegram.compose import BuildOptions, ChannelOptions
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class World:
 
     settings: Settings
     establishments: dict[str, Establishment]
-    storage: SqliteStorage
+    storage: Storage
     features: Features
     outbox: IntegrationStore
     worker: WebhookWorker
@@ -164,7 +163,7 @@ class World:
     #: The one scheduler and the one retention, shared by Telegram and the API.
     jobs: Jobs
 
-    def telegram_options(self) -> dict[str, Any]:
+    def telegram_options(self) -> ChannelOptions:
         """The Telegram channel's share of the world (see ``bot.channels.telegram.build``)."""
         return {
             "establishments": self.establishments,
@@ -229,7 +228,7 @@ class Integration:
 def build_integration(
     settings: Settings,
     engine: Engine | EngineHolder,
-    storage: SqliteStorage,
+    storage: Storage,
     *,
     features: Features | None = None,
     world: World | None = None,
@@ -272,7 +271,10 @@ def build_integration(
 
 
 def telegram_parts(
-    engine: Engine | EngineHolder, storage: Storage, settings: Settings, **options: Any
+    engine: Engine | EngineHolder,
+    storage: Storage,
+    settings: Settings,
+    **options: Unpack[BuildOptions],
 ) -> tuple[list[BaseRoute], list[Lifespan]]:
     """The Telegram routes (the webhook's) and lifespan for the web server (none without a
     token); ``options`` go to ``bot.channels.telegram.build``."""
@@ -296,10 +298,10 @@ def build_server_app(
     *,
     routes: Sequence[BaseRoute] = (),
     lifespans: Sequence[Lifespan] = (),
-    storage: SqliteStorage | None = None,
+    storage: Storage | None = None,
     features: Features | None = None,
     jobs: Jobs | None = None,
-    **telegram_options: Any,
+    **telegram_options: Unpack[ChannelOptions],
 ) -> Starlette:
     """The web server's app: the store first (``PASSERELLE_DB``'s unless given), then the
     features (statistics, barometer groups, follow-ups, on the same database), then Telegram

@@ -12,7 +12,7 @@ import sys
 
 from bot import config
 from bot.cli.compose import establishments_or_exit, with_store
-from bot.storage.integration import IntegrationStore
+from bot.storage.base import IntegrationStore
 
 
 def _when(stamp: float | None) -> str:

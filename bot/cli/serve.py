@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Unpack
 
 from bot.cli.compose import Lifespan, World, build_integration, build_server_app, build_world
 from bot.cli.contents import load_or_exit
@@ -22,6 +22,7 @@ from bot.config import Settings
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from bot.channels.telegram.compose import ChannelOptions
     from bot.knowledge.establishments import Establishment
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,14 @@ def web_app(world: World, *, ready: Lifespan | None = None) -> Starlette:
     and one scheduler for both channels' timed jobs; ``ready`` is entered last."""
     from bot.app.reload import sighup_lifespan
     from bot.channels.http.admin import admin_routes
-    from bot.server import reload_everywhere
+    from bot.server import ReloadBus, reload_everywhere
 
     settings = world.settings
     parts = build_integration(
         settings, world.api_engine, world.storage, features=world.features, world=world
     )
     extra: list[Lifespan] = [sighup_lifespan(world.reloader)]
-    if world.storage.shared:
+    if world.storage.shared and isinstance(world.storage, ReloadBus):
         extra.append(reload_everywhere(world.reloader, world.storage))
     extra.append(chart_worker)
     return build_server_app(
@@ -127,7 +128,7 @@ async def chart_worker(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await asyncio.to_thread(charts.shutdown)
+        await asyncio.to_thread(charts.stop)
 
 
 def telegram_mode(settings: Settings) -> str:
@@ -165,9 +166,10 @@ def cmd_telegram(args: argparse.Namespace) -> int:
     return asyncio.run(poll(_world(need_telegram=True)))
 
 
-async def poll(world: World, **channel_options: Any) -> int:
+async def poll(world: World, **channel_options: Unpack[ChannelOptions]) -> int:
     """Run ``world``'s Telegram channel by long polling until SIGINT/SIGTERM: the same store,
-    features, establishments, outbox and worker as ``serve``, minus the web server."""
+    features, establishments, outbox and worker as ``serve``, minus the web server
+    (``channel_options`` over the world's own)."""
     from bot.adapters import charts
     from bot.channels import telegram
 
@@ -183,6 +185,7 @@ async def poll(world: World, **channel_options: Any) -> int:
         try:
             await world.worker.start()
             charts.prestart()
+            options: ChannelOptions = {**world.telegram_options(), **channel_options}
             try:
                 channel = telegram.build(
                     world.telegram_engine,
@@ -191,8 +194,7 @@ async def poll(world: World, **channel_options: Any) -> int:
                     features=world.features,
                     scheduler=world.jobs.scheduler,
                     memory=world.jobs.memory,
-                    **world.telegram_options(),
-                    **channel_options,
+                    **options,
                 )
                 async with telegram.running(channel, webhook=False), world.jobs.running():
                     line = startup_line(
@@ -207,7 +209,7 @@ async def poll(world: World, **channel_options: Any) -> int:
                         print(f"{line} Ctrl+C pour arrêter.", flush=True)
                     await stop.wait()
             finally:
-                await asyncio.to_thread(charts.shutdown)
+                await asyncio.to_thread(charts.stop)
                 await world.worker.stop()
         finally:
             await world.features.close()
@@ -216,7 +218,7 @@ async def poll(world: World, **channel_options: Any) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``telegram`` and ``serve`` to the ``passerelle`` parser."""
     from bot.config import settings_help
 

@@ -9,14 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from bot.app.stats_report import (
-    DEFAULT_K,
-    Report,
-    StatsReader,
-    funnel_chart,
-    render_csv,
-    render_table,
-)
+from bot.app.stats_output import funnel_chart, render_csv, render_table
+from bot.app.stats_report import DEFAULT_K, Report, StatsReader
 from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.factory import feature_store, is_postgres_url
 
@@ -52,8 +46,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 1
 
     async def compute() -> Report:
-        async with feature_store(target) as store:
+        store = feature_store(target)
+        await store.open()
+        try:
             return await StatsReader(store, kb).report(args.since, args.context, args.k)
+        finally:
+            await store.close()
 
     report = asyncio.run(compute())
     print(render_table(report))

@@ -15,7 +15,7 @@ from bot import config
 from bot.adapters.webhooks import WebhookWorker, describe
 from bot.cli.compose import establishments_or_exit, webhook_worker, with_store
 from bot.knowledge.establishments import new_secret
-from bot.storage.integration import IntegrationStore
+from bot.storage.base import IntegrationStore
 
 
 async def webhooks_status(

@@ -362,7 +362,7 @@ class BarometerMode:
         state = self._state(session)
         criteria = barometer.criteria()
         index = as_int(state.get("index", 0))
-        scores = {**_scores(state), criteria[index][1].id: score}
+        scores = {**scores_of(state), criteria[index][1].id: score}
         if index + 1 < len(criteria):
             nxt = self._with_state(session, {**state, "index": index + 1, "scores": dict(scores)})
             return engine.turn(nxt, self.prompt(engine, nxt))
@@ -393,7 +393,7 @@ class BarometerMode:
                 "action": action,
                 "code": code,
                 "rater": state.get("rater"),
-                "scores": dict(_scores(state)),
+                "scores": dict(scores_of(state)),
                 "consent": True,
                 "context": session.context,
                 "kb_version": engine.kb.version,
@@ -409,7 +409,7 @@ class BarometerMode:
         """
         asking = self._with_state(
             session,
-            {"step": "code", "rater": data.get("rater"), "scores": dict(_scores(data))},
+            {"step": "code", "rater": data.get("rater"), "scores": dict(scores_of(data))},
         )
         return engine.turn(
             asking,
@@ -500,7 +500,7 @@ class BarometerMode:
         return criteria[index][1].id if 0 <= index < len(criteria) else None
 
 
-def _scores(state: Mapping[str, JsonValue]) -> dict[str, int]:
+def scores_of(state: Mapping[str, JsonValue]) -> dict[str, int]:
     """The scores given so far, by criterion id, from a mode state or a ``keep`` event."""
     return {k: as_int(v) for k, v in as_object(state.get("scores")).items()}
 

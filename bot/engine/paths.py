@@ -222,7 +222,7 @@ def upgrade(self: Engine, session: Session) -> tuple[Session, tuple[Reply, ...]]
     ):
         moved, node = True, asking  # the new flow asks the country before this point
     # « Which comes first? » stays open while every answer and the question still hold and
-    # the wishes still lead to different first roles: asked again, answerable. Any other
+    # the wishes still lead to different first roles: asked again, answerable. Every other
     # pending question is dropped (the person is asked where they stand).
     keep = (
         session.pending == Pending.WISH_LEAD

@@ -7,6 +7,9 @@ Editors are not developers: any broken file gives :class:`KnowledgeBaseError` wi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import pickle
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -76,71 +79,108 @@ FILES: dict[str, tuple[type[BaseModel], bool]] = {
 #: Files an establishment may provide in its own directory (``PASSERELLE_CONTENUS_EXTRA``).
 EXTRA_FILES = ("contacts.yaml", "glossary.yaml")
 
-_constructor = yaml.constructor.SafeConstructor()
 #: The C parser when PyYAML has it (the lexicons are long); both give the same nodes and lines.
 _LOADER: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: What one file's text parses to, without its label: the data, the line of every value (by
+#: path) and the problems (line, message).
+Parsed = tuple[object, dict[Path_, int], list[tuple[int | None, str]]]
+
+#: Recent parses by content digest, pickled (each load gets its own fresh objects). Reloading a
+#: base, or a base where one file changed, parses only what changed; bounded to a few bases.
+_PARSED: dict[bytes, bytes] = {}
+_PARSED_MAX = 64
+_PARSED_LOCK = threading.Lock()
+
 
 def _to_python(
-    node: yaml.Node, file: str, path: Path_, source_map: SourceMap, problems: list[Problem]
+    node: yaml.Node,
+    path: Path_,
+    lines: dict[Path_, int],
+    problems: list[tuple[int | None, str]],
+    constructor: yaml.constructor.SafeConstructor,
 ) -> object:
     """The raw YAML value of ``node`` (unvalidated: the models check it)."""
-    source_map.lines[(file, path)] = node.start_mark.line + 1
+    lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[object, object] = {}
         for key_node, value_node in node.value:
-            key = _constructor.construct_object(key_node)
+            key = constructor.construct_object(key_node)
             if isinstance(key, dt.date | int | float | bool) or key is None:
                 key = str(key_node.value)
             if key in result:
                 problems.append(
-                    Problem(
-                        Location(file, key_node.start_mark.line + 1),
+                    (
+                        key_node.start_mark.line + 1,
                         f"la clé « {key} » apparaît deux fois : gardez-en une seule",
                     )
                 )
                 continue
-            result[key] = _to_python(value_node, file, (*path, key), source_map, problems)
+            result[key] = _to_python(value_node, (*path, key), lines, problems, constructor)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _to_python(item, file, (*path, index), source_map, problems)
+            _to_python(item, (*path, index), lines, problems, constructor)
             for index, item in enumerate(node.value)
         ]
-    return _constructor.construct_object(node)
+    return constructor.construct_object(node)
+
+
+def _parse(raw: str) -> Parsed:
+    """Parse one file's text (a pure function of it: see :data:`_PARSED`)."""
+    lines: dict[Path_, int] = {}
+    problems: list[tuple[int | None, str]] = []
+    try:
+        node = yaml.compose(raw, Loader=_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "syntaxe invalide"
+        message = (
+            f"YAML illisible ({what}) : vérifiez l'indentation, les deux-points "
+            "et les guillemets autour des textes qui contiennent « : » ou « # »"
+        )
+        return None, lines, [(mark.line + 1 if mark else None, message)]
+    except yaml.YAMLError as exc:
+        return None, lines, [(None, f"YAML illisible : {exc}")]
+    if node is None:
+        return None, lines, [(1, "le fichier est vide")]
+    # A constructor per parse: it remembers every node it built (PyYAML clears that memory
+    # only in construct_document, which is not used here), so a shared one kept them all.
+    constructor = yaml.constructor.SafeConstructor()
+    try:
+        data = _to_python(node, (), lines, problems, constructor)
+    except yaml.YAMLError as exc:
+        return None, {}, [(None, f"valeur YAML invalide : {exc}")]
+    return data, lines, problems
+
+
+def _parsed(raw: str) -> Parsed:
+    key = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    with _PARSED_LOCK:
+        cached = _PARSED.get(key)
+    if cached is not None:
+        result: Parsed = pickle.loads(cached)
+        return result
+    result = _parse(raw)
+    frozen = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    with _PARSED_LOCK:
+        _PARSED[key] = frozen
+        while len(_PARSED) > _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]  # the oldest
+    return result
 
 
 def read_yaml(path: Path, file: str, source_map: SourceMap) -> tuple[object, list[Problem]]:
     """Parse one YAML file, recording the line of every value in ``source_map``."""
-    problems: list[Problem] = []
     try:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         return None, [
             Problem(Location(file, None), f"le fichier n'est pas en UTF-8 ({exc.reason})")
         ]
-    try:
-        node = yaml.compose(raw, Loader=_LOADER)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        what = exc.problem or exc.context or "syntaxe invalide"
-        return None, [
-            Problem(
-                Location(file, line),
-                f"YAML illisible ({what}) : vérifiez l'indentation, les deux-points "
-                "et les guillemets autour des textes qui contiennent « : » ou « # »",
-            )
-        ]
-    except yaml.YAMLError as exc:
-        return None, [Problem(Location(file, None), f"YAML illisible : {exc}")]
-    if node is None:
-        return None, [Problem(Location(file, 1), "le fichier est vide")]
-    try:
-        data = _to_python(node, file, (), source_map, problems)
-    except yaml.YAMLError as exc:
-        return None, [Problem(Location(file, None), f"valeur YAML invalide : {exc}")]
-    return data, problems
+    data, lines, found = _parsed(raw)
+    source_map.lines.update({(file, where): line for where, line in lines.items()})
+    return data, [Problem(Location(file, line), message) for line, message in found]
 
 
 _MESSAGES: dict[str, Callable[[ErrorDetails], str]] = {

@@ -250,10 +250,49 @@ class ConversationStore(Protocol):
         """Durably record an update; ``False`` if this ``update_id`` was already seen.
         ``chat`` names whose turn it is (shared stores apply a chat's updates in order)."""
 
+    # -- health: what ``/healthz`` checks -------------------------------------------------
+    #: Where the store lives, for the health check's disk watch: a file, or ``":memory:"``
+    #: or ``":postgresql:"`` when there is no local file to watch.
+    path: str = ":memory:"
+
+    async def probe(self) -> None:
+        """Commit one small write: raises if the store cannot be written now (a store in
+        memory always can)."""
+        return None
+
     # -- several instances on one store (PostgreSQL); no-ops for a store of one process ---
     #: Whether several processes share this store (then the channels take the per-chat
     #: turn below, and sweep what a dead instance left).
     shared: bool = False
+    #: How long this instance's claims (replies, webhook events) last unrenewed before
+    #: another instance takes them over (``PASSERELLE_CLAIM_SECONDS``).
+    claim_seconds: float = 30.0
+
+    async def lease(self, name: str, seconds: float = 30.0) -> bool:
+        """Take or renew the lease ``name`` for ``seconds``: ``True`` for exactly one process
+        at a time (the holder renews; another takes it once it lapsed). One process: its own."""
+        return True
+
+    async def renew_claims(self) -> None:
+        """Extend this instance's claims while it lives, so no other takes over what it is
+        sending."""
+        return None
+
+    async def replies_orphaned(self) -> list[OutgoingReply]:
+        """Unsent replies whose claim lapsed (their instance died), claimed for this one."""
+        return []
+
+    async def replies_of_chat(self, chat_id: int) -> list[OutgoingReply]:
+        """Under :meth:`chat_turn`: the chat's replies not sent yet, by whichever instance
+        recorded them, in recorded order, claimed for this one. Read under the turn, it is
+        what is left to send: a live instance sends a chat's replies only in the chat's turn,
+        so none of these is being sent by another (one process: nothing shared to read)."""
+        return []
+
+    async def inbox_stale_chats(self, older_than: float, limit: int = 100) -> list[str]:
+        """Chats with an update recorded more than ``older_than`` seconds ago and still not
+        applied (its instance died): any instance may apply them, under :meth:`chat_turn`."""
+        return []
 
     def chat_turn(self, chat: str) -> AbstractAsyncContextManager[None]:
         """Hold ``chat``'s turn across every process sharing the store (one process: its own
@@ -318,6 +357,15 @@ Storage = ConversationStore
 # -- the integration store (hospital API, web chat, webhooks) ------------
 KeyKind = Literal["api", "widget"]
 KEY_PREFIXES: dict[str, str] = {"api": "psk_", "widget": "pwk_"}
+
+
+def key_kind(value: object) -> KeyKind:
+    """The :data:`KeyKind` of a stored key row."""
+    if value == "api":
+        return "api"
+    if value == "widget":
+        return "widget"
+    raise ValueError(f"unknown key kind {value!r}")
 
 
 def hash_key(key: str) -> str:

@@ -1,20 +1,22 @@
 """Which implementation of the three stores a deployment uses: SQLite for a file path (the
 zero-set-up default), PostgreSQL for a ``postgresql://`` URL (several instances).
 
-The consumers are typed against the SQLite classes until the contracts become Protocols
-(issue 12); the PostgreSQL classes have the same public methods and semantics (checked by
-tests/postgres/test_parity.py), hence the casts here and nowhere else.
+Everything returned is typed by its contract (:mod:`bot.storage.base`), so callers never know
+which implementation they hold (mypy checks both implement it; tests/postgres/test_schema.py
+that they offer the same public methods with the same parameters).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from bot.storage.features import FeatureStore
-from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
+from bot.storage.base import ConversationStore, FeatureStore, IntegrationStore
 from bot.storage.sqlite import SqliteStorage
+from bot.storage.sqlite.features import SqliteFeatureStore
+from bot.storage.sqlite.integration import SqliteIntegrationStore
+from bot.storage.sqlite.migrations import ALL_MIGRATIONS
 
 if TYPE_CHECKING:
     from bot.storage.postgres import PostgresStorage
@@ -31,7 +33,7 @@ def is_postgres_url(value: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class Stores:
-    core: SqliteStorage
+    core: ConversationStore
     features: FeatureStore
 
     @property
@@ -50,8 +52,8 @@ def build_stores(
         from bot.storage.postgres import PostgresFeatureStore, PostgresStorage
 
         core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds)
-        return Stores(cast(SqliteStorage, core), cast(FeatureStore, PostgresFeatureStore(core)))
-    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), FeatureStore(target))
+        return Stores(core, PostgresFeatureStore(core))
+    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), SqliteFeatureStore(target))
 
 
 def _postgres(target: str | Path, claim_seconds: float) -> PostgresStorage:
@@ -60,13 +62,15 @@ def _postgres(target: str | Path, claim_seconds: float) -> PostgresStorage:
     return PostgresStorage(str(target), claim_seconds=claim_seconds)
 
 
-def integration_for(core: SqliteStorage) -> IntegrationStore:
+def integration_for(core: ConversationStore) -> IntegrationStore:
     """The integration store sharing ``core``'s database (and writer or pool)."""
     from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
 
     if isinstance(core, PostgresStorage):
-        return cast(IntegrationStore, PostgresIntegrationStore(core))
-    return IntegrationStore(core)
+        return PostgresIntegrationStore(core)
+    if isinstance(core, SqliteStorage):
+        return SqliteIntegrationStore(core)
+    raise TypeError(f"no integration store shares a {type(core).__name__}'s database")
 
 
 def integration_store(
@@ -76,9 +80,8 @@ def integration_store(
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresIntegrationStore
 
-        store = PostgresIntegrationStore(_postgres(target, claim_seconds), owned=True)
-        return cast(IntegrationStore, store)
-    return IntegrationStore(target)
+        return PostgresIntegrationStore(_postgres(target, claim_seconds), owned=True)
+    return SqliteIntegrationStore(target)
 
 
 def feature_store(target: str | Path, *, claim_seconds: float = CLAIM_SECONDS) -> FeatureStore:
@@ -86,6 +89,5 @@ def feature_store(target: str | Path, *, claim_seconds: float = CLAIM_SECONDS) -
     if is_postgres_url(target):
         from bot.storage.postgres import PostgresFeatureStore
 
-        store = PostgresFeatureStore(_postgres(target, claim_seconds), owned=True)
-        return cast(FeatureStore, store)
-    return FeatureStore(target)
+        return PostgresFeatureStore(_postgres(target, claim_seconds), owned=True)
+    return SqliteFeatureStore(target)

@@ -136,14 +136,15 @@ async def test_a_crash_before_the_commit_leaves_no_statistics_row(
     path = tmp_path / "p.db"
     storage = SqliteStorage(path, migrations=ALL_MIGRATIONS)
     await storage.open()
-    features = Features(engine, FeatureStore(path))
+    feature_store = FeatureStore(path)
+    features = Features(engine, feature_store)
     await features.open()
     service = ConversationService(
         engine, storage, consent=Consent(storage, MemoryStorage()), features=features
     )
 
     async def conversations() -> int:
-        [(count,)] = await features.store.read("SELECT COUNT(*) FROM stats_conversations")
+        [(count,)] = await feature_store.read("SELECT COUNT(*) FROM stats_conversations")
         return as_int(count)
 
     try:

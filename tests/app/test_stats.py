@@ -14,14 +14,8 @@ import pytest
 from bot.adapters.charts import FUNNEL_SIZE
 from bot.app.engines import build_engine
 from bot.app.stats import StatsRecorder
-from bot.app.stats_report import (
-    Report,
-    StatsReader,
-    funnel_chart,
-    hide_partition,
-    question_order,
-    render_csv,
-)
+from bot.app.stats_output import funnel_chart, render_csv
+from bot.app.stats_report import Report, StatsReader, hide_partition, question_order
 from bot.cli import main
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.harness.wait import BROWSER_WAIT_MS
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -20,6 +22,7 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+expect.set_options(timeout=BROWSER_WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,6 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(locale="fr-FR")
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(BROWSER_WAIT_MS)
     yield page
     context.close()

@@ -39,6 +39,7 @@ from bot.storage.integration import IntegrationStore
 from tests.harness.knowledge import version_b
 from tests.harness.paths import CONTENUS
 from tests.harness.servers import serve
+from tests.harness.wait import BROWSER_WAIT_MS
 
 API_SECRET = b"api-pseudonym-secret-for-tests-0"
 ADMIN = "admin-token-for-tests-0123456789"
@@ -201,7 +202,7 @@ def web_chat(browser: Browser, url: str) -> Page:
     """A fresh web chat in its own browser context (its own storage: its own conversation)."""
     context = browser.new_context(locale="fr-FR")
     chat = context.new_page()
-    chat.set_default_timeout(10_000)
+    chat.set_default_timeout(BROWSER_WAIT_MS)
     chat.goto(url + "/")
     expect(
         chat.get_by_role("button", name="Je vis avec une maladie ou un handicap")

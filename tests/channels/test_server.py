@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.knowledge.model import KnowledgeBase
 from bot.server import build_app
-from bot.storage.base import Conversation
+from bot.storage.base import Conversation, Storage
 from bot.storage.integration import ALL_MIGRATIONS, IntegrationStore
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI
@@ -114,7 +114,7 @@ async def test_serve_runs_one_scheduler_and_one_retention_for_telegram_and_the_a
                 await check.close()
 
 
-async def _gone(conversations: IntegrationStore, people: SqliteStorage) -> bool:
+async def _gone(conversations: IntegrationStore, people: Storage) -> bool:
     return (
         await conversations.load_conversation("conv_idle", "chu-a") is None
         and await people.load_session("idle-person") is None

@@ -30,7 +30,7 @@ from bot.storage.features import FeatureStore
 from bot.storage.integration import IntegrationStore
 from tests.harness.personas import PATIENT_TRAINER
 from tests.harness.servers import serve
-from tests.harness.wait import DEADLINE
+from tests.harness.wait import BROWSER_WAIT_MS, DEADLINE
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_on_a_phone_the_page_fits_the_answer_starts_in_view_and_links_work(
     url, _ = site
     context = browser.new_context(locale="fr-FR", viewport={"width": 360, "height": 740})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(BROWSER_WAIT_MS)
     try:
         page.goto(url + "/")
         walk_to_recommendation(page)
@@ -311,9 +311,9 @@ def test_the_chart_opens_full_size(kb: KnowledgeBase, tmp_path: Path, page: Page
         features=Features(engine, FeatureStore(db)),
     )
     with serve(create_app(api)) as url:
-        # The server started its chart worker; on a loaded machine its first start (importing
-        # matplotlib, loading the fonts) can outlast the page's timeouts: wait until it is warm,
-        # as a person arriving after start-up finds it.
+        # The chart worker, started as `passerelle serve` starts it: on a loaded machine its
+        # first start (importing matplotlib, loading the fonts) can outlast the page's
+        # timeouts, so wait until it is warm, as a person arriving after start-up finds it.
         warm = charts.prestart()
         if warm is not None:
             warm.result(timeout=DEADLINE)

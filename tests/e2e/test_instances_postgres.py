@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 from bot.storage.postgres.schema import ensure_current
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
 from tests.harness.instances import Server, post
+from tests.harness.wait import eventually
 
 pytestmark = pytest.mark.slow
 CHATS = 16
@@ -66,7 +68,7 @@ async def consent_everyone(
         consent = next(m for m in reversed(api.to_chat(user.id)) if m.buttons)
         await deliver(client, servers, i + 1, user.press(consent, consent.buttons[0][1]))
     await api.wait_for(lambda: all(api.count_to(u.id) > counts[u.id] for u in users), 30)
-    await asyncio.sleep(0.3)  # the consent's last messages land (not asserted)
+    await drained(api, servers[0].env["PASSERELLE_DB"])  # the consent's last messages landed
     return {u.id: api.count_to(u.id) for u in users}
 
 
@@ -81,6 +83,19 @@ def check_order(api: FakeBotAPI, users: list[FakeUser], baseline: dict[int, int]
         assert texts[0] != texts[1], "the two kinds of turn have different replies"
         for index, text in enumerate(texts[:TURNS]):
             assert text == texts[index % 2], (user.id, index)
+
+
+async def drained(api: FakeBotAPI, url: str) -> None:
+    """Wait until nothing more can reach Telegram: every update applied, no reply left to send
+    (a reply whose sender died stays in ``replies`` until the other instance sends it again)
+    and no call being answered. After it, a message that did not come never will."""
+
+    async def nothing_left() -> bool:
+        pending, unsent, _ = await asyncio.to_thread(database_state, url)
+        return pending == 0 and unsent == 0 and api.busy == 0
+
+    await eventually(nothing_left, "updates applied and replies sent by the instances")
+    await api.idle()
 
 
 def database_state(url: str) -> tuple[int, int, int]:
@@ -115,7 +130,7 @@ async def test_two_instances_apply_each_update_once_in_order(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= baseline[u.id] + TURNS for u in users), 60
                 )
-                await asyncio.sleep(1.0)  # a reply applied twice would land by now
+                await drained(api, database)  # a reply applied twice would have landed
         finally:
             for server in servers:
                 server.stop()
@@ -162,7 +177,7 @@ async def test_one_instance_killed_five_times_under_load_loses_nothing(
                 await api.wait_for(
                     lambda: all(api.count_to(u.id) >= expected[u.id] for u in users), 90
                 )
-                await asyncio.sleep(2 * float(CLAIM_SECONDS))  # late duplicates land
+                await drained(api, database)  # late duplicates (claims expired) landed
         finally:
             for server in servers:
                 server.stop()
@@ -170,3 +185,59 @@ async def test_one_instance_killed_five_times_under_load_loses_nothing(
     assert all(0 <= n <= crashes for n in extra.values()), extra
     pending, unsent, _ = database_state(database)
     assert pending == 0 and unsent == 0
+
+
+async def test_a_paused_instance_keeps_its_replies_no_reply_sent_twice(
+    migrated_pg: str, tmp_path: Path
+) -> None:
+    """An instance frozen (SIGSTOP: a stalled VM, a machine under heavy load) longer than its
+    claim while Telegram is answering its reply: the other instance sees the claim lapse, but
+    the frozen one is alive and finishes that send when it resumes; the reply reaches the
+    person once, not once from each instance."""
+    database = migrated_pg
+    claim = 2.0
+    async with FakeBotAPI() as api:
+        servers = [instance(api, database, tmp_path) for _ in range(2)]
+        for server in servers:
+            server.env["PASSERELLE_CLAIM_SECONDS"] = str(claim)
+            await server.start()
+        frozen = servers[0]
+        assert frozen.process is not None
+        try:
+            user = api.user(8_200_000)
+            async with httpx.AsyncClient(timeout=10) as client:
+                baseline = (await consent_everyone(api, client, servers, [user]))[user.id]
+                # Telegram is slow to answer the next reply: the instance is mid-send.
+                api.fail("sendMessage", 200, delay=4 * claim)
+                assert await post(client, frozen.url, user.text("aide"))
+                await eventually(lambda: api.busy > 0, "the reply being sent")
+                holder = await asyncio.to_thread(reply_holders, database)
+                frozen.process.send_signal(signal.SIGSTOP)
+                try:
+                    # The other instance's sweeper found the claim lapsed and took the reply.
+                    await eventually(
+                        _claim_moved(database, holder), "the other instance took the reply over"
+                    )
+                finally:
+                    frozen.process.send_signal(signal.SIGCONT)
+                await drained(api, database)
+        finally:
+            for server in servers:
+                server.stop()
+    texts = [m.text for m in api.to_chat(user.id)[baseline:]]
+    assert len(texts) == 1, texts
+
+
+def reply_holders(url: str) -> set[str]:
+    """Who holds the claims of the replies not sent yet."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT claimed_by FROM replies").fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _claim_moved(url: str, before: set[str]) -> Any:
+    async def moved() -> bool:
+        now = await asyncio.to_thread(reply_holders, url)
+        return bool(now) and not now & before
+
+    return moved

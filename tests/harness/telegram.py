@@ -19,15 +19,19 @@ from bot.channels.telegram import TelegramChannel
 from bot.cli.compose import build_integration, build_server_app, establishments_or_exit, jobs_for
 from bot.config import Settings
 from bot.engine.flow import Engine
+from bot.storage.base import Storage
 from bot.storage.factory import build_stores, is_postgres_url
 from bot.storage.features import FeatureStore
 from bot.storage.integration import ALL_MIGRATIONS
+from bot.storage.postgres import PostgresStorage
 from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
 from tests.harness.servers import serve
 from tests.harness.wait import DEADLINE
 
 SECRET = b"test-pseudonym-secret-0123456789"
+#: The stores the tests run on (both count their rows, for the tests' checks).
+Store = SqliteStorage | PostgresStorage
 WEBHOOK_SECRET = "webhook-secret-abcdefghijklmnop"
 
 
@@ -48,13 +52,19 @@ def settings_for(api: FakeBotAPI, db: str | Path, webhook: bool) -> Settings:
     )
 
 
+def concrete(core: Storage) -> Store:
+    """The factory's store as the implementation the tests inspect."""
+    assert isinstance(core, SqliteStorage | PostgresStorage)
+    return core
+
+
 @dataclass
 class Bot:
     """One running server (our real app under uvicorn) and how to reach it like Telegram."""
 
     api: FakeBotAPI
     channel: TelegramChannel
-    storage: SqliteStorage
+    storage: Store
     url: str
     webhook: bool
     client: httpx.AsyncClient
@@ -104,7 +114,7 @@ async def running_bot(
     on SQLite and on PostgreSQL)."""
     settings = settings_for(api, db, webhook)
     storage = (
-        build_stores(settings.database_url).core
+        concrete(build_stores(settings.database_url).core)
         if settings.database_url
         else SqliteStorage(settings.db_path, synchronous="NORMAL")
     )
@@ -176,7 +186,7 @@ async def full_bot(
     )
     stores = build_stores(database) if postgres and database else None
     storage = (
-        stores.core
+        concrete(stores.core)
         if stores
         else SqliteStorage(settings.db_path, synchronous="NORMAL", migrations=ALL_MIGRATIONS)
     )
@@ -204,7 +214,7 @@ async def full_bot(
         yield Bot(api, app.state.telegram, storage, url, False, client)
 
 
-async def settled(api: FakeBotAPI, channel: TelegramChannel, storage: SqliteStorage) -> None:
+async def settled(api: FakeBotAPI, channel: TelegramChannel, storage: Storage) -> None:
     """Wait until nothing more can reach Telegram for what was received so far: every update
     applied, the reply outbox empty and no call being answered. After it, a message that did
     not come is proof that it never will (a duplicate, a second question), not luck."""

@@ -13,6 +13,10 @@ T = TypeVar("T")
 
 #: Generous: the machine running the tests may be busy; a passing test never waits this long.
 DEADLINE = 120.0
+#: How long a browser action or ``expect`` waits for its signal (the answer shown, the log no
+#: longer busy), in milliseconds: a bound on a hang, not a speed target. Playwright's 5 s
+#: default is shorter than one turn drawing a chart on a loaded 2-core machine.
+BROWSER_WAIT_MS = 30_000
 
 
 def wait_until(condition: Callable[[], object], what: str = "", seconds: float = DEADLINE) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from bot.adapters.webhooks import RetryPolicy, WebhookWorker
 from bot.json_types import JsonObject
-from bot.storage.base import FollowUpTaken, UserChange
+from bot.storage.base import FollowUpTaken, OutgoingReply, UserChange
 from bot.storage.integration import Conversation, OutboxEvent, TranscriptLine
 from bot.storage.postgres import PostgresIntegrationStore, PostgresStorage
 from bot.storage.postgres.schema import ensure_current
@@ -189,3 +189,51 @@ async def test_a_conversation_turn_waits_for_the_other_instance(
     final = await b.load_conversation("conv_1", "chu")
     assert final is not None and final.session == {"turns": 2}
     assert [line.body["text"] for line in await a.transcript("conv_1")] == ["a", "b"]
+
+
+async def test_a_reply_taken_over_from_a_live_sender_is_sent_by_one_instance(pg_url: str) -> None:
+    """A live instance's claim lapsed (frozen, starved) while it sends a chat's reply in the
+    chat's turn: the other instance claims the reply, but reads what is left to send only in
+    that turn, so it waits for the sender and then finds the reply gone (sent once)."""
+    await ensure_current(pg_url, upgrade=True)
+    late = PostgresStorage(pg_url, clock=lambda: time.time() - 3600)  # its claims lapse at once
+    other = PostgresStorage(pg_url)
+    await late.open()
+    await other.open()
+    try:
+        sending = asyncio.Event()
+        sent = asyncio.Event()
+        reply = OutgoingReply(5, 0, 7, "sendMessage", '{"text": "Bonjour"}')
+
+        async def sender() -> None:
+            async with late.chat_turn("chat:7"):
+                await late.inbox_add(5, b"{}", chat="chat:7")
+                await late.commit_update(5, "", UserChange(replies=(reply,)))
+                sending.set()
+                await sent.wait()  # Telegram answering, the claim lapsed meanwhile
+                await late.reply_sent(5, 0)
+
+        async def taker() -> list[OutgoingReply]:
+            await sending.wait()
+            assert [r.update_id for r in await other.replies_orphaned()] == [5]
+            async with other.chat_turn("chat:7"):
+                return await other.replies_of_chat(7)
+
+        sending_task = asyncio.create_task(sender())
+        taking = asyncio.create_task(taker())
+        waiting = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        while (await late.rows(waiting))[0][0] == 0:  # the taker waits for the chat's turn
+            assert not taking.done(), "the taker read the replies while they were being sent"
+            await asyncio.sleep(0.02)
+        assert not taking.done()
+        sent.set()
+        await sending_task
+        assert await taking == []  # nothing left: the reply is not sent a second time
+        # A reply still unsent is what the turn hands over, whoever recorded it.
+        async with other.chat_turn("chat:7"):
+            await other.commit_update(None, "", UserChange(replies=(reply,)))
+        async with late.chat_turn("chat:7"):
+            assert await late.replies_of_chat(7) == [reply]
+    finally:
+        await late.close()
+        await other.close()

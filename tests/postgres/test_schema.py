@@ -127,9 +127,9 @@ def test_translation_keeps_timestamps_exact_and_ids_wide() -> None:
 def test_postgres_stores_offer_every_public_method_with_the_same_parameters(
     sqlite: type, postgres: type
 ) -> None:
-    """The consumers are typed against the SQLite classes (bot/storage/factory.py casts):
-    every public method they may call exists on the PostgreSQL one, taking the same
-    arguments (PostgreSQL may add optional ones)."""
+    """Beyond the Protocols mypy checks (bot/storage/factory.py returns them): every public
+    method of a SQLite store, contract or helper, exists on the PostgreSQL one, taking the
+    same arguments (PostgreSQL may add optional ones)."""
     for name, member in inspect.getmembers(sqlite, inspect.isfunction):
         if name.startswith("_") and name not in ("__aenter__", "__aexit__"):
             continue

@@ -253,3 +253,18 @@ async def test_a_follow_up_no_longer_pending_commits_nothing(together: Stores) -
     assert await store.load_session(ALICE) == {"n": 1}
     assert [(r.update_id, r.seq) for r in await store.replies_pending()] == [(-1, 0)]
     assert [i.update_id for i in await store.inbox_pending()] == [9]
+
+
+async def test_alone_on_the_store_the_lease_is_ours_and_nothing_is_left_to_take_over(
+    conversations: ConversationStore,
+) -> None:
+    """What the retention and the sweeper ask of every store (PostgreSQL answers for several
+    instances, the others for their one process): a process alone holds the retention lease
+    and renews it, and finds no reply nor update left behind by a dead instance."""
+    assert await conversations.lease("retention", 60)
+    assert await conversations.lease("retention", 60)
+    await conversations.inbox_add(1, b"{}", chat="chat:7")
+    await conversations.renew_claims()
+    assert await conversations.replies_orphaned() == []
+    assert await conversations.inbox_stale_chats(older_than=3600) == []
+    assert conversations.claim_seconds > 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.engine import events
+from bot.json_types import JsonValue
 
 
 class _Payload(BaseModel):
@@ -74,7 +75,7 @@ EVENT_MODELS: dict[str, type[ContactRequested] | type[ConversationCompleted]] = 
 }
 
 
-def payload(kind: str, timestamp: str, data: Mapping[str, Any]) -> str:
+def payload(kind: str, timestamp: str, data: Mapping[str, JsonValue]) -> str:
     """The JSON body of one event, validated by its model (a drift fails loudly in tests)."""
     body = EVENT_MODELS[kind].model_validate({"type": kind, "timestamp": timestamp, "data": data})
     dumped = body.model_dump(mode="json", exclude_none=False)

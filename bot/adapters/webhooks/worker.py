@@ -13,12 +13,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from bot.adapters.webhooks.signing import sign
 from bot.adapters.webhooks.target import check_target
+from bot.json_types import JsonObject
 from bot.knowledge.establishments import Establishment
 from bot.storage.base import IntegrationStore, OutboxItem
 
@@ -274,7 +274,7 @@ class WebhookWorker:
         return f"HTTP {response.status_code}"
 
 
-def describe(item: OutboxItem) -> dict[str, Any]:
+def describe(item: OutboxItem) -> JsonObject:
     """A line of ``passerelle webhooks status`` (no payload: it may hold personal data)."""
     return {
         "id": item.id,

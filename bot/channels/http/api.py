@@ -18,7 +18,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Never, TypeVar
+from typing import TYPE_CHECKING, Never, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -64,6 +64,7 @@ from bot.channels.http.webchat import webchat_routes
 from bot.config import BODY_TIMEOUT
 from bot.engine.flow import Engine, Turn
 from bot.engine.session import Input, Session
+from bot.json_types import JsonObject
 from bot.knowledge.establishments import Establishment
 from bot.storage.base import (
     ApiKey,
@@ -238,7 +239,7 @@ class ConversationApi:
                 conversation = await self._owned(request, key, conversation_id)
                 session = Session.from_dict(conversation.session)
                 now = time.time()
-                person: dict[str, Any]
+                person: JsonObject
                 if body.choice is not None:
                     if not self.choices.accepts(body.choice, conversation.offered):
                         raise ApiError(

@@ -3,19 +3,18 @@ schema by tests/channels/test_api_schema.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from bot.channels.http.schemas import MAX_BODY_BYTES, ErrorCode
 from bot.engine.flow import MAX_TEXT_LENGTH
+from bot.json_types import JsonObject
 
 CID = "conv_5f0c2a9e8b7d4c3a1e6f0b9d8c7a6e5f"
-WELCOME: dict[str, Any] = {
+WELCOME: JsonObject = {
     "text": "Bonjour, je suis Passerelle…",
     "choices": [],
     "image_url": None,
     "image_alt": None,
 }
-FIRST_QUESTION: dict[str, Any] = {
+FIRST_QUESTION: JsonObject = {
     "text": "Pour commencer, qui êtes-vous ?",
     "choices": [
         {"id": "patient", "label": "Je vis avec une maladie ou un handicap"},
@@ -24,7 +23,7 @@ FIRST_QUESTION: dict[str, Any] = {
     "image_url": None,
     "image_alt": None,
 }
-CONTACT: dict[str, Any] = {
+CONTACT: JsonObject = {
     "id": "partenariat_en_sante_occitanie",
     "name": "Centre Opérationnel du Partenariat en Santé (COPS) Occitanie",
     "description": "Fait vivre le partenariat en santé en Occitanie.",
@@ -34,7 +33,7 @@ CONTACT: dict[str, Any] = {
     "phone": None,
     "email": None,
 }
-RECOMMENDED: dict[str, Any] = {
+RECOMMENDED: JsonObject = {
     "replies": [
         {"text": "Merci pour vos réponses. Voici les rôles…", "choices": [],
          "image_url": None, "image_alt": None},
@@ -57,7 +56,7 @@ RECOMMENDED: dict[str, Any] = {
     "understood": {"profile": "patient", "experience": "chronique", "country": "fr",
                    "region": "occitanie", "territory": "fr-occitanie"},
 }  # fmt: skip
-NEXT_QUESTION: dict[str, Any] = {
+NEXT_QUESTION: JsonObject = {
     "replies": [{"text": "Quelle est votre situation de santé ?", "image_url": None,
                  "image_alt": None,
                  "choices": [{"id": "chronique", "label": "Maladie chronique"}]}],
@@ -65,7 +64,7 @@ NEXT_QUESTION: dict[str, Any] = {
     "recommendation": None,
     "understood": {"profile": "patient"},
 }  # fmt: skip
-CONVERSATION: dict[str, Any] = {
+CONVERSATION: JsonObject = {
     "conversation_id": CID,
     "context": "chu-exemple",
     "node": "situation",
@@ -85,12 +84,12 @@ CONVERSATION: dict[str, Any] = {
     "followups": [],
     "webhooks_pending": [],
 }  # fmt: skip
-ROW: dict[str, Any] = {
+ROW: JsonObject = {
     "id": "patient_partenaire_formateur",
     "label": "Patient partenaire formateur",
     "count": 12,
 }
-STATS: dict[str, Any] = {
+STATS: JsonObject = {
     "since": "2026-01-01", "context": "chu-exemple", "k": 5,
     "conversations": 140, "completed": 96, "completion_rate": 0.69,
     "funnel": [{"id": "profil", "label": "Qui êtes-vous ?", "count": 140}],
@@ -102,7 +101,7 @@ STATS: dict[str, Any] = {
                           "answered": 9, "reached": 6, "share_reached": 0.67}],
     "followup_by_context": [],
 }  # fmt: skip
-EVENTS: dict[str, dict[str, Any]] = {
+EVENTS: dict[str, JsonObject] = {
     "contact.requested": {
         "type": "contact.requested",
         "timestamp": "2026-11-23T10:15:00+00:00",
@@ -161,7 +160,7 @@ ERRORS: dict[str, list[tuple[ErrorCode, str]]] = {
     "500": [("internal_error", "Erreur interne, réessayez plus tard.")],
 }  # fmt: skip
 
-CREATED: dict[str, Any] = {
+CREATED: JsonObject = {
     "conversation_id": CID,
     "conversation_secret": None,
     "node": "profil",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -32,10 +31,8 @@ class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request's head."""
 
     header_timeout: float = HEADER_TIMEOUT
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+    #: The pending deadline of the current request's head (each connection sets its own).
+    _head_timer: asyncio.TimerHandle | None = None
 
     def _waiting_for_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete

@@ -1,13 +1,16 @@
 """The Telegram channel (python-telegram-bot 22): a thin translator in front of
 :class:`bot.app.conversation.ConversationService`.
 
-:mod:`.channel` lifecycle, intake and the per-update commit; :mod:`.handlers` PTB updates →
-service → replies; :mod:`.render` HTML and buttons; :mod:`.delivery` the reply outbox and Bot
-API calls; :mod:`.queues` what a queued job produces; :mod:`.intake` the checks before
-recording; :mod:`.scheduler` retention and follow-ups; :mod:`.compose` building it.
+:mod:`.channel` lifecycle and intake; :mod:`.apply` the per-update commit; :mod:`.handlers`
+PTB updates → service → replies; :mod:`.render` HTML and buttons; :mod:`.delivery` the reply
+outbox and Bot API calls; :mod:`.queues` what a queued job produces; :mod:`.intake` the checks
+before recording; :mod:`.transport` polling and the webhook route; :mod:`.menu` the command
+menu; :mod:`.sweeper` several instances' leftovers; :mod:`.scheduler` follow-ups;
+:mod:`.compose` building it.
 """
 
-from bot.channels.telegram.channel import MAX_APPLY_ATTEMPTS, TelegramChannel
+from bot.channels.telegram.apply import MAX_APPLY_ATTEMPTS
+from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.compose import build, running
 from bot.channels.telegram.intake import update_problem
 from bot.channels.telegram.render import (

@@ -3,9 +3,11 @@ ordered processing.
 
 Every update goes through the store's *inbox* first (:meth:`TelegramChannel.receive`): recorded
 and committed, then applied by the handlers (:mod:`.handlers`), whose one change is committed
-with the inbox mark and the replies in one transaction (:mod:`.queues`), then sent
-(:mod:`.delivery`). The webhook answers 200 only after the recording; polling confirms an offset
-only after it. Updates of one chat are applied in order, different chats concurrently.
+with the inbox mark and the replies in one transaction (:mod:`.apply`, :mod:`.queues`), then
+sent (:mod:`.delivery`). The webhook answers 200 only after the recording; polling confirms an
+offset only after it (:mod:`.transport`). Updates of one chat are applied in order, different
+chats concurrently; several instances on one store take over each other's leftovers
+(:mod:`.sweeper`).
 
 Consent, privacy, routing and features live in :mod:`bot.app`; users are keyed by a pseudonym
 (keyed hash of the Telegram id); logs carry no message text, no Telegram id and no token.
@@ -15,20 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
-from telegram.error import NetworkError, RetryAfter, TelegramError
+from telegram import Bot, Update
 from telegram.ext import Application
 
 from bot.app.choices import ChoiceIds
@@ -40,30 +35,19 @@ from bot.app.outbox import EventRouter
 from bot.app.privacy import OutboxAbout, Privacy, schedule_retention
 from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
+from bot.channels.telegram import menu, transport
+from bot.channels.telegram.apply import MAX_APPLY_ATTEMPTS, UpdateApplier
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY, Delivery
 from bot.channels.telegram.handlers import Handlers
-from bot.channels.telegram.intake import (
-    MAX_INT,
-    chat_key,
-    chat_name,
-    chat_of,
-    json_object,
-    parse,
-)
-from bot.channels.telegram.queues import (
-    CURRENT,
-    CatchUp,
-    FollowUpDue,
-    PendingTurn,
-    Redeliver,
-    StagedTransaction,
-)
+from bot.channels.telegram.intake import MAX_INT, chat_key, chat_name, json_object, parse
+from bot.channels.telegram.queues import CatchUp, FollowUpDue, Redeliver, StagedTransaction
 from bot.channels.telegram.render import choice_hash
 from bot.channels.telegram.scheduler import RETENTION_FIRST, FollowUpAsker
+from bot.channels.telegram.sweeper import Sweeper
 from bot.config import Settings
 from bot.engine.flow import Engine
-from bot.knowledge.model import COMMANDS
-from bot.storage.base import OutgoingReply, Storage, UserChange
+from bot.json_types import JsonObject
+from bot.storage.base import Storage
 
 if TYPE_CHECKING:
     from bot.app.features import Features
@@ -75,12 +59,6 @@ if TYPE_CHECKING:
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 log = logging.getLogger(__name__)
-
-#: Commands of the channel itself, after the engine's and its modes' in the menu.
-OWN_COMMANDS = ("mesdonnees", "oubli")
-MAX_BODY = 1 << 20
-#: An update whose application failed this many times is dead-lettered (payload dropped).
-MAX_APPLY_ATTEMPTS = 3
 
 
 class TelegramChannel:
@@ -158,8 +136,16 @@ class TelegramChannel:
             transaction=lambda update: StagedTransaction(storage, update.update_id, self.on_events),
         )
         self.followups = FollowUpAsker(self.service, self.delivery, features)
+        self.applier = UpdateApplier(
+            application.process_update,
+            lambda: self.application.bot,
+            storage,
+            self.delivery,
+            features,
+            on_events,
+        )
+        self.sweeper = Sweeper(storage, self.delivery, self._queues, features, self.send_followup)
         self._started = False
-        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> Engine:
@@ -167,8 +153,9 @@ class TelegramChannel:
         return self.holder.engine
 
     @property
-    def bot(self) -> Any:
-        return self.application.bot
+    def bot(self) -> Bot:
+        bot: Bot = self.application.bot
+        return bot
 
     def install(self) -> None:
         """Register the handlers on the PTB application (order matters)."""
@@ -182,7 +169,7 @@ class TelegramChannel:
         await self.application.initialize()
         await self.application.start()
         self._started = True
-        await self.delivery.call(self.bot.set_my_commands, self._menu())
+        await self.delivery.call(self.bot.set_my_commands, menu.bot_commands(self.engine))
         if self._owns_scheduler:
             schedule_retention(self.scheduler, self.purge, first=RETENTION_FIRST)
         if self.features is not None:
@@ -190,40 +177,11 @@ class TelegramChannel:
             await self.features.followups.rebuild(self.features.scheduler)
         await self.resume_inbox()
         if self.storage.shared:
-            self._sweeper = asyncio.create_task(self._sweep(), name="telegram-sweeper")
-
-    async def _sweep(self) -> None:
-        """Several instances: what another instance left behind when it died, taken over
-        once its claims lapsed (replies recorded and not sent, updates recorded and not
-        applied), and follow-ups due (each claimed once, by whichever instance asks first)."""
-        interval = max(0.2, getattr(self.storage, "claim_seconds", 30.0) / 3)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_once(older_than=interval * 3)
-            except Exception as exc:
-                log.warning("sweep failed: %s", type(exc).__name__)
+            self.sweeper.start()
 
     async def sweep_once(self, older_than: float) -> None:
-        renew = getattr(self.storage, "renew_claims", None)
-        if renew is not None:
-            await renew()  # what this instance is sending stays its own while it lives
-        orphaned = getattr(self.storage, "replies_orphaned", None)
-        for reply in await orphaned() if orphaned is not None else ():
-            if self.delivery.adopt(reply):
-                self._queues.submit(("chat", reply.chat_id), Redeliver(reply.chat_id))
-        stale = getattr(self.storage, "inbox_stale_chats", None)
-        if stale is not None:
-            for chat in await stale(older_than):
-                self._queues.submit(chat_of(chat), CatchUp(chat))
-        if self.features is not None:
-            # Due follow-ups no job of this instance waits for (another instance's, or one
-            # left by an instance that stopped); one waiting for its retry is left to it.
-            jobs = self.features.scheduler
-            waiting = jobs.scheduled() if jobs is not None else set()
-            for followup in await self.features.followups.due():
-                if followup.job_name not in waiting:
-                    await self.send_followup(followup)
+        """One sweep of :class:`.sweeper.Sweeper` (several instances on one store)."""
+        await self.sweeper.sweep_once(older_than)
 
     async def stop(self) -> None:
         """Finish what is under way, then stop PTB (the store is closed by its owner).
@@ -231,11 +189,7 @@ class TelegramChannel:
         self.delivery.stop()
         if self._owns_scheduler:
             await self.scheduler.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self.sweeper.stop()
         await self._queues.join()
         if self._started:
             self._started = False
@@ -249,7 +203,12 @@ class TelegramChannel:
         A row that cannot be read (recorded by an older version, or damaged) never stops the
         start: a reply is dropped, an update dead-lettered (its payload nulled), with a log
         line each; so is an update that already failed :data:`MAX_APPLY_ATTEMPTS` times."""
-        for chat_id in self.delivery.pending(await self.storage.replies_pending()):
+        replies = await self.storage.replies_pending()
+        if self.storage.shared:  # read again in each chat's turn (UpdateApplier.redeliver)
+            chats = list(dict.fromkeys(reply.chat_id for reply in replies))
+        else:
+            chats = self.delivery.pending(replies)
+        for chat_id in chats:
             self._queues.submit(("chat", chat_id), Redeliver(chat_id))
         pending = await self.storage.inbox_pending(limit=100_000)
         resumed = 0
@@ -273,21 +232,13 @@ class TelegramChannel:
     def menu(self) -> list[str]:
         """Every command a person can type, in the menu's order: the engine's, its modes' (the
         barometer, follow-ups), then the channel's own."""
-        names = [*COMMANDS, *self.engine.modes, *OWN_COMMANDS]
-        return [name for name in names if f"telegram_cmd_{name}" in self.engine.kb.messages]
-
-    def _menu(self) -> list[BotCommand]:
-        session = self.engine.new_session()
-        return [
-            BotCommand(name, self.engine.msg(f"telegram_cmd_{name}", session))
-            for name in self.menu()
-        ]
+        return menu.command_names(self.engine)
 
     async def purge(self) -> int:
         """Erase people idle past the retention period; forget ids of old applied updates."""
         return await self.privacy.purge()
 
-    async def export(self, user: str) -> dict[str, Any]:
+    async def export(self, user: str) -> JsonObject:
         """Everything stored about ``user``, as JSON-safe data (what ``/mesdonnees`` sends)."""
         return await self.privacy.export(user)
 
@@ -320,100 +271,23 @@ class TelegramChannel:
         """One job of a chat's queue. An update: its handlers' change, its inbox mark and its
         replies in one transaction (the reply outbox), then the replies are sent."""
         if isinstance(job, Redeliver):
-            await self.delivery.deliver(job.chat_id, ())
+            await self.applier.redeliver(job.chat_id)
             return
         if isinstance(job, FollowUpDue):
-            await self.followups.ask(job.followup)
+            async with self.storage.chat_turn(chat_name(("chat", int(job.followup.address)))):
+                await self.followups.ask(job.followup)  # its question sent in the chat's turn
             return
         if isinstance(job, CatchUp):
-            await self._apply_in_turn(job.chat, MAX_INT, None)
+            await self.applier.in_turn(job.chat, MAX_INT, None)
             return
         if self.storage.shared:
-            await self._apply_in_turn(chat_name(chat_key(job)), job.update_id, job)
+            await self.applier.in_turn(chat_name(chat_key(job)), job.update_id, job)
             return
-        await self._apply_update(job)
-
-    async def _apply_in_turn(self, chat: str, up_to: int, current: Update | None) -> None:
-        """Several instances on one store: under the chat's turn (a lock in the database),
-        apply the chat's updates still pending up to ``up_to``, oldest first, wherever they
-        were recorded, and send their replies; one applied by another instance meanwhile is
-        no longer pending, so none is applied twice and the chat's order holds."""
-        async with self.storage.chat_turn(chat):
-            for item in await self.storage.inbox_pending_of(chat, up_to) or ():
-                update = current if current and item.update_id == current.update_id else None
-                if update is None:
-                    try:
-                        update = parse(json_object(item.payload), self.bot)
-                    except ValueError:
-                        log.warning("recorded update dead-lettered (unreadable)")
-                        await self.storage.inbox_dead(item.update_id)
-                        continue
-                await self._apply_update(update)
-
-    async def _apply_update(self, job: Update) -> None:
-        started = time.perf_counter()
-        turn = PendingTurn(job.update_id)
-        token = CURRENT.set(turn)
-        try:
-            await self.application.process_update(job)
-        finally:
-            CURRENT.reset(token)
-            change = replace(turn.change or UserChange(), replies=tuple(turn.replies))
-            try:
-                await self.storage.commit_update(job.update_id, turn.user, change)
-            except Exception as exc:
-                # Left pending for the next start, up to MAX_APPLY_ATTEMPTS times.
-                dead = await self.storage.inbox_failed(job.update_id, MAX_APPLY_ATTEMPTS)
-                log.warning(
-                    "update not applied (%s)%s",
-                    type(exc).__name__,
-                    ": dead-lettered" if dead else "; retried at the next start",
-                )
-                raise
-        if turn.events and self.on_events is not None:
-            self.on_events()
-        if change.features and self.features is not None:
-            await self.features.committed(change.features)
-        chats: dict[int, list[OutgoingReply]] = {}
-        for reply in turn.replies:
-            chats.setdefault(reply.chat_id, []).append(reply)
-        for chat_id, replies in chats.items():
-            await self.delivery.deliver(chat_id, replies)
-        log.debug("update applied in %.1f ms", (time.perf_counter() - started) * 1000)
+        await self.applier.update(job)
 
     async def poll(self, stop: asyncio.Event) -> None:
-        """Long polling until ``stop`` is set. An offset is confirmed to Telegram (by asking
-        for the next one) only after its update was committed to the inbox."""
-        await self.delivery.call(self.bot.delete_webhook, False)
-        offset: int | None = None
-        failures = 0
-        while not stop.is_set():
-            fetch = asyncio.ensure_future(
-                self.bot.get_updates(
-                    offset=offset, timeout=self.poll_timeout, allowed_updates=Update.ALL_TYPES
-                )
-            )
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not fetch.done():
-                fetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TelegramError):
-                    await fetch
-                break
-            stopping.cancel()
-            try:
-                updates = fetch.result()
-            except (NetworkError, RetryAfter) as exc:
-                failures += 1
-                log.warning("getUpdates failed (%s), retrying", type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(30.0, 0.5 * 2**failures))
-                continue
-            failures = 0
-            for update in updates:
-                raw = json.dumps(update.to_dict(), ensure_ascii=False).encode()
-                await self.receive(raw)
-                offset = update.update_id + 1
+        """Long polling until ``stop`` is set (:func:`.transport.poll`)."""
+        await transport.poll(self.bot, self.delivery, self.receive, stop, self.poll_timeout)
 
     async def send_followup(self, followup: FollowUp) -> None:
         """A due follow-up (the scheduler): queued behind the updates of its chat, so it never
@@ -423,38 +297,8 @@ class TelegramChannel:
 
     async def set_webhook(self) -> None:
         """Point Telegram at ``PASSERELLE_WEBHOOK_URL`` with the secret header."""
-        assert self.settings.webhook_url is not None
-        await self.delivery.call(
-            self.bot.set_webhook,
-            url=self.settings.webhook_url,
-            secret_token=self.settings.webhook_secret,
-            allowed_updates=Update.ALL_TYPES,
-        )
+        await transport.set_webhook(self.bot, self.delivery, self.settings)
 
     def webhook_route(self) -> Route:
-        """The Starlette route Telegram posts updates to (path of ``PASSERELLE_WEBHOOK_URL``)."""
-        secret = (self.settings.webhook_secret or "").encode()
-
-        async def webhook(request: Request) -> Response:
-            given = request.headers.get("x-telegram-bot-api-secret-token", "").encode()
-            if not secret or not hmac.compare_digest(given, secret):
-                return Response(status_code=403)
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-                return Response(status_code=413)  # refused before reading any of it
-            body = bytearray()
-            try:
-                async with asyncio.timeout(self.settings.body_timeout):
-                    async for chunk in request.stream():
-                        body += chunk
-                        if len(body) > MAX_BODY:
-                            return Response(status_code=413)
-            except TimeoutError:
-                return Response(status_code=408, headers={"connection": "close"})
-            try:
-                await self.receive(bytes(body))
-            except ValueError:
-                return Response(status_code=400)
-            return Response(status_code=200)
-
-        return Route(self.settings.webhook_path, webhook, methods=["POST"])
+        """The Starlette route Telegram posts updates to (:func:`.transport.webhook_route`)."""
+        return transport.webhook_route(self.settings, self.receive)

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from telegram.ext import AIORateLimiter, Application
 
@@ -32,6 +32,28 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for Telegram's answer to one call before retrying it.
 READ_TIMEOUT = 10.0
+
+
+class ChannelOptions(TypedDict, total=False):
+    """Keyword options of :func:`build` a composition passes on as they are: the world's
+    share (establishments, outbox, worker) and how the channel waits and polls."""
+
+    contexts: Collection[str] | None
+    pause: float
+    poll_timeout: int
+    retry_delay: float
+    read_timeout: float
+    establishments: Mapping[str, Establishment] | None
+    integration: OutboxAbout | None
+    on_events: Callable[[], None] | None
+
+
+class BuildOptions(ChannelOptions, total=False):
+    """Every keyword option of :func:`build`: also the stores and the scheduler it shares."""
+
+    memory: Storage | None
+    features: Features | None
+    scheduler: Scheduler | None
 
 
 def router_for(

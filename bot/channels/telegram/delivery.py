@@ -113,14 +113,9 @@ class Delivery:
             self._undelivered.setdefault(reply.chat_id, deque()).append(reply)
         return list(self._undelivered)
 
-    def adopt(self, reply: OutgoingReply) -> bool:
-        """A reply another instance recorded and did not send (the sweeper's): queued for its
-        chat unless already queued; ``True`` when it was added."""
-        queue = self._undelivered.setdefault(reply.chat_id, deque())
-        if any((r.update_id, r.seq) == (reply.update_id, reply.seq) for r in queue):
-            return False
-        queue.append(reply)
-        return True
+    def retrying(self, chat_id: int) -> bool:
+        """Whether replies of the chat wait for a retry (Telegram was unavailable)."""
+        return chat_id in self._backoff
 
     def stop(self) -> None:
         for handle in self._timers:
@@ -314,12 +309,18 @@ class Delivery:
             method = "sendPhoto" if message.image is not None else "sendMessage"
             self._record(chat_id, method, params, message.image.png if message.image else None)
 
-    async def deliver(self, chat_id: int, replies: Sequence[OutgoingReply]) -> None:
+    async def deliver(
+        self, chat_id: int, replies: Sequence[OutgoingReply], *, fresh: bool = False
+    ) -> None:
         """Send a chat's recorded replies in order, each deleted from the outbox once Telegram
         accepted it (or refused it for good). If Telegram stays unavailable past the bounded
-        retries, the rest waits in the outbox and is retried later, still in order."""
+        retries, the rest waits in the outbox and is retried later, still in order.
+
+        ``fresh``: ``replies`` are all the chat has left to send, just read from the shared
+        store in the chat's turn; what this instance remembered is dropped. A shared store
+        remembers nothing between turns either: the retry reads the store again."""
         queue = self._undelivered.get(chat_id)
-        if queue is None:
+        if queue is None or fresh:
             queue = self._undelivered[chat_id] = deque()
         queue.extend(replies)
         if len(queue) > 1:
@@ -342,6 +343,8 @@ class Delivery:
                 log.log(level, "reply refused by Telegram: %s", type(exc).__name__)
             except TelegramError as exc:  # still failing after the bounded retries
                 log.warning("reply not delivered yet (%s); will retry", type(exc).__name__)
+                if self.storage.shared:  # another instance may send them meanwhile
+                    del self._undelivered[chat_id]
                 self._retry_later(chat_id)
                 return
             queue.popleft()

@@ -3,7 +3,7 @@
 Jobs of one chat run one after the other (:class:`bot.app.ordering.KeyedQueues`): updates,
 re-deliveries of replies Telegram did not accept yet, due follow-ups. While an update is
 applied, the service's commit and the replies the handlers say are staged in a
-:class:`PendingTurn`; :meth:`bot.channels.telegram.channel.TelegramChannel.apply` commits both
+:class:`PendingTurn`; :meth:`bot.channels.telegram.apply.UpdateApplier.update` commits both
 with the inbox mark in one transaction, then sends the replies (the reply outbox).
 """
 
@@ -32,6 +32,9 @@ class PendingTurn:
     change: UserChange | None = None
     replies: list[OutgoingReply] = field(default_factory=list)
     events: bool = False
+    #: An earlier change of the update was committed already (so applying it again would not
+    #: start from the same state).
+    committed: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,5 +88,6 @@ class StagedTransaction:
             return
         if turn.change is not None:  # a second change in one update: keep both, in order
             await self.storage.commit_update(None, turn.user, turn.change)
+            turn.committed = True
         turn.user, turn.change = user, change
         turn.events = turn.events or bool(change.outbox)

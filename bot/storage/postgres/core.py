@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the Storage contract on PostgreSQL (pool, locks,
+# leases); split, it would be mixins sharing private state.
 """The durable store on PostgreSQL (psycopg 3, one async connection pool), for deployments of
 several instances on one database. Same contract and semantics as
 :class:`bot.storage.sqlite.SqliteStorage`: one transaction per applied update (state, replies,
@@ -31,18 +33,29 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
 
 import psycopg
+from psycopg.abc import Params
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.storage.base import FollowUpTaken, InboxItem, OutgoingReply, Storage, UserChange
+from bot.json_types import JsonObject, loads, loads_object
+from bot.storage.base import (
+    FollowUpTaken,
+    InboxItem,
+    OutboxEvent,
+    OutgoingReply,
+    Storage,
+    UserChange,
+)
 from bot.storage.postgres import rows as features
 from bot.storage.postgres import turns
 from bot.storage.postgres.schema import (
     Connection,
     DatabaseUnavailable,
+    Query,
     SchemaMismatch,
+    Statement,
     applied,
     connect,
     migrate,
@@ -203,14 +216,14 @@ class PostgresStorage(Storage):
             await turn.ensure()
         return turn
 
-    async def rows(self, sql: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def rows(self, sql: Query, params: Params = ()) -> list[TupleRow]:
         """A read in autocommit (committed data only)."""
         await self._in_turn()
         async with self.pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return list(await cursor.fetchall())
 
-    async def run(self, statements: Sequence[tuple[Any, Sequence[Any]]]) -> list[int]:
+    async def run(self, statements: Sequence[Statement]) -> list[int]:
         """Statements in one transaction, in one round trip (pipeline mode); each one's row
         count (a single statement runs in autocommit: as atomic)."""
         await self._in_turn()
@@ -236,18 +249,17 @@ class PostgresStorage(Storage):
             self._vacuum = asyncio.create_task(vacuum(), name="postgres-vacuum")
 
     # -- sessions and consent --------------------------------------------------------------
-    async def load_session(self, user: str) -> dict[str, Any] | None:
+    async def load_session(self, user: str) -> JsonObject | None:
         rows = await self.rows('SELECT data FROM sessions WHERE "user" = %s', (user,))
         if not rows:
             return None
-        data: dict[str, Any] = json.loads(rows[0][0])
-        return data
+        return loads_object(rows[0][0])
 
     async def get_consent(self, user: str) -> bool | None:
         rows = await self.rows('SELECT 1 FROM consents WHERE "user" = %s', (user,))
         return True if rows else None
 
-    async def load_state(self, user: str) -> tuple[bool | None, dict[str, Any] | None]:
+    async def load_state(self, user: str) -> tuple[bool | None, JsonObject | None]:
         turn = turns.current(self._locks)
         if turn is not None and turn.prefetched is not None and turn.prefetched[0] == user:
             rows = turn.prefetched[1]  # read with the chat's lock, nothing committed since
@@ -256,8 +268,7 @@ class PostgresStorage(Storage):
             rows = await self.rows(STATE_SQL, (user,))
         if not rows:
             return None, None
-        data: dict[str, Any] | None = json.loads(rows[0][0]) if rows[0][0] else None
-        return True, data
+        return True, (loads_object(rows[0][0]) if rows[0][0] else None)
 
     async def commit_update(self, update_id: int | None, user: str, change: UserChange) -> None:
         """One transaction, in one round trip (pipeline mode) unless a write needs an answer
@@ -293,11 +304,11 @@ class PostgresStorage(Storage):
 
     def _commit_statements(
         self, update_id: int | None, user: str, change: UserChange, now: float
-    ) -> list[tuple[Any, Sequence[Any]]]:
+    ) -> list[Statement]:
         """The statements of a commit after its feature writes, in order."""
         session = None if change.session is None else json.dumps(change.session)
         erasing = bool(user) and (change.erase or change.consent is False)
-        out: list[tuple[Any, Sequence[Any]]] = []
+        out: list[Statement] = []
         if user and change.erase:
             out.append(("DELETE FROM webhook_outbox WHERE subject = %s", (user,)))
         out += [outbox_insert(event, now) for event in change.outbox]
@@ -365,8 +376,8 @@ class PostgresStorage(Storage):
         if len(self._people) > REMEMBERED_CHATS:
             self._people.popitem(last=False)
 
-    async def export_user(self, user: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
+    async def export_user(self, user: str) -> JsonObject:
+        data: JsonObject = {}
         consent = await self.rows('SELECT granted_at FROM consents WHERE "user" = %s', (user,))
         if consent:
             data["consent"] = {"granted": True, "at": consent[0][0]}
@@ -374,7 +385,7 @@ class PostgresStorage(Storage):
             'SELECT data, updated_at FROM sessions WHERE "user" = %s', (user,)
         )
         if session:
-            data["session"] = json.loads(session[0][0])
+            data["session"] = loads(session[0][0])
             data["updated_at"] = session[0][1]
         return data
 
@@ -530,6 +541,25 @@ class PostgresStorage(Storage):
             ]
         )
 
+    async def replies_of_chat(self, chat_id: int) -> list[OutgoingReply]:
+        """Under :meth:`chat_turn`, in the round trip that takes the chat's lock if not held
+        yet: the chat's unsent replies, claimed for this instance (see the contract)."""
+        claim = (
+            "UPDATE replies SET claimed_until = %s, claimed_by = %s WHERE chat_id = %s "
+            "RETURNING update_id, seq, chat_id, method, params, photo, created_at",
+            (self._clock() + self.claim_seconds, self.instance, chat_id),
+        )
+        turn = turns.current(self._locks)
+        if turn is not None:
+            (rows,) = await turn.run([claim])
+        else:
+            rows = await self.rows(*claim)
+        rows.sort(key=lambda row: (row[6], row[0], row[1]))
+        return [
+            OutgoingReply(int(u), int(s), int(c), m, p, None if f is None else bytes(f))
+            for u, s, c, m, p, f, _ in rows
+        ]
+
     async def _claim_replies(
         self, *, orphans_only: bool, limit: int = 10_000
     ) -> list[OutgoingReply]:
@@ -658,7 +688,7 @@ def _identifier(name: str) -> str:
     return name
 
 
-def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
+def outbox_insert(event: OutboxEvent, now: float) -> Statement:
     """The INSERT of one webhook event (:class:`bot.storage.integration.OutboxEvent`)."""
     return (
         "INSERT INTO webhook_outbox (id, establishment, event_type, payload, subject, "
@@ -677,7 +707,7 @@ def outbox_insert(event: Any, now: float) -> tuple[Any, Sequence[Any]]:
 
 
 async def pipelined(
-    conn: Connection, statements: Sequence[tuple[Any, Sequence[Any]]], *, transaction: bool = False
+    conn: Connection, statements: Sequence[Statement], *, transaction: bool = False
 ) -> list[int]:
     """``statements`` in one round trip (pipeline mode): in one transaction if there are
     several (or ``transaction``), else in autocommit; each one's row count. On an error

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from bot.json_types import JsonObject
 from bot.storage.base import FeatureStore, FeatureWrite, FollowUp, StatsCounts, StatsScope
 from bot.storage.postgres.core import PostgresStorage
 from bot.storage.postgres.rows import apply_write, claim_followup, erase, stats_counts
@@ -51,7 +51,7 @@ class PostgresFeatureStore(FeatureStore):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """Rows of a raw query (``?`` placeholders, as on SQLite; inspection and tests)."""
         return await self.core.rows(sql.replace("?", "%s").encode(), params)
 
@@ -124,7 +124,7 @@ class PostgresFeatureStore(FeatureStore):
             ]
         )
 
-    async def export_user(self, user: str) -> dict[str, Any]:
+    async def export_user(self, user: str) -> JsonObject:
         ratings = await self.core.rows(
             "SELECT code, round, rater, scores, created_at FROM barometer_ratings "
             "WHERE member = %s ORDER BY id",

@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the IntegrationStore contract on PostgreSQL (keys,
+# conversations, outbox), each turn one transaction.
 """The integration tables (API keys, API conversations and transcripts, webhook outbox) on
 PostgreSQL: the public methods of :class:`bot.storage.integration.IntegrationStore`, on the
 pool of a :class:`~bot.storage.postgres.core.PostgresStorage`.
@@ -16,8 +18,10 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
 
+from psycopg.rows import TupleRow
+
+from bot.json_types import JsonObject
 from bot.storage.base import FeatureWrite
 from bot.storage.integration import (
     KEY_PREFIXES,
@@ -33,6 +37,7 @@ from bot.storage.integration import (
 from bot.storage.postgres import rows as feature_rows
 from bot.storage.postgres import turns
 from bot.storage.postgres.core import PostgresStorage, _lock_key, outbox_insert
+from bot.storage.postgres.schema import Statement
 
 #: Namespace of the per-conversation advisory locks.
 CONVERSATION_LOCK_SPACE = 0x5041  # "PA"
@@ -179,7 +184,7 @@ class PostgresIntegrationStore:
         now = conversation.updated_at
         session = json.dumps(conversation.session, ensure_ascii=False)
         offered = json.dumps(list(conversation.offered))
-        statements: list[tuple[Any, Sequence[Any]]] = []
+        statements: list[Statement] = []
         if created:
             statements.append(
                 (
@@ -231,7 +236,7 @@ class PostgresIntegrationStore:
             # The turn's transaction (opened with its lock by the load): committed here, the
             # features first (a taken group code fails before anything else), those that need
             # no answer pipelined with the state.
-            batch: list[turns.Statement] = []
+            batch: list[Statement] = []
             for write in features:
                 blind = feature_rows.blind(write, now)
                 if blind is None:
@@ -351,7 +356,7 @@ class PostgresIntegrationStore:
         rows = await self.core.rows(_OUTBOX_SELECT + " ORDER BY status, created_at")
         return [_item(row) for row in rows]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         rows = await self.core.rows(
             "SELECT id, establishment, event_type, payload, status, created_at "
             "FROM webhook_outbox WHERE subject = %s ORDER BY created_at",
@@ -417,7 +422,7 @@ _OUTBOX_SELECT = (
 )
 
 
-def _key(row: Any) -> ApiKey:
+def _key(row: TupleRow) -> ApiKey:
     return ApiKey(
         id=row[0],
         establishment=row[1],
@@ -428,7 +433,7 @@ def _key(row: Any) -> ApiKey:
     )
 
 
-def _item(row: Any) -> OutboxItem:
+def _item(row: TupleRow) -> OutboxItem:
     return OutboxItem(
         id=row[0],
         establishment=row[1],

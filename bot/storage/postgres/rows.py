@@ -9,12 +9,12 @@ sums, ``GREATEST``, the ``"user"`` column quoted).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
 
 import psycopg
+from psycopg.abc import Params
 
+from bot.json_types import as_int
 from bot.storage.base import (
     BarometerRating,
     CodeTaken,
@@ -31,14 +31,11 @@ from bot.storage.base import (
     StatsScope,
     StatsStarted,
 )
-from bot.storage.postgres.schema import Connection
+from bot.storage.postgres.schema import Connection, Query, Statement
 
 
-async def _count(conn: Connection, sql: Any, params: Sequence[Any]) -> int:
+async def _count(conn: Connection, sql: Query, params: Params) -> int:
     return (await conn.execute(sql, params)).rowcount
-
-
-Statement = tuple[Any, Sequence[Any]]
 
 
 def blind(write: FeatureWrite, now: float) -> list[Statement] | None:
@@ -245,9 +242,9 @@ async def claim_followup(conn: Connection, followup_id: int, now: float) -> bool
 
 
 # -- statistics --------------------------------------------------------------------------------
-def _where(scope: StatsScope) -> tuple[str, list[Any]]:
+def _where(scope: StatsScope) -> tuple[str, list[object]]:
     clauses: list[str] = ["1 = 1"]
-    params: list[Any] = []
+    params: list[object] = []
     if scope.since is not None:
         clauses.append("c.day >= %s")
         params.append(scope.since)
@@ -263,16 +260,17 @@ def _where(scope: StatsScope) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, Decimal)) else int(value or 0)
+def _int(value: object) -> int:
+    """A count as PostgreSQL answers it (``SUM`` gives a ``Decimal``, or ``NULL`` over none)."""
+    return int(value) if isinstance(value, (int, Decimal)) else as_int(value or 0)
 
 
-async def _counts(conn: Connection, sql: str, params: Sequence[Any]) -> Counts:
+async def _counts(conn: Connection, sql: str, params: Params) -> Counts:
     cursor = await conn.execute(sql.encode(), params)
     return {str(key): (_int(count), _int(mine)) for key, count, mine in await cursor.fetchall()}
 
 
-async def _by_value(conn: Connection, sql: str, params: Sequence[Any]) -> dict[str, Counts]:
+async def _by_value(conn: Connection, sql: str, params: Params) -> dict[str, Counts]:
     found: dict[str, Counts] = {}
     cursor = await conn.execute(sql.encode(), params)
     for key, value, count, mine in await cursor.fetchall():

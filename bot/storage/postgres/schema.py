@@ -17,15 +17,21 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.abc import Params
+from psycopg.rows import TupleRow
 
 from bot.storage.sqlite.migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from bot.storage.sqlite.migrations import Migration, check
 
-Connection = psycopg.AsyncConnection[Any]
+#: A connection with psycopg's default rows (tuples of the columns' Python values).
+Connection = psycopg.AsyncConnection[TupleRow]
+#: SQL as the stores write it (text, or bytes for a query built at run time).
+Query = str | bytes
+#: One statement: its SQL and its parameters, as psycopg takes them.
+Statement = tuple[Query, Params]
 
 #: Coordination of several instances (PostgreSQL only: one SQLite file has one process).
 COORDINATION_MIGRATIONS: list[Migration] = [
@@ -123,7 +129,7 @@ def unreachable(url: str, exc: BaseException) -> DatabaseUnavailable:
     )
 
 
-async def applied(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+async def applied(conn: Connection) -> set[int]:
     """Versions recorded in ``schema_version`` (empty on a new database)."""
     cursor = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL")
     row = await cursor.fetchone()
@@ -154,9 +160,7 @@ def mismatch(done: set[int], migrations: Sequence[Migration] = MIGRATIONS) -> st
     return None
 
 
-async def migrate(
-    conn: psycopg.AsyncConnection[Any], migrations: Sequence[Migration] = MIGRATIONS
-) -> list[int]:
+async def migrate(conn: Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Apply the migrations not yet applied, lowest first, each in its own transaction, under
     an advisory lock (two instances migrating at once apply each version once). ``conn`` must
     be in autocommit mode. Returns the versions applied; refuses a newer database."""
@@ -187,7 +191,7 @@ async def migrate(
         await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
-async def connect(url: str) -> psycopg.AsyncConnection[Any]:
+async def connect(url: str) -> Connection:
     """One autocommit connection, or :class:`DatabaseUnavailable`."""
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)

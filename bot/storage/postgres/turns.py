@@ -18,16 +18,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
-from typing import Any
 
 import psycopg
+from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from bot.storage.postgres.schema import Connection
+from bot.storage.postgres.schema import Connection, Statement
 
 log = logging.getLogger(__name__)
-
-Statement = tuple[Any, Sequence[Any]]
 
 
 class Turn:
@@ -50,7 +48,7 @@ class Turn:
         self.active = True
         #: Whose turn it is (a chat's name) and a state read under its lock, for that user.
         self.chat: str | None = None
-        self.prefetched: tuple[str, list[tuple[Any, ...]]] | None = None
+        self.prefetched: tuple[str, list[TupleRow]] | None = None
         self._uncertain = False  # a session lock that may be held after an error
 
     def _lock(self) -> list[Statement]:
@@ -58,7 +56,7 @@ class Turn:
             return [("BEGIN", ()), ("SELECT pg_advisory_xact_lock(%s, %s)", (self.space, self.key))]
         return [("SELECT pg_advisory_lock(%s, %s)", (self.space, self.key))]
 
-    async def run(self, statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    async def run(self, statements: Sequence[Statement]) -> list[list[TupleRow]]:
         """``statements`` on the turn's connection in one round trip, the lock taken first if
         not held yet; each one's rows (empty for a statement that returns none)."""
         lock = [] if self.held else self._lock()

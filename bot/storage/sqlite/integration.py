@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: one class is the IntegrationStore contract on SQLite (keys,
+# conversations, outbox), each turn one transaction.
 """The integration tables in SQLite: API keys (hashed), API conversations with their
 transcript, and the webhook outbox (pending and dead-lettered events).
 
@@ -13,9 +15,8 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from bot.json_types import as_float, as_list, as_text, loads, loads_object
+from bot.json_types import JsonObject, as_float, as_int, as_list, as_text, loads, loads_object
 from bot.storage.base import (
     ApiKey,
     Conversation,
@@ -26,11 +27,20 @@ from bot.storage.base import (
     OutboxItem,
     TranscriptLine,
     hash_key,
+    key_kind,
     new_id,
     new_key_secret,
 )
 from bot.storage.sqlite import features as feature_rows
-from bot.storage.sqlite.writer import HasWriter, SqliteWriter, Statement, has_table, own_or_share
+from bot.storage.sqlite.writer import (
+    HasWriter,
+    Row,
+    SqliteWriter,
+    SqlValue,
+    Statement,
+    has_table,
+    own_or_share,
+)
 
 
 class SqliteIntegrationStore(IntegrationStore):
@@ -58,7 +68,7 @@ class SqliteIntegrationStore(IntegrationStore):
         """Run statements in one transaction; return each one's row count."""
         return await self.writer.execute(statements)
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _read(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         return await self.writer.read(sql, params)
 
     # -- keys ------------------------------------------------------------------------------
@@ -146,7 +156,7 @@ class SqliteIntegrationStore(IntegrationStore):
             "SELECT at, author, body FROM api_messages WHERE conversation_id = ? ORDER BY seq",
             (conversation_id,),
         )
-        return [TranscriptLine(row[0], row[1], json.loads(row[2])) for row in rows]
+        return [TranscriptLine(as_float(row[0]), str(row[1]), loads_object(row[2])) for row in rows]
 
     async def save_turn(
         self,
@@ -301,7 +311,7 @@ class SqliteIntegrationStore(IntegrationStore):
         rows = await self._read(_OUTBOX_SELECT + " ORDER BY status, created_at")
         return [_item(row) for row in rows]
 
-    async def outbox_about(self, subject: str) -> list[dict[str, Any]]:
+    async def outbox_about(self, subject: str) -> list[JsonObject]:
         """Undelivered events about one person or conversation (for their data export)."""
         rows = await self._read(
             "SELECT id, establishment, event_type, payload, status, created_at "
@@ -310,12 +320,12 @@ class SqliteIntegrationStore(IntegrationStore):
         )
         return [
             {
-                "id": row[0],
-                "establishment": row[1],
-                "type": row[2],
-                "payload": json.loads(row[3]),
-                "status": row[4],
-                "created_at": row[5],
+                "id": str(row[0]),
+                "establishment": str(row[1]),
+                "type": str(row[2]),
+                "payload": loads(row[3]),
+                "status": str(row[4]),
+                "created_at": as_float(row[5]),
             }
             for row in rows
         ]
@@ -398,26 +408,27 @@ def _outbox_insert(event: OutboxEvent, now: float) -> Statement:
     )
 
 
-def _key(row: Any) -> ApiKey:
+def _key(row: Row) -> ApiKey:
+    revoked = row[5]
     return ApiKey(
-        id=row[0],
-        establishment=row[1],
-        kind=row[2],
-        prefix=row[3],
-        created_at=row[4],
-        revoked_at=row[5],
+        id=str(row[0]),
+        establishment=str(row[1]),
+        kind=key_kind(row[2]),
+        prefix=str(row[3]),
+        created_at=as_float(row[4]),
+        revoked_at=None if revoked is None else as_float(revoked),
     )
 
 
-def _item(row: Any) -> OutboxItem:
+def _item(row: Row) -> OutboxItem:
     return OutboxItem(
-        id=row[0],
-        establishment=row[1],
-        event_type=row[2],
-        payload=row[3],
-        status=row[4],
-        attempts=row[5],
-        created_at=row[6],
-        next_attempt_at=row[7],
-        last_error=row[8],
+        id=str(row[0]),
+        establishment=str(row[1]),
+        event_type=str(row[2]),
+        payload=str(row[3]),
+        status=str(row[4]),
+        attempts=as_int(row[5]),
+        created_at=as_float(row[6]),
+        next_attempt_at=as_float(row[7]),
+        last_error=as_text(row[8]),
     )

@@ -1,3 +1,5 @@
+# Over 400 lines on purpose: the one group-commit writer (queue, batches, retries, scrub) kept
+# whole: its parts share one writer thread and connection.
 """One SQLite file in WAL mode: the group-commit writer every SQLite store writes through.
 
 Writes are plain functions of a ``sqlite3`` connection, queued and run by one writer task on
