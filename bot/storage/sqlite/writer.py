@@ -106,10 +106,18 @@ def checkpoint(db: sqlite3.Connection) -> bool:
 
 
 def create_private_file(path: str | Path) -> None:
-    """Create ``path`` (and its directory) readable by its owner only, if it does not exist."""
+    """Create ``path`` (and its directory) readable by its owner only, if it does not exist.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    the process holds on it, SQLite's included, and another process closing its connection
+    would then think itself the last one and delete the WAL this process still reads and
+    writes (its reads stale, its commits lost)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)
 
 
