@@ -42,8 +42,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check bot tests bench examples
 	$(BIN)/ruff format --check bot tests bench examples
 
+# bench/ and examples/ are scripts (they import each other by file name): a run of their own.
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy bench examples
 
 # The suite runs in 4 pytest-xdist workers: most tests wait on servers and subprocesses, so
 # even 2 cores are kept busy; every test is safe in parallel (ports: tests/harness/ports.py).

@@ -300,7 +300,9 @@ def main() -> int:
                     headers={"authorization": f"Bearer {key}"},
                 )
                 (workdir / REPLY_SIZE_FILE).write_text(str(len(sample.content)))
-            result = asyncio.run(throughput(urls, key, args.seconds, args.concurrency))
+            result: dict[str, Any] = {
+                **asyncio.run(throughput(urls, key, args.seconds, args.concurrency))
+            }
             result["paced"] = asyncio.run(paced(urls, key, args.rate, args.paced_seconds))
             return result
         finally:

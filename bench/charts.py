@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import charts  # noqa: E402  (imports no matplotlib: charts are drawn elsewhere)
+from bot.adapters import charts  # noqa: E402  (imports no matplotlib: charts are drawn elsewhere)
 
 RADAR_TARGET_MS, LAG_TARGET_MS, MEMORY_TARGET_MB = 100.0, 10.0, 120.0
 RENDERS_FOR_LAG = 10

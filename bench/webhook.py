@@ -347,8 +347,13 @@ def passerelle_app(api_base: str, db: str) -> Any:
 
 async def stored_sessions(db: str) -> int:
     from bot.storage.factory import build_stores
+    from bot.storage.postgres import PostgresStorage
+    from bot.storage.sqlite import SqliteStorage
 
     store = build_stores(db).core
+    assert isinstance(
+        store, SqliteStorage | PostgresStorage
+    )  # counts() is theirs, not the contract's
     await store.open()
     try:
         return int((await store.counts())["sessions"])

@@ -58,13 +58,22 @@ class Passerelle:
         raise AssertionError("unreachable")
 
     def start(self, context: str | None = None) -> dict[str, Any]:
-        return self.call("POST", "/conversations", {"context": context} if context else {})
+        turn: dict[str, Any] = self.call(
+            "POST", "/conversations", {"context": context} if context else {}
+        )
+        return turn
 
     def choose(self, conversation_id: str, choice: str) -> dict[str, Any]:
-        return self.call("POST", f"/conversations/{conversation_id}/messages", {"choice": choice})
+        turn: dict[str, Any] = self.call(
+            "POST", f"/conversations/{conversation_id}/messages", {"choice": choice}
+        )
+        return turn
 
     def say(self, conversation_id: str, text: str) -> dict[str, Any]:
-        return self.call("POST", f"/conversations/{conversation_id}/messages", {"text": text})
+        turn: dict[str, Any] = self.call(
+            "POST", f"/conversations/{conversation_id}/messages", {"text": text}
+        )
+        return turn
 
 
 def show(turn: dict[str, Any]) -> list[str]:
