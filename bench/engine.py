@@ -43,8 +43,12 @@ def _suffix_scores(choice: dict[str, Any], k: int) -> None:
 def generate_base(target: Path, factor: int) -> None:
     """Write a base ``factor`` times larger: the flow chained ``factor`` times, roles, contacts
     and glossary copied ``factor`` times (copy 0 keeps the original ids)."""
-    for path in CONTENUS.glob("*.yaml"):
-        (target / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    for path in [*CONTENUS.glob("*.yaml"), CONTENUS / "lexique" / "conditions.yaml"]:
+        # The conditions lexicon: contacts name conditions. The others name questions, whose
+        # ids the copies suffix: without them the engine reads buttons' labels only.
+        copy = target / path.relative_to(CONTENUS)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     roles = _read("roles.yaml")["roles"]
     flow = _read("flow.yaml")
     glossary = _read("glossary.yaml")["terms"]
