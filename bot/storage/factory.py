@@ -53,7 +53,10 @@ def build_stores(
 
         core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds)
         return Stores(core, PostgresFeatureStore(core))
-    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), SqliteFeatureStore(target))
+    core_store = SqliteStorage(target, migrations=ALL_MIGRATIONS)
+    # One file, one writer: a second writer on the file would compete for its lock in the
+    # same process and commit the feature writes apart from the group commit.
+    return Stores(core_store, SqliteFeatureStore(core_store))
 
 
 def _postgres(target: str | Path, claim_seconds: float) -> PostgresStorage:
