@@ -53,10 +53,7 @@ def build_stores(
 
         core = PostgresStorage(str(target), migrate=migrate, claim_seconds=claim_seconds)
         return Stores(core, PostgresFeatureStore(core))
-    core_store = SqliteStorage(target, migrations=ALL_MIGRATIONS)
-    # One file, one writer: a second writer on the file would compete for its lock in the
-    # same process and commit the feature writes apart from the group commit.
-    return Stores(core_store, SqliteFeatureStore(core_store))
+    return Stores(SqliteStorage(target, migrations=ALL_MIGRATIONS), SqliteFeatureStore(target))
 
 
 def _postgres(target: str | Path, claim_seconds: float) -> PostgresStorage:
