@@ -183,6 +183,29 @@ async def test_events_of_one_conversation_arrive_in_order(tmp_path: Path) -> Non
         assert kinds == ["conversation.completed", "contact.requested"], (n, kinds)
 
 
+async def test_the_worker_stops_even_when_woken_at_the_same_moment(tmp_path: Path) -> None:
+    """``serve`` stopping (SIGTERM) just as an event is enqueued: the wake-up and the stop
+    arrive in the same turn of the event loop. The worker must still stop (it used to go on
+    polling for ever, and the shutdown never ended)."""
+    store = IntegrationStore(tmp_path / "passerelle.db")
+    await store.open()
+    worker = WebhookWorker(store, {}, idle_poll=0.1)
+
+    async def stopped() -> bool:
+        # asyncio.wait, not a timeout: stop() must end by itself, not be cancelled.
+        done, _ = await asyncio.wait([asyncio.ensure_future(worker.stop())], timeout=10)
+        return bool(done)
+
+    try:
+        for attempt in range(5):
+            await worker.start()
+            await eventually(lambda: worker.waiting, "the worker waits for work")
+            worker.wake()
+            assert await stopped(), f"stop {attempt + 1} never ended"
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -475,7 +475,8 @@ class FakeBotAPI:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((predicate, future))
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see WebhookWorker.run
+                await future
         except TimeoutError:
             raise TimeoutError(
                 f"fake Bot API: still waiting after {timeout:.0f} s: {what}"

@@ -92,6 +92,8 @@ class WebhookWorker:
         self._finished: OrderedDict[str, int] = OrderedDict()
         self._clock = 0
         self.delivered = 0
+        #: Asleep until woken or the next retry is due (tests wait for it).
+        self.waiting = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -145,8 +147,15 @@ class WebhookWorker:
             if next_due is not None:
                 wait = max(0.0, min(wait, next_due - time.time()))
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            self.waiting = True
+            try:
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+                # as the event is set (fixed in 3.12), and stop() then waited for ever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+            finally:
+                self.waiting = False
 
     async def dispatch(self) -> list[asyncio.Future[bool]]:
         """Hand every due event (the oldest pending one of each conversation) to its

@@ -58,8 +58,9 @@ async def poll(
         except (NetworkError, RetryAfter) as exc:
             failures += 1
             log.warning("getUpdates failed (%s), retrying", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(30.0, 0.5 * 2**failures))
+            with contextlib.suppress(TimeoutError):  # not wait_for: see WebhookWorker.run
+                async with asyncio.timeout(min(30.0, 0.5 * 2**failures)):
+                    await stop.wait()
             continue
         failures = 0
         for update in updates:
