@@ -19,6 +19,7 @@ from bot.app.reload import EngineHolder, holder_of
 from bot.app.scheduler import Scheduler
 from bot.channels.telegram.channel import TelegramChannel
 from bot.channels.telegram.delivery import RETRY_BASE_DELAY
+from bot.channels.telegram.request import AiohttpRequest
 from bot.config import Settings
 from bot.engine.flow import Engine
 from bot.logging_setup import quiet_libraries
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for Telegram's answer to one call before retrying it.
 READ_TIMEOUT = 10.0
+#: Connections to the Bot API at most. Telegram lets a bot send about 30 messages a second;
+#: 16 calls in flight carry that with round trips up to half a second, and a small pool is
+#: cheaper to manage per call than a large one.
+POOL_SIZE = 16
 
 
 class ChannelOptions(TypedDict, total=False):
@@ -88,12 +93,20 @@ def build(
     (``scheduler``: the composition's one scheduler, see :class:`TelegramChannel`).
 
     Outgoing calls go through :class:`AIORateLimiter` (``settings.telegram_rate`` messages per
-    second overall; 0 disables the cap, for a local fake server) which waits on 429s.
+    second overall; 0 disables the cap, for a local fake server) which waits on 429s, and
+    :class:`AiohttpRequest` (at most :data:`POOL_SIZE` connections; one more for long polling).
     """
     if settings.telegram_token is None:
         raise ValueError("the Telegram channel needs settings.telegram_token")
     quiet_libraries()
     base = settings.telegram_api_base_url
+    request = AiohttpRequest(
+        POOL_SIZE,
+        read_timeout=read_timeout,
+        write_timeout=10,
+        connect_timeout=5,
+        pool_timeout=10,
+    )
     application = (
         Application.builder()
         .token(settings.telegram_token)
@@ -108,11 +121,8 @@ def build(
                 max_retries=3,
             )
         )
-        .connection_pool_size(64)
-        .pool_timeout(10)
-        .connect_timeout(5)
-        .read_timeout(read_timeout)
-        .write_timeout(10)
+        .request(request)
+        .get_updates_request(AiohttpRequest(1, read_timeout=read_timeout, connect_timeout=5))
         .build()
     )
     holder = holder_of(engine)
