@@ -6,9 +6,10 @@ another process, one per variant. Two phases per variant:
 
 1. saturated (closed loop): M chats talk at once; each chat posts its next update when the reply
    to the previous one has reached the fake Telegram. Gives updates/s.
-2. fixed rate (open loop): updates posted at ``--rate`` per second (100 by default, above the
-   ~30 messages/s Telegram lets a bot send) spread over the chats, whatever the replies do.
-   Gives the latency a person sees at that load (p50/p99).
+2. fixed rate (open loop): updates posted at 30 per second (about what Telegram lets a bot
+   send, the issue's rate), then at ``--rate`` per second (100 by default, above it) spread
+   over the chats, whatever the replies do. Gives the latency a person sees at that load
+   (p50/p99).
 
 Latency is from the POST to the reply reaching the fake Telegram. Variants:
 
@@ -166,9 +167,16 @@ async def drive(
 
 
 async def paced(
-    api: Any, urls: list[str], path: str, users: list[Any], rate: float, seconds: float
+    api: Any,
+    urls: list[str],
+    path: str,
+    users: list[Any],
+    rate: float,
+    seconds: float,
+    prefix: str = "paced",
 ) -> dict[str, Any]:
-    """Open loop: one update every ``1/rate`` s, round-robin over the chats."""
+    """Open loop: one update every ``1/rate`` s, round-robin over the chats; figures named
+    ``prefix_…``."""
     import httpx
 
     latencies: list[float] = []
@@ -201,11 +209,26 @@ async def paced(
             tasks.append(asyncio.create_task(one(user, index // len(users), url)))
         await asyncio.gather(*tasks)
     return {
-        "paced_lost": len(lost),
-        "paced_rate": rate,
-        "paced_p50_ms": percentile(latencies, 0.5) * 1000,
-        "paced_p99_ms": percentile(latencies, 0.99) * 1000,
+        f"{prefix}_lost": len(lost),
+        f"{prefix}_rate": rate,
+        f"{prefix}_p50_ms": percentile(latencies, 0.5) * 1000,
+        f"{prefix}_p99_ms": percentile(latencies, 0.99) * 1000,
     }
+
+
+#: Telegram lets a bot send about 30 messages a second: the issue's rate for p99.
+TELEGRAM_RATE = 30.0
+
+
+async def both_paced(
+    api: Any, urls: list[str], path: str, users: list[Any], rate: float, seconds: float
+) -> dict[str, Any]:
+    """The fixed-rate phases: at Telegram's rate (``telegram_…``), then at ``rate``; with
+    ``done``, how many updates they posted."""
+    result = await paced(api, urls, path, users, TELEGRAM_RATE, seconds, "telegram")
+    result.update(await paced(api, urls, path, users, rate, seconds))
+    result["paced_done"] = int(TELEGRAM_RATE * seconds) + int(rate * seconds)
+    return result
 
 
 async def fill(db: str, engine: Any, stored: int) -> None:
@@ -419,8 +442,10 @@ async def run_passerelle(
                 cpu = [cpu_seconds(p.pid) for p in processes]
                 server = cpu_seconds(pg_pid, children=True) if pg_pid else 0.0
                 result = await drive(api, urls, "/telegram/webhook", users, updates)
-                result.update(await paced(api, urls, "/telegram/webhook", users, rate, seconds))
-                done = result["updates"] + int(rate * seconds)
+                result.update(
+                    await both_paced(api, urls, "/telegram/webhook", users, rate, seconds)
+                )
+                done = result["updates"] + result["paced_done"]
                 used = sum(cpu_seconds(p.pid) for p in processes) - sum(cpu)
                 result["cpu_ms"] = 1000 * used / done
                 if pg_pid:
@@ -557,8 +582,8 @@ async def run_echo(
             api.lean = True
             cpu = cpu_seconds(processes[0].pid)
             result = await drive(api, [url], "/telegram/webhook", users, updates)
-            result.update(await paced(api, [url], "/telegram/webhook", users, rate, seconds))
-            done = result["updates"] + int(rate * seconds)
+            result.update(await both_paced(api, [url], "/telegram/webhook", users, rate, seconds))
+            done = result["updates"] + result["paced_done"]
             result["cpu_ms"] = 1000 * (cpu_seconds(processes[0].pid) - cpu) / done
         finally:
             rss = await stop_instances(processes)
@@ -664,8 +689,9 @@ def main() -> int:
     print(conditions(started_load))
     print(f"{args.updates} updates from {args.chats} chats, webhook on loopback")
     print(
-        f"{'':26}{'saturated':>10}{'p50 ms':>8}{'p99 ms':>8}   {f'at {args.rate:.0f}/s:':<8}"
-        f"{'p50 ms':>7}{'p99 ms':>8}{'RSS MB':>13}{'ready s':>9}"
+        f"{'':30}{'saturated':>10}{'p50 ms':>8}{'p99 ms':>8}   {'at 30/s:':<9}"
+        f"{'p50 ms':>7}{'p99 ms':>8}   {f'at {args.rate:.0f}/s:':<9}"
+        f"{'p50 ms':>7}{'p99 ms':>8}{'RSS MB':>9}{'ready s':>9}"
     )
     rows = [
         ("PTB echo bot", echo),
@@ -675,19 +701,23 @@ def main() -> int:
     ]
     for name, row in rows:
         print(
-            f"{name:26}{row['rate']:>7.0f}u/s{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}   {'':<8}"
+            f"{name:30}{row['rate']:>7.0f}u/s{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}   {'':<9}"
+            f"{row['telegram_p50_ms']:>7.1f}{row['telegram_p99_ms']:>8.1f}   {'':<9}"
             f"{row['paced_p50_ms']:>7.1f}{row['paced_p99_ms']:>8.1f}"
-            f"{row['rss_mb']:>13.0f}{row['ready_s']:>9.2f}"
+            f"{row['rss_mb']:>9.0f}{row['ready_s']:>9.2f}"
         )
     print(
         "replies lost (none expected; "
         f"no reply within {LOST:.0f} s): "
-        + ", ".join(f"{name} {row['lost'] + row['paced_lost']}" for name, row in rows)
+        + ", ".join(
+            f"{name.strip()} {row['lost'] + row['telegram_lost'] + row['paced_lost']}"
+            for name, row in rows
+        )
     )
     print(
-        "CPU per update (both phases; the instances' processes, and the PostgreSQL server's): "
+        "CPU per update (every phase; the instances' processes, and the PostgreSQL server's): "
         + ", ".join(
-            f"{name} {row['cpu_ms']:.1f} ms"
+            f"{name.strip()} {row['cpu_ms']:.1f} ms"
             + (f" + {row['pg_cpu_ms']:.1f} ms" if "pg_cpu_ms" in row else "")
             for name, row in rows
         )
@@ -699,7 +729,12 @@ def main() -> int:
         f"/ the same through Passerelle's HTTP client: {ours['rate'] / client['rate']:.2f} "
         "(what durable state and the engine cost)"
     )
-    print(f"p99 at {args.rate:.0f} updates/s: {ours['paced_p99_ms']:.1f} ms (target < 50 ms)")
+    print(
+        f"p99 at {args.rate:.0f} updates/s: {ours['paced_p99_ms']:.1f} ms (target < 50 ms); "
+        f"at {TELEGRAM_RATE:.0f}/s: {ours['telegram_p99_ms']:.1f} ms, "
+        f"{ours['telegram_p99_ms'] / sized['telegram_p99_ms']:.2f} × the echo bot's with the "
+        "same replies (target ≤ 2)"
+    )
     for name, row in passerelle:
         each = ", ".join(f"{mb:.0f}" for mb in row["rss_each"])
         print(
@@ -713,7 +748,9 @@ def main() -> int:
             f"{row['rate'] / sized['rate']:.2f} × echo with the same replies, "
             f"{row['rate'] / passerelle[0][1]['rate']:.2f} × {passerelle[0][0]} "
             "(target ≥ 0.7 for one PostgreSQL instance); "
-            f"p99 at {args.rate:.0f}/s {row['paced_p99_ms'] / sized['paced_p99_ms']:.2f} × echo's"
+            f"p99 at {TELEGRAM_RATE:.0f}/s "
+            f"{row['telegram_p99_ms'] / sized['telegram_p99_ms']:.2f} × echo's (target ≤ 2), "
+            f"at {args.rate:.0f}/s {row['paced_p99_ms'] / sized['paced_p99_ms']:.2f} × echo's"
         )
     return 0
 
