@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 WEBHOOK_SECRET = "load-webhook-secret-0123456789"
 SECRET = b"load-pseudonym-secret-0123456789"
-HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 INPUTS = ("aide", "glossaire", "contacts", "retour")
 
 
@@ -37,8 +36,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[str, Any]:
-    import httpx
-
     from bot.app.engines import build_engine
     from bot.cli.compose import build_server_app
     from bot.config import Settings
@@ -46,6 +43,8 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
     from bot.server import freeze_startup_objects
     from tests.harness.fakebotapi import TOKEN, FakeBotAPI
     from tests.harness.servers import serve
+    from tests.harness.telegram import settled
+    from tests.harness.webhook_client import UNANSWERED, WebhookClient
 
     engine = build_engine(load(ROOT / "contenus"))
     latencies: list[float] = []
@@ -64,8 +63,8 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
         async with serve(app) as url:
             freeze_startup_objects()  # as `passerelle serve` does once ready
             gate = asyncio.Semaphore(concurrency)
-            limits = httpx.Limits(max_connections=concurrency)
-            async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+            telegram = WebhookClient(WEBHOOK_SECRET, connections=concurrency, timeout=60)
+            async with telegram:
 
                 async def say(person: Any, update: dict[str, Any]) -> float:
                     nonlocal redelivered
@@ -73,16 +72,14 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
                     start = time.perf_counter()
                     for attempt in range(5):  # like Telegram: no 200 → deliver again
                         try:
-                            response = await client.post(
-                                "/telegram/webhook", json=update, headers=HEADERS
-                            )
-                        except httpx.TransportError:
+                            status = await telegram.post(url + "/telegram/webhook", update)
+                        except UNANSWERED:
                             if attempt == 4:
                                 raise
                             redelivered += 1
                             continue
                         break
-                    assert response.status_code == 200, response.status_code
+                    assert status == 200, status
                     await api.wait_for(lambda: api.count_to(person.id) > before, timeout=60)
                     return time.perf_counter() - start
 
@@ -100,8 +97,8 @@ async def run(users: int, turns: int, concurrency: int, workdir: Path) -> dict[s
                 began = time.perf_counter()
                 starts = await asyncio.gather(*(person(i) for i in range(users)))
                 elapsed = time.perf_counter() - began
-            await app.state.telegram.drain()
-            await asyncio.sleep(0.5)  # a late duplicate, if any, would land by now
+            channel = app.state.telegram
+            await settled(api, channel, channel.storage)  # a late duplicate would have landed
             # Every text turn is answered by exactly one message.
             got = {chat: api.count_to(chat) - start for chat, start in starts}
     lost = sum(max(0, turns - n) for n in got.values())

@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
-from tests.harness.instances import Server, post
+from tests.harness.instances import Server, post, telegram
 from tests.harness.wait import eventually
 
 CHATS = 50
@@ -65,8 +64,7 @@ async def test_sigkill_mid_conversation_loses_nothing_and_applies_once(
         await server.start()
         try:
             users = [api.user(7_000_000 + i) for i in range(CHATS)]
-            limits = httpx.Limits(max_connections=20)
-            async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+            async with telegram(connections=20) as client:
                 # Everyone starts and consents (state is then durable).
                 for user in users:
                     assert await post(client, server.url, user.text("/start"))

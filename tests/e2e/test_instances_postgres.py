@@ -17,14 +17,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
 from bot.storage.postgres.schema import ensure_current
 from tests.harness.fakebotapi import FakeBotAPI, FakeUser
-from tests.harness.instances import Server, post
+from tests.harness.instances import Server, post, telegram
 from tests.harness.wait import eventually
+from tests.harness.webhook_client import WebhookClient
 
 pytestmark = pytest.mark.slow
 CHATS = 16
@@ -46,7 +46,7 @@ def instance(api: FakeBotAPI, url: str, tmp_path: Path) -> Server:
     return server
 
 
-async def deliver(client: httpx.AsyncClient, servers: list[Server], first: int, update: Any) -> int:
+async def deliver(client: WebhookClient, servers: list[Server], first: int, update: Any) -> int:
     """Post like a load balancer: to ``servers[first]``, else to the next one that answers
     200 (a dead instance refuses the connection). Returns the index that took it."""
     for attempt in range(200):
@@ -58,7 +58,7 @@ async def deliver(client: httpx.AsyncClient, servers: list[Server], first: int, 
 
 
 async def consent_everyone(
-    api: FakeBotAPI, client: httpx.AsyncClient, servers: list[Server], users: list[FakeUser]
+    api: FakeBotAPI, client: WebhookClient, servers: list[Server], users: list[FakeUser]
 ) -> dict[int, int]:
     for i, user in enumerate(users):
         await deliver(client, servers, i, user.text("/start"))
@@ -117,7 +117,7 @@ async def test_two_instances_apply_each_update_once_in_order(
             await server.start()
         try:
             users = [api.user(8_000_000 + i) for i in range(CHATS)]
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with telegram() as client:
                 baseline = await consent_everyone(api, client, servers, users)
                 spread = itertools.count()
                 took = [0, 0]
@@ -153,7 +153,7 @@ async def test_one_instance_killed_five_times_under_load_loses_nothing(
             await server.start()
         try:
             users = [api.user(8_100_000 + i) for i in range(CHATS)]
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with telegram() as client:
                 baseline = await consent_everyone(api, client, servers, users)
                 spread = itertools.count()
                 sent = 0
@@ -205,7 +205,7 @@ async def test_a_paused_instance_keeps_its_replies_no_reply_sent_twice(
         assert frozen.process is not None
         try:
             user = api.user(8_200_000)
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with telegram() as client:
                 baseline = (await consent_everyone(api, client, servers, [user]))[user.id]
                 # Telegram is slow to answer the next reply: the instance is mid-send.
                 api.fail("sendMessage", 200, delay=4 * claim)

@@ -24,6 +24,7 @@ from tests.harness.fakebotapi import FakeBotAPI, FakeUser
 from tests.harness.servers import serve
 from tests.harness.telegram import WEBHOOK_SECRET, Bot, running_bot, settings_for, settled
 from tests.harness.wait import within
+from tests.harness.webhook_client import WebhookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -149,8 +150,12 @@ async def test_telegram_timeouts_still_deliver_every_reply(
     app = build_server_app(
         settings, engine, storage=storage, pause=0, retry_delay=0.01, read_timeout=0.3
     )
-    async with serve(app) as url, httpx.AsyncClient(timeout=30) as client:
-        bot = Bot(api, app.state.telegram, storage, url, True, client)
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(timeout=30) as client,
+        WebhookClient(WEBHOOK_SECRET) as telegram,
+    ):
+        bot = Bot(api, app.state.telegram, storage, url, True, client, telegram)
         user = api.user(8)
         await consented(bot, user)
         before = api.count_to(user.id)

@@ -17,9 +17,9 @@ import httpx
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI
 from tests.harness.ports import free_port
 from tests.harness.wait import DEADLINE
+from tests.harness.webhook_client import UNANSWERED, WebhookClient
 
 WEBHOOK_SECRET = "crash-webhook-secret-0123456789"
-HEADERS = {"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET}
 
 
 class Server:
@@ -81,10 +81,14 @@ class Server:
                 self.process.wait(timeout=5)
 
 
-async def post(client: httpx.AsyncClient, url: str, update: dict[str, Any]) -> bool:
+def telegram(connections: int = 100) -> WebhookClient:
+    """How Telegram delivers to these servers (``async with``)."""
+    return WebhookClient(WEBHOOK_SECRET, connections=connections, timeout=10)
+
+
+async def post(client: WebhookClient, url: str, update: dict[str, Any]) -> bool:
     """Deliver like Telegram: ``True`` only if the server answered 200."""
     try:
-        response = await client.post(url + "/telegram/webhook", json=update, headers=HEADERS)
-    except httpx.TransportError:
+        return await client.post(url + "/telegram/webhook", update) == 200
+    except UNANSWERED:
         return False
-    return response.status_code == 200

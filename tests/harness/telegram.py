@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from bot.storage.sqlite import SqliteStorage
 from tests.harness.fakebotapi import TOKEN, FakeBotAPI, FakeUser, Sent
 from tests.harness.servers import serve
 from tests.harness.wait import DEADLINE
+from tests.harness.webhook_client import WebhookClient
 
 SECRET = b"test-pseudonym-secret-0123456789"
 #: The stores the tests run on (both count their rows, for the tests' checks).
@@ -67,19 +68,15 @@ class Bot:
     storage: Store
     url: str
     webhook: bool
+    #: For the tests' own requests (the API, hostile bodies).
     client: httpx.AsyncClient
-    # Queue here rather than in httpcore's pool, which is quadratic in waiting requests.
-    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(10))
+    #: How Telegram delivers to the webhook (``None``: the bot polls).
+    telegram: WebhookClient | None = None
 
     async def deliver(self, update: dict[str, Any]) -> None:
         if self.webhook:
-            async with self.gate:
-                response = await self.client.post(
-                    self.url + "/telegram/webhook",
-                    json=update,
-                    headers={"X-Telegram-Bot-Api-Secret-Token": WEBHOOK_SECRET},
-                )
-            assert response.status_code == 200
+            assert self.telegram is not None, "a webhook bot needs a WebhookClient"
+            assert await self.telegram.post(self.url + "/telegram/webhook", update) == 200
         else:
             await self.api.push(update)
 
@@ -121,9 +118,12 @@ async def running_bot(
     app = build_server_app(
         settings, engine, storage=storage, pause=0, poll_timeout=5, retry_delay=0.01
     )
-    limits = httpx.Limits(max_connections=10)
-    async with serve(app) as url, httpx.AsyncClient(limits=limits, timeout=30) as client:
-        yield Bot(api, app.state.telegram, storage, url, webhook, client)
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(timeout=30) as client,
+        WebhookClient(WEBHOOK_SECRET, connections=10) as telegram,
+    ):
+        yield Bot(api, app.state.telegram, storage, url, webhook, client, telegram)
 
 
 def last_buttons(messages: list[Sent]) -> Sent:
