@@ -4,6 +4,7 @@ guard and the fake Bot API."""
 from __future__ import annotations
 
 import asyncio
+import compileall
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,7 @@ from bot.knowledge.model import KnowledgeBase
 from bot.storage.postgres.schema import ensure_current
 from tests.harness.fakebotapi import FakeBotAPI
 from tests.harness.network import offline
-from tests.harness.paths import CONTENUS
+from tests.harness.paths import CONTENUS, ROOT
 from tests.harness.postgres import Cluster, cluster
 
 # The commands the tests start read no .env (a developer's own would change their settings).
@@ -39,6 +40,14 @@ LONGEST = (
     "tests/e2e/test_operations.py::test_serve_without_a_secret_keeps_the_api_pseudonyms",
     "tests/engine/test_properties.py::test_mutated_yaml",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once, before the workers start: byte-compile ``bot/``, so that the workers and the ~100
+    ``passerelle`` processes the tests start read it compiled instead of each compiling it
+    again (about 0.2 s of CPU a process) where ``PYTHONDONTWRITEBYTECODE`` is set."""
+    if not hasattr(config, "workerinput"):
+        compileall.compile_dir(ROOT / "bot", quiet=1)
 
 
 def _rank(item: pytest.Item) -> int | None:

@@ -8,6 +8,7 @@ layer rules (a type names a dependency) but not for cycles (they never run).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -233,24 +234,28 @@ def without(graph: dict[str, set[str]], removed: Iterable[tuple[str, str]]) -> d
     return {a: {b for b in bs if not covered((a, b), drop)} for a, bs in graph.items()}
 
 
-ALL_EDGES = list(edges(module_names()))
+@functools.cache
+def all_edges() -> list[Edge]:
+    """Every import of ``bot/`` (parsed once, by the first test that asks: not at import,
+    which every pytest worker does)."""
+    return list(edges(module_names()))
 
 
 def test_every_layer_imports_only_inward() -> None:
     broken = {
-        pair: rule for pair, rule in violations(ALL_EDGES).items() if not covered(pair, PENDING)
+        pair: rule for pair, rule in violations(all_edges()).items() if not covered(pair, PENDING)
     }
     assert broken == {}
 
 
 def test_no_import_cycle_among_bot_modules_lazy_imports_included() -> None:
-    assert cycles(without(runtime_graph(ALL_EDGES), PENDING)) == []
+    assert cycles(without(runtime_graph(all_edges()), PENDING)) == []
 
 
 def test_each_pending_exception_is_still_needed() -> None:
     """An entry is needed while its import exists and breaks a rule or closes a cycle."""
-    broken = violations(ALL_EDGES)
-    graph = runtime_graph(ALL_EDGES)
+    broken = violations(all_edges())
+    graph = runtime_graph(all_edges())
     unneeded = []
     for entry in PENDING:
         others = without(graph, [p for p in PENDING if p != entry])

@@ -58,7 +58,10 @@ from tests.harness.webhooks import Receiver
 PRO_SCORES = [4, 3, 4, 2, 0, 2, 3, 4, 2, 2, 3]
 PATIENT_SCORES = [1, 2, 2, 1, 2, 2, 3, 3, 1, 1, 2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CRITERIA = [c.id for _, c in mode.barometer_of(load(CONTENUS)).criteria()]
+
+
+def criteria(engine: Engine) -> list[str]:
+    return [c.id for _, c in mode.barometer_of(engine.kb).criteria()]
 
 
 #: Every test here runs offline: only loopback can be reached (see tests/conftest.py).
@@ -168,7 +171,7 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
             fengine,
             fengine.new_session(),
             "professionnel",
-            dict(zip(CRITERIA, PRO_SCORES, strict=True)),
+            dict(zip(criteria(fengine), PRO_SCORES, strict=True)),
         )
         chat = api.to_chat(pro.id)
         assert [m.text for m in chat].count(summary) == 1
@@ -176,7 +179,7 @@ async def test_professional_and_patient_rate_group_and_see_the_comparison_photo(
         assert not any("message précédent" in m.text for m in chat)
         # The 0–4 scale on one row, « back » below it (as sent: typed scores removed them since).
         scale = [rows for rows in keyboards_sent(api) if rows[0] == ["0", "1", "2", "3", "4"]]
-        assert len(scale) == len(CRITERIA) and all(len(rows) == 2 for rows in scale)
+        assert len(scale) == len(criteria(fengine)) and all(len(rows) == 2 for rows in scale)
         shown = await bot.send(pro, press_choice(pro, shown, mode.CREATE))
         line = next(m.text for m in shown if "Son code : " in m.text)
         code = line.split("Son code : ")[1][:9]
