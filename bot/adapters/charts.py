@@ -391,6 +391,14 @@ def prestart() -> concurrent.futures.Future[int] | None:
         return None
 
 
+def warm_soon() -> None:
+    """:func:`prestart` if no worker was started yet (cheap after that, so it can be called on
+    every turn): when a conversation enters the barometer, whose first chart comes after
+    several answers, so the worker is warm by then."""
+    if _POOL is None and not _THREADS_ONLY:
+        prestart()
+
+
 def _pid() -> int:
     import os
 

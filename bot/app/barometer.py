@@ -23,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from bot.adapters import charts
 from bot.app.barometer_chart import Comparison, Side, comparison_chart, rating_chart
 from bot.engine import barometer as mode
 from bot.engine.flow import Engine, Turn
@@ -198,6 +199,8 @@ class BarometerService:
         """The turn with the charts, groups and comparisons it shows, and the ratings to
         commit with it (a new group's code is claimed by that commit: :class:`CodeTaken` if
         another turn took it since it was drawn, and then nothing is written)."""
+        if turn.session.mode == mode.NAME:
+            charts.warm_soon()  # the worker warms while the person answers (see warm_soon)
         writes: list[FeatureWrite] = []
         for event in turn.events:
             if event.kind == mode.COMPLETED:

@@ -119,12 +119,13 @@ def serve(world: World) -> int:
 
 @contextlib.asynccontextmanager
 async def chart_worker(app: Starlette) -> AsyncIterator[None]:
-    """The chart worker started with the server (warm before the first barometer ends) and
-    stopped with it, in order: uvicorn ends the process by re-raising SIGTERM, after which
-    nothing registered with ``atexit`` runs."""
+    """The chart worker stopped with the server, in order: uvicorn ends the process by
+    re-raising SIGTERM, after which nothing registered with ``atexit`` runs. It is started by
+    the first conversation that enters the barometer (:func:`bot.adapters.charts.warm_soon`),
+    warm well before that conversation's first chart; a server nobody uses the barometer on
+    never pays for it (a second process that imports matplotlib: about 1 s of CPU)."""
     from bot.adapters import charts
 
-    charts.prestart()
     try:
         yield
     finally:
@@ -184,7 +185,6 @@ async def poll(world: World, **channel_options: Unpack[ChannelOptions]) -> int:
         await world.features.open()
         try:
             await world.worker.start()
-            charts.prestart()
             options: ChannelOptions = {**world.telegram_options(), **channel_options}
             try:
                 channel = telegram.build(
