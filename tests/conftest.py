@@ -29,16 +29,17 @@ os.environ["PASSERELLE_ENV_FILE"] = ""
 #: has xdist hand tests out one at a time (``--maxschedchunk 1``), so each worker takes the next
 #: long test as soon as it is free. A missing or renamed entry only costs time.
 LONGEST = (
-    "tests/e2e/test_reliability.py::test_load_run_300_people_loses_and_duplicates_no_reply",
     "tests/e2e/test_instances_postgres.py::test_one_instance_killed_five_times_under_load",
+    "tests/e2e/test_reliability.py::test_load_run_300_people_loses_and_duplicates_no_reply",
     "tests/channels/test_channels_telegram.py::test_two_hundred_chats_at_once",
     "tests/e2e/test_crash.py::test_sigkill_mid_conversation",
-    "tests/channels/test_api_schema.py::test_api_matches_its_openapi_document",
-    "tests/e2e/test_reliability.py::test_small_load_run",
-    "tests/e2e/test_instances_postgres.py::test_two_instances",
-    "tests/e2e/test_operators.py::test_polling_delivers_a_contact_request",
-    "tests/e2e/test_operations.py::test_serve_without_a_secret_keeps_the_api_pseudonyms",
     "tests/engine/test_properties.py::test_mutated_yaml",
+    "tests/e2e/test_instances_postgres.py::test_a_paused_instance",
+    "tests/e2e/test_instances_postgres.py::test_two_instances",
+    "tests/channels/test_api_schema.py::test_api_matches_its_openapi_document",
+    "tests/e2e/test_operators.py::test_polling_delivers_a_contact_request",
+    "tests/e2e/test_reliability.py::test_small_load_run",
+    "tests/e2e/test_operations.py::test_serve_without_a_secret_keeps_the_api_pseudonyms",
 )
 
 
