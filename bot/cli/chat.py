@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bot.app.engines import build_engine
+from bot.cli.commands import Subcommands
 from bot.cli.contents import load_or_exit, optional_path
 
 
@@ -37,7 +38,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return terminal.main(engine, args.json, args.context)
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``chat`` and ``replay`` to the ``passerelle`` parser."""
     chat = sub.add_parser("chat", help="discuter dans le terminal")
     chat.add_argument("--json", action="store_true", help="une ligne JSON par message (machines)")

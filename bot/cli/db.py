@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+from bot.cli.commands import Subcommands
+
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     """Bring the database (``PASSERELLE_DB``) to this code's schema: PostgreSQL is never
@@ -35,7 +37,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``db migrate`` to the ``passerelle`` parser."""
     db = sub.add_parser("db", help="la base de données (SQLite ou PostgreSQL)")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bot.app.engines import build_engine
+from bot.cli.commands import Subcommands
 from bot.cli.contents import (
     DEFAULT_CORPUS,
     DEFAULT_SCRIPTS,
@@ -113,7 +114,7 @@ def cmd_kb_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``kb check``, ``kb test`` and ``kb diff`` to the ``passerelle`` parser."""
     kb = sub.add_parser("kb", help="la base de contenus")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)

@@ -11,6 +11,7 @@ import datetime as dt
 import sys
 
 from bot import config
+from bot.cli.commands import Subcommands
 from bot.cli.compose import establishments_or_exit, with_store
 from bot.storage.base import IntegrationStore
 
@@ -80,7 +81,7 @@ async def keys_revoke(
     return 1
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``keys`` to the ``passerelle`` parser."""
     keys = sub.add_parser("keys", help="clés d'API des établissements")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

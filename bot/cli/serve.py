@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Unpack
 
+from bot.cli.commands import Subcommands
 from bot.cli.compose import Lifespan, World, build_integration, build_server_app, build_world
 from bot.cli.contents import load_or_exit
 from bot.config import Settings
@@ -218,7 +219,7 @@ async def poll(world: World, **channel_options: Unpack[ChannelOptions]) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``telegram`` and ``serve`` to the ``passerelle`` parser."""
     from bot.config import settings_help
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.app.stats_output import funnel_chart, render_csv, render_table
 from bot.app.stats_report import DEFAULT_K, Report, StatsReader
+from bot.cli.commands import Subcommands
 from bot.cli.contents import load_or_exit, optional_path
 from bot.storage.factory import feature_store, is_postgres_url
 
@@ -64,7 +65,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``stats`` to the ``passerelle`` parser."""
     stats = sub.add_parser("stats", help="statistiques d'utilisation (anonymes)")
     stats.add_argument("--since", type=_date, help="depuis cette date (AAAA-MM-JJ)")

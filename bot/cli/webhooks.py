@@ -13,6 +13,7 @@ import sys
 
 from bot import config
 from bot.adapters.webhooks import WebhookWorker, describe
+from bot.cli.commands import Subcommands
 from bot.cli.compose import establishments_or_exit, webhook_worker, with_store
 from bot.knowledge.establishments import new_secret
 from bot.storage.base import IntegrationStore
@@ -103,7 +104,7 @@ def webhooks_secret(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Add ``webhooks`` to the ``passerelle`` parser."""
     hooks = sub.add_parser("webhooks", help="webhooks sortants vers les établissements")
     hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
